@@ -104,7 +104,7 @@ def main():
                   sampler=a.sampler, eta=0.0, guidance_mode=a.mode, seed=a.seed, results=[])
     nc = model.config()["num_classes"]
     labels = torch.arange(nc).repeat_interleave(a.per_class)
-    for gs in a.guidance:
+    for gs in (a.guidance if a.per_class > 0 else []):
         t0 = time.time()
         imgs = generate(model, labels, a.steps, gs, a.seed, dev, a.sampler, a.mode)
         # judge the images as the server would deliver them: quantised to 8-bit

@@ -1,0 +1,35 @@
+package io.ditserve.backend;
+
+/**
+ * One loaded model on one compute backend: computes the DiT forward pass.
+ *
+ * <p>Every backend computes the same function, {@code out = DiT(x, t, y)} per {@code shared/DIT_SPEC.md}; the
+ * sampler, guidance and previews live above this interface. Each sample of a batch has its own timestep and label,
+ * so a caller may mix requests and classifier-free-guidance halves in one batch.
+ *
+ * <p>Implementations may serialise calls internally; callers must not assume {@link #forward} runs concurrently.
+ * Buffers are owned by the caller; a backend must not keep references to them after {@code forward} returns.
+ */
+public interface Backend extends AutoCloseable {
+
+    /** The provider name, e.g. {@code java}. */
+    String name();
+
+    ModelSpec model();
+
+    /**
+     * Runs the model.
+     *
+     * @param x input batch [N, C_in, H, W]
+     * @param t original-schedule timesteps, length N, each in 0..999
+     * @param y class ids, length N, each in 0..num_classes (num_classes = the null class)
+     * @param out output [N, C_out, H, W], written by the backend
+     * @param cancel polled between layers; when it returns true the backend stops and throws
+     *     {@link BackendException.Cancelled}
+     */
+    void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException;
+
+    /** Releases native memory, sessions and threads. Idempotent. */
+    @Override
+    void close();
+}

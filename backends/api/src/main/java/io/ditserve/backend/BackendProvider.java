@@ -1,0 +1,31 @@
+package io.ditserve.backend;
+
+/**
+ * A compute backend plugin, discovered with {@link java.util.ServiceLoader} (register the implementation in
+ * {@code META-INF/services/io.ditserve.backend.BackendProvider}).
+ *
+ * <p>Discovery must be cheap: constructing a provider and calling {@link #name()} must not load native libraries
+ * or touch a device. Everything expensive happens in {@link #create}, which is called only for the backend the
+ * configuration selects.
+ */
+public interface BackendProvider {
+
+    /** Short unique name used in the configuration, e.g. {@code java}, {@code onnx}, {@code cuda}. */
+    String name();
+
+    /** One line for listings and error messages. */
+    String description();
+
+    /**
+     * Files of the model folder this backend needs (e.g. {@code weights.safetensors} or {@code model.onnx}); the
+     * server checks they exist before {@link #create} so that a missing file fails at start-up with its name.
+     */
+    java.util.List<String> requiredFiles();
+
+    /**
+     * Loads the model and returns a ready backend. Throws with a message naming the file and the reason when the
+     * model files are missing, corrupt or do not match the spec, or when the backend cannot run here (no device,
+     * no native library): never falls back silently.
+     */
+    Backend create(ModelSpec model, BackendOptions options) throws BackendException;
+}

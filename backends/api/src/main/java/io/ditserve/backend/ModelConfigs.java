@@ -1,0 +1,132 @@
+package io.ditserve.backend;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+
+/** Reads and validates a model folder's {@code config.json}. */
+public final class ModelConfigs {
+    public static final String CONFIG_FILE = "config.json";
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final Set<String> SAMPLERS = Set.of("ddpm", "ddim");
+    private static final Set<String> GUIDANCE_MODES = Set.of("first3", "all");
+    private static final Set<String> SPACES = Set.of("pixel", "latent");
+
+    private ModelConfigs() {}
+
+    /** Parses {@code dir/config.json}; the model's name is the folder's name. */
+    public static ModelSpec load(Path dir) throws BackendException {
+        Path file = dir.resolve(CONFIG_FILE);
+        JsonNode root;
+        try {
+            root = JSON.readTree(Files.readString(file));
+        } catch (NoSuchFileException e) {
+            throw new BackendException(file + ": missing (every model folder needs a config.json)");
+        } catch (IOException e) {
+            throw new BackendException(file + ": not valid JSON: " + e.getMessage(), e);
+        }
+        if (root == null || !root.isObject()) {
+            throw new BackendException(file + ": expected a JSON object");
+        }
+        Reader r = new Reader(file, root);
+        int inputSize = r.intIn("input_size", 1, 4096);
+        int patch = r.intIn("patch_size", 1, 64);
+        int inCh = r.intIn("in_channels", 1, 64);
+        int hidden = r.intIn("hidden_size", 4, 65536);
+        int depth = r.intIn("depth", 0, 1024);
+        int heads = r.intIn("num_heads", 1, 1024);
+        double mlpRatio = r.dbl("mlp_ratio", 4.0);
+        int numClasses = r.intIn("num_classes", 1, 1_000_000);
+        boolean learnSigma = r.bool("learn_sigma");
+        if (inputSize % patch != 0) {
+            throw r.bad("input_size " + inputSize + " is not a multiple of patch_size " + patch);
+        }
+        if (hidden % heads != 0) {
+            throw r.bad("hidden_size " + hidden + " is not a multiple of num_heads " + heads);
+        }
+        if (hidden % 4 != 0) {
+            throw r.bad("hidden_size " + hidden + " must be a multiple of 4 (2-D sin-cos position embedding)");
+        }
+        List<String> names = new ArrayList<>();
+        JsonNode cn = root.get("class_names");
+        if (cn == null || cn.isNull()) {
+            for (int i = 0; i < numClasses; i++) {
+                names.add(Integer.toString(i));
+            }
+        } else {
+            if (!cn.isArray() || cn.size() != numClasses) {
+                throw r.bad("class_names must be an array of num_classes (" + numClasses + ") strings");
+            }
+            cn.forEach(n -> names.add(n.asText()));
+        }
+        String space = r.str("space", "pixel", SPACES);
+        String mode = r.str("guidance_mode", "first3", GUIDANCE_MODES);
+        JsonNode d = root.path("defaults");
+        Reader dr = new Reader(file, d.isObject() ? d : JSON.createObjectNode());
+        ModelSpec.Defaults defaults = new ModelSpec.Defaults(
+                dr.str("sampler", "ddim", SAMPLERS),
+                dr.intOr("steps", 50, 1, 1000),
+                dr.dbl("guidance", 1.0),
+                dr.dbl("eta", 0.0));
+        // the folder name is the model name: it is what clients ask for
+        return new ModelSpec(dir, dir.getFileName().toString(),
+                root.path("description").asText(""), inputSize, patch, inCh, hidden, depth, heads, mlpRatio,
+                numClasses, learnSigma, names, space, mode, defaults);
+    }
+
+    private record Reader(Path file, JsonNode node) {
+        BackendException bad(String msg) {
+            return new BackendException(file + ": " + msg);
+        }
+
+        int intIn(String key, int min, int max) throws BackendException {
+            JsonNode v = node.get(key);
+            if (v == null || !v.canConvertToInt() || !v.isIntegralNumber()) {
+                throw bad("'" + key + "' must be an integer in " + min + ".." + max + ", found " + v);
+            }
+            int i = v.intValue();
+            if (i < min || i > max) {
+                throw bad("'" + key + "' must be in " + min + ".." + max + ", found " + i);
+            }
+            return i;
+        }
+
+        int intOr(String key, int fallback, int min, int max) throws BackendException {
+            return node.has(key) ? intIn(key, min, max) : fallback;
+        }
+
+        double dbl(String key, double fallback) throws BackendException {
+            JsonNode v = node.get(key);
+            if (v == null) {
+                return fallback;
+            }
+            if (!v.isNumber() || !Double.isFinite(v.doubleValue())) {
+                throw bad("'" + key + "' must be a finite number, found " + v);
+            }
+            return v.doubleValue();
+        }
+
+        boolean bool(String key) throws BackendException {
+            JsonNode v = node.get(key);
+            if (v == null || !v.isBoolean()) {
+                throw bad("'" + key + "' must be true or false, found " + v);
+            }
+            return v.booleanValue();
+        }
+
+        String str(String key, String fallback, Set<String> allowed) throws BackendException {
+            JsonNode v = node.get(key);
+            String s = v == null || v.isNull() ? fallback : v.asText();
+            if (!allowed.contains(s)) {
+                throw bad("'" + key + "' must be one of " + allowed + ", found '" + s + "'");
+            }
+            return s;
+        }
+    }
+}

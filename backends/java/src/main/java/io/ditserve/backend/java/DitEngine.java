@@ -1,0 +1,22 @@
+package io.ditserve.backend.java;
+
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.Cancellation;
+
+/** One compute path of the Java backend. {@link JavaDitBackend} validates the arguments and serialises calls. */
+interface DitEngine extends AutoCloseable {
+
+    /**
+     * Computes {@code out = DiT(x, t, y)} for a batch of {@code n} samples.
+     *
+     * @param x [n, C_in, H, W]
+     * @param t n timesteps in 0..999
+     * @param y n labels in 0..num_classes
+     * @param out [n, C_out, H, W]
+     */
+    void forward(float[] x, int[] t, int[] y, int n, float[] out, Cancellation cancel)
+            throws BackendException.Cancelled;
+
+    @Override
+    void close();
+}

@@ -1,0 +1,111 @@
+package io.ditserve.backend.java;
+
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.Safetensors;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * The DiT parameters as float32 heap arrays in the checkpoint's own layout, one array per tensor, read from a
+ * safetensors file with the released DiT key names (shared/DIT_SPEC.md, "Checkpoint layout").
+ *
+ * <p>Every tensor the spec implies is checked by name and shape before anything is copied, and a tensor the model
+ * would not use fails too (like PyTorch's strict {@code load_state_dict}): a checkpoint of another size must not
+ * load half-used. The file is mapped only while copying and unmapped before {@link #load} returns, so the
+ * weights' lifetime is that of this object. Shapes in comments: D = hidden size, T = tokens, p = patch size.
+ */
+final class DitWeights {
+
+    /** A PyTorch {@code nn.Linear}: {@code y = x·Wᵀ + b}, {@code weight} row-major (out, in). */
+    record Linear(float[] weight, float[] bias, int out, int in) {}
+
+    /** One {@code blocks.i} of the checkpoint. */
+    record Block(
+            Linear adaLN, // adaLN_modulation.1 (6D, D)
+            Linear qkv, // attn.qkv (3D, D)
+            Linear proj, // attn.proj (D, D)
+            Linear fc1, // mlp.fc1 (mlp_hidden, D)
+            Linear fc2) {} // mlp.fc2 (D, mlp_hidden)
+
+    final float[] posEmbed; // pos_embed (1, T, D)
+    final Linear xEmbedder; // x_embedder.proj: weight (D, C_in, p, p) read as (D, C_in·p·p)
+    final Linear tMlp0; // t_embedder.mlp.0 (D, 256)
+    final Linear tMlp2; // t_embedder.mlp.2 (D, D)
+    final float[] yEmbedding; // y_embedder.embedding_table.weight (num_classes + 1, D), last row = null class
+    final Block[] blocks; // blocks.0 .. blocks.(depth - 1)
+    final Linear finalAdaLN; // final_layer.adaLN_modulation.1 (2D, D)
+    final Linear finalLinear; // final_layer.linear (p·p·C_out, D)
+
+    private DitWeights(ModelSpec s, Safetensors st) throws BackendException {
+        int d = s.hiddenSize();
+        posEmbed = st.floats("pos_embed");
+        xEmbedder = linear(st, "x_embedder.proj", d, s.inChannels() * s.patchSize() * s.patchSize());
+        tMlp0 = linear(st, "t_embedder.mlp.0", d, DitMath.FREQ_DIM);
+        tMlp2 = linear(st, "t_embedder.mlp.2", d, d);
+        yEmbedding = st.floats("y_embedder.embedding_table.weight");
+        blocks = new Block[s.depth()];
+        for (int i = 0; i < blocks.length; i++) {
+            String b = "blocks." + i + ".";
+            blocks[i] = new Block(
+                    linear(st, b + "adaLN_modulation.1", 6 * d, d),
+                    linear(st, b + "attn.qkv", 3 * d, d),
+                    linear(st, b + "attn.proj", d, d),
+                    linear(st, b + "mlp.fc1", s.mlpHidden(), d),
+                    linear(st, b + "mlp.fc2", d, s.mlpHidden()));
+        }
+        finalAdaLN = linear(st, "final_layer.adaLN_modulation.1", 2 * d, d);
+        finalLinear = linear(st, "final_layer.linear", s.patchSize() * s.patchSize() * s.outChannels(), d);
+    }
+
+    /** Opens {@code file}, validates it against {@code spec}, copies the weights and unmaps the file. */
+    static DitWeights load(ModelSpec spec, Path file) throws BackendException {
+        try (Safetensors st = Safetensors.open(file)) {
+            Map<String, long[]> expected = expectedShapes(spec);
+            for (Map.Entry<String, long[]> e : expected.entrySet()) {
+                st.expect(e.getKey(), e.getValue());
+            }
+            for (String name : st.entries().keySet()) {
+                if (!expected.containsKey(name)) {
+                    throw new BackendException(file + ": unexpected tensor '" + name + "' for a model with depth "
+                            + spec.depth() + " (config.json and the weights do not match)");
+                }
+            }
+            return new DitWeights(spec, st);
+        }
+    }
+
+    /** Every tensor of the checkpoint with the shape {@code spec} implies, in the order of DIT_SPEC.md. */
+    static Map<String, long[]> expectedShapes(ModelSpec s) {
+        long d = s.hiddenSize();
+        long p = s.patchSize();
+        Map<String, long[]> m = new LinkedHashMap<>();
+        m.put("pos_embed", new long[] {1, s.tokens(), d});
+        m.put("x_embedder.proj.weight", new long[] {d, s.inChannels(), p, p});
+        m.put("x_embedder.proj.bias", new long[] {d});
+        putLinear(m, "t_embedder.mlp.0", d, DitMath.FREQ_DIM);
+        putLinear(m, "t_embedder.mlp.2", d, d);
+        m.put("y_embedder.embedding_table.weight", new long[] {s.numClasses() + 1, d});
+        for (int i = 0; i < s.depth(); i++) {
+            String b = "blocks." + i + ".";
+            putLinear(m, b + "adaLN_modulation.1", 6 * d, d);
+            putLinear(m, b + "attn.qkv", 3 * d, d);
+            putLinear(m, b + "attn.proj", d, d);
+            putLinear(m, b + "mlp.fc1", s.mlpHidden(), d);
+            putLinear(m, b + "mlp.fc2", d, s.mlpHidden());
+        }
+        putLinear(m, "final_layer.adaLN_modulation.1", 2 * d, d);
+        putLinear(m, "final_layer.linear", p * p * s.outChannels(), d);
+        return m;
+    }
+
+    private static void putLinear(Map<String, long[]> m, String prefix, long out, long in) {
+        m.put(prefix + ".weight", new long[] {out, in});
+        m.put(prefix + ".bias", new long[] {out});
+    }
+
+    private static Linear linear(Safetensors st, String prefix, int out, int in) throws BackendException {
+        return new Linear(st.floats(prefix + ".weight"), st.floats(prefix + ".bias"), out, in);
+    }
+}

@@ -1,0 +1,137 @@
+package io.ditserve.client;
+
+import io.ditserve.proto.v1.GenerateRequest;
+import io.ditserve.proto.v1.ModelInfo;
+import io.ditserve.proto.v1.Sampler;
+import io.grpc.StatusRuntimeException;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** The client side of the {@code ./dit} command line: {@code generate} and {@code models}. */
+public final class ClientCommands {
+    private ClientCommands() {}
+
+    @Command(name = "generate", mixinStandardHelpOptions = true,
+            description = "Stream a generation from a server and write the images (and previews) to a folder.")
+    public static final class Generate implements Callable<Integer> {
+        @Option(names = "--target", defaultValue = "localhost:50051", description = "server host:port (default ${DEFAULT-VALUE})")
+        String target;
+        @Option(names = "--model", description = "model name (default: the server's first model)")
+        String model;
+        @Option(names = "--label", description = "class name or id; 'none' for unconditional (default: class 0)")
+        String label;
+        @Option(names = "--count", defaultValue = "1", description = "number of images (default ${DEFAULT-VALUE})")
+        int count;
+        @Option(names = "--steps", defaultValue = "0", description = "denoising steps (default: the model's)")
+        int steps;
+        @Option(names = "--sampler", description = "ddpm or ddim (default: the model's)")
+        String sampler;
+        @Option(names = "--eta", description = "DDIM eta in [0, 1] (default: the model's)")
+        Float eta;
+        @Option(names = "--guidance", description = "classifier-free guidance scale; 1 = none (default: the model's)")
+        Float guidance;
+        @Option(names = "--seed", defaultValue = "0", description = "base seed; 0 = random (image i uses seed + i)")
+        long seed;
+        @Option(names = "--out", defaultValue = "out", description = "output folder (default ${DEFAULT-VALUE})")
+        Path out;
+        @Option(names = "--previews", description = "save preview frames and an animated GIF per image")
+        boolean previews;
+        @Option(names = "--preview-interval", defaultValue = "0", description = "preview every k steps (default: about 10 frames)")
+        int previewInterval;
+        @Option(names = "--tensor", description = "also save the raw float32 sample as .f32 (little-endian, [C,H,W])")
+        boolean tensor;
+        @Option(names = "--deadline", defaultValue = "0", description = "seconds before the server gives up (0 = none)")
+        long deadline;
+
+        @Override
+        public Integer call() throws Exception {
+            try (DitClient client = DitClient.connect(target)) {
+                ModelInfo info = model == null ? first(client.listModels()) : client.getModel(model);
+                GenerateRequest request = buildRequest(info);
+                GenerationWriter.Written w = new GenerationWriter(System.out, 4)
+                        .run(client, request, info, out, deadline);
+                System.out.printf("wrote %d image(s) to %s in %.1f s; seeds %s%n", w.images().size(),
+                        out.toAbsolutePath(), w.seconds(), w.seeds());
+                w.animations().forEach(g -> System.out.println("animation: " + g));
+                return 0;
+            } catch (StatusRuntimeException e) {
+                System.err.println("error: " + e.getStatus().getCode() + ": " + e.getStatus().getDescription());
+                return 1;
+            }
+        }
+
+        GenerateRequest buildRequest(ModelInfo info) {
+            GenerateRequest.Builder b = GenerateRequest.newBuilder().setModel(info.getName()).setNumImages(count)
+                    .setSteps(steps).setSeed(seed);
+            if (label == null) {
+                b.setClassId(0);
+            } else if (label.equalsIgnoreCase("none")) {
+                b.setUnconditional(true);
+            } else if (label.matches("\\d+")) {
+                b.setClassId(Integer.parseInt(label));
+            } else {
+                b.setClassName(label);
+            }
+            if (sampler != null) {
+                b.setSampler(switch (sampler.toLowerCase()) {
+                    case "ddpm" -> Sampler.SAMPLER_DDPM;
+                    case "ddim" -> Sampler.SAMPLER_DDIM;
+                    default -> throw new IllegalArgumentException("--sampler must be ddpm or ddim, got " + sampler);
+                });
+            }
+            if (eta != null) {
+                b.setEta(eta);
+            }
+            if (guidance != null) {
+                b.setGuidanceScale(guidance);
+            }
+            if (previews || previewInterval > 0) {
+                int total = steps > 0 ? steps : info.getDefaults().getSteps();
+                b.setPreviewInterval(previewInterval > 0 ? previewInterval : Math.max(1, total / 10));
+            }
+            b.addOutputFormats(io.ditserve.proto.v1.OutputFormat.OUTPUT_FORMAT_PNG);
+            if (tensor) {
+                b.addOutputFormats(io.ditserve.proto.v1.OutputFormat.OUTPUT_FORMAT_TENSOR);
+            }
+            return b.build();
+        }
+    }
+
+    @Command(name = "models", mixinStandardHelpOptions = true, description = "List the models a server serves.")
+    public static final class Models implements Callable<Integer> {
+        @Option(names = "--target", defaultValue = "localhost:50051", description = "server host:port (default ${DEFAULT-VALUE})")
+        String target;
+
+        @Override
+        public Integer call() {
+            try (DitClient client = DitClient.connect(target)) {
+                for (ModelInfo m : client.listModels()) {
+                    System.out.printf("%s  backend=%s  %dx%d x%d ch (%s)  patch %d, depth %d, width %d, heads %d, %.1f M params%n",
+                            m.getName(), m.getBackend(), m.getImageSize(), m.getImageSize(), m.getInChannels(),
+                            m.getSpace(), m.getPatchSize(), m.getDepth(), m.getHiddenSize(), m.getNumHeads(),
+                            m.getParameters() / 1e6);
+                    System.out.printf("  defaults: %s, %d steps, guidance %.2f (%s), eta %.2f%n",
+                            m.getDefaults().getSampler(), m.getDefaults().getSteps(),
+                            m.getDefaults().getGuidanceScale(), m.getDefaults().getGuidanceMode(), m.getDefaults().getEta());
+                    System.out.println("  classes: " + m.getClassesList().stream()
+                            .map(c -> c.getId() + "=" + c.getName()).limit(20).toList()
+                            + (m.getClassesCount() > 20 ? " … (" + m.getClassesCount() + ")" : ""));
+                }
+                return 0;
+            } catch (StatusRuntimeException e) {
+                System.err.println("error: " + e.getStatus().getCode() + ": " + e.getStatus().getDescription());
+                return 1;
+            }
+        }
+    }
+
+    static ModelInfo first(List<ModelInfo> models) {
+        if (models.isEmpty()) {
+            throw new IllegalStateException("the server has no models");
+        }
+        return models.get(0);
+    }
+}

@@ -1,0 +1,167 @@
+package io.ditserve.client;
+
+import io.ditserve.proto.v1.DiffusionServiceGrpc;
+import io.ditserve.proto.v1.GenerateEvent;
+import io.ditserve.proto.v1.GenerateRequest;
+import io.ditserve.proto.v1.GetModelRequest;
+import io.ditserve.proto.v1.ListModelsRequest;
+import io.ditserve.proto.v1.ModelInfo;
+import io.grpc.Context;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.grpc.stub.ClientCallStreamObserver;
+import io.grpc.stub.ClientResponseObserver;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Objects;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * A small client for {@code dit.v1.DiffusionService}: a blocking event iterator and an asynchronous listener.
+ *
+ * <pre>{@code
+ * try (DitClient client = DitClient.connect("localhost:50051");
+ *      DitClient.EventStream events = client.generate(request)) {
+ *     while (events.hasNext()) { GenerateEvent e = events.next(); ... }
+ * }
+ * }</pre>
+ */
+public final class DitClient implements AutoCloseable {
+    /** Results can carry tensors; previews of large latents too. */
+    public static final int MAX_INBOUND_MESSAGE_BYTES = 64 << 20;
+
+    private final ManagedChannel channel;
+    private final boolean ownsChannel;
+
+    public DitClient(ManagedChannel channel) {
+        this(channel, false);
+    }
+
+    private DitClient(ManagedChannel channel, boolean ownsChannel) {
+        this.channel = Objects.requireNonNull(channel, "channel");
+        this.ownsChannel = ownsChannel;
+    }
+
+    /** Connects without TLS to {@code host:port}. */
+    public static DitClient connect(String target) {
+        return new DitClient(ManagedChannelBuilder.forTarget(target).usePlaintext()
+                .maxInboundMessageSize(MAX_INBOUND_MESSAGE_BYTES).build(), true);
+    }
+
+    public List<ModelInfo> listModels() {
+        return DiffusionServiceGrpc.newBlockingStub(channel).listModels(ListModelsRequest.getDefaultInstance())
+                .getModelsList();
+    }
+
+    public ModelInfo getModel(String name) {
+        return DiffusionServiceGrpc.newBlockingStub(channel)
+                .getModel(GetModelRequest.newBuilder().setName(name).build());
+    }
+
+    /** A generation's events as a blocking iterator; {@link #close()} cancels the call if it is still running. */
+    public final class EventStream implements Iterator<GenerateEvent>, AutoCloseable {
+        private final Context.CancellableContext context;
+        private final Iterator<GenerateEvent> events;
+
+        private EventStream(GenerateRequest request, long deadlineSeconds) {
+            context = Context.current().withCancellation();
+            Context previous = context.attach();
+            try {
+                DiffusionServiceGrpc.DiffusionServiceBlockingStub stub = DiffusionServiceGrpc.newBlockingStub(channel);
+                if (deadlineSeconds > 0) {
+                    stub = stub.withDeadlineAfter(deadlineSeconds, TimeUnit.SECONDS);
+                }
+                events = stub.generate(request);
+            } finally {
+                context.detach(previous);
+            }
+        }
+
+        /** Throws {@link io.grpc.StatusRuntimeException} if the stream ends with an error. */
+        @Override
+        public boolean hasNext() {
+            return events.hasNext();
+        }
+
+        @Override
+        public GenerateEvent next() {
+            return events.next();
+        }
+
+        @Override
+        public void close() {
+            context.cancel(null);
+        }
+    }
+
+    public EventStream generate(GenerateRequest request) {
+        return new EventStream(request, 0);
+    }
+
+    public EventStream generate(GenerateRequest request, long deadlineSeconds) {
+        return new EventStream(request, deadlineSeconds);
+    }
+
+    /** Callbacks of an asynchronous generation; they run on gRPC threads, one at a time. */
+    public interface Listener {
+        void onEvent(GenerateEvent event);
+
+        void onError(Throwable error);
+
+        void onCompleted();
+    }
+
+    /** Starts a generation; returns a handle whose {@code cancel} stops it on the server. */
+    public Cancellable generateAsync(GenerateRequest request, Listener listener) {
+        Cancellable handle = new Cancellable();
+        DiffusionServiceGrpc.newStub(channel).generate(request, new ClientResponseObserver<GenerateRequest, GenerateEvent>() {
+            @Override
+            public void beforeStart(ClientCallStreamObserver<GenerateRequest> requestStream) {
+                handle.call = requestStream;
+            }
+
+            @Override
+            public void onNext(GenerateEvent value) {
+                listener.onEvent(value);
+            }
+
+            @Override
+            public void onError(Throwable t) {
+                listener.onError(t);
+            }
+
+            @Override
+            public void onCompleted() {
+                listener.onCompleted();
+            }
+        });
+        return handle;
+    }
+
+    /** Cancels an asynchronous generation. */
+    public static final class Cancellable {
+        private volatile ClientCallStreamObserver<GenerateRequest> call;
+
+        public void cancel(String reason) {
+            ClientCallStreamObserver<GenerateRequest> c = call;
+            if (c != null) {
+                c.cancel(reason, null);
+            }
+        }
+    }
+
+    @Override
+    public void close() {
+        if (ownsChannel) {
+            channel.shutdown();
+            try {
+                if (!channel.awaitTermination(5, TimeUnit.SECONDS)) {
+                    channel.shutdownNow();
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                channel.shutdownNow();
+            }
+        }
+    }
+}

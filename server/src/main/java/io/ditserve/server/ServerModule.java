@@ -1,0 +1,77 @@
+package io.ditserve.server;
+
+import com.google.inject.AbstractModule;
+import com.google.inject.Provides;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.server.config.ServerConfig;
+import io.ditserve.server.engine.Engine;
+import io.ditserve.server.engine.EngineConfig;
+import io.ditserve.server.grpc.DiffusionService;
+import io.ditserve.server.grpc.RequestValidator;
+import io.ditserve.server.model.BackendRegistry;
+import io.ditserve.server.model.ModelRepository;
+import io.grpc.ServerBuilder;
+import io.grpc.protobuf.services.HealthStatusManager;
+import jakarta.inject.Singleton;
+import java.nio.file.Path;
+import java.util.Objects;
+
+/**
+ * Wires the server. Fast and side-effect free: it only declares how to build things; the model repository loads
+ * (and fails on bad files) when the injector is created in {@code Stage.PRODUCTION}. The transport is passed in,
+ * so tests use an in-process server and production a Netty one.
+ */
+public final class ServerModule extends AbstractModule {
+    private final ServerConfig config;
+    private final ServerBuilder<?> serverBuilder;
+
+    public ServerModule(ServerConfig config, ServerBuilder<?> serverBuilder) {
+        this.config = Objects.requireNonNull(config, "config");
+        this.serverBuilder = Objects.requireNonNull(serverBuilder, "serverBuilder");
+    }
+
+    @Override
+    protected void configure() {
+        binder().requireExplicitBindings();
+        bind(ServerConfig.class).toInstance(config);
+        bind(DiffusionService.class);
+        bind(DitServer.class);
+    }
+
+    @Provides
+    ServerBuilder<?> serverBuilder() {
+        return serverBuilder;
+    }
+
+    @Provides
+    @Singleton
+    BackendRegistry backendRegistry() {
+        return new BackendRegistry();
+    }
+
+    @Provides
+    @Singleton
+    ModelRepository modelRepository(ServerConfig c, BackendRegistry registry) throws BackendException {
+        BackendOptions options = new BackendOptions(c.effectiveThreads(), c.backendOptions);
+        return ModelRepository.load(Path.of(c.models), registry, c.backend, c.modelBackends, options);
+    }
+
+    @Provides
+    @Singleton
+    Engine engine(ServerConfig c) {
+        return new Engine(new EngineConfig(c.maxActive, c.maxQueued));
+    }
+
+    @Provides
+    @Singleton
+    RequestValidator requestValidator(ModelRepository models, ServerConfig c) {
+        return new RequestValidator(models, new RequestValidator.Limits(c.maxImages, c.maxSteps));
+    }
+
+    @Provides
+    @Singleton
+    HealthStatusManager health() {
+        return new HealthStatusManager();
+    }
+}

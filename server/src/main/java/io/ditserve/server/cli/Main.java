@@ -1,0 +1,181 @@
+package io.ditserve.server.cli;
+
+import com.google.inject.CreationException;
+import com.google.inject.Guice;
+import com.google.inject.Injector;
+import com.google.inject.ProvisionException;
+import com.google.inject.Stage;
+import com.google.inject.spi.Message;
+import io.ditserve.client.ClientCommands;
+import io.ditserve.client.DitClient;
+import io.ditserve.client.GenerationWriter;
+import io.ditserve.proto.v1.GenerateRequest;
+import io.ditserve.proto.v1.ModelInfo;
+import io.ditserve.server.DitServer;
+import io.ditserve.server.ServerModule;
+import io.ditserve.server.config.ServerConfig;
+import io.grpc.Grpc;
+import io.grpc.InsecureServerCredentials;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** The {@code ./dit} command line. */
+@Command(name = "dit", mixinStandardHelpOptions = true, version = "dit 0.1.0",
+        description = "DiT streaming inference server and client.",
+        subcommands = {Main.Serve.class, Main.Demo.class, ClientCommands.Generate.class, ClientCommands.Models.class})
+public final class Main {
+
+    public static void main(String[] args) {
+        System.exit(new CommandLine(new Main()).execute(args));
+    }
+
+    /** Options shared by serve and demo. */
+    static class ServerOptions {
+        @Option(names = "--config", description = "YAML configuration file (flags override it)")
+        Path config;
+        @Option(names = "--backend", description = "compute backend for all models: java, onnx, cuda (default java)")
+        String backend;
+        @Option(names = "--models", description = "model folder (default: models)")
+        Path models;
+        @Option(names = "--threads", description = "compute threads per backend (default: all cores)")
+        Integer threads;
+        @Option(names = "--set", description = "any configuration key, e.g. --set max_queued=8", split = ",")
+        Map<String, String> settings;
+
+        ServerConfig resolve(Integer port) throws Exception {
+            ServerConfig c = config != null ? ServerConfig.load(config) : new ServerConfig();
+            if (settings != null && !settings.isEmpty()) {
+                var mapper = new com.fasterxml.jackson.databind.ObjectMapper(
+                        new com.fasterxml.jackson.dataformat.yaml.YAMLFactory());
+                var tree = (com.fasterxml.jackson.databind.node.ObjectNode) mapper.valueToTree(c);
+                settings.forEach((k, v) -> tree.set(k, parseScalar(mapper, v)));
+                c = mapper.treeToValue(tree, ServerConfig.class);
+            }
+            if (backend != null) {
+                c.backend = backend;
+            }
+            if (models != null) {
+                c.models = models.toString();
+            }
+            if (threads != null) {
+                c.threads = threads;
+            }
+            if (port != null) {
+                c.port = port;
+            }
+            c.validate();
+            return c;
+        }
+
+        private static com.fasterxml.jackson.databind.JsonNode parseScalar(
+                com.fasterxml.jackson.databind.ObjectMapper m, String v) {
+            try {
+                return m.readTree(v);
+            } catch (Exception e) {
+                return com.fasterxml.jackson.databind.node.TextNode.valueOf(v);
+            }
+        }
+    }
+
+    /** Builds and starts a server, or explains in one message why it cannot. */
+    static DitServer startServer(ServerConfig c) throws Exception {
+        var builder = Grpc.newServerBuilderForPort(c.port, InsecureServerCredentials.create())
+                .maxInboundMessageSize(c.maxInboundMessageBytes);
+        Injector injector;
+        try {
+            injector = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, builder));
+        } catch (CreationException e) {
+            throw new StartupException(messages(e.getErrorMessages()), e);
+        } catch (ProvisionException e) {
+            throw new StartupException(messages(e.getErrorMessages()), e);
+        }
+        return injector.getInstance(DitServer.class).start();
+    }
+
+    private static String messages(java.util.Collection<Message> errors) {
+        StringBuilder sb = new StringBuilder();
+        for (Message m : errors) {
+            Throwable cause = m.getCause();
+            while (cause != null && cause.getCause() != null && cause.getMessage() == null) {
+                cause = cause.getCause();
+            }
+            sb.append(cause != null && cause.getMessage() != null ? cause.getMessage() : m.getMessage());
+            sb.append('\n');
+        }
+        return sb.toString().strip();
+    }
+
+    /** A start-up failure with a message for the operator. */
+    static final class StartupException extends Exception {
+        StartupException(String message, Throwable cause) {
+            super(message, cause);
+        }
+    }
+
+    @Command(name = "serve", mixinStandardHelpOptions = true, description = "Run the gRPC server.")
+    static final class Serve implements Callable<Integer> {
+        @CommandLine.Mixin
+        ServerOptions options = new ServerOptions();
+        @Option(names = "--port", description = "gRPC port (default 50051; 0 = any free port)")
+        Integer port;
+
+        @Override
+        public Integer call() throws Exception {
+            DitServer server;
+            try {
+                server = startServer(options.resolve(port));
+            } catch (StartupException | IllegalArgumentException e) {
+                System.err.println("dit serve: cannot start: " + e.getMessage());
+                return 2;
+            }
+            Runtime.getRuntime().addShutdownHook(new Thread(server::stop, "dit-shutdown"));
+            System.out.println("dit server listening on port " + server.port());
+            server.awaitTermination();
+            return 0;
+        }
+    }
+
+    @Command(name = "demo", mixinStandardHelpOptions = true,
+            description = "Start a server with the bundled model on a free port, generate one image per class "
+                    + "with previews, print where they are, stop the server.")
+    static final class Demo implements Callable<Integer> {
+        @CommandLine.Mixin
+        ServerOptions options = new ServerOptions();
+        @Option(names = "--out", defaultValue = "demo-out", description = "output folder (default ${DEFAULT-VALUE})")
+        Path out;
+        @Option(names = "--seed", defaultValue = "1", description = "base seed (default ${DEFAULT-VALUE})")
+        long seed;
+
+        @Override
+        public Integer call() throws Exception {
+            DitServer server;
+            try {
+                server = startServer(options.resolve(0));
+            } catch (StartupException | IllegalArgumentException e) {
+                System.err.println("dit demo: cannot start the server: " + e.getMessage());
+                return 2;
+            }
+            try (DitClient client = DitClient.connect("localhost:" + server.port())) {
+                ModelInfo model = client.listModels().get(0);
+                System.out.printf("demo: model %s (%d classes) on backend %s, port %d%n", model.getName(),
+                        model.getClassesCount(), model.getBackend(), server.port());
+                GenerationWriter writer = new GenerationWriter(System.out, 4);
+                int steps = model.getDefaults().getSteps();
+                for (var cls : model.getClassesList()) {
+                    GenerateRequest req = GenerateRequest.newBuilder().setModel(model.getName())
+                            .setClassId(cls.getId()).setSeed(seed + cls.getId())
+                            .setPreviewInterval(Math.max(1, steps / 10)).build();
+                    writer.run(client, req, model, out, 0);
+                }
+                System.out.println("demo: images, preview frames and animations are in " + out.toAbsolutePath());
+            } finally {
+                server.stop();
+            }
+            return 0;
+        }
+    }
+}

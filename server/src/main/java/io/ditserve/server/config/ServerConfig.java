@@ -1,0 +1,82 @@
+package io.ditserve.server.config;
+
+import com.fasterxml.jackson.annotation.JsonIgnoreProperties;
+import com.fasterxml.jackson.annotation.JsonProperty;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * Server configuration: read from a YAML (or JSON) file, then overridden by command-line flags. Every key, its
+ * default and meaning is listed in the README ("Configuration"). Unknown keys are an error, so a typo does not
+ * silently fall back to a default.
+ */
+@JsonIgnoreProperties(ignoreUnknown = false)
+public final class ServerConfig {
+    /** gRPC port; 0 picks a free port. */
+    @JsonProperty("port") public int port = 50051;
+    /** Model repository: one subfolder per model. */
+    @JsonProperty("models") public String models = "models";
+    /** Backend for every model without an entry in {@link #modelBackends}. */
+    @JsonProperty("backend") public String backend = "java";
+    /** Model name → backend name. */
+    @JsonProperty("model_backends") public Map<String, String> modelBackends = new LinkedHashMap<>();
+    /** Compute threads of each backend. 0 = all available processors. */
+    @JsonProperty("threads") public int threads = 0;
+    /** Free-form backend options, e.g. {@code java.path: scalar}. */
+    @JsonProperty("backend_options") public Map<String, String> backendOptions = new LinkedHashMap<>();
+    /** Most images one request may ask for. */
+    @JsonProperty("max_images") public int maxImages = 16;
+    /** Most denoising steps one request may ask for (at most 1000). */
+    @JsonProperty("max_steps") public int maxSteps = 1000;
+    /** Generations that step concurrently (round robin). */
+    @JsonProperty("max_active") public int maxActive = 2;
+    /** Generations that may wait for a slot before RESOURCE_EXHAUSTED. */
+    @JsonProperty("max_queued") public int maxQueued = 32;
+    /** On shutdown, how long running generations may finish before they are cancelled. */
+    @JsonProperty("shutdown_grace_seconds") public int shutdownGraceSeconds = 30;
+    /** Largest gRPC message the server accepts (requests with an initial-noise tensor can be large). */
+    @JsonProperty("max_inbound_message_bytes") public int maxInboundMessageBytes = 16 << 20;
+
+    private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory())
+            .enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES);
+
+    public static ServerConfig load(Path file) throws IOException {
+        if (!Files.isRegularFile(file)) {
+            throw new IOException("configuration file " + file + " does not exist");
+        }
+        try {
+            ServerConfig c = YAML.readValue(file.toFile(), ServerConfig.class);
+            return c == null ? new ServerConfig() : c;
+        } catch (IOException e) {
+            throw new IOException("configuration file " + file + ": " + e.getOriginalMessage(), e);
+        }
+    }
+
+    public int effectiveThreads() {
+        return threads > 0 ? threads : Runtime.getRuntime().availableProcessors();
+    }
+
+    /** Checks ranges; the message names the key. */
+    public void validate() {
+        check(port >= 0 && port <= 65535, "port must be in 0..65535, got " + port);
+        check(threads >= 0, "threads must be >= 0, got " + threads);
+        check(maxImages >= 1 && maxImages <= 1024, "max_images must be in 1..1024, got " + maxImages);
+        check(maxSteps >= 1 && maxSteps <= 1000, "max_steps must be in 1..1000, got " + maxSteps);
+        check(maxActive >= 1, "max_active must be >= 1, got " + maxActive);
+        check(maxQueued >= 0, "max_queued must be >= 0, got " + maxQueued);
+        check(shutdownGraceSeconds >= 0, "shutdown_grace_seconds must be >= 0, got " + shutdownGraceSeconds);
+        check(maxInboundMessageBytes >= 1 << 20, "max_inbound_message_bytes must be >= 1 MiB");
+    }
+
+    private static void check(boolean ok, String message) {
+        if (!ok) {
+            throw new IllegalArgumentException("configuration: " + message);
+        }
+    }
+}

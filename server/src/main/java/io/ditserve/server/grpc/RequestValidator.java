@@ -1,0 +1,191 @@
+package io.ditserve.server.grpc;
+
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.proto.v1.FloatTensor;
+import io.ditserve.proto.v1.GenerateRequest;
+import io.ditserve.proto.v1.OutputFormat;
+import io.ditserve.server.engine.GenerationPlan;
+import io.ditserve.server.model.LoadedModel;
+import io.ditserve.server.model.ModelRepository;
+import io.ditserve.server.sampling.NoiseSchedule;
+import io.ditserve.server.sampling.Samplers.GuidanceMode;
+import io.grpc.Status;
+import io.grpc.StatusException;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
+import java.security.SecureRandom;
+import java.util.Arrays;
+import java.util.List;
+
+/**
+ * Checks every field of a {@link GenerateRequest} and resolves it against the model's defaults. Every rejection is
+ * INVALID_ARGUMENT (or NOT_FOUND for an unknown model) with a message naming the field, the value and what is
+ * allowed.
+ */
+public final class RequestValidator {
+    public static final float MAX_GUIDANCE = 100f;
+
+    private final ModelRepository models;
+    private final Limits limits;
+    private final SecureRandom seeds = new SecureRandom();
+
+    /** Per-request caps from the configuration. */
+    public record Limits(int maxImages, int maxSteps) {}
+
+    public RequestValidator(ModelRepository models, Limits limits) {
+        this.models = models;
+        this.limits = limits;
+    }
+
+    private static StatusException invalid(String field, String message) {
+        return Status.INVALID_ARGUMENT.withDescription(field + ": " + message).asException();
+    }
+
+    public GenerationPlan validate(GenerateRequest r) throws StatusException {
+        if (r.getModel().isEmpty()) {
+            throw invalid("model", "required; available models: " + models.names());
+        }
+        LoadedModel model = models.find(r.getModel()).orElseThrow(() -> Status.NOT_FOUND
+                .withDescription("model '" + r.getModel() + "' not found; available models: " + models.names())
+                .asException());
+        ModelSpec spec = model.spec();
+
+        int label = switch (r.getLabelCase()) {
+            case CLASS_ID -> {
+                if (r.getClassId() < 0 || r.getClassId() >= spec.numClasses()) {
+                    throw invalid("class_id", r.getClassId() + " is out of range; allowed 0.."
+                            + (spec.numClasses() - 1) + " for model " + spec.name());
+                }
+                yield r.getClassId();
+            }
+            case CLASS_NAME -> {
+                int idx = spec.classNames().indexOf(r.getClassName());
+                if (idx < 0) {
+                    throw invalid("class_name", "'" + r.getClassName() + "' is not a class of model " + spec.name()
+                            + "; allowed: " + abbreviate(spec.classNames()));
+                }
+                yield idx;
+            }
+            case UNCONDITIONAL -> {
+                if (!r.getUnconditional()) {
+                    throw invalid("unconditional", "must be true when set (leave the label unset for unconditional)");
+                }
+                yield spec.nullClass();
+            }
+            case LABEL_NOT_SET -> spec.nullClass();
+        };
+
+        int n = r.getNumImages() == 0 ? 1 : r.getNumImages();
+        if (n < 1 || n > limits.maxImages()) {
+            throw invalid("num_images", r.getNumImages() + " is out of range; allowed 1.." + limits.maxImages()
+                    + " (0 means 1)");
+        }
+        int maxSteps = Math.min(limits.maxSteps(), NoiseSchedule.TRAIN_STEPS);
+        int steps = r.getSteps() == 0 ? spec.defaults().steps() : r.getSteps();
+        if (steps < 1 || steps > maxSteps) {
+            throw invalid("steps", r.getSteps() + " is out of range; allowed 1.." + maxSteps
+                    + " (0 means the model default " + spec.defaults().steps() + ")");
+        }
+
+        GenerationPlan.Sampler sampler = switch (r.getSampler()) {
+            case SAMPLER_UNSPECIFIED -> spec.defaults().sampler().equals("ddpm")
+                    ? GenerationPlan.Sampler.DDPM : GenerationPlan.Sampler.DDIM;
+            case SAMPLER_DDPM -> GenerationPlan.Sampler.DDPM;
+            case SAMPLER_DDIM -> GenerationPlan.Sampler.DDIM;
+            case UNRECOGNIZED -> throw invalid("sampler", "unknown value " + r.getSamplerValue()
+                    + "; allowed SAMPLER_DDPM, SAMPLER_DDIM or unspecified");
+        };
+
+        float eta = r.hasEta() ? r.getEta() : (float) spec.defaults().eta();
+        if (!Float.isFinite(eta) || eta < 0 || eta > 1) {
+            throw invalid("eta", eta + " is out of range; allowed 0..1");
+        }
+
+        boolean unconditional = label == spec.nullClass();
+        float guidance;
+        if (r.hasGuidanceScale()) {
+            guidance = r.getGuidanceScale();
+            if (!Float.isFinite(guidance) || guidance < 0 || guidance > MAX_GUIDANCE) {
+                throw invalid("guidance_scale", guidance + " is out of range; allowed 0.." + MAX_GUIDANCE
+                        + " (1 = no guidance)");
+            }
+            if (unconditional && guidance != 1f) {
+                throw invalid("guidance_scale", guidance + " needs a class label; unconditional requests allow only 1");
+            }
+        } else {
+            guidance = unconditional ? 1f : (float) spec.defaults().guidance();
+        }
+
+        GuidanceMode mode = switch (r.getGuidanceMode()) {
+            case GUIDANCE_MODE_UNSPECIFIED -> spec.guidanceMode().equals("all")
+                    ? GuidanceMode.ALL : GuidanceMode.FIRST_THREE;
+            case GUIDANCE_MODE_FIRST_THREE -> GuidanceMode.FIRST_THREE;
+            case GUIDANCE_MODE_ALL -> GuidanceMode.ALL;
+            case UNRECOGNIZED -> throw invalid("guidance_mode", "unknown value " + r.getGuidanceModeValue()
+                    + "; allowed GUIDANCE_MODE_FIRST_THREE, GUIDANCE_MODE_ALL or unspecified");
+        };
+
+        if (r.getPreviewInterval() < 0 || r.getPreviewInterval() > steps) {
+            throw invalid("preview_interval", r.getPreviewInterval() + " is out of range; allowed 0.." + steps
+                    + " (0 = no previews, k = every k steps)");
+        }
+
+        boolean png = r.getOutputFormatsCount() == 0;
+        boolean tensor = false;
+        for (int k = 0; k < r.getOutputFormatsCount(); k++) {
+            OutputFormat f = r.getOutputFormats(k);
+            switch (f) {
+                case OUTPUT_FORMAT_PNG -> png = true;
+                case OUTPUT_FORMAT_TENSOR -> tensor = true;
+                default -> throw invalid("output_formats[" + k + "]", f + " (" + r.getOutputFormatsValue(k)
+                        + ") is not allowed; allowed OUTPUT_FORMAT_PNG, OUTPUT_FORMAT_TENSOR");
+            }
+        }
+
+        float[] noise = r.hasInitialNoise() ? noise(r.getInitialNoise(), n, spec) : null;
+
+        long base = r.getSeed() != 0 ? r.getSeed() : randomSeed();
+        long[] seedList = new long[n];
+        for (int i = 0; i < n; i++) {
+            seedList[i] = base + i; // uint64 arithmetic wraps, like the proto's uint64
+        }
+        return new GenerationPlan(model, label, seedList, steps, sampler, eta, guidance, mode, r.getPreviewInterval(),
+                png, tensor, noise);
+    }
+
+    private long randomSeed() {
+        long s;
+        do {
+            s = seeds.nextLong() >>> 1; // positive: prints the same in every language
+        } while (s == 0);
+        return s;
+    }
+
+    private static float[] noise(FloatTensor t, int n, ModelSpec spec) throws StatusException {
+        int[] want = {n, spec.inChannels(), spec.inputSize(), spec.inputSize()};
+        int[] got = t.getShapeList().stream().mapToInt(Integer::intValue).toArray();
+        if (!Arrays.equals(want, got)) {
+            throw invalid("initial_noise.shape", Arrays.toString(got) + " does not match; expected "
+                    + Arrays.toString(want) + " = [num_images, channels, size, size]");
+        }
+        long numel = (long) n * spec.inChannels() * spec.inputSize() * spec.inputSize();
+        if (t.getData().size() != numel * 4) {
+            throw invalid("initial_noise.data", t.getData().size() + " bytes; expected " + numel * 4
+                    + " (float32 little-endian, 4 bytes per value)");
+        }
+        FloatBuffer fb = t.getData().asReadOnlyByteBuffer().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer();
+        float[] out = new float[(int) numel];
+        fb.get(out);
+        for (int i = 0; i < out.length; i++) {
+            if (!Float.isFinite(out[i])) {
+                throw invalid("initial_noise.data", "value " + i + " is " + out[i] + "; all values must be finite");
+            }
+        }
+        return out;
+    }
+
+    private static String abbreviate(List<String> names) {
+        return names.size() <= 20 ? names.toString()
+                : names.subList(0, 20) + " … (" + names.size() + " classes; see GetModel)";
+    }
+}

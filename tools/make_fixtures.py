@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Generates the reference fixtures the Java tests compare against (tools/fixtures/README.md describes them).
+
+  /usr/bin/python3 tools/make_fixtures.py [--out tools/fixtures] [--bundled models/fashion-dit]
+
+Deterministic: the same torch version writes the same files.
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dit import safetensors_io  # noqa: E402
+from dit.diffusion import Schedule, sample  # noqa: E402
+from dit.export import make_config, write_model_folder  # noqa: E402
+from dit.model import DiT, dit_from_config  # noqa: E402
+
+FIXTURE_MODELS = {
+    # (a) pixel-space: 1 channel, fixed variance
+    "pixel-tiny": dict(input_size=16, patch_size=4, in_channels=1, hidden_size=64, depth=2, num_heads=2,
+                       mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=10, learn_sigma=False),
+    # (b) latent-style: 4 channels, learned sigma, patch 2, 3 heads, 12 classes
+    "latent-tiny": dict(input_size=16, patch_size=2, in_channels=4, hidden_size=96, depth=3, num_heads=3,
+                        mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=12, learn_sigma=True),
+}
+TRAJ_STEPS = 8
+TRAJ_LABELS = [1, 5]
+TRAJECTORIES = [
+    # name, sampler, eta, guidance, guidance mode
+    ("ddim", "ddim", 0.0, 1.0, "all"),
+    ("ddim_cfg_first3", "ddim", 0.0, 4.0, "first3"),
+    ("ddim_cfg_all", "ddim", 0.0, 4.0, "all"),
+    ("ddim_eta05", "ddim", 0.5, 1.0, "all"),
+    ("ddpm", "ddpm", 0.0, 1.0, "all"),
+    ("ddpm_cfg_first3", "ddpm", 0.0, 4.0, "first3"),
+    ("ddpm_cfg_all", "ddpm", 0.0, 4.0, "all"),
+]
+
+
+def randomize(model, seed):
+    """Random weights with every path active: non-zero adaLN and output layers (released init zeroes them)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "pos_embed":
+                continue
+            fan_in = p.shape[1] if p.dim() == 2 else (p[0].numel() if p.dim() > 2 else 1)
+            std = 0.02 if p.dim() == 1 else 1.0 / fan_in ** 0.5
+            if "embedding_table" in name:
+                std = 0.5
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def forward_case(model, cfg, seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 4
+    x = torch.randn((n, cfg["in_channels"], cfg["input_size"], cfg["input_size"]), generator=g)
+    t = torch.tensor([0, 137, 500, 999], dtype=torch.long)
+    y = torch.tensor([0, 3, cfg["num_classes"], cfg["num_classes"] - 1], dtype=torch.long)  # includes the null class
+    with torch.no_grad():
+        out = model(x, t, y)
+    return {"forward.x": x, "forward.t": t, "forward.y": y, "forward.out": out}
+
+
+def trajectory_cases(model, cfg, seed):
+    tensors, meta = {}, {}
+    shape = (len(TRAJ_LABELS), cfg["in_channels"], cfg["input_size"], cfg["input_size"])
+    sched = Schedule(TRAJ_STEPS)
+    for k, (name, sampler, eta, guidance, mode) in enumerate(TRAJECTORIES):
+        g = torch.Generator().manual_seed(seed + k)
+        x_T = torch.randn(shape, generator=g)
+        noise = torch.randn((TRAJ_STEPS,) + shape, generator=g)  # in sampling order: noise[k] is used at i = S-1-k
+        y = torch.tensor(TRAJ_LABELS, dtype=torch.long)
+        trace = []
+        final = sample(model, x_T, y, TRAJ_STEPS, sampler=sampler, eta=eta, guidance=guidance, guidance_mode=mode,
+                       noises=[noise[TRAJ_STEPS - 1 - i] for i in range(TRAJ_STEPS)], trace=trace)
+        p = f"traj.{name}."
+        tensors[p + "x"] = torch.stack([tr[2] for tr in trace] + [final])
+        tensors[p + "x0"] = torch.stack([tr[3] for tr in trace])
+        tensors[p + "noise"] = noise
+        tensors[p + "y"] = y
+        tensors[p + "t"] = torch.tensor([tr[1] for tr in trace], dtype=torch.long)
+        meta[name] = dict(sampler=sampler, steps=TRAJ_STEPS, eta=eta, guidance=guidance, guidance_mode=mode,
+                          timesteps_ascending=sched.timesteps)
+    return tensors, meta
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
+    ap.add_argument("--bundled", default=None, help="also write a forward case for this model folder")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    for idx, (name, cfg) in enumerate(FIXTURE_MODELS.items()):
+        model = randomize(DiT(**cfg), 100 + idx).eval()
+        folder = os.path.join(a.out, name)
+        conf = make_config(model, name, [f"class-{i}" for i in range(cfg["num_classes"])],
+                           guidance_mode="first3" if cfg["in_channels"] == 4 else "all",
+                           sampler="ddim", steps=TRAJ_STEPS, guidance=4.0,
+                           space="latent" if cfg["in_channels"] == 4 else "pixel",
+                           description="random weights: a test fixture, not a useful model")
+        write_model_folder(model, folder, conf)
+        tensors = forward_case(model, cfg, 200 + idx)
+        traj, meta = trajectory_cases(model, cfg, 300 + 10 * idx)
+        tensors.update(traj)
+        safetensors_io.write(os.path.join(folder, "cases.safetensors"), tensors,
+                             {"trajectories": json.dumps(meta), "generator": "tools/make_fixtures.py",
+                              "torch": torch.__version__})
+        mx = max(float(v.abs().max()) for k, v in tensors.items() if v.dtype == torch.float32)
+        print(f"{folder}: {len(tensors)} tensors, max |value| {mx:.3g}")
+    if a.bundled:
+        with open(os.path.join(a.bundled, "config.json")) as f:
+            cfg = json.load(f)
+        model = dit_from_config(cfg)
+        sd, _ = safetensors_io.read(os.path.join(a.bundled, "weights.safetensors"))
+        model.load_state_dict(sd)
+        model.eval()
+        name = os.path.basename(os.path.normpath(a.bundled))
+        os.makedirs(a.out, exist_ok=True)
+        safetensors_io.write(os.path.join(a.out, f"{name}.forward.safetensors"), forward_case(model, cfg, 400),
+                             {"model": name, "generator": "tools/make_fixtures.py"})
+        print(f"wrote forward case for {name}")
+
+
+if __name__ == "__main__":
+    main()
