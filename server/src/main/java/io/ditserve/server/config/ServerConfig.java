@@ -21,7 +21,8 @@ public final class ServerConfig {
     /** gRPC port; 0 picks a free port. */
     @JsonProperty("port") public int port = 50051;
     /** Model repository: one subfolder per model. */
-    @JsonProperty("models") public String models = "models";
+    @JsonProperty("models") public String models =
+            System.getenv().getOrDefault("DIT_MODELS", "models");
     /** Backend for every model without an entry in {@link #modelBackends}. */
     @JsonProperty("backend") public String backend = "java";
     /** Model name → backend name. */
@@ -54,7 +55,7 @@ public final class ServerConfig {
             ServerConfig c = YAML.readValue(file.toFile(), ServerConfig.class);
             return c == null ? new ServerConfig() : c;
         } catch (IOException e) {
-            throw new IOException("configuration file " + file + ": " + e.getOriginalMessage(), e);
+            throw new IOException("configuration file " + file + ": " + e.getMessage(), e);
         }
     }
 

@@ -29,6 +29,7 @@ public final class Engine implements AutoCloseable {
     private final ArrayDeque<Generation> waiting = new ArrayDeque<>();
     private final ArrayDeque<Generation> active = new ArrayDeque<>();
     private final AtomicLong ids = new AtomicLong();
+    private final AtomicLong stepsComputed = new AtomicLong();
     private final Thread thread;
     private Generation current;
     private boolean accepting = true;
@@ -150,6 +151,7 @@ public final class Engine implements AutoCloseable {
                 current = g;
             }
             boolean finished = g.step();
+            stepsComputed.incrementAndGet();
             synchronized (lock) {
                 current = null;
                 if (!finished) {
@@ -178,6 +180,11 @@ public final class Engine implements AutoCloseable {
             w.listener.onEvent(GenerateEvent.newBuilder()
                     .setQueued(Queued.newBuilder().setQueuePosition(pos++)).build());
         }
+    }
+
+    /** Denoising steps run so far (a step that found its generation cancelled counts too). */
+    public long stepsComputed() {
+        return stepsComputed.get();
     }
 
     /** Counts for status reporting. */

@@ -16,6 +16,9 @@ public interface GenerationListener {
         return true;
     }
 
+    /** Preview frames that were due but not encoded because {@link #wantsPreview()} said no. */
+    default void onPreviewsSkipped(int frames) {}
+
     /** The generation finished and every result has been passed to {@link #onEvent}. */
     void onCompleted();
 

@@ -69,6 +69,11 @@ final class StreamSink implements GenerationListener {
     }
 
     @Override
+    public void onPreviewsSkipped(int frames) {
+        droppedPreviews.addAndGet(frames);
+    }
+
+    @Override
     public synchronized void onCompleted() {
         completeWhenDrained = true;
         drain();

@@ -1,0 +1,34 @@
+package io.ditserve.backend.java;
+
+import io.ditserve.backend.Backend;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.ModelSpec;
+import java.util.List;
+
+/** The pure-Java backend: no native code, runs wherever the JVM runs (Vector API for speed). */
+public final class JavaBackendProvider implements BackendProvider {
+    public static final String NAME = "java";
+
+    @Override
+    public String name() {
+        return NAME;
+    }
+
+    @Override
+    public String description() {
+        return "pure Java (Vector API, " + JavaDitBackend.PATH_OPTION + "=vector|scalar), reads "
+                + JavaDitBackend.WEIGHTS_FILE;
+    }
+
+    @Override
+    public List<String> requiredFiles() {
+        return List.of(JavaDitBackend.WEIGHTS_FILE);
+    }
+
+    @Override
+    public Backend create(ModelSpec model, BackendOptions options) throws BackendException {
+        return JavaDitBackend.create(model, options);
+    }
+}

@@ -1,0 +1,121 @@
+package io.ditserve.backend.java;
+
+import io.ditserve.backend.Backend;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.Tensor;
+import java.util.Arrays;
+import java.util.Objects;
+
+/**
+ * The DiT forward pass in pure Java. Options:
+ *
+ * <ul>
+ *   <li>{@code java.path}: {@code vector} (default; Vector API on {@code threads} threads of a pool this backend
+ *       owns) or {@code scalar} (the single-threaded reference loops, for checking the fast path);
+ *   <li>{@code java.max_batch}: the batch size the activation buffers are sized for at load (default 8); a larger
+ *       batch grows them once.
+ * </ul>
+ *
+ * <p>Calls to {@link #forward} are serialised; {@link #close} waits for a running one.
+ */
+public final class JavaDitBackend implements Backend {
+    public static final String WEIGHTS_FILE = "weights.safetensors";
+    public static final String PATH_OPTION = "java.path";
+    public static final String MAX_BATCH_OPTION = "java.max_batch";
+    private static final int NUM_TIMESTEPS = 1000;
+
+    private final ModelSpec spec;
+    private final DitEngine engine;
+    private boolean closed;
+
+    private JavaDitBackend(ModelSpec spec, DitEngine engine) {
+        this.spec = spec;
+        this.engine = engine;
+    }
+
+    /** Loads {@code weights.safetensors} of the model folder, checked against {@code spec}. */
+    public static JavaDitBackend create(ModelSpec spec, BackendOptions options) throws BackendException {
+        Objects.requireNonNull(spec, "spec");
+        String path = options.get(PATH_OPTION, "vector");
+        if (!path.equals("vector") && !path.equals("scalar")) {
+            throw new BackendException("Unknown " + PATH_OPTION + " [" + path + "] of the java backend, known options"
+                    + " [vector, scalar]");
+        }
+        int maxBatch = intOption(options, MAX_BATCH_OPTION, 8);
+        DitWeights weights = DitWeights.load(spec, spec.file(WEIGHTS_FILE));
+        DitEngine engine = path.equals("scalar")
+                ? new ScalarDit(spec, weights)
+                : new VectorDit(spec, weights, options.threads(), maxBatch);
+        return new JavaDitBackend(spec, engine);
+    }
+
+    private static int intOption(BackendOptions options, String key, int fallback) throws BackendException {
+        String v = options.get(key, Integer.toString(fallback));
+        try {
+            int i = Integer.parseInt(v.trim());
+            if (i >= 1) {
+                return i;
+            }
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new BackendException(key + " must be a positive integer, found '" + v + "'");
+    }
+
+    @Override
+    public String name() {
+        return JavaBackendProvider.NAME;
+    }
+
+    @Override
+    public ModelSpec model() {
+        return spec;
+    }
+
+    @Override
+    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel)
+            throws BackendException {
+        if (closed) {
+            throw new IllegalStateException("backend for " + spec.name() + " is closed");
+        }
+        int n = x.rank() == 4 ? x.dim(0) : -1;
+        int size = spec.inputSize();
+        checkShape("x", x, n, spec.inChannels(), size, size);
+        checkShape("out", out, n, spec.outChannels(), size, size);
+        if (t.length != n || y.length != n) {
+            throw new IllegalArgumentException("batch of " + n + " needs " + n + " timesteps and labels, got "
+                    + t.length + " and " + y.length);
+        }
+        for (int i = 0; i < n; i++) {
+            if (t[i] < 0 || t[i] >= NUM_TIMESTEPS) {
+                throw new IllegalArgumentException("t[" + i + "] = " + t[i] + " is outside 0.." + (NUM_TIMESTEPS - 1));
+            }
+            if (y[i] < 0 || y[i] > spec.nullClass()) {
+                throw new IllegalArgumentException("y[" + i + "] = " + y[i] + " is outside 0.." + spec.nullClass()
+                        + " (" + spec.nullClass() + " is the null class)");
+            }
+        }
+        if (n > 0) {
+            engine.forward(x.data(), t, y, n, out.data(), cancel);
+        }
+    }
+
+    private static void checkShape(String what, Tensor tensor, int n, int c, int h, int w) {
+        int[] expected = {n, c, h, w};
+        if (n < 0 || !Arrays.equals(tensor.shape(), expected)) {
+            throw new IllegalArgumentException(what + " has shape " + Arrays.toString(tensor.shape())
+                    + ", expected [N, " + c + ", " + h + ", " + w + "]");
+        }
+    }
+
+    @Override
+    public synchronized void close() {
+        if (!closed) {
+            closed = true;
+            engine.close();
+        }
+    }
+}

@@ -1,0 +1,363 @@
+package io.ditserve.backend.java;
+
+import static io.ditserve.backend.java.MatMul.L;
+import static io.ditserve.backend.java.MatMul.S;
+
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.java.DitWeights.Block;
+import io.ditserve.backend.java.DitWeights.Linear;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorOperators;
+
+/**
+ * The fast path: the same forward pass as {@link ScalarDit}, with every matrix product on {@link MatMul} (weights
+ * repacked once at load), split over the threads of a {@link Parallel} pool that this engine owns. Activations
+ * live in buffers sized at load for a batch of {@code java.max_batch} samples; a larger batch replaces them once
+ * with bigger ones that later calls reuse, so a sampling loop allocates nothing per step.
+ */
+final class VectorDit implements DitEngine {
+    /** Most rows of A one linear-layer work item covers: each packed panel is reused by 8 micro-kernel calls. */
+    private static final int ROW_TILE = 8 * MatMul.MR;
+    /** Rows per LayerNorm work item. */
+    private static final int NORM_ROWS = 16;
+
+    /** A Linear layer with its weight packed as B = Wᵀ for {@link MatMul}. */
+    private record Packed(float[] panels, float[] bias, int out, int in) {
+        static Packed of(Linear l) {
+            float[] panels = new float[MatMul.packedSize(l.in(), l.out())];
+            MatMul.pack(l.weight(), 0, 1, l.in(), l.in(), l.out(), panels);
+            return new Packed(panels, l.bias(), l.out(), l.in());
+        }
+    }
+
+    private record PackedBlock(Packed adaLN, Packed qkv, Packed proj, Packed fc1, Packed fc2) {}
+
+    private final ModelSpec spec;
+    private final int d;
+    private final int tokens;
+    private final int heads;
+    private final int headDim;
+    private final float attentionScale; // 1/√head_dim, rounded like the reference's head_dim ** -0.5
+    private final Parallel parallel;
+
+    private final float[] posEmbed; // pos_embed (1, T, D)
+    private final Packed xEmbedder; // x_embedder.proj (D, C_in·p·p)
+    private final Packed tMlp0; // t_embedder.mlp.0 (D, 256)
+    private final Packed tMlp2; // t_embedder.mlp.2 (D, D)
+    private final float[] yEmbedding; // y_embedder.embedding_table.weight (num_classes + 1, D)
+    private final PackedBlock[] blocks; // blocks.i: adaLN_modulation.1 (6D, D), attn.qkv (3D, D), attn.proj (D, D),
+                                        // mlp.fc1 (4D, D), mlp.fc2 (D, 4D)
+    private final Packed finalAdaLN; // final_layer.adaLN_modulation.1 (2D, D)
+    private final Packed finalLinear; // final_layer.linear (p·p·C_out, D)
+
+    private Activations act;
+    private final Scratch[] scratch; // one per worker thread
+    private final LinearJob linearJob = new LinearJob();
+    private final NormJob normJob = new NormJob();
+    private final AttentionJob attentionJob = new AttentionJob();
+
+    VectorDit(ModelSpec spec, DitWeights w, int threads, int maxBatch) {
+        this.spec = spec;
+        this.d = spec.hiddenSize();
+        this.tokens = spec.tokens();
+        this.heads = spec.numHeads();
+        this.headDim = spec.headDim();
+        this.attentionScale = (float) Math.pow(headDim, -0.5);
+        posEmbed = w.posEmbed;
+        xEmbedder = Packed.of(w.xEmbedder);
+        tMlp0 = Packed.of(w.tMlp0);
+        tMlp2 = Packed.of(w.tMlp2);
+        yEmbedding = w.yEmbedding;
+        blocks = new PackedBlock[w.blocks.length];
+        for (int i = 0; i < blocks.length; i++) {
+            Block b = w.blocks[i];
+            blocks[i] = new PackedBlock(Packed.of(b.adaLN()), Packed.of(b.qkv()), Packed.of(b.proj()),
+                    Packed.of(b.fc1()), Packed.of(b.fc2()));
+        }
+        finalAdaLN = Packed.of(w.finalAdaLN);
+        finalLinear = Packed.of(w.finalLinear);
+        act = new Activations(maxBatch);
+        scratch = new Scratch[threads];
+        for (int i = 0; i < threads; i++) {
+            scratch[i] = new Scratch();
+        }
+        parallel = new Parallel(threads, "ditserve-java-" + spec.name());
+    }
+
+    @Override
+    public void forward(float[] x, int[] t, int[] y, int n, float[] out, Cancellation cancel)
+            throws BackendException.Cancelled {
+        if (act.capacity < n) {
+            act = new Activations(n);
+        }
+        if (!parallel.run(() -> compute(x, t, y, n, out, cancel))) {
+            throw new BackendException.Cancelled();
+        }
+    }
+
+    /** The forward pass on a pool thread; false when cancelled. Step numbers as in DIT_SPEC.md. */
+    private boolean compute(float[] xIn, int[] t, int[] y, int n, float[] out, Cancellation cancel) {
+        Activations a = act;
+        int rows = n * tokens;
+        // 1. patchify + pos_embed
+        DitMath.patchify(spec, xIn, n, a.patches);
+        linear(a.patches, rows, xEmbedder, a.x);
+        for (int r = 0; r < rows; r++) {
+            int pos = (r % tokens) * d;
+            for (int k = 0; k < d; k++) {
+                a.x[r * d + k] += posEmbed[pos + k];
+            }
+        }
+        // 2-3. c = t_embedder(t) + y_embedder(y); every adaLN reads SiLU(c)
+        for (int b = 0; b < n; b++) {
+            DitMath.timestepEmbedding(t[b], a.freq, b * DitMath.FREQ_DIM);
+        }
+        linear(a.freq, n, tMlp0, a.temb);
+        for (int i = 0; i < n * d; i++) {
+            a.temb[i] = DitMath.silu(a.temb[i]);
+        }
+        linear(a.temb, n, tMlp2, a.c);
+        for (int b = 0; b < n; b++) {
+            for (int k = 0; k < d; k++) {
+                a.siluC[b * d + k] = DitMath.silu(a.c[b * d + k] + yEmbedding[y[b] * d + k]);
+            }
+        }
+        // 4. blocks; mod = shift1 | scale1 | gate1 | shift2 | scale2 | gate2 per sample
+        for (PackedBlock blk : blocks) {
+            if (cancel.isCancelled()) {
+                return false;
+            }
+            linear(a.siluC, n, blk.adaLN(), a.mod);
+            modulatedLayerNorm(rows, 6 * d, 0, d);
+            linear(a.h, rows, blk.qkv(), a.qkv);
+            attentionJob.run(n);
+            linearGatedAdd(a.att, rows, blk.proj(), 6 * d, 2 * d);
+            modulatedLayerNorm(rows, 6 * d, 3 * d, 4 * d);
+            linearJob.prepare(a.h, rows, blk.fc1(), a.mlp).gelu();
+            linearJob.run();
+            linearGatedAdd(a.mlp, rows, blk.fc2(), 6 * d, 5 * d);
+        }
+        if (cancel.isCancelled()) {
+            return false;
+        }
+        // 5. final layer: shift | scale; 6. unpatchify
+        linear(a.siluC, n, finalAdaLN, a.mod);
+        modulatedLayerNorm(rows, 2 * d, 0, d);
+        linear(a.h, rows, finalLinear, a.out);
+        DitMath.unpatchify(spec, a.out, n, out);
+        return true;
+    }
+
+    /** dst = src·Wᵀ + b. */
+    private void linear(float[] src, int rows, Packed w, float[] dst) {
+        linearJob.prepare(src, rows, w, dst).store();
+        linearJob.run();
+    }
+
+    /** x += gate · (src·Wᵀ + b), the gate being the chunk at {@code gateOff} of each sample's modulation row. */
+    private void linearGatedAdd(float[] src, int rows, Packed w, int modStride, int gateOff) {
+        linearJob.prepare(src, rows, w, act.x).gatedAdd(act.mod, gateOff, modStride, tokens);
+        linearJob.run();
+    }
+
+    /** h = LN(x)·(1 + scale) + shift with the sample's chunks of the modulation rows. */
+    private void modulatedLayerNorm(int rows, int modStride, int shiftOff, int scaleOff) {
+        normJob.rows = rows;
+        normJob.modStride = modStride;
+        normJob.shiftOff = shiftOff;
+        normJob.scaleOff = scaleOff;
+        parallel.forEach((rows + NORM_ROWS - 1) / NORM_ROWS, normJob);
+    }
+
+    /** Splits a linear layer into (row tile, panel) items. */
+    private final class LinearJob implements Parallel.Body {
+        private final MatMul mm = new MatMul();
+        private int rows;
+        private int rowTile;
+        private int panels;
+
+        MatMul prepare(float[] src, int rows, Packed w, float[] dst) {
+            this.rows = rows;
+            int tiles = (rows + ROW_TILE - 1) / ROW_TILE;
+            int perTile = (rows + tiles - 1) / tiles;
+            rowTile = (perTile + MatMul.MR - 1) / MatMul.MR * MatMul.MR; // even tiles, whole micro-kernel blocks
+            panels = MatMul.panels(w.out());
+            return mm.a(src, 0, w.in()).b(w.panels(), w.in(), w.out(), w.bias()).c(dst, 0, w.out());
+        }
+
+        void run() {
+            parallel.forEach((rows + rowTile - 1) / rowTile * panels, this);
+        }
+
+        @Override
+        public void run(int item, int worker) {
+            int m0 = item / panels * rowTile;
+            int p = item % panels;
+            mm.compute(m0, Math.min(rows, m0 + rowTile), p, p + 1, scratch[worker].tile);
+        }
+    }
+
+    private final class NormJob implements Parallel.Body {
+        int rows;
+        int modStride;
+        int shiftOff;
+        int scaleOff;
+
+        @Override
+        public void run(int item, int worker) {
+            Activations a = act;
+            for (int r = item * NORM_ROWS; r < Math.min(rows, (item + 1) * NORM_ROWS); r++) {
+                int mod = (r / tokens) * modStride;
+                modulatedLayerNorm(a.x, r * d, d, a.mod, mod + shiftOff, mod + scaleOff, a.h);
+            }
+        }
+    }
+
+    /** softmax(q·kᵀ/√hd)·v, one (sample, head) per item, as two small products on per-worker scratch. */
+    private final class AttentionJob implements Parallel.Body {
+        void run(int n) {
+            parallel.forEach(n * heads, this);
+        }
+
+        @Override
+        public void run(int item, int worker) {
+            Scratch s = scratch[worker];
+            float[] qkv = act.qkv;
+            int row0 = item / heads * tokens;
+            int q = row0 * 3 * d + item % heads * headDim; // q of the sample's first token, this head
+            MatMul.pack(qkv, q + d, 1, 3 * d, headDim, tokens, s.keys); // B[e][j] = k_j[e]
+            MatMul.pack(qkv, q + 2 * d, 3 * d, 1, tokens, headDim, s.values); // B[j][e] = v_j[e]
+            s.mm.a(qkv, q, 3 * d).b(s.keys, headDim, tokens, null).c(s.scores, 0, tokens).scale(attentionScale)
+                    .compute(0, tokens, 0, MatMul.panels(tokens), s.tile);
+            for (int i = 0; i < tokens; i++) {
+                softmax(s.scores, i * tokens, tokens);
+            }
+            s.mm.a(s.scores, 0, tokens).b(s.values, tokens, headDim, null)
+                    .c(act.att, row0 * d + item % heads * headDim, d).store()
+                    .compute(0, tokens, 0, MatMul.panels(headDim), s.tile);
+        }
+    }
+
+    /** One worker's scratch: the kernel tile, and one head's packed keys and values and its score matrix. */
+    private final class Scratch {
+        final float[] tile = new float[MatMul.TILE];
+        final float[] keys = new float[MatMul.packedSize(headDim, tokens)];
+        final float[] values = new float[MatMul.packedSize(tokens, headDim)];
+        final float[] scores = new float[tokens * tokens];
+        final MatMul mm = new MatMul();
+    }
+
+    /** The activations of a batch of up to {@code capacity} samples. */
+    private final class Activations {
+        final int capacity;
+        final float[] patches; // [n·T, C_in·p·p]
+        final float[] x; // [n·T, D] the residual stream
+        final float[] h; // [n·T, D] modulated LayerNorm output
+        final float[] qkv; // [n·T, 3D]
+        final float[] att; // [n·T, D] attention output before proj
+        final float[] mlp; // [n·T, mlp_hidden]
+        final float[] out; // [n·T, p·p·C_out]
+        final float[] freq; // [n, 256]
+        final float[] temb; // [n, D]
+        final float[] c; // [n, D]
+        final float[] siluC; // [n, D]
+        final float[] mod; // [n, 6D]
+
+        Activations(int capacity) {
+            this.capacity = capacity;
+            int rows = capacity * tokens;
+            int p = spec.patchSize();
+            patches = new float[rows * spec.inChannels() * p * p];
+            x = new float[rows * d];
+            h = new float[rows * d];
+            qkv = new float[rows * 3 * d];
+            att = new float[rows * d];
+            mlp = new float[rows * spec.mlpHidden()];
+            out = new float[rows * p * p * spec.outChannels()];
+            freq = new float[capacity * DitMath.FREQ_DIM];
+            temb = new float[capacity * d];
+            c = new float[capacity * d];
+            siluC = new float[capacity * d];
+            mod = new float[capacity * 6 * d];
+        }
+    }
+
+    /** h[off..off+d) = LN(x[off..off+d))·(1 + mod[scale..]) + mod[shift..]. */
+    private static void modulatedLayerNorm(float[] x, int off, int d, float[] mod, int shift, int scale,
+            float[] h) {
+        int bound = S.loopBound(d);
+        FloatVector acc = FloatVector.zero(S);
+        int i = 0;
+        for (; i < bound; i += L) {
+            acc = acc.add(FloatVector.fromArray(S, x, off + i));
+        }
+        float sum = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < d; i++) {
+            sum += x[off + i];
+        }
+        float mean = sum / d;
+        FloatVector meanV = FloatVector.broadcast(S, mean);
+        acc = FloatVector.zero(S);
+        for (i = 0; i < bound; i += L) {
+            FloatVector c = FloatVector.fromArray(S, x, off + i).sub(meanV);
+            acc = c.fma(c, acc);
+        }
+        float var = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < d; i++) {
+            float c = x[off + i] - mean;
+            var += c * c;
+        }
+        float inv = (float) (1.0 / Math.sqrt(var / d + DitMath.LN_EPS));
+        for (i = 0; i < bound; i += L) {
+            FloatVector norm = FloatVector.fromArray(S, x, off + i).sub(meanV).mul(inv);
+            FloatVector scaleV = FloatVector.fromArray(S, mod, scale + i).add(1f);
+            norm.fma(scaleV, FloatVector.fromArray(S, mod, shift + i)).intoArray(h, off + i);
+        }
+        for (; i < d; i++) {
+            h[off + i] = (x[off + i] - mean) * inv * (1f + mod[scale + i]) + mod[shift + i];
+        }
+    }
+
+    /** In-place softmax of a[off..off+len). */
+    private static void softmax(float[] a, int off, int len) {
+        int bound = S.loopBound(len);
+        int i = 0;
+        float max = Float.NEGATIVE_INFINITY;
+        if (bound > 0) {
+            FloatVector m = FloatVector.fromArray(S, a, off);
+            for (i = L; i < bound; i += L) {
+                m = m.max(FloatVector.fromArray(S, a, off + i));
+            }
+            max = m.reduceLanes(VectorOperators.MAX);
+        }
+        for (; i < len; i++) {
+            max = Math.max(max, a[off + i]);
+        }
+        FloatVector maxV = FloatVector.broadcast(S, max);
+        FloatVector acc = FloatVector.zero(S);
+        for (i = 0; i < bound; i += L) {
+            FloatVector e = FloatVector.fromArray(S, a, off + i).sub(maxV).lanewise(VectorOperators.EXP);
+            e.intoArray(a, off + i);
+            acc = acc.add(e);
+        }
+        float sum = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < len; i++) {
+            a[off + i] = (float) Math.exp(a[off + i] - max);
+            sum += a[off + i];
+        }
+        float inv = 1f / sum;
+        for (i = 0; i < bound; i += L) {
+            FloatVector.fromArray(S, a, off + i).mul(inv).intoArray(a, off + i);
+        }
+        for (; i < len; i++) {
+            a[off + i] *= inv;
+        }
+    }
+
+    @Override
+    public void close() {
+        parallel.close();
+    }
+}

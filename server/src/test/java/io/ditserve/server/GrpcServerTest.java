@@ -1,0 +1,329 @@
+package io.ditserve.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.google.inject.Guice;
+import com.google.inject.Stage;
+import com.google.protobuf.ByteString;
+import io.ditserve.client.DitClient;
+import io.ditserve.proto.v1.DiffusionServiceGrpc;
+import io.ditserve.proto.v1.FloatTensor;
+import io.ditserve.proto.v1.GenerateEvent;
+import io.ditserve.proto.v1.GenerateRequest;
+import io.ditserve.proto.v1.GetModelRequest;
+import io.ditserve.proto.v1.GuidanceMode;
+import io.ditserve.proto.v1.ModelInfo;
+import io.ditserve.proto.v1.OutputFormat;
+import io.ditserve.proto.v1.Sampler;
+import io.ditserve.server.config.ServerConfig;
+import io.grpc.ManagedChannel;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.health.v1.HealthCheckRequest;
+import io.grpc.health.v1.HealthCheckResponse;
+import io.grpc.health.v1.HealthGrpc;
+import io.grpc.inprocess.InProcessChannelBuilder;
+import io.grpc.inprocess.InProcessServerBuilder;
+import io.grpc.stub.ClientCallStreamObserver;
+import io.grpc.stub.ClientResponseObserver;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.function.UnaryOperator;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/** The real server (Guice wiring, engine, java backend) on an in-process transport, serving the fixture models. */
+class GrpcServerTest {
+    private DitServer server;
+    private ManagedChannel channel;
+    private DitClient client;
+
+    @BeforeEach
+    void start() throws Exception {
+        ServerConfig c = new ServerConfig();
+        c.models = TestPaths.repoRoot().resolve("tools/fixtures").toString();
+        c.threads = 2;
+        c.maxActive = 1;
+        c.maxQueued = 2;
+        c.shutdownGraceSeconds = 2;
+        String name = InProcessServerBuilder.generateName();
+        server = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, InProcessServerBuilder.forName(name)))
+                .getInstance(DitServer.class).start();
+        channel = InProcessChannelBuilder.forName(name).build();
+        client = new DitClient(channel);
+    }
+
+    @AfterEach
+    void stop() {
+        channel.shutdownNow();
+        server.stop();
+    }
+
+    private static GenerateRequest.Builder pixel() {
+        return GenerateRequest.newBuilder().setModel("pixel-tiny").setClassId(3).setSteps(8).setSeed(42);
+    }
+
+    private List<GenerateEvent> collect(GenerateRequest r) {
+        List<GenerateEvent> events = new ArrayList<>();
+        try (DitClient.EventStream s = client.generate(r)) {
+            s.forEachRemaining(events::add);
+        }
+        return events;
+    }
+
+    @Test
+    void listsModelsWithBackendAndClasses() {
+        List<ModelInfo> models = client.listModels();
+        assertThat(models).extracting(ModelInfo::getName).containsExactly("latent-tiny", "pixel-tiny");
+        ModelInfo latent = client.getModel("latent-tiny");
+        assertThat(latent.getBackend()).isEqualTo("java");
+        assertThat(latent.getClassesCount()).isEqualTo(12);
+        assertThat(latent.getOutChannels()).isEqualTo(8);
+        assertThat(latent.getDefaults().getGuidanceMode()).isEqualTo(GuidanceMode.GUIDANCE_MODE_FIRST_THREE);
+        assertThat(latent.getParameters()).isGreaterThan(0);
+    }
+
+    @Test
+    void healthAndUnknownModel() {
+        var health = HealthGrpc.newBlockingStub(channel).check(HealthCheckRequest.getDefaultInstance());
+        assertThat(health.getStatus()).isEqualTo(HealthCheckResponse.ServingStatus.SERVING);
+        assertThatThrownBy(() -> DiffusionServiceGrpc.newBlockingStub(channel)
+                .getModel(GetModelRequest.newBuilder().setName("nope").build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.NOT_FOUND);
+                    assertThat(e.getStatus().getDescription()).contains("nope", "pixel-tiny");
+                });
+        assertThatThrownBy(() -> collect(pixel().setModel("../pixel-tiny").build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.NOT_FOUND));
+    }
+
+    @Test
+    void streamsAcceptedProgressPreviewsThenResultsInOrder() {
+        List<GenerateEvent> events = collect(pixel().setNumImages(2).setPreviewInterval(2)
+                .addOutputFormats(OutputFormat.OUTPUT_FORMAT_PNG).addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR)
+                .build());
+        assertThat(events.get(0).hasAccepted()).isTrue();
+        var acc = events.get(0).getAccepted();
+        assertThat(acc.getSeedsList()).containsExactly(42L, 43L);
+        assertThat(acc.getTimestepsList()).hasSize(8).startsWith(999).endsWith(0);
+        assertThat(acc.getClassId()).isEqualTo(3);
+
+        int lastStep = 0;
+        int firstResult = -1;
+        List<Integer> previewSteps = new ArrayList<>();
+        for (int k = 1; k < events.size(); k++) {
+            GenerateEvent e = events.get(k);
+            assertThat(e.hasAccepted()).isFalse();
+            if (e.hasProgress()) {
+                assertThat(firstResult).as("progress after a result").isEqualTo(-1);
+                assertThat(e.getProgress().getStep()).isGreaterThan(lastStep);
+                lastStep = e.getProgress().getStep();
+                assertThat(e.getProgress().getTotalSteps()).isEqualTo(8);
+            } else if (e.hasPreview()) {
+                assertThat(e.getPreview().getStep() % 2).isZero();
+                assertThat(e.getPreview().getPng().substring(1, 4).toStringUtf8()).isEqualTo("PNG");
+                previewSteps.add(e.getPreview().getStep());
+            } else if (e.hasResult() && firstResult < 0) {
+                firstResult = k;
+            }
+        }
+        assertThat(lastStep).isEqualTo(8);
+        assertThat(previewSteps).contains(8);
+        List<GenerateEvent> results = events.subList(firstResult, events.size());
+        assertThat(results).hasSize(2).allMatch(GenerateEvent::hasResult);
+        for (GenerateEvent r : results) {
+            assertThat(r.getResult().getPng().substring(1, 4).toStringUtf8()).isEqualTo("PNG");
+            assertThat(r.getResult().getTensor().getShapeList()).containsExactly(1, 16, 16);
+            assertThat(r.getResult().getTensor().getData().size()).isEqualTo(16 * 16 * 4);
+        }
+        assertThat(results.get(1).getResult().getSeed()).isEqualTo(43L);
+    }
+
+    @Test
+    void sameSeedSameImagesAndExplicitNoiseIsUsed() {
+        GenerateRequest r = pixel().setSampler(Sampler.SAMPLER_DDPM).addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR)
+                .build();
+        ByteString a = last(collect(r)).getResult().getTensor().getData();
+        ByteString b = last(collect(r)).getResult().getTensor().getData();
+        ByteString c = last(collect(r.toBuilder().setSeed(7).build())).getResult().getTensor().getData();
+        assertThat(a).isEqualTo(b);
+        assertThat(a).isNotEqualTo(c);
+
+        ByteBuffer bb = ByteBuffer.allocate(256 * 4).order(ByteOrder.LITTLE_ENDIAN);
+        for (int i = 0; i < 256; i++) {
+            bb.putFloat((float) Math.sin(i));
+        }
+        GenerateRequest withNoise = pixel().setSampler(Sampler.SAMPLER_DDIM)
+                .addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR)
+                .setInitialNoise(FloatTensor.newBuilder().addShape(1).addShape(1).addShape(16).addShape(16)
+                        .setData(ByteString.copyFrom(bb.array()))).build();
+        ByteString n1 = last(collect(withNoise)).getResult().getTensor().getData();
+        // DDIM eta 0 is deterministic given x_T: a different seed with the same explicit noise gives the same image
+        ByteString n2 = last(collect(withNoise.toBuilder().setSeed(99).build())).getResult().getTensor().getData();
+        ByteString seeded = last(collect(withNoise.toBuilder().clearInitialNoise().build())).getResult().getTensor()
+                .getData();
+        assertThat(n1).isEqualTo(n2);
+        assertThat(n1).isNotEqualTo(seeded);
+    }
+
+    private static GenerateEvent last(List<GenerateEvent> events) {
+        return events.get(events.size() - 1);
+    }
+
+    @Test
+    void cancellingMidGenerationStopsTheEngine() throws Exception {
+        long before = server.engine().stepsComputed();
+        try (DitClient.EventStream s = client.generate(GenerateRequest.newBuilder().setModel("latent-tiny")
+                .setClassId(1).setSteps(1000).setGuidanceScale(4).build())) {
+            int progress = 0;
+            while (progress < 3) {
+                if (s.next().hasProgress()) {
+                    progress++;
+                }
+            }
+        } // close() cancels the call
+        awaitIdle();
+        long after = server.engine().stepsComputed();
+        Thread.sleep(300);
+        assertThat(server.engine().stepsComputed()).as("engine kept computing after cancel").isEqualTo(after);
+        assertThat(after - before).isLessThan(100);
+        // the slot is free: a new request runs immediately
+        assertThat(collect(pixel().build()).get(0).getAccepted().getQueuePosition()).isZero();
+    }
+
+    @Test
+    void deadlineIsHonoured() throws Exception {
+        long t0 = System.nanoTime();
+        assertThatThrownBy(() -> {
+            try (DitClient.EventStream s = client.generate(GenerateRequest.newBuilder().setModel("latent-tiny")
+                    .setClassId(1).setSteps(1000).build(), 1)) {
+                s.forEachRemaining(e -> { });
+            }
+        }).isInstanceOfSatisfying(StatusRuntimeException.class,
+                e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.DEADLINE_EXCEEDED));
+        awaitIdle();
+        assertThat((System.nanoTime() - t0) / 1e9).isLessThan(10);
+    }
+
+    @Test
+    void slowClientGetsLatestPreviewsButEveryResultAndDoesNotStallTheEngine() throws Exception {
+        List<GenerateEvent> got = new ArrayList<>();
+        CountDownLatch done = new CountDownLatch(1);
+        Throwable[] error = new Throwable[1];
+        ClientCallStreamObserver<?>[] call = new ClientCallStreamObserver<?>[1];
+        int steps = 40;
+        DiffusionServiceGrpc.newStub(channel).generate(pixel().setNumImages(3).setSteps(steps).setPreviewInterval(1)
+                .build(), new ClientResponseObserver<GenerateRequest, GenerateEvent>() {
+                    @Override
+                    public void beforeStart(ClientCallStreamObserver<GenerateRequest> rs) {
+                        call[0] = rs;
+                        rs.disableAutoRequestWithInitial(1); // read only the first event, then stall
+                    }
+
+                    @Override
+                    public synchronized void onNext(GenerateEvent value) {
+                        got.add(value);
+                    }
+
+                    @Override
+                    public void onError(Throwable t) {
+                        error[0] = t;
+                        done.countDown();
+                    }
+
+                    @Override
+                    public void onCompleted() {
+                        done.countDown();
+                    }
+                });
+        awaitStarted();
+        awaitIdle(); // the engine finished the generation although the client reads nothing
+        assertThat(done.getCount()).isEqualTo(1);
+        call[0].request(Integer.MAX_VALUE);
+        assertThat(done.await(10, TimeUnit.SECONDS)).isTrue();
+        assertThat(error[0]).isNull();
+        long previews = got.stream().filter(GenerateEvent::hasPreview).count();
+        assertThat(got.stream().filter(GenerateEvent::hasResult).count()).isEqualTo(3);
+        assertThat(previews).as("stale frames were dropped").isLessThan(3L * steps);
+        assertThat(server.service().droppedPreviews()).isGreaterThan(0);
+    }
+
+    private void awaitStarted() throws InterruptedException {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+        while (server.engine().stepsComputed() == 0 && System.nanoTime() < end) {
+            Thread.sleep(5);
+        }
+    }
+
+    private void awaitIdle() throws InterruptedException {
+        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (System.nanoTime() < end) {
+            var s = server.engine().snapshot();
+            if (s.running() == 0 && s.queued() == 0) {
+                return;
+            }
+            Thread.sleep(5);
+        }
+        throw new AssertionError("engine still busy: " + server.engine().snapshot());
+    }
+
+    static Stream<Arguments> invalidRequests() {
+        return Stream.of(
+                bad("model", b -> b.setModel("")),
+                bad("class_id", b -> b.setClassId(10)),
+                bad("class_id", b -> b.setClassId(-1)),
+                bad("class_name", b -> b.setClassName("class-99")),
+                bad("unconditional", b -> b.setUnconditional(false)),
+                bad("num_images", b -> b.setNumImages(17)),
+                bad("num_images", b -> b.setNumImages(-2)),
+                bad("steps", b -> b.setSteps(1001)),
+                bad("steps", b -> b.setSteps(-1)),
+                bad("sampler", b -> b.setSamplerValue(9)),
+                bad("eta", b -> b.setEta(1.5f)),
+                bad("eta", b -> b.setEta(Float.NaN)),
+                bad("guidance_scale", b -> b.setGuidanceScale(-1)),
+                bad("guidance_scale", b -> b.setGuidanceScale(Float.POSITIVE_INFINITY)),
+                bad("guidance_scale", b -> b.setUnconditional(true).setGuidanceScale(3)),
+                bad("guidance_mode", b -> b.setGuidanceModeValue(7)),
+                bad("preview_interval", b -> b.setPreviewInterval(9)),
+                bad("preview_interval", b -> b.setPreviewInterval(-1)),
+                bad("output_formats[0]", b -> b.addOutputFormatsValue(0)),
+                bad("output_formats[1]", b -> b.addOutputFormats(OutputFormat.OUTPUT_FORMAT_PNG).addOutputFormatsValue(5)),
+                bad("initial_noise.shape", b -> b.setInitialNoise(FloatTensor.newBuilder().addShape(1).addShape(16))),
+                bad("initial_noise.data", b -> b.setInitialNoise(FloatTensor.newBuilder().addShape(1).addShape(1)
+                        .addShape(16).addShape(16).setData(ByteString.copyFrom(new byte[12])))),
+                bad("initial_noise.data", b -> b.setInitialNoise(FloatTensor.newBuilder().addShape(1).addShape(1)
+                        .addShape(16).addShape(16).setData(nanNoise()))));
+    }
+
+    private static ByteString nanNoise() {
+        ByteBuffer bb = ByteBuffer.allocate(1024).order(ByteOrder.LITTLE_ENDIAN);
+        bb.putFloat(0, Float.NaN);
+        return ByteString.copyFrom(bb.array());
+    }
+
+    private static Arguments bad(String field, UnaryOperator<GenerateRequest.Builder> change) {
+        return Arguments.of(field, change);
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("invalidRequests")
+    void invalidFieldIsRejectedNamingFieldAndRange(String field, UnaryOperator<GenerateRequest.Builder> change) {
+        GenerateRequest r = change.apply(pixel()).build();
+        assertThatThrownBy(() -> collect(r)).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+            assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+            assertThat(e.getStatus().getDescription()).startsWith(field + ":");
+        });
+    }
+}
