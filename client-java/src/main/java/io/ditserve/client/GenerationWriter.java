@@ -101,6 +101,13 @@ public final class GenerationWriter {
     }
 
     private void progress(int step, int total, double elapsed) {
+        if (System.console() == null) {
+            // not a terminal (logs, CI): one line per tenth of the run instead of a redrawn bar
+            if (step == total || step * 10 / total != (step - 1) * 10 / total) {
+                out.printf("step %d/%d %.1fs%n", step, total, elapsed);
+            }
+            return;
+        }
         int width = 30;
         int filled = total == 0 ? width : step * width / total;
         out.printf("\r[%s%s] %d/%d steps %.1fs", "#".repeat(filled), ".".repeat(width - filled), step, total, elapsed);

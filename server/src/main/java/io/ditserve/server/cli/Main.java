@@ -165,12 +165,18 @@ public final class Main {
                         model.getClassesCount(), model.getBackend(), server.port());
                 GenerationWriter writer = new GenerationWriter(System.out, 4);
                 int steps = model.getDefaults().getSteps();
+                java.util.List<Path> finals = new java.util.ArrayList<>();
+                java.util.List<String> names = new java.util.ArrayList<>();
                 for (var cls : model.getClassesList()) {
                     GenerateRequest req = GenerateRequest.newBuilder().setModel(model.getName())
                             .setClassId(cls.getId()).setSeed(seed + cls.getId())
                             .setPreviewInterval(Math.max(1, steps / 10)).build();
-                    writer.run(client, req, model, out, 0);
+                    finals.add(writer.run(client, req, model, out, 0).images().get(0));
+                    names.add(cls.getName());
                 }
+                Path sheet = out.resolve("demo-sheet.png");
+                ContactSheet.write(finals, names, 4, sheet);
+                System.out.println("demo: one image per class in " + sheet.toAbsolutePath());
                 System.out.println("demo: images, preview frames and animations are in " + out.toAbsolutePath());
             } finally {
                 server.stop();

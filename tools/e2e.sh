@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# End-to-end: starts `./dit serve` as a process on a free port with the bundled model, runs `./dit models` and
+# `./dit generate --previews` against it, checks the files, then stops the server with SIGTERM (graceful drain).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+WORK="$(mktemp -d)"
+PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+./dit serve --port "$PORT" --threads 2 > "$WORK/server.log" 2>&1 &
+SERVER=$!
+cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 120); do
+  grep -q "listening on port" "$WORK/server.log" && break
+  kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/server.log"; echo "e2e: server exited"; exit 1; }
+  sleep 0.5
+done
+grep -q "listening on port" "$WORK/server.log" || { cat "$WORK/server.log"; echo "e2e: server did not start"; exit 1; }
+
+./dit models --target "localhost:$PORT" | tee "$WORK/models.txt"
+grep -q "fashion-dit" "$WORK/models.txt"
+
+./dit generate --target "localhost:$PORT" --model fashion-dit --label Trouser --count 2 --steps 20 \
+  --sampler ddim --guidance 3 --seed 7 --out "$WORK/out" --previews | tee "$WORK/gen.txt"
+for f in fashion-dit-Trouser-7.png fashion-dit-Trouser-8.png fashion-dit-Trouser-7.gif; do
+  [ -s "$WORK/out/$f" ] || { echo "e2e: missing $f"; ls -la "$WORK/out"; exit 1; }
+done
+grep -q "seeds \[7, 8\]" "$WORK/gen.txt"
+# the PNG is a real 28x28 image
+/usr/bin/python3 - "$WORK/out/fashion-dit-Trouser-7.png" <<'PY'
+import sys
+from PIL import Image
+im = Image.open(sys.argv[1])
+assert im.size == (28, 28), im.size
+lo, hi = im.getextrema()
+assert hi - lo > 100, (lo, hi)
+print("e2e: result image ok", im.size, im.mode, (lo, hi))
+PY
+# an invalid request is answered with INVALID_ARGUMENT, and the server keeps serving
+if ./dit generate --target "localhost:$PORT" --model fashion-dit --label 12 --out "$WORK/bad" 2> "$WORK/bad.txt"; then
+  echo "e2e: invalid label was accepted"; exit 1
+fi
+grep -q "INVALID_ARGUMENT: class_id" "$WORK/bad.txt"
+kill -TERM "$SERVER"
+wait "$SERVER" || true
+grep -q "stopped" "$WORK/server.log" || { cat "$WORK/server.log"; echo "e2e: no graceful stop"; exit 1; }
+trap - EXIT
+rm -rf "$WORK"
+echo "e2e: ok"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The full test suite, run by `./dit test` and CI on a fresh machine:
+#   1. Python reference tests (installs Debian's python3-torch & co. with apt if missing)
+#   2. Java build and tests (Maven; unit, in-process gRPC, parity with the PyTorch fixtures)
+#   3. end-to-end: `./dit serve` as a process and `./dit generate` against it
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+echo "== python reference tests"
+bash tools/setup-python.sh
+OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} /usr/bin/python3 -m unittest discover -s tools/tests -v 2>&1 \
+  | grep -v -E "TracerWarning|^  (if|h = w)" 
+
+echo "== java build and tests"
+JAVA_HOME="${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}"
+export JAVA_HOME
+mvn -B install
+touch server/target/.dit-built
+
+echo "== end-to-end: ./dit serve + ./dit generate"
+bash tools/e2e.sh
+echo "== all tests passed"
