@@ -45,10 +45,12 @@ public final class ClientCommands {
         boolean tensor;
         @Option(names = "--deadline", defaultValue = "0", description = "seconds before the server gives up (0 = none)")
         long deadline;
+        @picocli.CommandLine.Mixin
+        Connection connection = new Connection();
 
         @Override
         public Integer call() throws Exception {
-            try (DitClient client = DitClient.connect(target)) {
+            try (DitClient client = connection.open(target)) {
                 ModelInfo info = model == null ? first(client.listModels()) : client.getModel(model);
                 GenerateRequest request = buildRequest(info);
                 GenerationWriter.Written w = new GenerationWriter(System.out, 4)
@@ -105,9 +107,12 @@ public final class ClientCommands {
         @Option(names = "--target", defaultValue = "localhost:50051", description = "server host:port (default ${DEFAULT-VALUE})")
         String target;
 
+        @picocli.CommandLine.Mixin
+        Connection connection = new Connection();
+
         @Override
-        public Integer call() {
-            try (DitClient client = DitClient.connect(target)) {
+        public Integer call() throws Exception {
+            try (DitClient client = connection.open(target)) {
                 for (ModelInfo m : client.listModels()) {
                     System.out.printf("%s  backend=%s  %dx%d x%d ch (%s)  patch %d, depth %d, width %d, heads %d, %.1f M params%n",
                             m.getName(), m.getBackend(), m.getImageSize(), m.getImageSize(), m.getInChannels(),
@@ -125,6 +130,26 @@ public final class ClientCommands {
                 System.err.println("error: " + e.getStatus().getCode() + ": " + e.getStatus().getDescription());
                 return 1;
             }
+        }
+    }
+
+    /** TLS and authentication options shared by the commands. */
+    public static final class Connection {
+        @Option(names = "--ca", description = "PEM CA certificate: connect with TLS")
+        java.io.File ca;
+        @Option(names = "--cert", description = "PEM client certificate (mutual TLS)")
+        java.io.File cert;
+        @Option(names = "--key", description = "PEM client private key (mutual TLS)")
+        java.io.File key;
+        @Option(names = "--token", description = "bearer token (default: $DIT_TOKEN)")
+        String token;
+
+        DitClient open(String target) throws java.io.IOException {
+            String t = token != null ? token : System.getenv("DIT_TOKEN");
+            if (ca == null && t == null) {
+                return DitClient.connect(target);
+            }
+            return DitClient.connect(target, ca, cert, key, t);
         }
     }
 

@@ -6,7 +6,17 @@ import io.ditserve.proto.v1.GenerateRequest;
 import io.ditserve.proto.v1.GetModelRequest;
 import io.ditserve.proto.v1.ListModelsRequest;
 import io.ditserve.proto.v1.ModelInfo;
+import io.grpc.CallCredentials;
+import io.grpc.ChannelCredentials;
+import io.grpc.CompositeChannelCredentials;
 import io.grpc.Context;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.Metadata;
+import io.grpc.TlsChannelCredentials;
+import java.io.File;
+import java.io.IOException;
+import java.util.concurrent.Executor;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
 import io.grpc.stub.ClientCallStreamObserver;
@@ -46,6 +56,51 @@ public final class DitClient implements AutoCloseable {
     public static DitClient connect(String target) {
         return new DitClient(ManagedChannelBuilder.forTarget(target).usePlaintext()
                 .maxInboundMessageSize(MAX_INBOUND_MESSAGE_BYTES).build(), true);
+    }
+
+    /**
+     * Connects with optional TLS and bearer token.
+     *
+     * @param caPem trusted CA (PEM) for TLS, or null for plaintext
+     * @param certPem client certificate chain for mutual TLS, or null
+     * @param keyPem client private key for mutual TLS, or null
+     * @param token bearer token sent with every call, or null
+     */
+    public static DitClient connect(String target, File caPem, File certPem, File keyPem, String token)
+            throws IOException {
+        ChannelCredentials creds;
+        if (caPem != null) {
+            TlsChannelCredentials.Builder b = TlsChannelCredentials.newBuilder().trustManager(caPem);
+            if (certPem != null) {
+                b.keyManager(certPem, keyPem);
+            }
+            creds = b.build();
+        } else {
+            creds = InsecureChannelCredentials.create();
+        }
+        if (token != null) {
+            creds = CompositeChannelCredentials.create(creds, new BearerToken(token));
+        }
+        return new DitClient(Grpc.newChannelBuilder(target, creds).maxInboundMessageSize(MAX_INBOUND_MESSAGE_BYTES)
+                .build(), true);
+    }
+
+    /** Sends {@code authorization: Bearer <token>}. gRPC refuses it over plaintext unless told otherwise. */
+    static final class BearerToken extends CallCredentials {
+        private static final Metadata.Key<String> AUTHORIZATION =
+                Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
+        private final String token;
+
+        BearerToken(String token) {
+            this.token = token;
+        }
+
+        @Override
+        public void applyRequestMetadata(RequestInfo info, Executor executor, MetadataApplier applier) {
+            Metadata m = new Metadata();
+            m.put(AUTHORIZATION, "Bearer " + token);
+            applier.apply(m);
+        }
     }
 
     public List<ModelInfo> listModels() {

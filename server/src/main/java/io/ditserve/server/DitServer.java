@@ -4,7 +4,14 @@ import io.ditserve.server.config.ServerConfig;
 import io.ditserve.server.engine.Engine;
 import io.ditserve.server.grpc.DiffusionService;
 import io.ditserve.server.model.ModelRepository;
+import io.ditserve.server.observe.ServerMetrics;
+import io.ditserve.server.security.BearerTokenInterceptor;
+import io.ditserve.server.security.Transport;
 import io.grpc.Server;
+import io.grpc.ServerInterceptor;
+import io.grpc.ServerInterceptors;
+import io.prometheus.metrics.exporter.httpserver.HTTPServer;
+import java.util.List;
 import io.grpc.ServerBuilder;
 import io.grpc.health.v1.HealthCheckResponse.ServingStatus;
 import io.grpc.protobuf.services.HealthStatusManager;
@@ -32,12 +39,15 @@ public final class DitServer implements AutoCloseable {
     private final Engine engine;
     private final ModelRepository models;
     private final ServerConfig config;
+    private final ServerMetrics metrics;
     private Server server;
+    private HTTPServer metricsServer;
     private boolean stopped;
 
     @Inject
     DitServer(ServerBuilder<?> builder, DiffusionService service, HealthStatusManager health, Engine engine,
-            ModelRepository models, ServerConfig config) {
+            ModelRepository models, ServerConfig config, ServerMetrics metrics) {
+        this.metrics = metrics;
         this.builder = builder;
         this.service = service;
         this.health = health;
@@ -47,12 +57,21 @@ public final class DitServer implements AutoCloseable {
     }
 
     public synchronized DitServer start() throws IOException {
+        List<String> tokens = Transport.tokens(config);
+        List<ServerInterceptor> auth = tokens.isEmpty() ? List.of() : List.of(new BearerTokenInterceptor(tokens));
         server = builder
-                .addService(service)
-                .addService(health.getHealthService())
-                .addService(ProtoReflectionServiceV1.newInstance())
+                .addService(ServerInterceptors.intercept(service, auth))
+                .addService(health.getHealthService()) // open: load balancers probe it without credentials
+                .addService(ServerInterceptors.intercept(ProtoReflectionServiceV1.newInstance(), auth))
                 .build()
                 .start();
+        if (config.metricsPort >= 0) {
+            metricsServer = HTTPServer.builder().port(config.metricsPort).registry(metrics.registry()).buildAndStart();
+            log.info("metrics on http://0.0.0.0:{}/metrics", metricsServer.getPort());
+        }
+        if (!tokens.isEmpty()) {
+            log.info("bearer-token authentication on ({} token(s) configured)", tokens.size());
+        }
         health.setStatus("", ServingStatus.SERVING);
         health.setStatus("dit.v1.DiffusionService", ServingStatus.SERVING);
         log.info("serving models {} on port {}", models.names(), server.getPort());
@@ -61,6 +80,11 @@ public final class DitServer implements AutoCloseable {
 
     public int port() {
         return server.getPort();
+    }
+
+    /** The metrics HTTP port, or -1 when disabled. */
+    public int metricsPort() {
+        return metricsServer == null ? -1 : metricsServer.getPort();
     }
 
     public DiffusionService service() {
@@ -94,6 +118,9 @@ public final class DitServer implements AutoCloseable {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             server.shutdownNow();
+        }
+        if (metricsServer != null) {
+            metricsServer.close();
         }
         models.close();
         log.info("stopped");

@@ -11,6 +11,7 @@ import io.ditserve.server.grpc.DiffusionService;
 import io.ditserve.server.grpc.RequestValidator;
 import io.ditserve.server.model.BackendRegistry;
 import io.ditserve.server.model.ModelRepository;
+import io.ditserve.server.observe.ServerMetrics;
 import io.grpc.ServerBuilder;
 import io.grpc.protobuf.services.HealthStatusManager;
 import jakarta.inject.Singleton;
@@ -59,8 +60,16 @@ public final class ServerModule extends AbstractModule {
 
     @Provides
     @Singleton
-    Engine engine(ServerConfig c) {
-        return new Engine(new EngineConfig(c.maxActive, c.maxQueued));
+    ServerMetrics metrics() {
+        return new ServerMetrics();
+    }
+
+    @Provides
+    @Singleton
+    Engine engine(ServerConfig c, ServerMetrics metrics) {
+        Engine engine = new Engine(new EngineConfig(c.maxActive, c.maxQueued), metrics);
+        metrics.bindEngine(engine);
+        return engine;
     }
 
     @Provides

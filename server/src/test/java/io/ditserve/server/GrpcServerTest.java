@@ -56,6 +56,7 @@ class GrpcServerTest {
         c.maxActive = 1;
         c.maxQueued = 2;
         c.shutdownGraceSeconds = 2;
+        c.metricsPort = 0;
         String name = InProcessServerBuilder.generateName();
         server = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, InProcessServerBuilder.forName(name)))
                 .getInstance(DitServer.class).start();

@@ -14,8 +14,8 @@ import io.ditserve.proto.v1.ModelInfo;
 import io.ditserve.server.DitServer;
 import io.ditserve.server.ServerModule;
 import io.ditserve.server.config.ServerConfig;
-import io.grpc.Grpc;
-import io.grpc.InsecureServerCredentials;
+import io.ditserve.server.security.Transport;
+import io.grpc.ServerBuilder;
 import java.nio.file.Path;
 import java.util.Map;
 import java.util.concurrent.Callable;
@@ -26,7 +26,8 @@ import picocli.CommandLine.Option;
 /** The {@code ./dit} command line. */
 @Command(name = "dit", mixinStandardHelpOptions = true, version = "dit 0.1.0",
         description = "DiT streaming inference server and client.",
-        subcommands = {Main.Serve.class, Main.Demo.class, ClientCommands.Generate.class, ClientCommands.Models.class})
+        subcommands = {Main.Serve.class, Main.Demo.class, ClientCommands.Generate.class, ClientCommands.Models.class,
+            Bench.class})
 public final class Main {
 
     public static void main(String[] args) {
@@ -83,8 +84,12 @@ public final class Main {
 
     /** Builds and starts a server, or explains in one message why it cannot. */
     static DitServer startServer(ServerConfig c) throws Exception {
-        var builder = Grpc.newServerBuilderForPort(c.port, InsecureServerCredentials.create())
-                .maxInboundMessageSize(c.maxInboundMessageBytes);
+        ServerBuilder<?> builder;
+        try {
+            builder = Transport.serverBuilder(c);
+        } catch (java.io.IOException e) {
+            throw new StartupException(e.getMessage(), e);
+        }
         Injector injector;
         try {
             injector = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, builder));
@@ -154,7 +159,9 @@ public final class Main {
         public Integer call() throws Exception {
             DitServer server;
             try {
-                server = startServer(options.resolve(0));
+                ServerConfig c = options.resolve(0);
+                c.metricsPort = -1;
+                server = startServer(c);
             } catch (StartupException | IllegalArgumentException e) {
                 System.err.println("dit demo: cannot start the server: " + e.getMessage());
                 return 2;

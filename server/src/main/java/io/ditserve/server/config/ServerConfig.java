@@ -44,6 +44,18 @@ public final class ServerConfig {
     /** Largest gRPC message the server accepts (requests with an initial-noise tensor can be large). */
     @JsonProperty("max_inbound_message_bytes") public int maxInboundMessageBytes = 16 << 20;
 
+    /** Prometheus metrics HTTP port (/metrics); 0 = any free port; -1 = no metrics endpoint. */
+    @JsonProperty("metrics_port") public int metricsPort = 9090;
+    /** TLS: PEM certificate chain and private key; both unset = plaintext. */
+    @JsonProperty("tls_cert") public String tlsCert;
+    @JsonProperty("tls_key") public String tlsKey;
+    /** Mutual TLS: PEM CA whose client certificates are accepted (requires a client certificate). */
+    @JsonProperty("tls_client_ca") public String tlsClientCa;
+    /** Bearer tokens, one per line; with tokens configured every call but health needs one. */
+    @JsonProperty("auth_tokens_file") public String authTokensFile;
+    /** Environment variable with comma-separated bearer tokens (added to the file's). */
+    @JsonProperty("auth_tokens_env") public String authTokensEnv = "DIT_AUTH_TOKENS";
+
     private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory())
             .enable(DeserializationFeature.FAIL_ON_UNKNOWN_PROPERTIES);
 
@@ -73,6 +85,7 @@ public final class ServerConfig {
         check(maxQueued >= 0, "max_queued must be >= 0, got " + maxQueued);
         check(shutdownGraceSeconds >= 0, "shutdown_grace_seconds must be >= 0, got " + shutdownGraceSeconds);
         check(maxInboundMessageBytes >= 1 << 20, "max_inbound_message_bytes must be >= 1 MiB");
+        check(metricsPort >= -1 && metricsPort <= 65535, "metrics_port must be in -1..65535, got " + metricsPort);
     }
 
     private static void check(boolean ok, String message) {

@@ -30,13 +30,21 @@ public final class Engine implements AutoCloseable {
     private final ArrayDeque<Generation> active = new ArrayDeque<>();
     private final AtomicLong ids = new AtomicLong();
     private final AtomicLong stepsComputed = new AtomicLong();
+    private final AtomicLong completed = new AtomicLong();
     private final Thread thread;
     private Generation current;
     private boolean accepting = true;
     private boolean stopped;
 
+    private final EngineObserver observer;
+
     public Engine(EngineConfig config) {
+        this(config, EngineObserver.NONE);
+    }
+
+    public Engine(EngineConfig config, EngineObserver observer) {
         this.config = Objects.requireNonNull(config, "config");
+        this.observer = Objects.requireNonNull(observer, "observer");
         this.thread = Thread.ofPlatform().name("dit-engine").daemon(false).unstarted(this::run);
         thread.start();
     }
@@ -66,7 +74,7 @@ public final class Engine implements AutoCloseable {
                 throw Status.RESOURCE_EXHAUSTED.withDescription("server busy: " + running + " generations running and "
                         + waiting.size() + " queued (limit " + config.maxQueued() + "); retry later").asException();
             }
-            g = new Generation("gen-" + ids.incrementAndGet(), plan, listener);
+            g = new Generation("gen-" + ids.incrementAndGet(), plan, listener, observer);
             int position = runsNow ? 0 : waiting.size() + 1;
             listener.onEvent(GenerateEvent.newBuilder().setAccepted(accepted(g, position)).build());
             if (runsNow) {
@@ -150,12 +158,20 @@ public final class Engine implements AutoCloseable {
                 g = active.pollFirst();
                 current = g;
             }
-            boolean finished = g.step();
+            org.slf4j.MDC.put("rid", g.id);
+            boolean finished;
+            try {
+                finished = g.step();
+            } finally {
+                org.slf4j.MDC.remove("rid");
+            }
             stepsComputed.incrementAndGet();
             synchronized (lock) {
                 current = null;
                 if (!finished) {
                     active.addLast(g);
+                } else {
+                    completed.incrementAndGet();
                 }
                 lock.notifyAll();
             }
@@ -185,6 +201,32 @@ public final class Engine implements AutoCloseable {
     /** Denoising steps run so far (a step that found its generation cancelled counts too). */
     public long stepsComputed() {
         return stepsComputed.get();
+    }
+
+    /** The running and waiting generations, for {@code GetServerStatus}. */
+    public io.ditserve.proto.v1.ServerStatus status() {
+        var b = io.ditserve.proto.v1.ServerStatus.newBuilder()
+                .setMaxActive(config.maxActive()).setMaxQueued(config.maxQueued())
+                .setGenerationsCompleted(completed.get()).setStepsComputed(stepsComputed.get());
+        long now = System.nanoTime();
+        synchronized (lock) {
+            b.setServing(accepting);
+            if (current != null) {
+                b.addRunning(describe(current, 0, now));
+            }
+            active.forEach(g -> b.addRunning(describe(g, 0, now)));
+            int pos = 1;
+            for (Generation g : waiting) {
+                b.addQueued(describe(g, pos++, now));
+            }
+        }
+        return b.build();
+    }
+
+    private static io.ditserve.proto.v1.GenerationStatus describe(Generation g, int position, long now) {
+        return io.ditserve.proto.v1.GenerationStatus.newBuilder().setRequestId(g.id).setModel(g.plan.model().name())
+                .setNumImages(g.plan.numImages()).setStepsDone(g.stepsDone()).setTotalSteps(g.totalSteps())
+                .setQueuePosition(position).setAgeSeconds((now - g.acceptedNanos) / 1e9).build();
     }
 
     /** Counts for status reporting. */

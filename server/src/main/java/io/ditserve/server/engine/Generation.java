@@ -51,11 +51,14 @@ final class Generation {
     private Tensor out;
     private int[] t;
     private int[] y;
-    private int done;
+    private volatile int done;
     private long startNanos;
     private long forwardNanos;
 
-    Generation(String id, GenerationPlan plan, GenerationListener listener) {
+    private final EngineObserver observer;
+
+    Generation(String id, GenerationPlan plan, GenerationListener listener, EngineObserver observer) {
+        this.observer = observer;
         this.id = id;
         this.plan = plan;
         this.listener = listener;
@@ -82,6 +85,10 @@ final class Generation {
 
     int totalSteps() {
         return plan.steps();
+    }
+
+    int stepsDone() {
+        return done;
     }
 
     private void start() {
@@ -136,7 +143,8 @@ final class Generation {
             java.util.Arrays.fill(t, schedule.timestep(i));
             long f0 = System.nanoTime();
             plan.model().backend().forward(in, t, y, out, this::isCancelled);
-            forwardNanos += System.nanoTime() - f0;
+            long forward = System.nanoTime() - f0;
+            forwardNanos += forward;
             float[] modelOut = out.data();
             if (plan.guided()) {
                 Samplers.guide(out.data(), n, spec.outChannels(), spec.inChannels(), hw, plan.guidance(),
@@ -163,6 +171,7 @@ final class Generation {
             xNext = swap;
             done++;
             long now = System.nanoTime();
+            observer.onStep(plan.model().name(), plan.model().backend().name(), (now - stepStart) / 1e9, forward / 1e9);
             listener.onEvent(GenerateEvent.newBuilder().setProgress(Progress.newBuilder()
                     .setStep(done).setTotalSteps(plan.steps()).setTimestep(schedule.timestep(i))
                     .setElapsedSeconds((now - startNanos) / 1e9).setStepSeconds((now - stepStart) / 1e9)).build());
@@ -176,6 +185,7 @@ final class Generation {
             }
             if (last) {
                 emitResults();
+                observer.onImages(plan.model().name(), n);
                 listener.onCompleted();
                 return true;
             }

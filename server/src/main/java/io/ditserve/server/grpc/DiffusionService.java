@@ -16,6 +16,8 @@ import io.ditserve.server.engine.Engine;
 import io.ditserve.server.engine.GenerationPlan;
 import io.ditserve.server.model.LoadedModel;
 import io.ditserve.server.model.ModelRepository;
+import io.ditserve.server.observe.ServerMetrics;
+import org.slf4j.MDC;
 import io.grpc.Status;
 import io.grpc.StatusException;
 import io.grpc.stub.ServerCallStreamObserver;
@@ -37,17 +39,24 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
     private final RequestValidator validator;
     private final AtomicLong droppedPreviews = new AtomicLong();
 
+    private final ServerMetrics metrics;
+
     @Inject
-    public DiffusionService(ModelRepository models, Engine engine, RequestValidator validator) {
+    public DiffusionService(ModelRepository models, Engine engine, RequestValidator validator, ServerMetrics metrics) {
         this.models = Objects.requireNonNull(models, "models");
         this.engine = Objects.requireNonNull(engine, "engine");
         this.validator = Objects.requireNonNull(validator, "validator");
+        this.metrics = Objects.requireNonNull(metrics, "metrics");
     }
 
     @Override
     public void generate(GenerateRequest request, StreamObserver<GenerateEvent> responseObserver) {
         ServerCallStreamObserver<GenerateEvent> call = (ServerCallStreamObserver<GenerateEvent>) responseObserver;
-        StreamSink sink = new StreamSink(call, droppedPreviews);
+        String model = request.getModel();
+        StreamSink sink = new StreamSink(call, n -> {
+            droppedPreviews.addAndGet(n);
+            metrics.previewsDropped(n);
+        }, code -> metrics.request(models.find(model).isPresent() ? model : "unknown", code.name()));
         // handlers first, before anything can be sent: a cancel or a ready signal may arrive at any time
         Engine.Handle[] handle = new Engine.Handle[1];
         call.setOnCancelHandler(() -> {
@@ -68,11 +77,13 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
             synchronized (handle) {
                 handle[0] = h;
             }
+            MDC.put("rid", h.id());
             if (call.isCancelled()) {
                 h.cancel(Status.CANCELLED.withDescription("client cancelled"));
             }
             log.info("[{}] accepted: model={} images={} steps={} sampler={} guidance={}", h.id(), request.getModel(),
                     plan.numImages(), plan.steps(), plan.sampler(), plan.guidance());
+            MDC.remove("rid");
         } catch (StatusException e) {
             log.info("rejected request for model '{}': {} {}", request.getModel(), e.getStatus().getCode(),
                     e.getStatus().getDescription());
@@ -95,6 +106,13 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
             responseObserver.onCompleted();
         }, () -> responseObserver.onError(Status.NOT_FOUND.withDescription("model '" + request.getName()
                 + "' not found; available models: " + models.names()).asRuntimeException()));
+    }
+
+    @Override
+    public void getServerStatus(io.ditserve.proto.v1.GetServerStatusRequest request,
+            StreamObserver<io.ditserve.proto.v1.ServerStatus> responseObserver) {
+        responseObserver.onNext(engine.status());
+        responseObserver.onCompleted();
     }
 
     public long droppedPreviews() {

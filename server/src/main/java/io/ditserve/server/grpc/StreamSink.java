@@ -7,7 +7,8 @@ import io.grpc.stub.ServerCallStreamObserver;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Consumer;
+import java.util.function.LongConsumer;
 
 /**
  * Bridges a generation's events to one gRPC response stream with flow control.
@@ -22,13 +23,26 @@ import java.util.concurrent.atomic.AtomicLong;
 final class StreamSink implements GenerationListener {
     private final ServerCallStreamObserver<GenerateEvent> observer;
     private final List<GenerateEvent> pending = new ArrayList<>();
-    private final AtomicLong droppedPreviews;
+    private final LongConsumer droppedPreviews;
+    private final Consumer<Status.Code> onTerminal;
     private boolean completeWhenDrained;
     private boolean closed;
 
-    StreamSink(ServerCallStreamObserver<GenerateEvent> observer, AtomicLong droppedPreviews) {
+    /**
+     * @param droppedPreviews told how many preview frames were dropped or skipped
+     * @param onTerminal told the stream's final status code, once
+     */
+    StreamSink(ServerCallStreamObserver<GenerateEvent> observer, LongConsumer droppedPreviews,
+            Consumer<Status.Code> onTerminal) {
         this.observer = observer;
         this.droppedPreviews = droppedPreviews;
+        this.onTerminal = onTerminal;
+    }
+
+    private void close(Status.Code code) {
+        closed = true;
+        pending.clear();
+        onTerminal.accept(code);
     }
 
     @Override
@@ -42,7 +56,7 @@ final class StreamSink implements GenerationListener {
             case PREVIEW -> {
                 int idx = event.getPreview().getImageIndex();
                 if (removeIf(e -> e.hasPreview() && e.getPreview().getImageIndex() == idx)) {
-                    droppedPreviews.incrementAndGet();
+                    droppedPreviews.accept(1);
                 }
             }
             default -> { }
@@ -70,7 +84,7 @@ final class StreamSink implements GenerationListener {
 
     @Override
     public void onPreviewsSkipped(int frames) {
-        droppedPreviews.addAndGet(frames);
+        droppedPreviews.accept(frames);
     }
 
     @Override
@@ -84,8 +98,7 @@ final class StreamSink implements GenerationListener {
         if (closed) {
             return;
         }
-        closed = true;
-        pending.clear();
+        close(status.getCode());
         if (!observer.isCancelled()) {
             observer.onError(status.asRuntimeException());
         }
@@ -97,15 +110,14 @@ final class StreamSink implements GenerationListener {
             return;
         }
         if (observer.isCancelled()) {
-            closed = true;
-            pending.clear();
+            close(Status.Code.CANCELLED);
             return;
         }
         while (!pending.isEmpty() && observer.isReady()) {
             observer.onNext(pending.remove(0));
         }
         if (pending.isEmpty() && completeWhenDrained) {
-            closed = true;
+            close(Status.Code.OK);
             observer.onCompleted();
         }
     }

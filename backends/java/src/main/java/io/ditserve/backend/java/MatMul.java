@@ -1,5 +1,6 @@
 package io.ditserve.backend.java;
 
+import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
@@ -12,8 +13,8 @@ import jdk.incubator.vector.VectorSpecies;
  * <p>A is row-major with any row stride. B is pre-packed by {@link #pack} into panels of {@link #NR} columns: panel
  * p holds B[0..k, p·NR .. p·NR + NR) k-major, so the micro-kernel reads NR consecutive floats per k while it
  * broadcasts one element of each of {@link #MR} rows of A; the MR × NR accumulators stay in registers for the
- * whole k loop (6 × 2 vectors: 12 of the 16 AVX2 registers, 12 of 32 with AVX-512). Columns past n in the last
- * panel are zeros in B and are never stored. The kernel writes its accumulators to the tile, and the epilogue
+ * whole k loop (6 × 2 vectors: with the two B vectors and the broadcast, 15 of the 16 AVX2 registers). Columns
+ * past n in the last panel are zeros in B and are never stored. The kernel writes its accumulators to the tile, and the epilogue
  * then adds the bias and applies an activation or a gated residual add while the tile is in L1.
  *
  * <p>A descriptor is mutable and reused (no allocation per product); set it up, then call {@link #compute}.
@@ -33,7 +34,7 @@ final class MatMul {
         STORE,
         /** C = GELU_tanh(A·B + bias) */
         GELU,
-        /** C = alpha · A·B */
+        /** C = alpha · (A·B + bias) */
         SCALE,
         /** C += gate[row / gateRows] · (A·B + bias): the adaLN-Zero residual of a DiT block */
         GATED_ADD
@@ -46,6 +47,7 @@ final class MatMul {
     private int k;
     private int n;
     private float[] bias;
+    private float[] zeros = new float[0]; // the bias of products without one, grown once
     private float[] c;
     private int cOff;
     private int ldc;
@@ -82,6 +84,11 @@ final class MatMul {
         }
     }
 
+    /** A copy of a bias of n values, padded with zeros to whole panels. */
+    static float[] paddedBias(float[] bias, int n) {
+        return Arrays.copyOf(bias, panels(n) * NR);
+    }
+
     MatMul a(float[] a, int off, int ld) {
         this.a = a;
         this.aOff = off;
@@ -89,11 +96,20 @@ final class MatMul {
         return this;
     }
 
-    /** B packed by {@link #pack} (k × n), and a bias of n values or null. */
+    /**
+     * B packed by {@link #pack} (k × n), and its bias padded with zeros to whole panels ({@link #paddedBias}), or
+     * null for none.
+     */
     MatMul b(float[] packed, int k, int n, float[] bias) {
         this.b = packed;
         this.k = k;
         this.n = n;
+        if (bias == null) {
+            if (zeros.length < panels(n) * NR) {
+                zeros = new float[panels(n) * NR];
+            }
+            bias = zeros;
+        }
         this.bias = bias;
         return this;
     }
@@ -220,31 +236,35 @@ final class MatMul {
         c1.intoArray(tile, L);
     }
 
-    /** Applies the epilogue to {@code rows} tile rows and writes the columns of panel p that exist to C. */
+    /**
+     * Adds the bias, applies the epilogue to {@code rows} tile rows and writes the columns of panel p that exist.
+     * Each epilogue has its own loop, and no vector is null, chosen by a branch or passed to a method that might
+     * not be inlined: C2 keeps Vector API values in registers only while it sees every use, else it allocates them.
+     */
     private void finish(int m, int rows, int p, float[] tile) {
+        if (epilogue == Epilogue.GELU) {
+            biasGelu(tile, rows, p);
+        }
         for (int v = 0; v < 2; v++) {
             int col = p * NR + v * L;
             if (col >= n) {
                 return;
             }
-            VectorMask<Float> mask = S.indexInRange(col, n);
             boolean full = col + L <= n;
-            FloatVector bv = bias == null ? null
-                    : full ? FloatVector.fromArray(S, bias, col) : FloatVector.fromArray(S, bias, col, mask);
-            for (int r = 0; r < rows; r++) {
-                FloatVector acc = FloatVector.fromArray(S, tile, r * NR + v * L);
-                int ci = cOff + (m + r) * ldc + col;
+            VectorMask<Float> mask = S.indexInRange(col, n);
+            FloatVector bv = FloatVector.fromArray(S, bias, col);
+            int t = v * L;
+            int ci = cOff + m * ldc + col;
+            for (int r = 0; r < rows; r++, t += NR, ci += ldc) {
+                FloatVector acc = FloatVector.fromArray(S, tile, t);
                 FloatVector out = switch (epilogue) {
-                    case STORE -> bv == null ? acc : acc.add(bv);
-                    case GELU -> gelu(acc.add(bv));
-                    case SCALE -> acc.mul(alpha);
+                    case STORE -> acc.add(bv);
+                    case GELU -> acc; // biasGelu has added the bias
+                    case SCALE -> acc.add(bv).mul(alpha);
                     case GATED_ADD -> {
                         int gi = gateOff + ((m + r) / gateRows) * gateStride + col;
-                        FloatVector g = full ? FloatVector.fromArray(S, gate, gi)
-                                : FloatVector.fromArray(S, gate, gi, mask);
-                        FloatVector old = full ? FloatVector.fromArray(S, c, ci)
-                                : FloatVector.fromArray(S, c, ci, mask);
-                        yield g.fma(bv == null ? acc : acc.add(bv), old);
+                        FloatVector g = FloatVector.fromArray(S, gate, gi, mask);
+                        yield g.fma(acc.add(bv), FloatVector.fromArray(S, c, ci, mask));
                     }
                 };
                 if (full) {
@@ -256,9 +276,18 @@ final class MatMul {
         }
     }
 
-    /** 0.5·u·(1 + tanh(√(2/π)·(u + 0.044715·u³))), lane by lane. */
-    static FloatVector gelu(FloatVector u) {
-        FloatVector inner = u.mul(DitMath.GELU_A).mul(u).mul(u).add(u).mul(DitMath.GELU_C);
-        return u.mul(0.5f).mul(inner.lanewise(VectorOperators.TANH).add(1f));
+    /**
+     * tile = GELU_tanh(tile + bias) in place. 0.5·u·(1 + tanh(z)) with z = √(2/π)·(u + 0.044715·u³) is computed
+     * as the identical u / (1 + exp(−2z)): the Vector API's EXP is several times faster than its TANH.
+     */
+    private void biasGelu(float[] tile, int rows, int p) {
+        for (int r = 0; r < rows; r++) {
+            for (int v = 0; v < NR; v += L) {
+                int t = r * NR + v;
+                FloatVector u = FloatVector.fromArray(S, tile, t).add(FloatVector.fromArray(S, bias, p * NR + v));
+                FloatVector z = u.mul(DitMath.GELU_A).mul(u).mul(u).add(u).mul(-2f * DitMath.GELU_C);
+                u.div(z.lanewise(VectorOperators.EXP).add(1f)).intoArray(tile, t);
+            }
+        }
     }
 }

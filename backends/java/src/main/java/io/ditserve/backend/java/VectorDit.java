@@ -23,12 +23,12 @@ final class VectorDit implements DitEngine {
     /** Rows per LayerNorm work item. */
     private static final int NORM_ROWS = 16;
 
-    /** A Linear layer with its weight packed as B = Wᵀ for {@link MatMul}. */
+    /** A Linear layer with its weight packed as B = Wᵀ and its bias padded, for {@link MatMul}. */
     private record Packed(float[] panels, float[] bias, int out, int in) {
         static Packed of(Linear l) {
             float[] panels = new float[MatMul.packedSize(l.in(), l.out())];
             MatMul.pack(l.weight(), 0, 1, l.in(), l.in(), l.out(), panels);
-            return new Packed(panels, l.bias(), l.out(), l.in());
+            return new Packed(panels, MatMul.paddedBias(l.bias(), l.out()), l.out(), l.in());
         }
     }
 
@@ -135,8 +135,7 @@ final class VectorDit implements DitEngine {
             attentionJob.run(n);
             linearGatedAdd(a.att, rows, blk.proj(), 6 * d, 2 * d);
             modulatedLayerNorm(rows, 6 * d, 3 * d, 4 * d);
-            linearJob.prepare(a.h, rows, blk.fc1(), a.mlp).gelu();
-            linearJob.run();
+            linearGelu(a.h, rows, blk.fc1(), a.mlp);
             linearGatedAdd(a.mlp, rows, blk.fc2(), 6 * d, 5 * d);
         }
         if (cancel.isCancelled()) {
@@ -153,6 +152,12 @@ final class VectorDit implements DitEngine {
     /** dst = src·Wᵀ + b. */
     private void linear(float[] src, int rows, Packed w, float[] dst) {
         linearJob.prepare(src, rows, w, dst).store();
+        linearJob.run();
+    }
+
+    /** dst = GELU_tanh(src·Wᵀ + b). */
+    private void linearGelu(float[] src, int rows, Packed w, float[] dst) {
+        linearJob.prepare(src, rows, w, dst).gelu();
         linearJob.run();
     }
 

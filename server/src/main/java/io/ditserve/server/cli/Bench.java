@@ -1,0 +1,179 @@
+package io.ditserve.server.cli;
+
+import io.ditserve.backend.Backend;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ModelConfigs;
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.Tensor;
+import io.ditserve.client.DitClient;
+import io.ditserve.proto.v1.GenerateEvent;
+import io.ditserve.proto.v1.GenerateRequest;
+import io.ditserve.proto.v1.Sampler;
+import io.ditserve.server.DitServer;
+import io.ditserve.server.config.ServerConfig;
+import io.ditserve.server.model.BackendRegistry;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code ./dit bench}: times one forward pass of every available backend side by side, in one process and one run,
+ * then a whole generation through the server against the sum of its forward passes (the server's own overhead).
+ */
+@Command(name = "bench", mixinStandardHelpOptions = true,
+        description = "Forward-pass benchmark of every backend side by side, plus a whole generation through the server.")
+final class Bench implements Callable<Integer> {
+    @Option(names = "--model", description = "model folder(s) (default: models/fashion-dit and runs/bench/dit-s2)")
+    List<Path> models;
+    @Option(names = "--backends", split = ",", description = "backends to compare (default: all installed)")
+    List<String> backends;
+    @Option(names = "--batches", split = ",", defaultValue = "1,8", description = "batch sizes (default ${DEFAULT-VALUE})")
+    List<Integer> batches;
+    @Option(names = "--threads", defaultValue = "2", description = "threads per backend (default ${DEFAULT-VALUE})")
+    int threads;
+    @Option(names = "--iterations", defaultValue = "10", description = "timed runs per case (default ${DEFAULT-VALUE})")
+    int iterations;
+    @Option(names = "--warmup", defaultValue = "3", description = "untimed runs per case (default ${DEFAULT-VALUE})")
+    int warmup;
+    @Option(names = "--generation", negatable = true, defaultValue = "true",
+            description = "also time a whole generation through the server (50 DDIM steps, CFG, 10 images)")
+    boolean generation;
+    @Option(names = "--generation-images", defaultValue = "10")
+    int generationImages;
+
+    @Override
+    public Integer call() throws Exception {
+        String root = System.getenv().getOrDefault("DIT_MODELS", "models");
+        if (models == null) {
+            models = new ArrayList<>(List.of(Path.of(root, "fashion-dit")));
+            Path s2 = Path.of(root).toAbsolutePath().getParent().resolve("runs/bench/dit-s2");
+            if (Files.isDirectory(s2)) {
+                models.add(s2);
+            }
+        }
+        BackendRegistry registry = new BackendRegistry();
+        List<String> names = backends != null ? backends : new ArrayList<>(registry.names());
+        System.out.printf("threads %d, %d warm-up + %d timed runs per case, median reported; %s%n", threads, warmup,
+                iterations, Runtime.version());
+        System.out.printf("%-14s %-6s %5s %12s %10s %10s%n", "model", "backend", "batch", "median ms", "GFLOP/s", "ms/image");
+        Map<String, Double> medians = new LinkedHashMap<>();
+        for (Path dir : models) {
+            ModelSpec spec = ModelConfigs.load(dir);
+            for (String name : names) {
+                BackendProvider provider = registry.get(name);
+                Backend backend;
+                try {
+                    backend = provider.create(spec, new BackendOptions(threads, Map.of()));
+                } catch (BackendException e) {
+                    System.out.printf("%-14s %-6s unavailable: %s%n", spec.name(), name, e.getMessage());
+                    continue;
+                }
+                try (backend) {
+                    for (int batch : batches) {
+                        double ms = time(backend, spec, batch);
+                        double gflops = 2.0 * spec.macsPerSample() * batch / (ms / 1e3) / 1e9;
+                        medians.put(spec.name() + "/" + batch + "/" + name, ms);
+                        System.out.printf("%-14s %-6s %5d %12.2f %10.1f %10.2f%n", spec.name(), name, batch, ms, gflops,
+                                ms / batch);
+                    }
+                }
+            }
+        }
+        for (Path dir : models) {
+            String m = ModelConfigs.load(dir).name();
+            for (int batch : batches) {
+                Double j = medians.get(m + "/" + batch + "/java");
+                Double o = medians.get(m + "/" + batch + "/onnx");
+                if (j != null && o != null) {
+                    System.out.printf("ratio java/onnx  %-14s batch %d: %.2f%n", m, batch, j / o);
+                }
+            }
+        }
+        if (generation) {
+            for (String name : names) {
+                generationTiming(Path.of(root), name, models.get(0).getFileName().toString());
+            }
+        }
+        return 0;
+    }
+
+    private double time(Backend backend, ModelSpec spec, int batch) throws BackendException {
+        int s = spec.inputSize();
+        Tensor x = Tensor.zeros(batch, spec.inChannels(), s, s);
+        SplittableRandom rnd = new SplittableRandom(1);
+        float[] d = x.data();
+        for (int i = 0; i < d.length; i++) {
+            d[i] = (float) rnd.nextGaussian();
+        }
+        int[] t = new int[batch];
+        int[] y = new int[batch];
+        for (int b = 0; b < batch; b++) {
+            t[b] = (b * 137 + 11) % 1000;
+            y[b] = b % (spec.numClasses() + 1);
+        }
+        Tensor out = Tensor.zeros(batch, spec.outChannels(), s, s);
+        for (int i = 0; i < warmup; i++) {
+            backend.forward(x, t, y, out, Cancellation.NEVER);
+        }
+        double[] ms = new double[iterations];
+        for (int i = 0; i < iterations; i++) {
+            long t0 = System.nanoTime();
+            backend.forward(x, t, y, out, Cancellation.NEVER);
+            ms[i] = (System.nanoTime() - t0) / 1e6;
+        }
+        Arrays.sort(ms);
+        return ms[ms.length / 2];
+    }
+
+    private void generationTiming(Path modelRoot, String backend, String model) throws Exception {
+        ServerConfig c = new ServerConfig();
+        c.port = 0;
+        c.metricsPort = -1;
+        c.models = modelRoot.toString();
+        c.backend = backend;
+        c.threads = threads;
+        c.maxImages = Math.max(c.maxImages, generationImages);
+        DitServer server;
+        try {
+            server = Main.startServer(c);
+        } catch (Main.StartupException e) {
+            System.out.printf("generation on %s: unavailable: %s%n", backend, e.getMessage());
+            return;
+        }
+        try (DitClient client = DitClient.connect("localhost:" + server.port())) {
+            GenerateRequest req = GenerateRequest.newBuilder().setModel(model).setClassId(0).setNumImages(generationImages)
+                    .setSteps(50).setSampler(Sampler.SAMPLER_DDIM).setGuidanceScale(3).setSeed(1).build();
+            for (int round = 0; round < 2; round++) { // the first round warms up
+                long t0 = System.nanoTime();
+                GenerateEvent last = null;
+                try (DitClient.EventStream events = client.generate(req)) {
+                    while (events.hasNext()) {
+                        last = events.next();
+                    }
+                }
+                double wall = (System.nanoTime() - t0) / 1e9;
+                if (round == 1 && last != null && last.hasResult()) {
+                    var tm = last.getResult().getTimings();
+                    System.out.printf("generation on %-5s %s: %d images, 50 DDIM steps, CFG (batch %d): wall %.2f s, "
+                            + "sampling %.2f s, of which forward %.2f s; server overhead %.2f s (%.1f %%)%n", backend,
+                            model, generationImages, 2 * generationImages, wall, tm.getSamplingSeconds(),
+                            tm.getForwardSeconds(), wall - tm.getForwardSeconds(),
+                            100 * (wall - tm.getForwardSeconds()) / wall);
+                }
+            }
+        } finally {
+            server.stop();
+        }
+    }
+}

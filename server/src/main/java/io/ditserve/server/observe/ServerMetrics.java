@@ -1,0 +1,71 @@
+package io.ditserve.server.observe;
+
+import io.ditserve.server.engine.Engine;
+import io.ditserve.server.engine.EngineObserver;
+import io.prometheus.metrics.core.metrics.Counter;
+import io.prometheus.metrics.core.metrics.GaugeWithCallback;
+import io.prometheus.metrics.core.metrics.Histogram;
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
+import java.util.function.Supplier;
+
+/**
+ * The server's Prometheus metrics, in a registry of its own (no JVM-wide static registry, so that several servers
+ * in one process, as in tests, do not collide).
+ */
+public final class ServerMetrics implements EngineObserver {
+    private static final double[] STEP_BUCKETS = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+        10};
+
+    private final PrometheusRegistry registry = new PrometheusRegistry();
+    private final Counter requests;
+    private final Counter images;
+    private final Counter previewsDropped;
+    private final Histogram stepSeconds;
+    private final Histogram forwardSeconds;
+
+    public ServerMetrics() {
+        requests = Counter.builder().name("dit_requests_total")
+                .help("Generate calls by final gRPC status code").labelNames("model", "code").register(registry);
+        images = Counter.builder().name("dit_images_generated_total").help("Images delivered")
+                .labelNames("model").register(registry);
+        previewsDropped = Counter.builder().name("dit_preview_frames_dropped_total")
+                .help("Preview frames replaced by newer ones or skipped because the client was slow").register(registry);
+        stepSeconds = Histogram.builder().name("dit_step_seconds").help("Wall time of one denoising step")
+                .labelNames("backend", "model").classicUpperBounds(STEP_BUCKETS).register(registry);
+        forwardSeconds = Histogram.builder().name("dit_forward_seconds").help("Backend forward pass time per step")
+                .labelNames("backend", "model").classicUpperBounds(STEP_BUCKETS).register(registry);
+    }
+
+    /** Gauges that read the engine when scraped. */
+    public void bindEngine(Engine engine) {
+        gauge("dit_queue_depth", "Generations waiting for a slot", () -> engine.snapshot().queued());
+        gauge("dit_active_generations", "Generations running", () -> engine.snapshot().running());
+    }
+
+    private void gauge(String name, String help, Supplier<Integer> value) {
+        GaugeWithCallback.builder().name(name).help(help).callback(cb -> cb.call(value.get())).register(registry);
+    }
+
+    public PrometheusRegistry registry() {
+        return registry;
+    }
+
+    public void request(String model, String code) {
+        requests.labelValues(model.isEmpty() ? "-" : model, code).inc();
+    }
+
+    public void previewsDropped(long n) {
+        previewsDropped.inc(n);
+    }
+
+    @Override
+    public void onStep(String model, String backend, double step, double forward) {
+        stepSeconds.labelValues(backend, model).observe(step);
+        forwardSeconds.labelValues(backend, model).observe(forward);
+    }
+
+    @Override
+    public void onImages(String model, int n) {
+        images.labelValues(model).inc(n);
+    }
+}

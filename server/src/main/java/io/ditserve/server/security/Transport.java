@@ -1,0 +1,71 @@
+package io.ditserve.server.security;
+
+import io.ditserve.server.config.ServerConfig;
+import io.grpc.Grpc;
+import io.grpc.InsecureServerCredentials;
+import io.grpc.ServerBuilder;
+import io.grpc.ServerCredentials;
+import io.grpc.TlsServerCredentials;
+import java.io.File;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+/** Builds the network transport from the configuration: plaintext, TLS, or mutual TLS; and loads bearer tokens. */
+public final class Transport {
+    private Transport() {}
+
+    public static ServerBuilder<?> serverBuilder(ServerConfig c) throws IOException {
+        ServerCredentials creds;
+        if (c.tlsCert == null && c.tlsKey == null) {
+            if (c.tlsClientCa != null) {
+                throw new IOException("tls_client_ca needs tls_cert and tls_key");
+            }
+            creds = InsecureServerCredentials.create();
+        } else {
+            if (c.tlsCert == null || c.tlsKey == null) {
+                throw new IOException("TLS needs both tls_cert and tls_key (PEM files)");
+            }
+            TlsServerCredentials.Builder b = TlsServerCredentials.newBuilder()
+                    .keyManager(readable(c.tlsCert, "tls_cert"), readable(c.tlsKey, "tls_key"));
+            if (c.tlsClientCa != null) {
+                b.trustManager(readable(c.tlsClientCa, "tls_client_ca"))
+                        .clientAuth(TlsServerCredentials.ClientAuth.REQUIRE);
+            }
+            creds = b.build();
+        }
+        return Grpc.newServerBuilderForPort(c.port, creds).maxInboundMessageSize(c.maxInboundMessageBytes);
+    }
+
+    private static File readable(String path, String key) throws IOException {
+        Path p = Path.of(path);
+        if (!Files.isReadable(p)) {
+            throw new IOException(key + ": " + p + " does not exist or is not readable");
+        }
+        return p.toFile();
+    }
+
+    /** Tokens from {@code auth_tokens_file} (one per line, # comments) and the environment variable it names. */
+    public static List<String> tokens(ServerConfig c) throws IOException {
+        List<String> out = new ArrayList<>();
+        if (c.authTokensFile != null) {
+            for (String line : Files.readAllLines(Path.of(c.authTokensFile))) {
+                String t = line.strip();
+                if (!t.isEmpty() && !t.startsWith("#")) {
+                    out.add(t);
+                }
+            }
+            if (out.isEmpty()) {
+                throw new IOException("auth_tokens_file " + c.authTokensFile + " holds no tokens");
+            }
+        }
+        String env = c.authTokensEnv == null ? null : System.getenv(c.authTokensEnv);
+        if (env != null && !env.isBlank()) {
+            Arrays.stream(env.split(",")).map(String::strip).filter(s -> !s.isEmpty()).forEach(out::add);
+        }
+        return out;
+    }
+}
