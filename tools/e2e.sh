@@ -41,6 +41,14 @@ if ./dit generate --target "localhost:$PORT" --model fashion-dit --label 12 --ou
   echo "e2e: invalid label was accepted"; exit 1
 fi
 grep -q "INVALID_ARGUMENT: class_id" "$WORK/bad.txt"
+# a client in another language: Python with Debian's grpcio, messages built from the descriptor set
+/usr/bin/python3 tools/clients/python/dit_client.py --target "localhost:$PORT" --model fashion-dit --label Bag \
+  --count 2 --steps 10 --seed 11 --out "$WORK/py" | tee "$WORK/py.txt"
+[ -s "$WORK/py/fashion-dit-11.png" ] && [ -s "$WORK/py/fashion-dit-12.png" ] || { echo "e2e: python client wrote no images"; exit 1; }
+if /usr/bin/python3 tools/clients/python/dit_client.py --target "localhost:$PORT" --model nonesuch 2> "$WORK/py-bad.txt"; then
+  echo "e2e: python client: unknown model accepted"; exit 1
+fi
+grep -q "NOT_FOUND" "$WORK/py-bad.txt"
 kill -TERM "$SERVER"
 wait "$SERVER" || true
 grep -q "stopped" "$WORK/server.log" || { cat "$WORK/server.log"; echo "e2e: no graceful stop"; exit 1; }

@@ -4,7 +4,7 @@
 # OpenBLAS (otherwise torch runs matrix products on the reference BLAS) and the Fashion-MNIST dataset.
 set -euo pipefail
 PKGS=(python3-torch python3-onnx python3-numpy python3-pil python3-grpcio python3-protobuf
-      libopenblas0-openmp dataset-fashion-mnist)
+      libopenblas0-openmp dataset-fashion-mnist docker-compose openssl python3-yaml)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,8 @@
 # The full test suite, run by `./dit test` and CI on a fresh machine:
 #   1. Python reference tests (installs Debian's python3-torch & co. with apt if missing)
 #   2. Java build and tests (Maven; unit, in-process gRPC, parity with the PyTorch fixtures)
-#   3. end-to-end: `./dit serve` as a process and `./dit generate` against it
+#   3. packaging checks (docker-compose config; no Docker engine needed)
+#   4. end-to-end: `./dit serve` as a process, `./dit generate` and the Python client against it
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -18,6 +19,11 @@ export JAVA_HOME
 mvn -B install
 touch server/target/.dit-built
 
-echo "== end-to-end: ./dit serve + ./dit generate"
+echo "== packaging: docker-compose.yml and the Envoy config parse"
+docker-compose -f docker-compose.yml config -q
+/usr/bin/python3 -c "import yaml; yaml.safe_load(open('deploy/envoy.yaml'))"
+echo "docker-compose config ok"
+
+echo "== end-to-end: ./dit serve + ./dit generate + Python client"
 bash tools/e2e.sh
 echo "== all tests passed"

@@ -13,16 +13,16 @@ class ForwardConformanceTest {
     /** Tolerance: max |error| over max |reference output|. */
     private static final double TOLERANCE = 1e-4;
 
-    @ParameterizedTest(name = "{0} on the {1} path")
+    @ParameterizedTest(name = "{0} on the {1} path, {2} threads")
     @CsvSource({
-        "pixel-tiny, scalar", "pixel-tiny, vector",
-        "latent-tiny, scalar", "latent-tiny, vector",
-        "fashion-dit, scalar", "fashion-dit, vector"
+        "pixel-tiny, scalar, 1", "pixel-tiny, vector, 1", "pixel-tiny, vector, 2",
+        "latent-tiny, scalar, 1", "latent-tiny, vector, 1", "latent-tiny, vector, 2",
+        "fashion-dit, scalar, 1", "fashion-dit, vector, 1", "fashion-dit, vector, 2"
     })
-    void matchesPyTorch(String model, String path) throws Exception {
+    void matchesPyTorch(String model, String path, int threads) throws Exception {
         ModelSpec spec = Fixtures.spec(model);
         Fixtures.Case c = Fixtures.forwardCase(model);
-        try (Backend b = Fixtures.backend(spec, path, 2)) {
+        try (Backend b = Fixtures.backend(spec, path, threads)) {
             Tensor out = Fixtures.run(b, c.x(), c.t(), c.y());
             assertThat(out.shape()).containsExactly(c.out().shape());
             assertThat(c.out().maxAbs()).isPositive();

@@ -103,6 +103,15 @@ class WeightsValidationTest {
     }
 
     @Test
+    void badMaxBatchFails() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        assertThatThrownBy(() -> new JavaBackendProvider().create(spec,
+                new BackendOptions(1, Map.of(JavaDitBackend.MAX_BATCH_OPTION, "0"))))
+                .isInstanceOf(BackendException.class)
+                .hasMessageContaining(JavaDitBackend.MAX_BATCH_OPTION);
+    }
+
+    @Test
     void providerIsDiscoverable() {
         BackendProvider p = ServiceLoader.load(BackendProvider.class).stream()
                 .map(ServiceLoader.Provider::get)

@@ -1,0 +1,70 @@
+package io.ditserve.backend.onnx;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.ModelSpec;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+
+/** Discovery through ServiceLoader, and options that cannot work fail at create() with the allowed values. */
+class OptionsTest {
+
+    @Test
+    void discoveredByName() {
+        BackendProvider p = Fixtures.provider("onnx");
+        assertThat(p).isInstanceOf(OnnxBackendProvider.class);
+        assertThat(p.requiredFiles()).containsExactly("model.onnx");
+        assertThat(p.description()).contains("onnx.provider=cpu|cuda", "onnx.optimization=all|extended|basic|none");
+    }
+
+    /**
+     * The build's onnxruntime jar is the CPU one, so CUDA is never available here: create() must say so rather than
+     * run on the CPU. (On a machine with the onnxruntime_gpu jar and a device this would load; no test here needs one.)
+     */
+    @Test
+    void cudaWithoutTheCudaProviderFailsLoudly() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of(OnnxDitBackend.PROVIDER_OPTION, "cuda")))
+                .isInstanceOf(BackendException.class)
+                .hasMessageStartingWith("CUDA execution provider not available: ")
+                .hasMessageContaining("CUDA");
+    }
+
+    @Test
+    void unknownOptimizationLevelListsTheKnownOnes() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of(OnnxDitBackend.OPTIMIZATION_OPTION, "bogus")))
+                .isInstanceOf(BackendException.class)
+                .hasMessage("Unknown onnx.optimization [bogus] of the onnx backend, known options"
+                        + " [all, extended, basic, none]");
+    }
+
+    @Test
+    void unknownProviderListsTheKnownOnes() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of(OnnxDitBackend.PROVIDER_OPTION, "tpu")))
+                .isInstanceOf(BackendException.class)
+                .hasMessage("Unknown onnx.provider [tpu] of the onnx backend, known options [cpu, cuda]");
+    }
+
+    @Test
+    void misspelledOptionIsNotIgnored() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of("onnx.optimisation", "none")))
+                .isInstanceOf(BackendException.class)
+                .hasMessage("Unknown option [onnx.optimisation] of the onnx backend, known options"
+                        + " [onnx.provider, onnx.cuda.device, onnx.optimization]");
+    }
+
+    @Test
+    void invalidCudaDeviceIsRejected() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        assertThatThrownBy(() -> Fixtures.onnx(spec, 1,
+                        Map.of(OnnxDitBackend.PROVIDER_OPTION, "cuda", OnnxDitBackend.CUDA_DEVICE_OPTION, "gpu0")))
+                .isInstanceOf(BackendException.class)
+                .hasMessage("onnx.cuda.device must be a device id >= 0, found 'gpu0'");
+    }
+}
