@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 echo "== python reference tests"
-bash tools/setup-python.sh
+bash tools/setup-deps.sh
 OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} /usr/bin/python3 -m unittest discover -s tools/tests -v 2>&1 \
   | grep -v -E "TracerWarning|^  (if|h = w)" 
 

@@ -5,7 +5,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.List;
 
 /**
- * Writes tiny ONNX models ({@code out = Identity(first input)}) with a chosen signature, so that the contract checks
+ * Writes tiny one-node ONNX models with a chosen signature, so that the contract checks
  * run against real files that ONNX Runtime loads. The protobuf is encoded by hand (a few fields of onnx.proto's
  * ModelProto), which keeps the onnx and protobuf libraries out of the build.
  */
@@ -23,11 +23,27 @@ final class OnnxModelWriter {
 
     /** A model whose only node copies the first input to the first output. */
     static byte[] identity(List<Value> inputs, List<Value> outputs) {
+        return model(inputs, outputs, "Identity", new Proto());
+    }
+
+    /** A model whose only node writes the first input twice along the channels: [N, C, H, W] → [N, 2C, H, W]. */
+    static byte[] doubledChannels(List<Value> inputs, List<Value> outputs) {
+        Proto axis = new Proto()
+                .string(1, "axis")  // AttributeProto.name
+                .varint(3, 1)       // AttributeProto.i
+                .varint(20, 2);     // AttributeProto.type = INT
+        String x = inputs.getFirst().name();
+        return model(inputs, outputs, "Concat", new Proto().string(1, x).message(5, axis)); // 2nd input, attribute
+    }
+
+    /** {@code out = op(first input, ...)}; {@code more} adds node fields after the first input. */
+    private static byte[] model(List<Value> inputs, List<Value> outputs, String op, Proto more) {
         Proto node = new Proto()
                 .string(1, inputs.getFirst().name())   // NodeProto.input
+                .append(more)
                 .string(2, outputs.getFirst().name())  // NodeProto.output
-                .string(3, "copy")                     // NodeProto.name
-                .string(4, "Identity");                // NodeProto.op_type
+                .string(3, "node")                     // NodeProto.name
+                .string(4, op);                        // NodeProto.op_type
         Proto graph = new Proto().message(1, node).string(2, "contract-test"); // GraphProto.node, .name
         inputs.forEach(v -> graph.message(11, valueInfo(v)));                 // GraphProto.input
         outputs.forEach(v -> graph.message(12, valueInfo(v)));                // GraphProto.output
@@ -71,6 +87,12 @@ final class OnnxModelWriter {
             writeVarint((long) field << 3 | 2);
             writeVarint(value.length);
             out.writeBytes(value);
+            return this;
+        }
+
+        /** Appends the fields of another message (protobuf fields may come in any order). */
+        Proto append(Proto fields) {
+            out.writeBytes(fields.bytes());
             return this;
         }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Python side of the project from Debian packages (no PyPI is needed):
+# Installs what the tests and tools need from Debian packages (no PyPI is needed):
 # PyTorch 1.13 (reference DiT, training, ONNX export), ONNX, NumPy, Pillow, grpcio (client example),
-# OpenBLAS (otherwise torch runs matrix products on the reference BLAS) and the Fashion-MNIST dataset.
+# OpenBLAS (otherwise torch runs matrix products on the reference BLAS), the Fashion-MNIST dataset, and
+# docker-compose (validates the compose file), openssl (TLS test certificates), python3-yaml.
 set -euo pipefail
 PKGS=(python3-torch python3-onnx python3-numpy python3-pil python3-grpcio python3-protobuf
       libopenblas0-openmp dataset-fashion-mnist docker-compose openssl python3-yaml)
