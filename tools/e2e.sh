@@ -53,5 +53,32 @@ kill -TERM "$SERVER"
 wait "$SERVER" || true
 grep -q "stopped" "$WORK/server.log" || { cat "$WORK/server.log"; echo "e2e: no graceful stop"; exit 1; }
 trap - EXIT
+
+# the same request on the onnx backend gives the same images (at most one level apart on 99.9 % of pixels)
+PORT2=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+./dit serve --backend onnx --port "$PORT2" --threads 2 --set metrics_port=-1 > "$WORK/onnx.log" 2>&1 &
+SERVER=$!
+trap cleanup EXIT
+for _ in $(seq 1 120); do
+  grep -q "listening on port" "$WORK/onnx.log" && break
+  kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/onnx.log"; echo "e2e: onnx server exited"; exit 1; }
+  sleep 0.5
+done
+./dit models --target "localhost:$PORT2" | grep -q "backend=onnx"
+./dit generate --target "localhost:$PORT2" --model fashion-dit --label Trouser --count 2 --steps 20 \
+  --sampler ddim --guidance 3 --seed 7 --out "$WORK/onnx-out" > /dev/null
+/usr/bin/python3 - "$WORK/out" "$WORK/onnx-out" <<'PY'
+import sys
+from PIL import Image, ImageChops
+for name in ("fashion-dit-Trouser-7.png", "fashion-dit-Trouser-8.png"):
+    a = Image.open(f"{sys.argv[1]}/{name}").convert("L")
+    b = Image.open(f"{sys.argv[2]}/{name}").convert("L")
+    diff = list(ImageChops.difference(a, b).getdata())
+    close = sum(d <= 1 for d in diff) / len(diff)
+    assert close >= 0.999, (name, close, max(diff))
+    print(f"e2e: {name} java vs onnx: {close:.4f} of pixels within one level, max diff {max(diff)}")
+PY
+kill -TERM "$SERVER"; wait "$SERVER" || true
+trap - EXIT
 rm -rf "$WORK"
 echo "e2e: ok"

@@ -300,7 +300,7 @@ public final class OnnxDitBackend implements Backend {
                 OrtSession.RunOptions runOptions = new OrtSession.RunOptions()) {
             run(Map.of(X, xTensor, T, tTensor, Y, yTensor), outTensor, outShape, runOptions, cancel);
         } catch (OrtException e) {
-            throw new BackendException(file + ": cannot create the input tensors: " + e.getMessage(), e);
+            throw new BackendException(file + ": cannot create the run's tensors and options: " + e.getMessage(), e);
         }
         outBuffer.get(0, out.data());
     }

@@ -24,7 +24,7 @@ final class Fixtures {
     /** One forward case: inputs and the PyTorch output. */
     record Case(Tensor x, int[] t, int[] y, Tensor out) {}
 
-    /** The repository root: surefire's {@code repo.root}, else the first parent of the working dir with tools/fixtures. */
+    /** The repository root: surefire's {@code repo.root}, else the nearest parent of user.dir with tools/fixtures. */
     static Path repoRoot() {
         String prop = System.getProperty("repo.root");
         if (prop != null && Files.isDirectory(Path.of(prop, "tools", "fixtures"))) {

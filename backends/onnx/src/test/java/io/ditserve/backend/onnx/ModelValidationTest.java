@@ -93,6 +93,21 @@ class ModelValidationTest {
                         + " config.json says, found 2 in [N, 2, 16, 16]");
     }
 
+    /** Dims the model leaves symbolic pass at load; a wrong output shape then fails the run, naming the file. */
+    @Test
+    void symbolicOutputShapeIsCheckedWhenItRuns() throws Exception {
+        Path file = Files.write(dir.resolve(OnnxDitBackend.MODEL_FILE), OnnxModelWriter.doubledChannels(
+                List.of(new Value("x", FLOAT, "N", "C", 16, 16), T, Y),
+                List.of(new Value("out", FLOAT, "N", "C2", 16, 16))));
+        try (Backend b = Fixtures.onnx(spec())) {
+            Fixtures.Case c = Fixtures.randomCase(b.model(), 2, 5);
+            assertThatThrownBy(() -> Fixtures.run(b, c.x(), c.t(), c.y()))
+                    .isInstanceOf(BackendException.class)
+                    .hasMessageStartingWith(file + ": ONNX Runtime run failed: ")
+                    .hasMessageContaining("shape verification failed");
+        }
+    }
+
     /** The real exported pixel-tiny model (1 channel) against a config.json that says 4 channels. */
     @Test
     void modelThatDisagreesWithConfigFailsAtCreate() throws Exception {

@@ -1,24 +1,14 @@
 package io.ditserve.backend.onnx;
 
-import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.ditserve.backend.BackendException;
-import io.ditserve.backend.BackendProvider;
 import io.ditserve.backend.ModelSpec;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 
-/** Discovery through ServiceLoader, and options that cannot work fail at create() with the allowed values. */
+/** Options that cannot work fail at create(), with the allowed values where there is a list. */
 class OptionsTest {
-
-    @Test
-    void discoveredByName() {
-        BackendProvider p = Fixtures.provider("onnx");
-        assertThat(p).isInstanceOf(OnnxBackendProvider.class);
-        assertThat(p.requiredFiles()).containsExactly("model.onnx");
-        assertThat(p.description()).contains("onnx.provider=cpu|cuda", "onnx.optimization=all|extended|basic|none");
-    }
 
     /**
      * The build's onnxruntime jar is the CPU one, so CUDA is never available here: create() must say so rather than

@@ -1,0 +1,183 @@
+package io.ditserve.backend.cuda;
+
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.cuda.ActivationLayout.Buffer;
+
+/**
+ * The DiT forward pass as a sequence of kernel launches and matrix products (shared/DIT_SPEC.md, "Forward pass";
+ * tools/dit/model.py is the reference), read top to bottom like the reference's {@code DiT.forward}. It only queues
+ * work on a {@link DitOps}: the caller uploads x, t and y to their buffers before and reads {@link Buffer#OUT}
+ * after.
+ *
+ * <p>Weights are addressed through {@link WeightLayout}, activations through {@link ActivationLayout}; both hold
+ * element offsets, turned into byte addresses here. Every Linear is a cuBLAS GEMM without bias, and its bias is
+ * added by the element-wise kernel that consumes its output (bias + activation, bias + gated residual, ...).
+ */
+final class DitForward {
+    private final ModelSpec spec;
+    private final WeightLayout weights;
+    private final long weightsBase;
+    private final KernelArgs args = new KernelArgs();
+
+    /** {@code weightsBase}: device address of the weight allocation laid out by {@code weights}. */
+    DitForward(ModelSpec spec, WeightLayout weights, long weightsBase) {
+        this.spec = spec;
+        this.weights = weights;
+        this.weightsBase = weightsBase;
+    }
+
+    /**
+     * Queues one pass over the first {@code n} samples of the input buffers. Polls {@code cancel} before each
+     * block and before the final layer ({@code depth + 1} polls), as the other backends do.
+     */
+    void run(DitOps ops, ActivationLayout act, long actBase, int n, Cancellation cancel) throws BackendException {
+        if (n < 1 || n > act.capacity()) {
+            throw new IllegalArgumentException("batch " + n + " outside 1.." + act.capacity());
+        }
+        Buffers b = new Buffers(act, actBase);
+        final int tokens = spec.tokens();
+        final int d = spec.hiddenSize();
+        final int rows = n * tokens;
+        final int p = spec.patchSize();
+        final int size = spec.inputSize();
+        final int patchLen = spec.inChannels() * p * p;
+        final int modWidth = weights.modulationWidth();
+
+        // 1. patchify; the stride-p convolution is a matrix product with the weight [D, C_in·p·p]; + pos_embed
+        launch(ops, Kernel.PATCHIFY, LaunchConfig.elementwise((long) rows * patchLen), args.reset()
+                .ptr(b.at(Buffer.X_IN)).ptr(b.at(Buffer.PATCHES)).i32(rows * patchLen)
+                .i32(spec.inChannels()).i32(size).i32(p));
+        ops.gemm(GemmCall.linear(rows, d, patchLen), w("x_embedder.proj.weight"), b.at(Buffer.PATCHES),
+                b.at(Buffer.X));
+        launch(ops, Kernel.ADD_BIAS_POS, LaunchConfig.elementwise((long) rows * d), args.reset()
+                .ptr(b.at(Buffer.X)).ptr(w("x_embedder.proj.bias")).ptr(w("pos_embed"))
+                .i32(rows * d).i32(d).i32(tokens));
+
+        // 2-3. c = t_embedder(t) + y_embedder(y); only SiLU(c) is used, by every adaLN
+        launch(ops, Kernel.TIMESTEP_EMBEDDING, LaunchConfig.elementwise((long) n * DitConstants.FREQ_HALF),
+                args.reset().ptr(b.at(Buffer.T)).ptr(w(WeightLayout.FREQS)).ptr(b.at(Buffer.FREQ))
+                        .i32(n * DitConstants.FREQ_HALF));
+        ops.gemm(GemmCall.linear(n, d, DitConstants.FREQ_DIM), w("t_embedder.mlp.0.weight"), b.at(Buffer.FREQ),
+                b.at(Buffer.T_HIDDEN));
+        launch(ops, Kernel.BIAS_SILU, LaunchConfig.elementwise((long) n * d), args.reset()
+                .ptr(b.at(Buffer.T_HIDDEN)).ptr(w("t_embedder.mlp.0.bias")).i32(n * d).i32(d));
+        ops.gemm(GemmCall.linear(n, d, d), w("t_embedder.mlp.2.weight"), b.at(Buffer.T_HIDDEN),
+                b.at(Buffer.T_OUT));
+        launch(ops, Kernel.CONDITION, LaunchConfig.elementwise((long) n * d), args.reset()
+                .ptr(b.at(Buffer.T_OUT)).ptr(w("t_embedder.mlp.2.bias")).ptr(w("y_embedder.embedding_table.weight"))
+                .ptr(b.at(Buffer.Y)).ptr(b.at(Buffer.SILU_C)).i32(n * d).i32(d));
+
+        // every adaLN_modulation of the pass at once: mod [N, (6·depth + 2)·D] (WeightLayout packs the weights)
+        ops.gemm(GemmCall.linear(n, modWidth, d), weightsBase + 4 * weights.modulationWeightOffset(),
+                b.at(Buffer.SILU_C), b.at(Buffer.MOD));
+        launch(ops, Kernel.ADD_BIAS, LaunchConfig.elementwise((long) n * modWidth), args.reset()
+                .ptr(b.at(Buffer.MOD)).ptr(weightsBase + 4 * weights.modulationBiasOffset())
+                .i32(n * modWidth).i32(modWidth));
+
+        // 4. blocks
+        for (int i = 0; i < spec.depth(); i++) {
+            if (cancel.isCancelled()) {
+                throw new BackendException.Cancelled();
+            }
+            String blk = "blocks." + i + ".";
+            int mod = weights.blockModOffset(i); // shift1, scale1, gate1, shift2, scale2, gate2 at mod + k·D
+            // h = LN(x)·(1 + scale1) + shift1; x += gate1 · attn.proj(attention(attn.qkv(h)))
+            lnModulate(ops, b, n, mod, mod + d);
+            ops.gemm(GemmCall.linear(rows, 3 * d, d), w(blk + "attn.qkv.weight"), b.at(Buffer.H), b.at(Buffer.QKV));
+            attention(ops, b, act, n, w(blk + "attn.qkv.bias"));
+            ops.gemm(GemmCall.linear(rows, d, d), w(blk + "attn.proj.weight"), b.at(Buffer.ATT), b.at(Buffer.TMP));
+            gatedResidual(ops, b, n, w(blk + "attn.proj.bias"), mod + 2 * d);
+            // h = LN(x)·(1 + scale2) + shift2; x += gate2 · mlp.fc2(GELU_tanh(mlp.fc1(h)))
+            lnModulate(ops, b, n, mod + 3 * d, mod + 4 * d);
+            int hidden = spec.mlpHidden();
+            ops.gemm(GemmCall.linear(rows, hidden, d), w(blk + "mlp.fc1.weight"), b.at(Buffer.H), b.at(Buffer.MLP));
+            launch(ops, Kernel.BIAS_GELU, LaunchConfig.elementwise((long) rows * hidden), args.reset()
+                    .ptr(b.at(Buffer.MLP)).ptr(w(blk + "mlp.fc1.bias")).i32(rows * hidden).i32(hidden));
+            ops.gemm(GemmCall.linear(rows, d, hidden), w(blk + "mlp.fc2.weight"), b.at(Buffer.MLP), b.at(Buffer.TMP));
+            gatedResidual(ops, b, n, w(blk + "mlp.fc2.bias"), mod + 5 * d);
+        }
+        if (cancel.isCancelled()) {
+            throw new BackendException.Cancelled();
+        }
+
+        // 5. final layer: LN(x)·(1 + scale) + shift, then final_layer.linear; 6. unpatchify (+ the linear's bias)
+        int fin = weights.finalModOffset();
+        lnModulate(ops, b, n, fin, fin + d);
+        int outLen = p * p * spec.outChannels();
+        ops.gemm(GemmCall.linear(rows, outLen, d), w("final_layer.linear.weight"), b.at(Buffer.H),
+                b.at(Buffer.FINAL));
+        int outTotal = n * spec.outChannels() * size * size;
+        launch(ops, Kernel.UNPATCHIFY, LaunchConfig.elementwise(outTotal), args.reset()
+                .ptr(b.at(Buffer.FINAL)).ptr(w("final_layer.linear.bias")).ptr(b.at(Buffer.OUT))
+                .i32(outTotal).i32(spec.outChannels()).i32(size).i32(p));
+    }
+
+    /** H = LN(X)·(1 + mod[scaleOff..]) + mod[shiftOff..], per sample. */
+    private void lnModulate(DitOps ops, Buffers b, int n, int shiftOff, int scaleOff) throws BackendException {
+        int d = spec.hiddenSize();
+        launch(ops, Kernel.LN_MODULATE, LaunchConfig.rows(n * spec.tokens(), d), args.reset()
+                .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.H)).ptr(b.at(Buffer.MOD))
+                .i32(d).i32(spec.tokens()).i32(weights.modulationWidth()).i32(shiftOff).i32(scaleOff));
+    }
+
+    /** X += mod[gateOff..] · (TMP + bias), per sample. */
+    private void gatedResidual(DitOps ops, Buffers b, int n, long bias, int gateOff) throws BackendException {
+        int d = spec.hiddenSize();
+        int total = n * spec.tokens() * d;
+        launch(ops, Kernel.GATED_RESIDUAL, LaunchConfig.elementwise(total), args.reset()
+                .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.TMP)).ptr(bias).ptr(b.at(Buffer.MOD))
+                .i32(total).i32(d).i32(spec.tokens()).i32(weights.modulationWidth()).i32(gateOff));
+    }
+
+    /**
+     * ATT = softmax(q·kᵀ/√hd)·v per sample and head, from QKV (without its bias, added here): split into q, k, v
+     * [N, heads, T, hd], then per chunk of samples S = Q·Kᵀ, softmax over each row of S, O = S·V, and the heads
+     * merged back to [N·T, D].
+     */
+    private void attention(DitOps ops, Buffers b, ActivationLayout act, int n, long qkvBias) throws BackendException {
+        int tokens = spec.tokens();
+        int heads = spec.numHeads();
+        int hd = spec.headDim();
+        int d = spec.hiddenSize();
+        int total = n * tokens * d;
+        launch(ops, Kernel.QKV_SPLIT, LaunchConfig.elementwise(3L * total), args.reset()
+                .ptr(b.at(Buffer.QKV)).ptr(qkvBias).ptr(b.at(Buffer.HEADS))
+                .i32(3 * total).i32(tokens).i32(heads).i32(hd));
+        long q = b.at(Buffer.HEADS);
+        long k = q + 4L * total;
+        long v = k + 4L * total;
+        float scale = (float) Math.pow(hd, -0.5); // head_dim ** -0.5, rounded to float like a Python scalar
+        long perSample = 4L * heads * tokens * hd; // bytes of one sample in q, k, v and ATTN_HEADS
+        for (int s0 = 0; s0 < n; s0 += act.attentionChunk()) {
+            int samples = Math.min(act.attentionChunk(), n - s0);
+            int pairs = samples * heads;
+            long off = s0 * perSample;
+            ops.gemm(GemmCall.attentionScores(tokens, hd, pairs), k + off, q + off, b.at(Buffer.SCORES));
+            launch(ops, Kernel.SOFTMAX_ROWS, LaunchConfig.rows(pairs * tokens, tokens), args.reset()
+                    .ptr(b.at(Buffer.SCORES)).i32(tokens).f32(scale));
+            ops.gemm(GemmCall.attentionValues(tokens, hd, pairs), v + off, b.at(Buffer.SCORES),
+                    b.at(Buffer.ATTN_HEADS) + off);
+        }
+        launch(ops, Kernel.HEAD_MERGE, LaunchConfig.elementwise(total), args.reset()
+                .ptr(b.at(Buffer.ATTN_HEADS)).ptr(b.at(Buffer.ATT)).i32(total).i32(tokens).i32(heads).i32(hd));
+    }
+
+    private static void launch(DitOps ops, Kernel k, LaunchConfig cfg, KernelArgs a) throws BackendException {
+        a.check(k);
+        ops.launch(k, cfg, a);
+    }
+
+    /** Device address of a weight slot. */
+    private long w(String name) {
+        return weightsBase + 4 * weights.offset(name);
+    }
+
+    /** Device addresses of the activation buffers. */
+    private record Buffers(ActivationLayout act, long base) {
+        long at(Buffer buf) {
+            return base + 4 * act.offset(buf);
+        }
+    }
+}

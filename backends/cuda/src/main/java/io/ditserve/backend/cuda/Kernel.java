@@ -1,0 +1,74 @@
+package io.ditserve.backend.cuda;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The kernels of {@code dit_kernels.cu}, each with its CUDA parameter list copied verbatim, so that the host code
+ * can check every launch's arguments (count and kind) before it reaches the driver, and a unit test can check this
+ * copy against the source file.
+ */
+enum Kernel {
+    PATCHIFY("patchify", "const float* x, float* patches, int total, int c, int size, int p"),
+    ADD_BIAS_POS("add_bias_pos", "float* x, const float* bias, const float* pos, int total, int d, int tokens"),
+    TIMESTEP_EMBEDDING("timestep_embedding", "const int* t, const float* freqs, float* out, int total"),
+    BIAS_SILU("bias_silu", "float* v, const float* bias, int total, int cols"),
+    BIAS_GELU("bias_gelu", "float* v, const float* bias, int total, int cols"),
+    ADD_BIAS("add_bias", "float* v, const float* bias, int total, int cols"),
+    CONDITION("condition",
+            "const float* temb, const float* bias, const float* table, const int* y, float* silu_c, int total, int d"),
+    LN_MODULATE("ln_modulate", "const float* x, float* h, const float* mod, int d, int tokens, int mod_stride,"
+            + " int shift_off, int scale_off"),
+    QKV_SPLIT("qkv_split",
+            "const float* qkv, const float* bias, float* heads_out, int total, int tokens, int heads, int head_dim"),
+    SOFTMAX_ROWS("softmax_rows", "float* s, int len, float scale"),
+    HEAD_MERGE("head_merge", "const float* o, float* att, int total, int tokens, int heads, int head_dim"),
+    GATED_RESIDUAL("gated_residual", "float* x, const float* v, const float* bias, const float* mod, int total,"
+            + " int d, int tokens, int mod_stride, int gate_off"),
+    UNPATCHIFY("unpatchify",
+            "const float* tok, const float* bias, float* out, int total, int c_out, int size, int p");
+
+    /** How a parameter is passed: a device pointer (8 bytes), an int or a float (4 bytes each). */
+    enum ArgKind {
+        POINTER,
+        INT,
+        FLOAT
+    }
+
+    /** The symbol in the module ({@code extern "C"}, so unmangled). */
+    final String symbol;
+    /** The parameter list as written in the .cu file. */
+    final String parameters;
+    private final ArgKind[] kinds;
+
+    Kernel(String symbol, String parameters) {
+        this.symbol = symbol;
+        this.parameters = parameters;
+        this.kinds = parseKinds(parameters);
+    }
+
+    int arity() {
+        return kinds.length;
+    }
+
+    ArgKind kind(int i) {
+        return kinds[i];
+    }
+
+    private static ArgKind[] parseKinds(String parameters) {
+        List<ArgKind> out = new ArrayList<>();
+        for (String p : parameters.split(",")) {
+            String decl = p.trim();
+            if (decl.contains("*")) {
+                out.add(ArgKind.POINTER);
+            } else if (decl.startsWith("int ")) {
+                out.add(ArgKind.INT);
+            } else if (decl.startsWith("float ")) {
+                out.add(ArgKind.FLOAT);
+            } else {
+                throw new IllegalArgumentException("unsupported kernel parameter '" + decl + "'");
+            }
+        }
+        return out.toArray(ArgKind[]::new);
+    }
+}
