@@ -37,7 +37,8 @@ public final class GenerationWriter {
             throws IOException {
         Files.createDirectories(dir);
         String label = switch (request.getLabelCase()) {
-            case CLASS_ID -> safe(model.getClasses(request.getClassId()).getName());
+            case CLASS_ID -> request.getClassId() >= 0 && request.getClassId() < model.getClassesCount()
+                    ? safe(model.getClasses(request.getClassId()).getName()) : "class" + request.getClassId();
             case CLASS_NAME -> safe(request.getClassName());
             default -> "uncond";
         };
