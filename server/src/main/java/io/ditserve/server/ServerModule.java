@@ -75,7 +75,7 @@ public final class ServerModule extends AbstractModule {
     @Provides
     @Singleton
     RequestValidator requestValidator(ModelRepository models, ServerConfig c) {
-        return new RequestValidator(models, new RequestValidator.Limits(c.maxImages, c.maxSteps));
+        return new RequestValidator(models, new RequestValidator.Limits(c.maxImages, c.maxSteps, c.minPreviewInterval));
     }
 
     @Provides

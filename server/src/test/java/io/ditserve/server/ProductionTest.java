@@ -115,6 +115,33 @@ class ProductionTest {
     }
 
     @Test
+    void queuedRequestsHearTheirNewPositionAndPreviewRateIsCapped() throws Exception {
+        Running r = inProcess(c -> {
+            c.maxQueued = 2;
+            c.minPreviewInterval = 5;
+        });
+        DitClient client = r.client();
+        assertThatThrownBy(() -> client.generate(GenerateRequest.newBuilder().setModel("pixel-tiny").setSteps(20)
+                .setPreviewInterval(2).build()).next()).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+                    assertThat(e.getStatus().getDescription()).startsWith("preview_interval:").contains("5..20");
+                });
+        DitClient.EventStream a = client.generate(longRequest());
+        closers.add(a);
+        a.next();
+        DitClient.EventStream b = client.generate(longRequest());
+        closers.add(b);
+        DitClient.EventStream c = client.generate(longRequest());
+        closers.add(c);
+        assertThat(b.next().getAccepted().getQueuePosition()).isEqualTo(1);
+        assertThat(c.next().getAccepted().getQueuePosition()).isEqualTo(2);
+        b.close(); // leaves the queue: c moves up
+        GenerateEvent update = c.next();
+        assertThat(update.hasQueued()).isTrue();
+        assertThat(update.getQueued().getQueuePosition()).isEqualTo(1);
+    }
+
+    @Test
     void backendFailureFailsOnlyThatRequest() throws Exception {
         Running r = inProcess(c -> {
             c.maxActive = 2;

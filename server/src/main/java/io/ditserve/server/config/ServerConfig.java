@@ -35,6 +35,8 @@ public final class ServerConfig {
     @JsonProperty("max_images") public int maxImages = 16;
     /** Most denoising steps one request may ask for (at most 1000). */
     @JsonProperty("max_steps") public int maxSteps = 1000;
+    /** Smallest preview_interval a request may ask for (caps the preview rate: one frame per k steps). */
+    @JsonProperty("min_preview_interval") public int minPreviewInterval = 1;
     /** Generations that step concurrently (round robin). */
     @JsonProperty("max_active") public int maxActive = 2;
     /** Generations that may wait for a slot before RESOURCE_EXHAUSTED. */
@@ -82,6 +84,7 @@ public final class ServerConfig {
         check(maxImages >= 1 && maxImages <= 1024, "max_images must be in 1..1024, got " + maxImages);
         check(maxSteps >= 1 && maxSteps <= 1000, "max_steps must be in 1..1000, got " + maxSteps);
         check(maxActive >= 1, "max_active must be >= 1, got " + maxActive);
+        check(minPreviewInterval >= 1, "min_preview_interval must be >= 1, got " + minPreviewInterval);
         check(maxQueued >= 0, "max_queued must be >= 0, got " + maxQueued);
         check(shutdownGraceSeconds >= 0, "shutdown_grace_seconds must be >= 0, got " + shutdownGraceSeconds);
         check(maxInboundMessageBytes >= 1 << 20, "max_inbound_message_bytes must be >= 1 MiB");

@@ -30,7 +30,7 @@ public final class RequestValidator {
     private final SecureRandom seeds = new SecureRandom();
 
     /** Per-request caps from the configuration. */
-    public record Limits(int maxImages, int maxSteps) {}
+    public record Limits(int maxImages, int maxSteps, int minPreviewInterval) {}
 
     public RequestValidator(ModelRepository models, Limits limits) {
         this.models = models;
@@ -125,9 +125,10 @@ public final class RequestValidator {
                     + "; allowed GUIDANCE_MODE_FIRST_THREE, GUIDANCE_MODE_ALL or unspecified");
         };
 
-        if (r.getPreviewInterval() < 0 || r.getPreviewInterval() > steps) {
-            throw invalid("preview_interval", r.getPreviewInterval() + " is out of range; allowed 0.." + steps
-                    + " (0 = no previews, k = every k steps)");
+        int pi = r.getPreviewInterval();
+        if (pi < 0 || pi > steps || (pi > 0 && pi < limits.minPreviewInterval())) {
+            throw invalid("preview_interval", pi + " is out of range; allowed 0 (no previews) or "
+                    + Math.min(limits.minPreviewInterval(), steps) + ".." + steps + " (a frame every k steps)");
         }
 
         boolean png = r.getOutputFormatsCount() == 0;

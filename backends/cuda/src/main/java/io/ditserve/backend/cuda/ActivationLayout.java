@@ -56,6 +56,11 @@ final class ActivationLayout {
 
     /** The layout for batches of up to {@code capacity}; fails if one buffer would be too large for the kernels. */
     static ActivationLayout of(ModelSpec s, int capacity) throws BackendException {
+        return of(s, capacity, SCORES_BUDGET);
+    }
+
+    /** As {@link #of(ModelSpec, int)} with another target size of the scores buffer (tests use small ones). */
+    static ActivationLayout of(ModelSpec s, int capacity, long scoresBudget) throws BackendException {
         if (capacity < 1) {
             throw new IllegalArgumentException("capacity " + capacity);
         }
@@ -65,7 +70,7 @@ final class ActivationLayout {
         long size2 = (long) s.inputSize() * s.inputSize();
         long p2 = (long) s.patchSize() * s.patchSize();
         long scoresPerSample = s.numHeads() * t * t;
-        int chunk = (int) Math.max(1, Math.min(n, SCORES_BUDGET / scoresPerSample));
+        int chunk = (int) Math.max(1, Math.min(n, scoresBudget / scoresPerSample));
         Map<Buffer, Long> len = new EnumMap<>(Buffer.class);
         len.put(Buffer.X_IN, n * s.inChannels() * size2);
         len.put(Buffer.T, n);

@@ -20,7 +20,11 @@ import java.util.Optional;
  *
  * <p>Libraries are never closed: the CUDA driver does not support being unloaded from a process that used it, and
  * opening an already loaded library again only increments its reference count.
+ *
+ * <p>Binding native functions and reading native strings are "restricted" FFM operations: this class is where the
+ * backend does them on purpose (the JVM needs {@code --enable-native-access=ALL-UNNAMED}).
  */
+@SuppressWarnings("restricted")
 final class NativeLibrary {
     private static final int RTLD_NOW = 2;
 

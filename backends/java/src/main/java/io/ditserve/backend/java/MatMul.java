@@ -220,20 +220,34 @@ final class MatMul {
         c51.intoArray(tile, 5 * NR + L);
     }
 
-    /** tile[0][0..NR) = A[m, :] · panel p, for the rows left over after the 6-row blocks. */
+    /**
+     * tile[0][0..NR) = A[m, :] · panel p, for the rows left over after the 6-row blocks (and for products with a
+     * single row, like the adaLN of one sample). Even and odd k go to separate accumulators so that consecutive
+     * FMAs do not wait for each other.
+     */
     private void kernel1(int m, int p, float[] tile) {
         int a0 = aOff + m * lda;
         int base = p * k * NR;
-        FloatVector c0 = FloatVector.zero(S);
-        FloatVector c1 = FloatVector.zero(S);
-        for (int kk = 0; kk < k; kk++) {
+        FloatVector c0 = FloatVector.zero(S), c1 = FloatVector.zero(S);
+        FloatVector d0 = FloatVector.zero(S), d1 = FloatVector.zero(S);
+        int kk = 0;
+        for (; kk + 1 < k; kk += 2) {
+            int bo = base + kk * NR;
+            FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
+            FloatVector z = FloatVector.broadcast(S, a[a0 + kk + 1]);
+            c0 = x.fma(FloatVector.fromArray(S, b, bo), c0);
+            c1 = x.fma(FloatVector.fromArray(S, b, bo + L), c1);
+            d0 = z.fma(FloatVector.fromArray(S, b, bo + NR), d0);
+            d1 = z.fma(FloatVector.fromArray(S, b, bo + NR + L), d1);
+        }
+        if (kk < k) {
             int bo = base + kk * NR;
             FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
             c0 = x.fma(FloatVector.fromArray(S, b, bo), c0);
             c1 = x.fma(FloatVector.fromArray(S, b, bo + L), c1);
         }
-        c0.intoArray(tile, 0);
-        c1.intoArray(tile, L);
+        c0.add(d0).intoArray(tile, 0);
+        c1.add(d1).intoArray(tile, L);
     }
 
     /**

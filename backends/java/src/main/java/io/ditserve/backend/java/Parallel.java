@@ -12,10 +12,11 @@ import java.util.function.BooleanSupplier;
  * A dedicated {@link ForkJoinPool} (never the JVM-wide common pool, which other work in the server shares) and a
  * parallel loop over independent items on it.
  *
- * <p>A job ({@link #run}) executes on a pool thread; its loops ({@link #forEach}) fork helper tasks that were
- * allocated once, here, and hand out items through a shared counter, so a faster thread simply takes more items
- * and a loop allocates nothing. The thread that calls {@code forEach} works as worker 0 and the helpers as 1..n−1;
- * each item sees its worker index, which selects per-thread scratch memory. One job at a time; loops do not nest.
+ * <p>A job ({@link #run}) executes on a pool thread while the caller waits, so exactly {@code threads} threads
+ * compute. Its loops ({@link #forEach}) fork helper tasks that were allocated once, here, and hand out items
+ * through a shared counter, so a faster thread simply takes more items and a loop allocates nothing. The thread
+ * that calls {@code forEach} works as worker 0 and the helpers as 1..n−1; each item sees its worker index, which
+ * selects per-thread scratch memory. One job at a time; loops do not nest.
  */
 final class Parallel implements AutoCloseable {
 

@@ -47,8 +47,9 @@ final class VectorDit implements DitEngine {
     private final Packed tMlp0; // t_embedder.mlp.0 (D, 256)
     private final Packed tMlp2; // t_embedder.mlp.2 (D, D)
     private final float[] yEmbedding; // y_embedder.embedding_table.weight (num_classes + 1, D)
-    private final PackedBlock[] blocks; // blocks.i: adaLN_modulation.1 (6D, D), attn.qkv (3D, D), attn.proj (D, D),
-                                        // mlp.fc1 (4D, D), mlp.fc2 (D, 4D)
+    // blocks.i: adaLN_modulation.1 (6D, D), attn.qkv (3D, D), attn.proj (D, D), mlp.fc1 (mlp_hidden, D),
+    // mlp.fc2 (D, mlp_hidden)
+    private final PackedBlock[] blocks;
     private final Packed finalAdaLN; // final_layer.adaLN_modulation.1 (2D, D)
     private final Packed finalLinear; // final_layer.linear (p·p·C_out, D)
 

@@ -1,0 +1,229 @@
+package io.ditserve.backend.cuda;
+
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+
+import io.ditserve.backend.Backend;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.Safetensors;
+import io.ditserve.backend.Tensor;
+import io.ditserve.backend.cuda.ActivationLayout.Buffer;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.Map;
+import java.util.Objects;
+
+/**
+ * The DiT forward pass on an NVIDIA GPU: cuBLAS for the matrix products, NVRTC-compiled kernels for the rest
+ * ({@link DitForward} is the pass, {@link CudaDevice} the GPU). Options: see {@link CudaOptions}.
+ *
+ * <p>The weights are uploaded once at load; the activation buffers are allocated for {@code cuda.max_batch}
+ * samples and reused (a larger batch grows them). Per call only x, t and y go up and the output comes down, through
+ * host staging buffers of the same capacity. Calls are serialised; {@link #close} waits for a running one.
+ */
+public final class CudaDitBackend implements Backend {
+    public static final String WEIGHTS_FILE = "weights.safetensors";
+    private static final System.Logger LOG = System.getLogger(CudaDitBackend.class.getName());
+
+    private final ModelSpec spec;
+    private final CudaOptions options;
+    private final CudaDevice device;
+    private final CudaOps ops;
+    private final DitForward program;
+    private ActivationLayout act;
+    private long actBase;
+    private Arena stagingArena;
+    private MemorySegment stageX;
+    private MemorySegment stageT;
+    private MemorySegment stageY;
+    private MemorySegment stageOut;
+    private boolean closed;
+
+    private CudaDitBackend(ModelSpec spec, CudaOptions options, CudaDevice device, WeightLayout layout,
+            long weights) {
+        this.spec = spec;
+        this.options = options;
+        this.device = device;
+        this.ops = new CudaOps(device, options.debugSync());
+        this.program = new DitForward(spec, layout, weights);
+    }
+
+    /**
+     * Validates {@code weights.safetensors} against {@code spec}, opens the GPU, uploads the weights and sizes the
+     * activation buffers. Fails with the reason (missing library or device, bad weights file, out of memory).
+     */
+    public static CudaDitBackend create(ModelSpec spec, BackendOptions backendOptions) throws BackendException {
+        Objects.requireNonNull(spec, "spec");
+        CudaOptions options = CudaOptions.parse(backendOptions);
+        WeightLayout layout = new WeightLayout(spec);
+        Path file = spec.file(WEIGHTS_FILE);
+        try (Safetensors st = Safetensors.open(file)) {
+            validate(st, layout, spec);
+            CudaDevice device = CudaDevice.open(options, System.getenv());
+            try {
+                long weights = upload(device, st, layout, spec);
+                CudaDitBackend b = new CudaDitBackend(spec, options, device, layout, weights);
+                b.ensureCapacity(options.maxBatch());
+                LOG.log(System.Logger.Level.INFO, "cuda backend loaded " + spec.name() + " on " + device.description());
+                return b;
+            } catch (BackendException | RuntimeException e) {
+                device.close();
+                throw e;
+            }
+        }
+    }
+
+    /** Every tensor the spec implies with its shape, and no other (like PyTorch's strict load_state_dict). */
+    private static void validate(Safetensors st, WeightLayout layout, ModelSpec spec) throws BackendException {
+        for (Map.Entry<String, long[]> e : layout.shapes().entrySet()) {
+            st.expect(e.getKey(), e.getValue());
+        }
+        for (String name : st.entries().keySet()) {
+            if (!layout.shapes().containsKey(name)) {
+                throw new BackendException(st.file() + ": unexpected tensor '" + name + "' for a model with depth "
+                        + spec.depth() + " (config.json and the weights do not match)");
+            }
+        }
+    }
+
+    /** Copies every weight to its slot of one device allocation; returns the allocation's address. */
+    private static long upload(CudaDevice device, Safetensors st, WeightLayout layout, ModelSpec spec)
+            throws BackendException {
+        long base = device.alloc(4 * layout.totalFloats(), "the weights of " + spec.name());
+        for (WeightLayout.Slot slot : layout.slots().values()) {
+            long dst = base + 4 * slot.offset();
+            if (slot.name().equals(WeightLayout.FREQS)) {
+                float[] freqs = DitConstants.timestepFrequencies();
+                try (Arena a = Arena.ofConfined()) {
+                    device.driver.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, freqs), 4L * freqs.length,
+                            slot.name());
+                }
+            } else if (st.entry(slot.name()).dtype().equals("F32")) {
+                // the mapped file is little-endian float32 already, as the GPU wants it
+                device.driver.copyToDevice(dst, st.segment(slot.name()), 4 * slot.length(), slot.name());
+            } else {
+                float[] values = st.floats(slot.name());
+                try (Arena a = Arena.ofConfined()) {
+                    device.driver.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), 4L * values.length,
+                            slot.name());
+                }
+            }
+        }
+        return base;
+    }
+
+    /** Sizes the activation and staging buffers for at least {@code n} samples. */
+    private void ensureCapacity(int n) throws BackendException {
+        if (act != null && n <= act.capacity()) {
+            return;
+        }
+        ActivationLayout next = ActivationLayout.of(spec, Math.max(n, options.maxBatch()));
+        if (act != null) {
+            device.synchronize("the previous forward pass, before growing the buffers");
+            device.free(actBase);
+            act = null;
+            stagingArena.close();
+            stagingArena = null;
+        }
+        actBase = device.alloc(next.totalBytes(), "the activations of " + spec.name() + " for batches up to "
+                + next.capacity());
+        stagingArena = Arena.ofShared();
+        stageX = stagingArena.allocate(4 * next.length(Buffer.X_IN), 64);
+        stageT = stagingArena.allocate(4 * next.length(Buffer.T), 64);
+        stageY = stagingArena.allocate(4 * next.length(Buffer.Y), 64);
+        stageOut = stagingArena.allocate(4 * next.length(Buffer.OUT), 64);
+        act = next;
+    }
+
+    /** The device, libraries and precision, in one line. */
+    public String deviceDescription() {
+        return device.description();
+    }
+
+    @Override
+    public String name() {
+        return CudaBackendProvider.NAME;
+    }
+
+    @Override
+    public ModelSpec model() {
+        return spec;
+    }
+
+    @Override
+    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel)
+            throws BackendException {
+        if (closed) {
+            throw new IllegalStateException("backend for " + spec.name() + " is closed");
+        }
+        int n = x.rank() == 4 ? x.dim(0) : -1;
+        int size = spec.inputSize();
+        checkShape("x", x, n, spec.inChannels(), size, size);
+        checkShape("out", out, n, spec.outChannels(), size, size);
+        if (t.length != n || y.length != n) {
+            throw new IllegalArgumentException("batch of " + n + " needs " + n + " timesteps and labels, got "
+                    + t.length + " and " + y.length);
+        }
+        for (int i = 0; i < n; i++) {
+            if (t[i] < 0 || t[i] >= DitConstants.NUM_TIMESTEPS) {
+                throw new IllegalArgumentException("t[" + i + "] = " + t[i] + " is outside 0.."
+                        + (DitConstants.NUM_TIMESTEPS - 1));
+            }
+            if (y[i] < 0 || y[i] > spec.nullClass()) {
+                throw new IllegalArgumentException("y[" + i + "] = " + y[i] + " is outside 0.." + spec.nullClass()
+                        + " (" + spec.nullClass() + " is the null class)");
+            }
+        }
+        if (n == 0) {
+            return;
+        }
+        device.makeCurrent();
+        ensureCapacity(n);
+        MemorySegment stream = device.stream();
+        MemorySegment.copy(x.data(), 0, stageX, JAVA_FLOAT, 0, x.size());
+        MemorySegment.copy(t, 0, stageT, JAVA_INT, 0, n);
+        MemorySegment.copy(y, 0, stageY, JAVA_INT, 0, n);
+        device.driver.copyToDeviceAsync(at(Buffer.X_IN), stageX, 4L * x.size(), stream, "x");
+        device.driver.copyToDeviceAsync(at(Buffer.T), stageT, 4L * n, stream, "t");
+        device.driver.copyToDeviceAsync(at(Buffer.Y), stageY, 4L * n, stream, "y");
+        try {
+            program.run(ops, act, actBase, n, cancel);
+        } catch (BackendException.Cancelled c) {
+            device.synchronize("a cancelled forward pass");
+            throw c;
+        }
+        device.driver.copyToHostAsync(stageOut, at(Buffer.OUT), 4L * out.size(), stream, "out");
+        device.synchronize("the forward pass of " + spec.name() + " (batch " + n + ")");
+        MemorySegment.copy(stageOut, JAVA_FLOAT, 0, out.data(), 0, out.size());
+    }
+
+    private long at(Buffer b) {
+        return actBase + 4 * act.offset(b);
+    }
+
+    private static void checkShape(String what, Tensor tensor, int n, int c, int h, int w) {
+        int[] expected = {n, c, h, w};
+        if (n < 0 || !Arrays.equals(tensor.shape(), expected)) {
+            throw new IllegalArgumentException(what + " has shape " + Arrays.toString(tensor.shape())
+                    + ", expected [N, " + c + ", " + h + ", " + w + "]");
+        }
+    }
+
+    /** Frees the device memory, the cuBLAS handle, the module, the stream and the context reference. Idempotent. */
+    @Override
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        device.close();
+        if (stagingArena != null) {
+            stagingArena.close();
+        }
+    }
+}

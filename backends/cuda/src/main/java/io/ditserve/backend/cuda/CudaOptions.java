@@ -1,0 +1,97 @@
+package io.ditserve.backend.cuda;
+
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+
+/**
+ * The cuda backend's options ({@code cuda.*} keys of {@link BackendOptions}), validated:
+ *
+ * <ul>
+ *   <li>{@code cuda.precision}: {@code fp32} (default: float32 matrix products, CUBLAS_DEFAULT_MATH), {@code tf32}
+ *       (tensor cores with TF32 inputs, CUBLAS_TF32_TENSOR_OP_MATH; about 1e-3 relative error) or {@code bf16}
+ *       (not implemented yet: rejected);
+ *   <li>{@code cuda.max_batch}: the batch the activation buffers are sized for at load (default 32); a larger batch
+ *       grows them once;
+ *   <li>{@code cuda.device}: the device ordinal (default 0);
+ *   <li>{@code cuda.lib_path}: colon-separated directories searched first for libcuda, cuBLAS and NVRTC;
+ *   <li>{@code cuda.debug_sync}: {@code true} synchronises after every kernel and matrix product so that a failing
+ *       one is named in the error (slow; for diagnosis).
+ * </ul>
+ *
+ * An unknown {@code cuda.*} key fails with the list of known ones.
+ */
+record CudaOptions(Precision precision, int maxBatch, int device, String libPath, boolean debugSync) {
+    static final String PRECISION = "cuda.precision";
+    static final String MAX_BATCH = "cuda.max_batch";
+    static final String DEVICE = "cuda.device";
+    static final String DEBUG_SYNC = "cuda.debug_sync";
+    static final List<String> KEYS = List.of(PRECISION, MAX_BATCH, DEVICE, CudaLibraries.LIB_PATH_OPTION, DEBUG_SYNC);
+
+    /** Matrix-product precision: the cuBLAS math mode. */
+    enum Precision {
+        FP32(Cublas.CUBLAS_DEFAULT_MATH),
+        TF32(Cublas.CUBLAS_TF32_TENSOR_OP_MATH),
+        BF16(-1);
+
+        final int mathMode;
+
+        Precision(int mathMode) {
+            this.mathMode = mathMode;
+        }
+
+        String optionValue() {
+            return name().toLowerCase(Locale.ROOT);
+        }
+    }
+
+    static CudaOptions parse(BackendOptions options) throws BackendException {
+        for (String key : options.options().keySet()) {
+            if (key.startsWith("cuda.") && !KEYS.contains(key)) {
+                throw new BackendException("Unknown option [" + key + "] of the cuda backend, known options " + KEYS);
+            }
+        }
+        Map<String, String> o = options.options();
+        String p = o.getOrDefault(PRECISION, "fp32").trim().toLowerCase(Locale.ROOT);
+        Precision precision = Arrays.stream(Precision.values()).filter(v -> v.optionValue().equals(p)).findFirst()
+                .orElseThrow(() -> new BackendException("Unknown " + PRECISION + " [" + p + "] of the cuda backend,"
+                        + " known options " + knownPrecisions()));
+        if (precision == Precision.BF16) {
+            throw new BackendException(PRECISION + "=bf16 is not implemented yet in the cuda backend; use fp32 or tf32");
+        }
+        String debug = o.getOrDefault(DEBUG_SYNC, "false").trim();
+        if (!debug.equals("true") && !debug.equals("false")) {
+            throw new BackendException(DEBUG_SYNC + " must be true or false, found '" + debug + "'");
+        }
+        return new CudaOptions(precision, intOption(o, MAX_BATCH, 32, 1), intOption(o, DEVICE, 0, 0),
+                o.get(CudaLibraries.LIB_PATH_OPTION), debug.equals("true"));
+    }
+
+    private static List<String> knownPrecisions() {
+        List<String> out = new ArrayList<>();
+        for (Precision v : Precision.values()) {
+            out.add(v.optionValue());
+        }
+        return out;
+    }
+
+    private static int intOption(Map<String, String> o, String key, int fallback, int min) throws BackendException {
+        String v = o.get(key);
+        if (v == null) {
+            return fallback;
+        }
+        try {
+            int i = Integer.parseInt(v.trim());
+            if (i >= min) {
+                return i;
+            }
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new BackendException(key + " must be an integer >= " + min + ", found '" + v + "'");
+    }
+}

@@ -1,0 +1,348 @@
+package io.ditserve.backend.cuda;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * A CPU stand-in for the GPU, so that {@link DitForward} (launch order, arguments, buffer offsets, cuBLAS operand
+ * order) can be checked against the PyTorch fixtures without a device.
+ *
+ * <p>Device memory is one float array addressed by fake 64-bit device addresses; allocations are recorded and every
+ * pointer argument is checked to lie, with the extent the kernel touches, inside one allocation. Kernels are
+ * line-by-line Java translations of dit_kernels.cu (one loop iteration per CUDA thread index; block reductions as
+ * plain sums); matrix products follow cuBLAS's column-major definition literally. int buffers hold the int's bits.
+ */
+final class EmulatedDevice implements DitOps {
+    /** Device addresses start here, so that a zero or small offset used as an address is caught. */
+    static final long BASE = 0x7f00_0000_0000L;
+
+    private final float[] mem;
+    private final List<long[]> allocations = new ArrayList<>(); // {first float index, length}
+    private int used;
+    final List<String> trace = new ArrayList<>();
+
+    EmulatedDevice(long capacityFloats) {
+        mem = new float[Math.toIntExact(capacityFloats)];
+    }
+
+    /** Allocates {@code floats} elements; returns the device address. */
+    long alloc(long floats) {
+        if (used + floats > mem.length) {
+            throw new IllegalStateException("emulated device out of memory");
+        }
+        allocations.add(new long[] {used, floats});
+        long address = BASE + 4L * used;
+        used = Math.toIntExact(used + (floats + 63) / 64 * 64);
+        return address;
+    }
+
+    void write(long address, float[] values) {
+        View v = view(address, values.length, "write");
+        for (int i = 0; i < values.length; i++) {
+            v.set(i, values[i]);
+        }
+    }
+
+    void writeInts(long address, int[] values) {
+        View v = view(address, values.length, "writeInts");
+        for (int i = 0; i < values.length; i++) {
+            v.set(i, Float.intBitsToFloat(values[i]));
+        }
+    }
+
+    float[] read(long address, int length) {
+        View v = view(address, length, "read");
+        float[] out = new float[length];
+        for (int i = 0; i < length; i++) {
+            out[i] = v.get(i);
+        }
+        return out;
+    }
+
+    /** A bounds-checked window of device memory. */
+    final class View {
+        private final int start;
+        private final long length;
+        private final String what;
+
+        View(int start, long length, String what) {
+            this.start = start;
+            this.length = length;
+            this.what = what;
+        }
+
+        float get(long i) {
+            return mem[index(i)];
+        }
+
+        int getInt(long i) {
+            return Float.floatToRawIntBits(mem[index(i)]);
+        }
+
+        void set(long i, float v) {
+            mem[index(i)] = v;
+        }
+
+        private int index(long i) {
+            if (i < 0 || i >= length) {
+                throw new IndexOutOfBoundsException(what + ": index " + i + " outside 0.." + (length - 1));
+            }
+            return Math.toIntExact(start + i);
+        }
+    }
+
+    /** The window [address, address + length floats), which must lie inside one allocation. */
+    View view(long address, long length, String what) {
+        long off = address - BASE;
+        if (off < 0 || off % 4 != 0) {
+            throw new IllegalArgumentException(what + ": bad device address 0x" + Long.toHexString(address));
+        }
+        long first = off / 4;
+        for (long[] a : allocations) {
+            if (first >= a[0] && first + length <= a[0] + a[1]) {
+                return new View(Math.toIntExact(first), length, what);
+            }
+        }
+        throw new IndexOutOfBoundsException(what + ": [" + first + ", " + (first + length)
+                + ") is not inside one allocation");
+    }
+
+    @Override
+    public void gemm(GemmCall g, long a, long b, long c) {
+        trace.add("gemm " + g);
+        // extents of the column-major operands as stored: A is (transA ? k×m : m×k) with ld lda, etc.
+        int aCols = g.transA() ? g.m() : g.k();
+        int bCols = g.transB() ? g.k() : g.n();
+        for (int z = 0; z < g.batch(); z++) {
+            View av = view(a + 4 * z * g.strideA(), (long) (aCols - 1) * g.lda() + (g.transA() ? g.k() : g.m()), "A");
+            View bv = view(b + 4 * z * g.strideB(), (long) (bCols - 1) * g.ldb() + (g.transB() ? g.n() : g.k()), "B");
+            View cv = view(c + 4 * z * g.strideC(), (long) (g.n() - 1) * g.ldc() + g.m(), "C");
+            // the views checked the extents; the loops index the memory directly for speed
+            int a0 = av.start, b0 = bv.start, c0 = cv.start;
+            long aRow = g.transA() ? g.lda() : 1, aCol = g.transA() ? 1 : g.lda(); // A(i, l) = a0 + i·aRow + l·aCol
+            long bRow = g.transB() ? g.ldb() : 1, bCol = g.transB() ? 1 : g.ldb(); // B(l, j) = b0 + l·bRow + j·bCol
+            for (int j = 0; j < g.n(); j++) {
+                for (int i = 0; i < g.m(); i++) {
+                    float sum = 0;
+                    for (int l = 0; l < g.k(); l++) {
+                        sum += mem[(int) (a0 + i * aRow + l * aCol)] * mem[(int) (b0 + l * bRow + j * bCol)];
+                    }
+                    mem[(int) (c0 + i + (long) j * g.ldc())] = sum;
+                }
+            }
+        }
+    }
+
+    @Override
+    public void launch(Kernel k, LaunchConfig cfg, KernelArgs a) {
+        a.check(k);
+        trace.add("launch " + k.symbol + " " + cfg);
+        switch (k) {
+            case PATCHIFY -> patchify(a);
+            case ADD_BIAS_POS -> addBiasPos(a);
+            case TIMESTEP_EMBEDDING -> timestepEmbedding(a);
+            case BIAS_SILU, BIAS_GELU, ADD_BIAS -> biasActivation(k, a);
+            case CONDITION -> condition(a);
+            case LN_MODULATE -> lnModulate(a, cfg.grid());
+            case QKV_SPLIT -> qkvSplit(a);
+            case SOFTMAX_ROWS -> softmaxRows(a, cfg.grid());
+            case HEAD_MERGE -> headMerge(a);
+            case GATED_RESIDUAL -> gatedResidual(a);
+            case UNPATCHIFY -> unpatchify(a);
+        }
+    }
+
+    private static float silu(float v) {
+        return v / (1.0f + (float) Math.exp(-v));
+    }
+
+    private static float geluTanh(float u) {
+        return 0.5f * u * (1.0f + (float) Math.tanh(0.7978845608028654f * (u + 0.044715f * u * u * u)));
+    }
+
+    private void patchify(KernelArgs a) {
+        int total = a.intValue(2), c = a.intValue(3), size = a.intValue(4), p = a.intValue(5);
+        int g = size / p, tokens = g * g, patchLen = c * p * p;
+        int n = total / (tokens * patchLen);
+        View x = view(a.value(0), (long) n * c * size * size, "patchify.x");
+        View patches = view(a.value(1), total, "patchify.patches");
+        for (int i = 0; i < total; i++) {
+            int row = i / patchLen, col = i % patchLen;
+            int sample = row / tokens, token = row % tokens;
+            int gi = token / g, gj = token % g;
+            int ch = col / (p * p), aa = (col / p) % p, b = col % p;
+            patches.set(i, x.get(((sample * c + ch) * size + gi * p + aa) * size + gj * p + b));
+        }
+    }
+
+    private void addBiasPos(KernelArgs a) {
+        int total = a.intValue(3), d = a.intValue(4), tokens = a.intValue(5);
+        View x = view(a.value(0), total, "add_bias_pos.x");
+        View bias = view(a.value(1), d, "add_bias_pos.bias");
+        View pos = view(a.value(2), (long) tokens * d, "add_bias_pos.pos");
+        for (int i = 0; i < total; i++) {
+            int row = i / d, k = i % d;
+            x.set(i, (x.get(i) + bias.get(k)) + pos.get((row % tokens) * d + k));
+        }
+    }
+
+    private void timestepEmbedding(KernelArgs a) {
+        int total = a.intValue(3);
+        int half = DitConstants.FREQ_HALF;
+        View t = view(a.value(0), total / half, "timestep_embedding.t");
+        View freqs = view(a.value(1), half, "timestep_embedding.freqs");
+        View out = view(a.value(2), 2L * total, "timestep_embedding.out");
+        for (int i = 0; i < total; i++) {
+            int sample = i / half, k = i % half;
+            float arg = (float) t.getInt(sample) * freqs.get(k);
+            out.set(sample * 2 * half + k, (float) Math.cos(arg));
+            out.set(sample * 2 * half + half + k, (float) Math.sin(arg));
+        }
+    }
+
+    private void biasActivation(Kernel kernel, KernelArgs a) {
+        int total = a.intValue(2), cols = a.intValue(3);
+        View v = view(a.value(0), total, kernel.symbol + ".v");
+        View bias = view(a.value(1), cols, kernel.symbol + ".bias");
+        for (int i = 0; i < total; i++) {
+            float u = v.get(i) + bias.get(i % cols);
+            v.set(i, switch (kernel) {
+                case BIAS_SILU -> silu(u);
+                case BIAS_GELU -> geluTanh(u);
+                default -> u;
+            });
+        }
+    }
+
+    private void condition(KernelArgs a) {
+        int total = a.intValue(5), d = a.intValue(6);
+        int n = total / d;
+        View temb = view(a.value(0), total, "condition.temb");
+        View bias = view(a.value(1), d, "condition.bias");
+        View y = view(a.value(3), n, "condition.y");
+        int maxLabel = 0;
+        for (int s = 0; s < n; s++) {
+            maxLabel = Math.max(maxLabel, y.getInt(s));
+        }
+        View table = view(a.value(2), (long) (maxLabel + 1) * d, "condition.table");
+        View siluC = view(a.value(4), total, "condition.silu_c");
+        for (int i = 0; i < total; i++) {
+            int sample = i / d, k = i % d;
+            float c = (temb.get(i) + bias.get(k)) + table.get((long) y.getInt(sample) * d + k);
+            siluC.set(i, silu(c));
+        }
+    }
+
+    private void lnModulate(KernelArgs a, int rows) {
+        int d = a.intValue(3), tokens = a.intValue(4), modStride = a.intValue(5);
+        int shiftOff = a.intValue(6), scaleOff = a.intValue(7);
+        if (shiftOff + d > modStride || scaleOff + d > modStride) {
+            throw new IndexOutOfBoundsException("ln_modulate: chunk outside the modulation row");
+        }
+        View x = view(a.value(0), (long) rows * d, "ln_modulate.x");
+        View h = view(a.value(1), (long) rows * d, "ln_modulate.h");
+        View mod = view(a.value(2), (long) ((rows - 1) / tokens + 1) * modStride, "ln_modulate.mod");
+        for (long row = 0; row < rows; row++) {
+            long xr = row * d;
+            long m = (row / tokens) * modStride;
+            float s = 0;
+            for (int k = 0; k < d; k++) {
+                s += x.get(xr + k);
+            }
+            float mean = s / d;
+            float q = 0;
+            for (int k = 0; k < d; k++) {
+                float c = x.get(xr + k) - mean;
+                q += c * c;
+            }
+            float invStd = 1.0f / (float) Math.sqrt(q / d + 1e-6f);
+            for (int k = 0; k < d; k++) {
+                h.set(xr + k, (x.get(xr + k) - mean) * invStd * (1.0f + mod.get(m + scaleOff + k))
+                        + mod.get(m + shiftOff + k));
+            }
+        }
+    }
+
+    private void qkvSplit(KernelArgs a) {
+        int total = a.intValue(3), tokens = a.intValue(4), heads = a.intValue(5), headDim = a.intValue(6);
+        int d = heads * headDim, partLen = total / 3;
+        View qkv = view(a.value(0), total, "qkv_split.qkv");
+        View bias = view(a.value(1), 3L * d, "qkv_split.bias");
+        View out = view(a.value(2), total, "qkv_split.heads_out");
+        for (int i = 0; i < total; i++) {
+            int row = i / (3 * d), col = i % (3 * d);
+            int part = col / d, within = col % d;
+            int head = within / headDim, e = within % headDim;
+            int sample = row / tokens, token = row % tokens;
+            out.set(part * partLen + ((sample * heads + head) * tokens + token) * headDim + e,
+                    qkv.get(i) + bias.get(col));
+        }
+    }
+
+    private void softmaxRows(KernelArgs a, int rows) {
+        int len = a.intValue(1);
+        float scale = a.floatValue(2);
+        View s = view(a.value(0), (long) rows * len, "softmax_rows.s");
+        for (long row = 0; row < rows; row++) {
+            long r = row * len;
+            float mx = Float.NEGATIVE_INFINITY;
+            for (int k = 0; k < len; k++) {
+                mx = Math.max(mx, s.get(r + k) * scale);
+            }
+            float sum = 0;
+            for (int k = 0; k < len; k++) {
+                float e = (float) Math.exp(s.get(r + k) * scale - mx);
+                s.set(r + k, e);
+                sum += e;
+            }
+            for (int k = 0; k < len; k++) {
+                s.set(r + k, s.get(r + k) / sum);
+            }
+        }
+    }
+
+    private void headMerge(KernelArgs a) {
+        int total = a.intValue(2), tokens = a.intValue(3), heads = a.intValue(4), headDim = a.intValue(5);
+        int d = heads * headDim;
+        View o = view(a.value(0), total, "head_merge.o");
+        View att = view(a.value(1), total, "head_merge.att");
+        for (int i = 0; i < total; i++) {
+            int row = i / d, within = i % d;
+            int head = within / headDim, e = within % headDim;
+            int sample = row / tokens, token = row % tokens;
+            att.set(i, o.get(((sample * heads + head) * tokens + token) * headDim + e));
+        }
+    }
+
+    private void gatedResidual(KernelArgs a) {
+        int total = a.intValue(4), d = a.intValue(5), tokens = a.intValue(6);
+        int modStride = a.intValue(7), gateOff = a.intValue(8);
+        if (gateOff + d > modStride) {
+            throw new IndexOutOfBoundsException("gated_residual: gate chunk outside the modulation row");
+        }
+        View x = view(a.value(0), total, "gated_residual.x");
+        View v = view(a.value(1), total, "gated_residual.v");
+        View bias = view(a.value(2), d, "gated_residual.bias");
+        View mod = view(a.value(3), (long) (total / d / tokens) * modStride, "gated_residual.mod");
+        for (int i = 0; i < total; i++) {
+            int row = i / d, k = i % d;
+            x.set(i, x.get(i) + mod.get((long) (row / tokens) * modStride + gateOff + k) * (v.get(i) + bias.get(k)));
+        }
+    }
+
+    private void unpatchify(KernelArgs a) {
+        int total = a.intValue(3), cOut = a.intValue(4), size = a.intValue(5), p = a.intValue(6);
+        int g = size / p, rowLen = p * p * cOut;
+        int n = total / (cOut * size * size);
+        View tok = view(a.value(0), (long) n * g * g * rowLen, "unpatchify.tok");
+        View bias = view(a.value(1), rowLen, "unpatchify.bias");
+        View out = view(a.value(2), total, "unpatchify.out");
+        for (int i = 0; i < total; i++) {
+            int xx = i % size, yy = (i / size) % size;
+            int ch = (i / (size * size)) % cOut, sample = i / (size * size * cOut);
+            int gi = yy / p, aa = yy % p, gj = xx / p, b = xx % p;
+            int col = (aa * p + b) * cOut + ch;
+            out.set(i, tok.get((long) (sample * g * g + gi * g + gj) * rowLen + col) + bias.get(col));
+        }
+    }
+}
