@@ -71,9 +71,4 @@ record GemmCall(boolean transA, boolean transB, int m, int n, int k, int lda, in
         return new GemmCall(false, false, headDim, tokens, tokens, headDim, tokens, headDim,
                 vo, (long) tokens * tokens, vo, batch);
     }
-
-    /** Multiply-accumulates of the whole call. */
-    long macs() {
-        return (long) m * n * k * batch;
-    }
 }

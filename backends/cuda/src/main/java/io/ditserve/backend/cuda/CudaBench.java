@@ -1,0 +1,118 @@
+package io.ditserve.backend.cuda;
+
+import io.ditserve.backend.Backend;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ModelConfigs;
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.Tensor;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+
+/**
+ * Forward-pass timings of the cuda backend on a GPU machine:
+ *
+ * <pre>
+ * java --enable-native-access=ALL-UNNAMED -cp ... io.ditserve.backend.cuda.CudaBench \
+ *     [--batches 1,8,16] [--precisions fp32,tf32] [--iters 10] [--warmup 3] [--steps 50] MODEL_DIR...
+ * </pre>
+ *
+ * For each model and precision: the load time, then per batch the median wall time of one {@code forward} (inputs
+ * up, outputs down and the stream synchronised, as a caller sees it) and the rate 2·macsPerSample·batch / time;
+ * then "DDIM steps with CFG for 8 images": {@code --steps} forwards at batch 16 (8 conditional + 8 unconditional),
+ * total seconds (the sampler's own arithmetic is negligible next to them).
+ */
+public final class CudaBench {
+    private CudaBench() {}
+
+    public static void main(String[] args) throws BackendException {
+        int[] batches = {1, 8, 16};
+        List<String> precisions = List.of("fp32", "tf32");
+        int iters = 10;
+        int warmup = 3;
+        int steps = 50;
+        List<Path> models = new ArrayList<>();
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--batches" -> batches = Arrays.stream(args[++i].split(",")).mapToInt(Integer::parseInt).toArray();
+                case "--precisions" -> precisions = List.of(args[++i].split(","));
+                case "--iters" -> iters = Integer.parseInt(args[++i]);
+                case "--warmup" -> warmup = Integer.parseInt(args[++i]);
+                case "--steps" -> steps = Integer.parseInt(args[++i]);
+                default -> models.add(Path.of(args[i]));
+            }
+        }
+        if (models.isEmpty()) {
+            System.err.println("usage: CudaBench [--batches 1,8,16] [--precisions fp32,tf32] [--iters 10]"
+                    + " [--warmup 3] [--steps 50] MODEL_DIR...");
+            System.exit(2);
+        }
+        int maxBatch = Math.max(16, Arrays.stream(batches).max().orElse(16));
+        for (Path dir : models) {
+            ModelSpec spec = ModelConfigs.load(dir);
+            System.out.printf("%n== %s: %dx%dx%d, patch %d, D %d, depth %d, heads %d, %.4g GMAC per sample%n",
+                    spec.name(), spec.inChannels(), spec.inputSize(), spec.inputSize(), spec.patchSize(),
+                    spec.hiddenSize(), spec.depth(), spec.numHeads(), spec.macsPerSample() / 1e9);
+            for (String precision : precisions) {
+                long t0 = System.nanoTime();
+                try (Backend b = new CudaBackendProvider().create(spec, new BackendOptions(1, Map.of(
+                        CudaOptions.PRECISION, precision, CudaOptions.MAX_BATCH, Integer.toString(maxBatch))))) {
+                    System.out.printf("%s: loaded in %.2f s on %s%n", precision, (System.nanoTime() - t0) / 1e9,
+                            ((CudaDitBackend) b).deviceDescription());
+                    for (int batch : batches) {
+                        double ms = medianForwardMs(b, batch, warmup, iters);
+                        double tflops = 2.0 * spec.macsPerSample() * batch / (ms / 1e3) / 1e12;
+                        System.out.printf("%s batch %3d: median %9.3f ms per forward, %7.2f TFLOP/s, %8.1f"
+                                + " samples/s%n", precision, batch, ms, tflops, batch / (ms / 1e3));
+                    }
+                    Inputs in = Inputs.random(spec, 16);
+                    long s0 = System.nanoTime();
+                    for (int i = 0; i < steps; i++) {
+                        b.forward(in.x, in.t, in.y, in.out, Cancellation.NEVER);
+                    }
+                    System.out.printf("%s: %d DDIM steps with CFG for 8 images (%d forwards at batch 16): %.3f s"
+                            + " (last output max |v| %.4g)%n", precision, steps, steps, (System.nanoTime() - s0) / 1e9,
+                            in.out.maxAbs());
+                }
+            }
+        }
+    }
+
+    /** Random inputs of one batch. */
+    private record Inputs(Tensor x, int[] t, int[] y, Tensor out) {
+        static Inputs random(ModelSpec spec, int batch) {
+            Random r = new Random(batch);
+            Tensor x = Tensor.zeros(batch, spec.inChannels(), spec.inputSize(), spec.inputSize());
+            for (int i = 0; i < x.size(); i++) {
+                x.data()[i] = (float) r.nextGaussian();
+            }
+            int[] t = new int[batch];
+            int[] y = new int[batch];
+            for (int i = 0; i < batch; i++) {
+                t[i] = r.nextInt(1000);
+                y[i] = r.nextInt(spec.numClasses() + 1);
+            }
+            return new Inputs(x, t, y, Tensor.zeros(batch, spec.outChannels(), spec.inputSize(), spec.inputSize()));
+        }
+    }
+
+    private static double medianForwardMs(Backend b, int batch, int warmup, int iters) throws BackendException {
+        Inputs in = Inputs.random(b.model(), batch);
+        for (int i = 0; i < warmup; i++) {
+            b.forward(in.x, in.t, in.y, in.out, Cancellation.NEVER);
+        }
+        double[] ms = new double[iters];
+        for (int i = 0; i < iters; i++) {
+            long s = System.nanoTime();
+            b.forward(in.x, in.t, in.y, in.out, Cancellation.NEVER);
+            ms[i] = (System.nanoTime() - s) / 1e6;
+        }
+        Arrays.sort(ms);
+        return iters % 2 == 1 ? ms[iters / 2] : (ms[iters / 2 - 1] + ms[iters / 2]) / 2;
+    }
+}

@@ -1,0 +1,79 @@
+package io.ditserve.backend.cuda;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import io.ditserve.backend.Backend;
+import io.ditserve.backend.BackendException;
+import java.util.Map;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+/**
+ * The cuda backend on a real GPU (the checks of {@link CudaParityCheck}); every test is skipped, with the reason,
+ * where the backend cannot be created.
+ */
+class CudaGpuTest {
+    private static final CudaParityCheck CHECK = new CudaParityCheck(new FixtureCases(FixtureCases.findRepoRoot()), Map.of());
+    private static String unavailable;
+
+    @BeforeAll
+    static void probe() {
+        try (Backend b = CHECK.cuda("pixel-tiny", Map.of())) {
+            System.out.println("GPU tests on " + ((CudaDitBackend) b).deviceDescription());
+        } catch (BackendException e) {
+            unavailable = e.getMessage();
+        }
+    }
+
+    @BeforeEach
+    void requireGpu() {
+        assumeTrue(unavailable == null, () -> "no usable CUDA device, GPU tests skipped: " + unavailable);
+    }
+
+    @ParameterizedTest(name = "{0} {1}")
+    @CsvSource({
+        "pixel-tiny, fp32", "latent-tiny, fp32", "fashion-dit, fp32",
+        "pixel-tiny, tf32", "latent-tiny, tf32", "fashion-dit, tf32"
+    })
+    void matchesPyTorch(String model, String precision) throws Exception {
+        assertThat(CHECK.fixtureError(model, Map.of(CudaOptions.PRECISION, precision)))
+                .isLessThan(CudaParityCheck.tolerance(precision));
+    }
+
+    @Test
+    void matchesTheJavaBackendOnAMixedBatch() throws Exception {
+        assertThat(CHECK.javaBackendError("latent-tiny", Map.of())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    @Test
+    void perKernelSynchronisationGivesTheSameResult() throws Exception {
+        assertThat(CHECK.fixtureError("pixel-tiny", Map.of(CudaOptions.DEBUG_SYNC, "true")))
+                .isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    @Test
+    void buffersGrowForALargerBatch() throws Exception {
+        assertThat(CHECK.fixtureError("fashion-dit", Map.of(CudaOptions.MAX_BATCH, "1")))
+                .isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    @Test
+    void cancellationStopsBetweenBlocks() throws Exception {
+        assertThat(CHECK.cancellationProblem("latent-tiny")).isNull();
+    }
+
+    @Test
+    void closeIsIdempotentAndForwardAfterCloseFails() throws Exception {
+        FixtureCases.Case c = new FixtureCases(FixtureCases.findRepoRoot()).forwardCase("pixel-tiny");
+        Backend b = CHECK.cuda("pixel-tiny", Map.of());
+        assertThat(b.name()).isEqualTo("cuda");
+        b.close();
+        b.close();
+        assertThatThrownBy(() -> CudaParityCheck.run(b, c.x(), c.t(), c.y())).isInstanceOf(IllegalStateException.class);
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds .bundle/ (git-ignored): what tools/gpu/run_cuda_checks.sh needs on a GPU machine that has no JDK and no
+# Maven. Run here, then carry .bundle to the GPU machine:
+#
+#   tools/gpu/make_bundle.sh [--with-data]
+#
+#   .bundle/jre.tar.gz   a jlink-ed Java 25 runtime (java.base, java.logging, jdk.incubator.vector), gzipped:
+#                        the device tool moves files as they are, and the runtime is half the size packed
+#   .bundle/lib/         backend-api, backend-java, backend-cuda and their dependencies (Jackson)
+#   .bundle/data/        only with --with-data: tools/fixtures (config, weights and cases of the two fixture
+#                        models, fashion-dit.forward.safetensors) and models/fashion-dit (config.json,
+#                        weights.safetensors), laid out like the repository
+#
+# Without --with-data the checks read the fixtures from the repository itself, which travels to the GPU machine
+# anyway (every tracked file does): copying them into the bundle would send the same 35 MB twice, and the device
+# tool's limit (64 MiB) counts the working tree and the carried paths together.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+WITH_DATA=0
+case "${1:-}" in
+  --with-data) WITH_DATA=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--with-data]" >&2; exit 2 ;;
+esac
+export JAVA_HOME="${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}"
+BUNDLE="$ROOT/.bundle"
+
+echo "== build (backend-api, backend-java, backend-cuda; tests skipped)"
+MVN_ARGS=(-B -q -pl backends/cuda -am package -DskipTests)
+mvn -o "${MVN_ARGS[@]}" || mvn "${MVN_ARGS[@]}"
+
+rm -rf "$BUNDLE"
+mkdir -p "$BUNDLE/lib"
+echo "== jars"
+mvn -B -q -o -pl backends/cuda dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$BUNDLE/lib" \
+  || mvn -B -q -pl backends/cuda dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$BUNDLE/lib"
+cp backends/java/target/ditserve-backend-java-*.jar backends/cuda/target/ditserve-backend-cuda-*.jar "$BUNDLE/lib/"
+rm -f "$BUNDLE"/lib/*-sources.jar "$BUNDLE"/lib/*-tests.jar
+ls "$BUNDLE/lib"
+
+echo "== java runtime (jlink)"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+"$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,jdk.incubator.vector \
+  --strip-debug --no-header-files --no-man-pages --compress=zip-6 --output "$TMP/jre" 2>&1 \
+  | grep -v "Using incubator modules" || true
+"$TMP/jre/bin/java" -version 2>&1 | head -1
+tar -C "$TMP" -czf "$BUNDLE/jre.tar.gz" jre
+
+if [ "$WITH_DATA" = 1 ]; then
+  echo "== data"
+  for m in pixel-tiny latent-tiny; do
+    mkdir -p "$BUNDLE/data/tools/fixtures/$m"
+    cp "tools/fixtures/$m/config.json" "tools/fixtures/$m/weights.safetensors" "tools/fixtures/$m/cases.safetensors" \
+      "$BUNDLE/data/tools/fixtures/$m/"
+  done
+  cp tools/fixtures/fashion-dit.forward.safetensors "$BUNDLE/data/tools/fixtures/"
+  mkdir -p "$BUNDLE/data/models/fashion-dit"
+  cp models/fashion-dit/config.json models/fashion-dit/weights.safetensors "$BUNDLE/data/models/fashion-dit/"
+fi
+
+echo "== .bundle: $(du -sh "$BUNDLE" | cut -f1)"
+du -sh "$BUNDLE"/* | sed 's/^/   /'

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The cuda backend's checks on a GPU machine, as ONE command from the repository root with .bundle carried (made
+# by tools/gpu/make_bundle.sh; the machine needs no JDK or Maven, and python3 with torch for the bench models):
+#
+#   bash tools/gpu/run_cuda_checks.sh [--quick]
+#
+# --quick (about 2 minutes, for a short device budget): no DiT-XL/2 model, and the benchmark runs batches 1 and 16
+# with 10 steps only.
+#
+# 1. nvidia-smi and where the CUDA libraries are; DIT_CUDA_LIB_PATH is set to the folders found;
+# 2. CudaParityCheck: fp32 and tf32 against the PyTorch fixtures (pixel-tiny, latent-tiny, fashion-dit), against
+#    the java backend, buffer growth, cancellation; the first check synchronises after every kernel, so that a
+#    faulting kernel is named;
+# 3. random-weight DiT-S/2 and DiT-XL/2 model folders (tools/make_bench_model.py) in /tmp;
+# 4. CudaBench on fashion-dit, DiT-S/2 and DiT-XL/2 (batches 1, 8, 16; fp32 and tf32; 50 steps at batch 16).
+#
+# Everything goes to $OUT/cuda.log (./cuda.log without $OUT). Each step has its own time limit; the whole is
+# meant to finish in about 4 minutes on an H100 and must stay under 6. Exit status: that of the parity check.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+LOG="${OUT:-$ROOT}/cuda.log"
+step() { echo; echo "== $* [$(date +%T), ${SECONDS} s]"; }
+
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+
+main() {
+BUNDLE="$ROOT/.bundle"
+if [ ! -f "$BUNDLE/jre.tar.gz" ] || [ ! -d "$BUNDLE/lib" ]; then
+  echo "no .bundle here: run tools/gpu/make_bundle.sh on the build machine and carry .bundle"
+  return 3
+fi
+DATA="$ROOT"
+[ -d "$BUNDLE/data" ] && DATA="$BUNDLE/data"
+
+step "GPU"
+nvidia-smi || echo "nvidia-smi failed (rc $?)"
+uname -a
+
+step "CUDA libraries on this machine"
+LIBS="$(timeout 30 find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o \
+  \( -name 'libcuda.so*' -o -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name 'libnvrtc.so*' \) -print \
+  2>/dev/null)"
+echo "$LIBS" | head -40
+# the folders of the versioned cuBLAS and NVRTC libraries, CUDA 13 ones first
+DIRS="$({ echo "$LIBS" | grep -E '/lib(cublas|nvrtc)\.so\.13'; echo "$LIBS" | grep -E '/lib(cublas|nvrtc)\.so\.12'; } \
+  | grep -v stubs | xargs -r -n1 dirname | awk '!seen[$0]++' | paste -sd: -)"
+export DIT_CUDA_LIB_PATH="$DIRS"
+export LD_LIBRARY_PATH="${DIRS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+echo "DIT_CUDA_LIB_PATH=$DIT_CUDA_LIB_PATH"
+# set to 1, this would make cuBLAS use TF32 even for cuda.precision=fp32 (and fail the 1e-4 parity)
+echo "NVIDIA_TF32_OVERRIDE=${NVIDIA_TF32_OVERRIDE:-unset} CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset}"
+
+step "java runtime"
+JRE_DIR="$(mktemp -d /tmp/dit-jre.XXXXXX)"
+tar -xzf "$BUNDLE/jre.tar.gz" -C "$JRE_DIR"
+JAVA=("$JRE_DIR/jre/bin/java" --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Xmx8g
+  "-Djava.util.logging.SimpleFormatter.format=%4\$s %3\$s: %5\$s%6\$s%n" -cp "$BUNDLE/lib/*")
+"${JAVA[0]}" -version 2>&1
+
+step "parity checks (CudaParityCheck, data from $DATA)"
+timeout 240 "${JAVA[@]}" io.ditserve.backend.cuda.CudaParityCheck "$DATA"
+PARITY=$?
+echo "CudaParityCheck exit status: $PARITY (0 = all passed, 1 = a check failed, 2 = the backend cannot run, 124 = timeout)"
+
+step "random-weight DiT-S/2 and DiT-XL/2 model folders"
+BENCH_MODELS=("$DATA/models/fashion-dit")
+SHAPES=(S XL)
+[ "$QUICK" = 1 ] && SHAPES=(S)
+for shape in "${SHAPES[@]}"; do
+  out="/tmp/dit-bench-$shape"
+  if timeout 150 python3 tools/make_bench_model.py "$out" --shape "$shape" --no-onnx; then
+    BENCH_MODELS+=("$out")
+  else
+    echo "making the $shape model failed (rc $?): benchmarking without it"
+  fi
+done
+
+step "benchmark (CudaBench)"
+BENCH_ARGS=(--batches 1,8,16 --precisions fp32,tf32 --warmup 2 --iters 5 --steps 50)
+[ "$QUICK" = 1 ] && BENCH_ARGS=(--batches 1,16 --precisions fp32,tf32 --warmup 1 --iters 3 --steps 10)
+timeout 200 "${JAVA[@]}" io.ditserve.backend.cuda.CudaBench "${BENCH_ARGS[@]}" "${BENCH_MODELS[@]}"
+echo "CudaBench exit status: $?"
+
+step "done; parity exit status $PARITY"
+rm -rf "$JRE_DIR"
+return "$PARITY"
+}
+
+main 2>&1 | tee "$LOG"
+exit "${PIPESTATUS[0]}"
