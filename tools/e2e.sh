@@ -5,6 +5,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 WORK="$(mktemp -d)"
+
+# on a machine without an NVIDIA GPU, --backend cuda fails at start-up, fast, naming what is missing
+if ! nvidia-smi > /dev/null 2>&1; then
+  START=$SECONDS
+  if ./dit serve --backend cuda --port 0 --set metrics_port=-1 > "$WORK/cuda.log" 2>&1; then
+    echo "e2e: --backend cuda started without a GPU"; exit 1
+  fi
+  grep -q "cannot start: the cuda backend cannot run here: the CUDA driver library (libcuda.so.1" "$WORK/cuda.log" \
+    || { cat "$WORK/cuda.log"; echo "e2e: unclear cuda failure"; exit 1; }
+  echo "e2e: --backend cuda without a GPU failed clearly in $((SECONDS - START)) s"
+fi
 PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 ./dit serve --port "$PORT" --threads 2 --set metrics_port=0 > "$WORK/server.log" 2>&1 &
 SERVER=$!

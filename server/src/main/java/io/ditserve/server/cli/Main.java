@@ -102,16 +102,16 @@ public final class Main {
     }
 
     private static String messages(java.util.Collection<Message> errors) {
-        StringBuilder sb = new StringBuilder();
+        // Guice reports one failing provider once per dependent binding: keep each distinct reason once
+        java.util.Set<String> reasons = new java.util.LinkedHashSet<>();
         for (Message m : errors) {
             Throwable cause = m.getCause();
             while (cause != null && cause.getCause() != null && cause.getMessage() == null) {
                 cause = cause.getCause();
             }
-            sb.append(cause != null && cause.getMessage() != null ? cause.getMessage() : m.getMessage());
-            sb.append('\n');
+            reasons.add(cause != null && cause.getMessage() != null ? cause.getMessage() : m.getMessage());
         }
-        return sb.toString().strip();
+        return String.join("\n", reasons);
     }
 
     /** A start-up failure with a message for the operator. */
