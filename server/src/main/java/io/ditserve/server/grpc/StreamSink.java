@@ -76,10 +76,13 @@ final class StreamSink implements GenerationListener {
         return any;
     }
 
-    /** A slow client whose buffer already holds previews gets no new frames encoded for it. */
+    /**
+     * Frames are encoded while the stream is open, even for a slow client: the newest frame replaces the unsent
+     * older one, so the client always ends up with the latest estimate (encoding costs far less than a step).
+     */
     @Override
     public synchronized boolean wantsPreview() {
-        return !closed && (observer.isReady() || pending.stream().noneMatch(GenerateEvent::hasPreview));
+        return !closed;
     }
 
     @Override
