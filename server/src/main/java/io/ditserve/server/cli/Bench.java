@@ -76,7 +76,7 @@ final class Bench implements Callable<Integer> {
                 try {
                     backend = provider.create(spec, new BackendOptions(threads, Map.of()));
                 } catch (BackendException e) {
-                    System.out.printf("%-14s %-6s unavailable: %s%n", spec.name(), name, e.getMessage());
+                    System.out.printf("%-14s %-6s unavailable: %s%n", spec.name(), name, firstClause(e.getMessage()));
                     continue;
                 }
                 try (backend) {
@@ -106,6 +106,11 @@ final class Bench implements Callable<Integer> {
             }
         }
         return 0;
+    }
+
+    private static String firstClause(String message) {
+        int cut = message.indexOf("; ");
+        return cut > 0 ? message.substring(0, cut) : message;
     }
 
     private double time(Backend backend, ModelSpec spec, int batch) throws BackendException {
@@ -148,7 +153,7 @@ final class Bench implements Callable<Integer> {
         try {
             server = Main.startServer(c);
         } catch (Main.StartupException e) {
-            System.out.printf("generation on %s: unavailable: %s%n", backend, e.getMessage());
+            System.out.printf("generation on %s: unavailable: %s%n", backend, firstClause(e.getMessage()));
             return;
         }
         try (DitClient client = DitClient.connect("localhost:" + server.port())) {
