@@ -21,6 +21,6 @@ USER dit
 ENV DIT_MODELS=/models
 EXPOSE 50051 9090
 ENTRYPOINT ["java", "--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", \
-            "-XX:+UseParallelGC", "-XX:MaxRAMPercentage=75", "-cp", "/app/classes:/app/lib/*", \
+            "-XX:MaxRAMPercentage=75", "-cp", "/app/classes:/app/lib/*", \
             "io.ditserve.server.cli.Main", "serve"]
 CMD ["--port", "50051"]
