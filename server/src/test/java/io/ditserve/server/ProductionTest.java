@@ -131,9 +131,9 @@ class ProductionTest {
         a.next();
         DitClient.EventStream b = client.generate(longRequest());
         closers.add(b);
+        assertThat(b.next().getAccepted().getQueuePosition()).isEqualTo(1);
         DitClient.EventStream c = client.generate(longRequest());
         closers.add(c);
-        assertThat(b.next().getAccepted().getQueuePosition()).isEqualTo(1);
         assertThat(c.next().getAccepted().getQueuePosition()).isEqualTo(2);
         b.close(); // leaves the queue: c moves up
         GenerateEvent update = c.next();
@@ -282,6 +282,48 @@ class ProductionTest {
             if (p.waitFor() != 0) {
                 throw new IllegalStateException(String.join(" ", cmd) + " failed: " + out);
             }
+        }
+    }
+
+    @Test
+    void oversizedRequestIsRejectedByTheTransport() throws Exception {
+        ServerConfig c = config();
+        c.port = 0;
+        c.maxInboundMessageBytes = 1 << 20;
+        DitServer server = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, Transport.serverBuilder(c)))
+                .getInstance(DitServer.class).start();
+        closers.add(server::stop);
+        try (DitClient client = DitClient.connect("localhost:" + server.port())) {
+            GenerateRequest huge = GenerateRequest.newBuilder().setModel("pixel-tiny").setInitialNoise(
+                    io.ditserve.proto.v1.FloatTensor.newBuilder().setData(
+                            com.google.protobuf.ByteString.copyFrom(new byte[2 << 20]))).build();
+            assertThatThrownBy(() -> client.generate(huge).next()).isInstanceOfSatisfying(StatusRuntimeException.class,
+                    e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED));
+            assertThat(client.listModels()).hasSize(2); // the server carries on
+        }
+    }
+
+    @Test
+    void everyLogLineOfARequestCarriesItsId() throws Exception {
+        var root = (ch.qos.logback.classic.Logger) org.slf4j.LoggerFactory.getLogger(org.slf4j.Logger.ROOT_LOGGER_NAME);
+        var appender = new ch.qos.logback.core.read.ListAppender<ch.qos.logback.classic.spi.ILoggingEvent>();
+        appender.start();
+        root.addAppender(appender);
+        try {
+            Running r = inProcess(c -> c.modelBackends.put("pixel-tiny", "faulty"));
+            String id;
+            try (DitClient.EventStream s = r.client().generate(GenerateRequest.newBuilder().setModel("pixel-tiny")
+                    .setClassId(FaultyBackendProvider.POISON_LABEL).setSteps(3).setGuidanceScale(1).build())) {
+                id = s.next().getAccepted().getRequestId();
+                assertThatThrownBy(() -> s.forEachRemaining(e -> { })).isInstanceOf(StatusRuntimeException.class);
+            }
+            List<String> lines = appender.list.stream()
+                    .filter(e -> e.getFormattedMessage().contains("accepted") || e.getLevel().toInt() >= 30000)
+                    .filter(e -> e.getLoggerName().startsWith("io.ditserve"))
+                    .map(e -> e.getMDCPropertyMap().get("rid") + " " + e.getFormattedMessage()).toList();
+            assertThat(lines).isNotEmpty().allMatch(l -> l.startsWith(id + " "), "starts with " + id);
+        } finally {
+            root.detachAppender(appender);
         }
     }
 
