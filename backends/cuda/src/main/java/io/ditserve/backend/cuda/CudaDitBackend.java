@@ -7,6 +7,7 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ForwardArguments;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
@@ -14,7 +15,6 @@ import io.ditserve.backend.cuda.ActivationLayout.Buffer;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
-import java.util.Arrays;
 import java.util.Map;
 import java.util.Objects;
 
@@ -161,24 +161,7 @@ public final class CudaDitBackend implements Backend {
         if (closed) {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
-        int n = x.rank() == 4 ? x.dim(0) : -1;
-        int size = spec.inputSize();
-        checkShape("x", x, n, spec.inChannels(), size, size);
-        checkShape("out", out, n, spec.outChannels(), size, size);
-        if (t.length != n || y.length != n) {
-            throw new IllegalArgumentException("batch of " + n + " needs " + n + " timesteps and labels, got "
-                    + t.length + " and " + y.length);
-        }
-        for (int i = 0; i < n; i++) {
-            if (t[i] < 0 || t[i] >= DitConstants.NUM_TIMESTEPS) {
-                throw new IllegalArgumentException("t[" + i + "] = " + t[i] + " is outside 0.."
-                        + (DitConstants.NUM_TIMESTEPS - 1));
-            }
-            if (y[i] < 0 || y[i] > spec.nullClass()) {
-                throw new IllegalArgumentException("y[" + i + "] = " + y[i] + " is outside 0.." + spec.nullClass()
-                        + " (" + spec.nullClass() + " is the null class)");
-            }
-        }
+        int n = ForwardArguments.check(spec, x, t, y, out);
         if (n == 0) {
             return;
         }
@@ -204,14 +187,6 @@ public final class CudaDitBackend implements Backend {
 
     private long at(Buffer b) {
         return actBase + 4 * act.offset(b);
-    }
-
-    private static void checkShape(String what, Tensor tensor, int n, int c, int h, int w) {
-        int[] expected = {n, c, h, w};
-        if (n < 0 || !Arrays.equals(tensor.shape(), expected)) {
-            throw new IllegalArgumentException(what + " has shape " + Arrays.toString(tensor.shape())
-                    + ", expected [N, " + c + ", " + h + ", " + w + "]");
-        }
     }
 
     /** Frees the device memory, the cuBLAS handle, the module, the stream and the context reference. Idempotent. */

@@ -4,9 +4,9 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ForwardArguments;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
-import java.util.Arrays;
 import java.util.Objects;
 
 /**
@@ -25,7 +25,6 @@ public final class JavaDitBackend implements Backend {
     public static final String WEIGHTS_FILE = "weights.safetensors";
     public static final String PATH_OPTION = "java.path";
     public static final String MAX_BATCH_OPTION = "java.max_batch";
-    private static final int NUM_TIMESTEPS = 1000;
 
     private final ModelSpec spec;
     private final DitEngine engine;
@@ -81,33 +80,9 @@ public final class JavaDitBackend implements Backend {
         if (closed) {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
-        int n = x.rank() == 4 ? x.dim(0) : -1;
-        int size = spec.inputSize();
-        checkShape("x", x, n, spec.inChannels(), size, size);
-        checkShape("out", out, n, spec.outChannels(), size, size);
-        if (t.length != n || y.length != n) {
-            throw new IllegalArgumentException("batch of " + n + " needs " + n + " timesteps and labels, got "
-                    + t.length + " and " + y.length);
-        }
-        for (int i = 0; i < n; i++) {
-            if (t[i] < 0 || t[i] >= NUM_TIMESTEPS) {
-                throw new IllegalArgumentException("t[" + i + "] = " + t[i] + " is outside 0.." + (NUM_TIMESTEPS - 1));
-            }
-            if (y[i] < 0 || y[i] > spec.nullClass()) {
-                throw new IllegalArgumentException("y[" + i + "] = " + y[i] + " is outside 0.." + spec.nullClass()
-                        + " (" + spec.nullClass() + " is the null class)");
-            }
-        }
+        int n = ForwardArguments.check(spec, x, t, y, out);
         if (n > 0) {
             engine.forward(x.data(), t, y, n, out.data(), cancel);
-        }
-    }
-
-    private static void checkShape(String what, Tensor tensor, int n, int c, int h, int w) {
-        int[] expected = {n, c, h, w};
-        if (n < 0 || !Arrays.equals(tensor.shape(), expected)) {
-            throw new IllegalArgumentException(what + " has shape " + Arrays.toString(tensor.shape())
-                    + ", expected [N, " + c + ", " + h + ", " + w + "]");
         }
     }
 

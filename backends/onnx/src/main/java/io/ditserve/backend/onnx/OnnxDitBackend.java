@@ -12,6 +12,7 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ForwardArguments;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
 import java.nio.ByteBuffer;
@@ -64,7 +65,6 @@ public final class OnnxDitBackend implements Backend {
     private static final String T = "t";
     private static final String Y = "y";
     private static final String OUT = "out";
-    private static final int NUM_TIMESTEPS = 1000;
     /** How often a running forward pass looks at its {@link Cancellation}. */
     private static final long CANCEL_POLL_MILLIS = 5;
 
@@ -272,11 +272,7 @@ public final class OnnxDitBackend implements Backend {
         if (closed) {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
-        int n = x.rank() == 4 ? x.dim(0) : -1;
-        int size = spec.inputSize();
-        checkShape("x", x, n, spec.inChannels(), size, size);
-        checkShape("out", out, n, spec.outChannels(), size, size);
-        checkConditioning(t, y, n);
+        int n = ForwardArguments.check(spec, x, t, y, out);
         if (n == 0) {
             return;
         }
@@ -411,30 +407,6 @@ public final class OnnxDitBackend implements Backend {
             r[i] = v[i];
         }
         return r;
-    }
-
-    private static void checkShape(String what, Tensor tensor, int n, int c, int h, int w) {
-        int[] expected = {n, c, h, w};
-        if (n < 0 || !Arrays.equals(tensor.shape(), expected)) {
-            throw new IllegalArgumentException(what + " has shape " + Arrays.toString(tensor.shape())
-                    + ", expected [N, " + c + ", " + h + ", " + w + "]");
-        }
-    }
-
-    private void checkConditioning(int[] t, int[] y, int n) {
-        if (t.length != n || y.length != n) {
-            throw new IllegalArgumentException("batch of " + n + " needs " + n + " timesteps and labels, got "
-                    + t.length + " and " + y.length);
-        }
-        for (int i = 0; i < n; i++) {
-            if (t[i] < 0 || t[i] >= NUM_TIMESTEPS) {
-                throw new IllegalArgumentException("t[" + i + "] = " + t[i] + " is outside 0.." + (NUM_TIMESTEPS - 1));
-            }
-            if (y[i] < 0 || y[i] > spec.nullClass()) {
-                throw new IllegalArgumentException("y[" + i + "] = " + y[i] + " is outside 0.." + spec.nullClass()
-                        + " (" + spec.nullClass() + " is the null class)");
-            }
-        }
     }
 
     @Override
