@@ -78,8 +78,8 @@ for shape in "${SHAPES[@]}"; do
 done
 
 step "benchmark (CudaBench)"
-BENCH_ARGS=(--batches 1,8,16 --precisions fp32,tf32 --warmup 2 --iters 5 --steps 50)
-[ "$QUICK" = 1 ] && BENCH_ARGS=(--batches 1,16 --precisions fp32,tf32 --warmup 1 --iters 3 --steps 10)
+BENCH_ARGS=(--batches 1,8,16 --precisions fp32,tf32,bf16 --warmup 2 --iters 5 --steps 50)
+[ "$QUICK" = 1 ] && BENCH_ARGS=(--batches 1,16 --precisions fp32,tf32,bf16 --warmup 1 --iters 3 --steps 10)
 timeout 200 "${JAVA[@]}" io.ditserve.backend.cuda.CudaBench "${BENCH_ARGS[@]}" "${BENCH_MODELS[@]}"
 echo "CudaBench exit status: $?"
 

@@ -22,6 +22,18 @@ final class Cublas {
     /** cublasMath_t. */
     static final int CUBLAS_DEFAULT_MATH = 0;
     static final int CUBLAS_TF32_TENSOR_OP_MATH = 3;
+    /** cublasComputeType_t: float32 in and out, tensor cores on inputs rounded to bfloat16. */
+    static final int CUBLAS_COMPUTE_32F_FAST_16BF = 75;
+    /** cudaDataType_t of float32 matrices. */
+    static final int CUDA_R_32F = 0;
+    /** cublasGemmAlgo_t: let cuBLAS choose. */
+    static final int CUBLAS_GEMM_DEFAULT = -1;
+
+    private final NativeLibrary lib;
+    /** Set by {@link #useComputeType}: the products then go through cublasGemmEx with this compute type. */
+    private int computeType = -1;
+    private MethodHandle cublasGemmEx;
+    private MethodHandle cublasGemmStridedBatchedEx;
 
     private final MethodHandle cublasCreate;
     private final MethodHandle cublasDestroy;
@@ -32,6 +44,7 @@ final class Cublas {
     private final MethodHandle cublasSgemmStridedBatched;
 
     Cublas(NativeLibrary lib) throws BackendException {
+        this.lib = lib;
         cublasCreate = lib.function(FunctionDescriptor.of(JAVA_INT, ADDRESS), "cublasCreate_v2");
         cublasDestroy = lib.function(FunctionDescriptor.of(JAVA_INT, ADDRESS), "cublasDestroy_v2");
         cublasSetStream = lib.function(FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), "cublasSetStream_v2");
@@ -45,6 +58,24 @@ final class Cublas {
         cublasSgemmStridedBatched = lib.function(FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT,
                 JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT, JAVA_LONG,
                 ADDRESS, JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT), "cublasSgemmStridedBatched");
+    }
+
+    /**
+     * Routes every product through {@code cublasGemmEx} / {@code cublasGemmStridedBatchedEx} with float32 matrices
+     * and this compute type (e.g. {@link #CUBLAS_COMPUTE_32F_FAST_16BF}). The functions are looked up only here, so
+     * a cuBLAS without them still serves fp32 and tf32.
+     */
+    void useComputeType(int type) throws BackendException {
+        // handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc, compute, algo
+        cublasGemmEx = lib.function(FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT,
+                JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, ADDRESS, JAVA_LONG,
+                JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT), "cublasGemmEx");
+        // ... the same with strideA after lda, strideB after ldb, strideC after ldc, then batchCount
+        cublasGemmStridedBatchedEx = lib.function(FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT,
+                JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG, JAVA_INT,
+                JAVA_INT, JAVA_LONG, ADDRESS, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_INT, JAVA_INT),
+                "cublasGemmStridedBatchedEx");
+        computeType = type;
     }
 
     /** The name of a cublasStatus_t, with a hint for the statuses that have a usual cause. */
@@ -142,6 +173,10 @@ final class Cublas {
      */
     void gemm(MemorySegment handle, GemmCall g, MemorySegment alpha, long a, long b, MemorySegment beta, long c)
             throws BackendException {
+        if (computeType >= 0) {
+            gemmEx(handle, g, alpha, a, b, beta, c);
+            return;
+        }
         int r;
         try {
             if (g.batched()) {
@@ -157,6 +192,28 @@ final class Cublas {
         }
         if (r != 0) {
             check(r, (g.batched() ? "cublasSgemmStridedBatched" : "cublasSgemm_v2") + "(" + g + ")");
+        }
+    }
+
+    private void gemmEx(MemorySegment handle, GemmCall g, MemorySegment alpha, long a, long b, MemorySegment beta,
+            long c) throws BackendException {
+        int r;
+        try {
+            if (g.batched()) {
+                r = (int) cublasGemmStridedBatchedEx.invokeExact(handle, g.opA(), g.opB(), g.m(), g.n(), g.k(),
+                        alpha, a, CUDA_R_32F, g.lda(), g.strideA(), b, CUDA_R_32F, g.ldb(), g.strideB(), beta, c,
+                        CUDA_R_32F, g.ldc(), g.strideC(), g.batch(), computeType, CUBLAS_GEMM_DEFAULT);
+            } else {
+                r = (int) cublasGemmEx.invokeExact(handle, g.opA(), g.opB(), g.m(), g.n(), g.k(), alpha, a,
+                        CUDA_R_32F, g.lda(), b, CUDA_R_32F, g.ldb(), beta, c, CUDA_R_32F, g.ldc(), computeType,
+                        CUBLAS_GEMM_DEFAULT);
+            }
+        } catch (Throwable t) {
+            throw unexpected("cublasGemmEx", t);
+        }
+        if (r != 0) {
+            check(r, (g.batched() ? "cublasGemmStridedBatchedEx" : "cublasGemmEx") + "(" + g + ", compute type "
+                    + computeType + ")");
         }
     }
 }

@@ -22,7 +22,7 @@ public final class CudaBackendProvider implements BackendProvider {
 
     @Override
     public String description() {
-        return "NVIDIA GPU (CUDA driver API, cuBLAS, NVRTC; " + CudaOptions.PRECISION + "=fp32|tf32), reads "
+        return "NVIDIA GPU (CUDA driver API, cuBLAS, NVRTC; " + CudaOptions.PRECISION + "=fp32|tf32|bf16), reads "
                 + CudaDitBackend.WEIGHTS_FILE;
     }
 

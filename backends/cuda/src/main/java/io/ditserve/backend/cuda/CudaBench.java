@@ -19,7 +19,7 @@ import java.util.Random;
  *
  * <pre>
  * java --enable-native-access=ALL-UNNAMED -cp ... io.ditserve.backend.cuda.CudaBench \
- *     [--batches 1,8,16] [--precisions fp32,tf32] [--iters 10] [--warmup 3] [--steps 50] MODEL_DIR...
+ *     [--batches 1,8,16] [--precisions fp32,tf32,bf16] [--iters 10] [--warmup 3] [--steps 50] MODEL_DIR...
  * </pre>
  *
  * For each model and precision: the load time, then per batch the median wall time of one {@code forward} (inputs
@@ -32,7 +32,7 @@ public final class CudaBench {
 
     public static void main(String[] args) throws BackendException {
         int[] batches = {1, 8, 16};
-        List<String> precisions = List.of("fp32", "tf32");
+        List<String> precisions = List.of("fp32", "tf32", "bf16");
         int iters = 10;
         int warmup = 3;
         int steps = 50;
@@ -48,7 +48,7 @@ public final class CudaBench {
             }
         }
         if (models.isEmpty()) {
-            System.err.println("usage: CudaBench [--batches 1,8,16] [--precisions fp32,tf32] [--iters 10]"
+            System.err.println("usage: CudaBench [--batches 1,8,16] [--precisions fp32,tf32,bf16] [--iters 10]"
                     + " [--warmup 3] [--steps 50] MODEL_DIR...");
             System.exit(2);
         }

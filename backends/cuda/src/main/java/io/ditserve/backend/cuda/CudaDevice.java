@@ -91,6 +91,9 @@ final class CudaDevice implements AutoCloseable {
         releases.push(() -> cublas.destroy(h));
         cublas.setStream(blasHandle, stream);
         cublas.setMathMode(blasHandle, options.precision().mathMode);
+        if (options.precision().computeType >= 0) {
+            cublas.useComputeType(options.precision().computeType);
+        }
 
         int major = driver.attribute(dev, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
         int minor = driver.attribute(dev, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);

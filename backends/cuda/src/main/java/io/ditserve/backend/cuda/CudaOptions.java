@@ -14,7 +14,8 @@ import java.util.Map;
  * <ul>
  *   <li>{@code cuda.precision}: {@code fp32} (default: float32 matrix products, CUBLAS_DEFAULT_MATH), {@code tf32}
  *       (tensor cores with TF32 inputs, CUBLAS_TF32_TENSOR_OP_MATH; about 1e-3 relative error) or {@code bf16}
- *       (not implemented yet: rejected);
+ *       (tensor cores with bfloat16 inputs and float32 accumulation: cublasGemmEx with
+ *       CUBLAS_COMPUTE_32F_FAST_16BF; weights and activations stay float32 in memory; about 1e-2 relative error);
  *   <li>{@code cuda.max_batch}: the batch the activation buffers are sized for at load (default 32); a larger batch
  *       grows them once;
  *   <li>{@code cuda.device}: the device ordinal (default 0);
@@ -32,16 +33,19 @@ record CudaOptions(Precision precision, int maxBatch, int device, String libPath
     static final String DEBUG_SYNC = "cuda.debug_sync";
     static final List<String> KEYS = List.of(PRECISION, MAX_BATCH, DEVICE, CudaLibraries.LIB_PATH_OPTION, DEBUG_SYNC);
 
-    /** Matrix-product precision: the cuBLAS math mode. */
+    /** Matrix-product precision: the cuBLAS math mode, and for bf16 the cublasGemmEx compute type. */
     enum Precision {
-        FP32(Cublas.CUBLAS_DEFAULT_MATH),
-        TF32(Cublas.CUBLAS_TF32_TENSOR_OP_MATH),
-        BF16(-1);
+        FP32(Cublas.CUBLAS_DEFAULT_MATH, -1),
+        TF32(Cublas.CUBLAS_TF32_TENSOR_OP_MATH, -1),
+        BF16(Cublas.CUBLAS_DEFAULT_MATH, Cublas.CUBLAS_COMPUTE_32F_FAST_16BF);
 
         final int mathMode;
+        /** A cublasComputeType_t for cublasGemmEx, or −1 for the plain float32 GEMM calls. */
+        final int computeType;
 
-        Precision(int mathMode) {
+        Precision(int mathMode, int computeType) {
             this.mathMode = mathMode;
+            this.computeType = computeType;
         }
 
         String optionValue() {
@@ -60,9 +64,6 @@ record CudaOptions(Precision precision, int maxBatch, int device, String libPath
         Precision precision = Arrays.stream(Precision.values()).filter(v -> v.optionValue().equals(p)).findFirst()
                 .orElseThrow(() -> new BackendException("Unknown " + PRECISION + " [" + p + "] of the cuda backend,"
                         + " known options " + knownPrecisions()));
-        if (precision == Precision.BF16) {
-            throw new BackendException(PRECISION + "=bf16 is not implemented yet in the cuda backend; use fp32 or tf32");
-        }
         String debug = o.getOrDefault(DEBUG_SYNC, "false").trim();
         if (!debug.equals("true") && !debug.equals("false")) {
             throw new BackendException(DEBUG_SYNC + " must be true or false, found '" + debug + "'");

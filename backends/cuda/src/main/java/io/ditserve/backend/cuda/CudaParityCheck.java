@@ -31,6 +31,8 @@ public final class CudaParityCheck {
     static final double FP32_TOLERANCE = 1e-4;
     /** The same with TF32 tensor-core products (10-bit mantissa inputs). */
     static final double TF32_TOLERANCE = 5e-3;
+    /** The same with bfloat16 tensor-core products (8-bit mantissa inputs, float32 accumulation). */
+    static final double BF16_TOLERANCE = 3e-2;
 
     private final FixtureCases fixtures;
     private final Map<String, String> baseOptions;
@@ -42,7 +44,11 @@ public final class CudaParityCheck {
     }
 
     static double tolerance(String precision) {
-        return precision.equals("tf32") ? TF32_TOLERANCE : FP32_TOLERANCE;
+        return switch (precision) {
+            case "tf32" -> TF32_TOLERANCE;
+            case "bf16" -> BF16_TOLERANCE;
+            default -> FP32_TOLERANCE;
+        };
     }
 
     Backend cuda(String model, Map<String, String> options) throws BackendException {
@@ -151,7 +157,7 @@ public final class CudaParityCheck {
         List<Check> checks = new ArrayList<>();
         checks.add(measured("pixel-tiny fp32, synchronised after every kernel", FP32_TOLERANCE,
                 () -> fixtureError("pixel-tiny", Map.of(CudaOptions.DEBUG_SYNC, "true"))));
-        for (String precision : List.of("fp32", "tf32")) {
+        for (String precision : List.of("fp32", "tf32", "bf16")) {
             for (String model : FixtureCases.MODELS) {
                 checks.add(measured(model + " " + precision + " vs PyTorch", tolerance(precision),
                         () -> fixtureError(model, Map.of(CudaOptions.PRECISION, precision))));

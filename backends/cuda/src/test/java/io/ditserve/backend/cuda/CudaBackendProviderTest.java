@@ -90,8 +90,8 @@ class CudaBackendProviderTest {
     void badOptionsFailBeforeAnyLibraryIsLooked() throws Exception {
         ModelSpec spec = FIXTURES.spec("pixel-tiny");
         assertThatThrownBy(() -> new CudaBackendProvider().create(spec,
-                        new BackendOptions(1, Map.of("cuda.precision", "bf16"))))
-                .isInstanceOf(BackendException.class).hasMessageContaining("bf16 is not implemented yet");
+                        new BackendOptions(1, Map.of("cuda.precision", "fp8"))))
+                .isInstanceOf(BackendException.class).hasMessageContaining("[fp8]").hasMessageContaining("bf16");
     }
 
     @Test

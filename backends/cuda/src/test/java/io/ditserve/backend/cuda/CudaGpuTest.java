@@ -38,7 +38,8 @@ class CudaGpuTest {
     @ParameterizedTest(name = "{0} {1}")
     @CsvSource({
         "pixel-tiny, fp32", "latent-tiny, fp32", "fashion-dit, fp32",
-        "pixel-tiny, tf32", "latent-tiny, tf32", "fashion-dit, tf32"
+        "pixel-tiny, tf32", "latent-tiny, tf32", "fashion-dit, tf32",
+        "pixel-tiny, bf16", "latent-tiny, bf16", "fashion-dit, bf16"
     })
     void matchesPyTorch(String model, String precision) throws Exception {
         assertThat(CHECK.fixtureError(model, Map.of(CudaOptions.PRECISION, precision)))

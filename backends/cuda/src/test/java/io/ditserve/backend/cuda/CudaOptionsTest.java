@@ -28,11 +28,11 @@ class CudaOptionsTest {
     }
 
     @Test
-    void badValuesFailWithTheKnownOptions() {
+    void badValuesFailWithTheKnownOptions() throws Exception {
         assertThatThrownBy(() -> parse(Map.of("cuda.precision", "fp8")))
                 .isInstanceOf(BackendException.class).hasMessageContaining("[fp8]").hasMessageContaining("tf32");
-        assertThatThrownBy(() -> parse(Map.of("cuda.precision", "bf16")))
-                .isInstanceOf(BackendException.class).hasMessageContaining("bf16 is not implemented yet");
+        assertThat(parse(Map.of("cuda.precision", "bf16")).precision().computeType)
+                .isEqualTo(Cublas.CUBLAS_COMPUTE_32F_FAST_16BF);
         assertThatThrownBy(() -> parse(Map.of("cuda.max_batch", "0")))
                 .isInstanceOf(BackendException.class).hasMessageContaining("cuda.max_batch");
         assertThatThrownBy(() -> parse(Map.of("cuda.precison", "tf32")))

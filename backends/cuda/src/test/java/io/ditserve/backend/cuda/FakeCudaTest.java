@@ -101,6 +101,14 @@ class FakeCudaTest {
     }
 
     @Test
+    void bf16RoutesEveryProductThroughGemmEx() throws Exception {
+        // the fake's cublasGemmEx rejects any enum value but float32 matrices with CUBLAS_COMPUTE_32F_FAST_16BF, and
+        // the fake has no tensor cores: the products are float32, so fp32's tolerance holds
+        assertThat(check.fixtureError("latent-tiny", Map.of(CudaOptions.PRECISION, "bf16")))
+                .isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    @Test
     void precisionSetsTheMathMode() throws Throwable {
         check.fixtureError("pixel-tiny", Map.of(CudaOptions.PRECISION, "tf32"));
         assertThat(stat("math_mode")).isEqualTo(Cublas.CUBLAS_TF32_TENSOR_OP_MATH);

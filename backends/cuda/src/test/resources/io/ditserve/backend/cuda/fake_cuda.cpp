@@ -548,6 +548,31 @@ int cublasSgemmStridedBatched(cublasHandle_t, int ta, int tb, int m, int n, int 
     return gemm(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
 }
 
+// cublasGemmEx with float32 matrices: the fake checks the enum values the backend passes (CUDA_R_32F = 0,
+// CUBLAS_COMPUTE_32F_FAST_16BF = 75, CUBLAS_GEMM_DEFAULT = -1) and computes in float32.
+static int gemm_ex_types(int at, int bt, int ct, int compute, int algo) {
+    return (at == 0 && bt == 0 && ct == 0 && compute == 75 && algo == -1) ? 0 : 7;  // else INVALID_VALUE
+}
+
+int cublasGemmEx(cublasHandle_t, int ta, int tb, int m, int n, int k, const void* alpha, const void* A, int at,
+                 int lda, const void* B, int bt, int ldb, const void* beta, void* C, int ct, int ldc, int compute,
+                 int algo) {
+    int bad = gemm_ex_types(at, bt, ct, compute, algo);
+    if (bad) return bad;
+    return gemm(ta, tb, m, n, k, (const float*)alpha, (const float*)A, lda, 0, (const float*)B, ldb, 0,
+                (const float*)beta, (float*)C, ldc, 0, 1);
+}
+
+int cublasGemmStridedBatchedEx(cublasHandle_t, int ta, int tb, int m, int n, int k, const void* alpha,
+                               const void* A, int at, int lda, long long sa, const void* B, int bt, int ldb,
+                               long long sb, const void* beta, void* C, int ct, int ldc, long long sc, int batch,
+                               int compute, int algo) {
+    int bad = gemm_ex_types(at, bt, ct, compute, algo);
+    if (bad) return bad;
+    return gemm(ta, tb, m, n, k, (const float*)alpha, (const float*)A, lda, sa, (const float*)B, ldb, sb,
+                (const float*)beta, (float*)C, ldc, sc, batch);
+}
+
 // ---- NVRTC ----------------------------------------------------------------------------------------------------
 struct FakeProgram {
     std::string source;
