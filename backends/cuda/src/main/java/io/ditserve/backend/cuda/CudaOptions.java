@@ -14,8 +14,9 @@ import java.util.Map;
  * <ul>
  *   <li>{@code cuda.precision}: {@code fp32} (default: float32 matrix products, CUBLAS_DEFAULT_MATH), {@code tf32}
  *       (tensor cores with TF32 inputs, CUBLAS_TF32_TENSOR_OP_MATH; about 1e-3 relative error) or {@code bf16}
- *       (tensor cores with bfloat16 inputs and float32 accumulation: cublasGemmEx with
- *       CUBLAS_COMPUTE_32F_FAST_16BF; weights and activations stay float32 in memory; about 1e-2 relative error);
+ *       (cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_16BF: float32 matrices in memory, tensor cores allowed to round
+ *       inputs to bfloat16 — or to TF32, which cuBLAS 13.1 chose on an H200: same error and speed as tf32; a path
+ *       with bfloat16 weights and activations in memory is not written yet);
  *   <li>{@code cuda.max_batch}: the batch the activation buffers are sized for at load (default 32); a larger batch
  *       grows them once;
  *   <li>{@code cuda.device}: the device ordinal (default 0);
