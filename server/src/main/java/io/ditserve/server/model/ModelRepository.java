@@ -4,9 +4,9 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.DitCheckpoint;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
-import io.ditserve.backend.Safetensors;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -78,27 +78,13 @@ public final class ModelRepository implements AutoCloseable {
                 Backend backend = provider.create(spec, options);
                 log.info("loaded model {} on backend {} in {} ms", spec.name(), backendName,
                         (System.nanoTime() - t0) / 1_000_000);
-                loaded.put(spec.name(), new LoadedModel(spec, backend, countParameters(spec)));
+                loaded.put(spec.name(), new LoadedModel(spec, backend, DitCheckpoint.parameterCount(spec)));
             }
         } catch (BackendException | RuntimeException e) {
             loaded.values().forEach(m -> m.backend().close());
             throw e;
         }
         return new ModelRepository(Map.copyOf(loaded));
-    }
-
-    private static long countParameters(ModelSpec spec) {
-        Path w = spec.file("weights.safetensors");
-        if (!Files.isRegularFile(w)) {
-            return 0;
-        }
-        try (Safetensors st = Safetensors.open(w)) {
-            return st.entries().entrySet().stream()
-                    .filter(e -> !e.getKey().equals("pos_embed"))
-                    .mapToLong(e -> e.getValue().numel()).sum();
-        } catch (BackendException e) {
-            return 0;
-        }
     }
 
     public Optional<LoadedModel> find(String name) {

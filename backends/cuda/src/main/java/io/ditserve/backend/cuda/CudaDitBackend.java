@@ -7,6 +7,7 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.DitCheckpoint;
 import io.ditserve.backend.ForwardArguments;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
@@ -63,7 +64,7 @@ public final class CudaDitBackend implements Backend {
         WeightLayout layout = new WeightLayout(spec);
         Path file = spec.file(WEIGHTS_FILE);
         try (Safetensors st = Safetensors.open(file)) {
-            validate(st, layout, spec);
+            DitCheckpoint.validate(st, spec);
             CudaDevice device = CudaDevice.open(options, System.getenv());
             try {
                 long weights = upload(device, st, layout, spec);
@@ -74,19 +75,6 @@ public final class CudaDitBackend implements Backend {
             } catch (BackendException | RuntimeException e) {
                 device.close();
                 throw e;
-            }
-        }
-    }
-
-    /** Every tensor the spec implies with its shape, and no other (like PyTorch's strict load_state_dict). */
-    private static void validate(Safetensors st, WeightLayout layout, ModelSpec spec) throws BackendException {
-        for (Map.Entry<String, long[]> e : layout.shapes().entrySet()) {
-            st.expect(e.getKey(), e.getValue());
-        }
-        for (String name : st.entries().keySet()) {
-            if (!layout.shapes().containsKey(name)) {
-                throw new BackendException(st.file() + ": unexpected tensor '" + name + "' for a model with depth "
-                        + spec.depth() + " (config.json and the weights do not match)");
             }
         }
     }

@@ -1,5 +1,6 @@
 package io.ditserve.backend.cuda;
 
+import io.ditserve.backend.DitCheckpoint;
 import io.ditserve.backend.ModelSpec;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -14,7 +15,7 @@ import java.util.Map;
  * {@code blocks.0 … blocks.(depth−1), final_layer}, and so are their biases: read together they are one Linear
  * [(6·depth + 2)·D, D] that computes every modulation of the pass in a single matrix product (they all read the
  * same SiLU(c)), giving the row layout documented at {@link #blockModOffset}. Every other tensor follows in the
- * order of {@link #expectedShapes}, each starting on a 256-byte boundary. One more slot, {@link #FREQS}, holds the
+ * order of {@link DitCheckpoint#expectedShapes}, each starting on a 256-byte boundary. One more slot, {@link #FREQS}, holds the
  * 128 timestep frequencies that the host computes.
  *
  * <p>Shapes are those of the released checkpoint (shared/DIT_SPEC.md, "Checkpoint layout"), D = hidden size.
@@ -35,7 +36,7 @@ final class WeightLayout {
 
     WeightLayout(ModelSpec spec) {
         this.spec = spec;
-        this.shapes = expectedShapes(spec);
+        this.shapes = DitCheckpoint.expectedShapes(spec);
         Map<String, Slot> s = new LinkedHashMap<>();
         long at = 0;
         // the packed modulation weights, then their biases: contiguous within each group
@@ -61,30 +62,6 @@ final class WeightLayout {
         this.totalFloats = at;
     }
 
-    /** Every tensor of the checkpoint with the shape the spec implies, in the order of DIT_SPEC.md. */
-    static Map<String, long[]> expectedShapes(ModelSpec s) {
-        long d = s.hiddenSize();
-        long p = s.patchSize();
-        Map<String, long[]> m = new LinkedHashMap<>();
-        m.put("pos_embed", new long[] {1, s.tokens(), d});
-        m.put("x_embedder.proj.weight", new long[] {d, s.inChannels(), p, p});
-        m.put("x_embedder.proj.bias", new long[] {d});
-        putLinear(m, "t_embedder.mlp.0", d, DitConstants.FREQ_DIM);
-        putLinear(m, "t_embedder.mlp.2", d, d);
-        m.put("y_embedder.embedding_table.weight", new long[] {s.numClasses() + 1, d});
-        for (int i = 0; i < s.depth(); i++) {
-            String b = "blocks." + i + ".";
-            putLinear(m, b + "adaLN_modulation.1", 6 * d, d);
-            putLinear(m, b + "attn.qkv", 3 * d, d);
-            putLinear(m, b + "attn.proj", d, d);
-            putLinear(m, b + "mlp.fc1", s.mlpHidden(), d);
-            putLinear(m, b + "mlp.fc2", d, s.mlpHidden());
-        }
-        putLinear(m, "final_layer.adaLN_modulation.1", 2 * d, d);
-        putLinear(m, "final_layer.linear", p * p * s.outChannels(), d);
-        return m;
-    }
-
     private static List<String> modulationPrefixes(ModelSpec s) {
         List<String> out = new ArrayList<>();
         for (int i = 0; i < s.depth(); i++) {
@@ -92,11 +69,6 @@ final class WeightLayout {
         }
         out.add("final_layer.adaLN_modulation.1");
         return out;
-    }
-
-    private static void putLinear(Map<String, long[]> m, String prefix, long out, long in) {
-        m.put(prefix + ".weight", new long[] {out, in});
-        m.put(prefix + ".bias", new long[] {out});
     }
 
     private static long numel(long[] shape) {

@@ -19,7 +19,7 @@ class WeightLayoutTest {
     void expectedShapesAreExactlyTheCheckpointsTensors(String model) throws Exception {
         ModelSpec spec = FIXTURES.spec(model);
         try (Safetensors st = Safetensors.open(spec.file(CudaDitBackend.WEIGHTS_FILE))) {
-            Map<String, long[]> shapes = WeightLayout.expectedShapes(spec);
+            Map<String, long[]> shapes = io.ditserve.backend.DitCheckpoint.expectedShapes(spec);
             assertThat(shapes.keySet()).containsExactlyInAnyOrderElementsOf(st.entries().keySet());
             shapes.forEach((name, shape) -> assertThat(st.entries().get(name).shape()).as(name).containsExactly(shape));
         }
@@ -50,7 +50,7 @@ class WeightLayoutTest {
         ModelSpec spec = FIXTURES.spec(model);
         WeightLayout w = new WeightLayout(spec);
         List<WeightLayout.Slot> slots = new ArrayList<>(w.slots().values());
-        assertThat(slots).hasSize(WeightLayout.expectedShapes(spec).size() + 1);
+        assertThat(slots).hasSize(io.ditserve.backend.DitCheckpoint.expectedShapes(spec).size() + 1);
         slots.sort(Comparator.comparingLong(WeightLayout.Slot::offset));
         for (int i = 1; i < slots.size(); i++) {
             WeightLayout.Slot prev = slots.get(i - 1);

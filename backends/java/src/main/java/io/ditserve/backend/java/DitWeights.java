@@ -1,11 +1,10 @@
 package io.ditserve.backend.java;
 
 import io.ditserve.backend.BackendException;
+import io.ditserve.backend.DitCheckpoint;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
 import java.nio.file.Path;
-import java.util.LinkedHashMap;
-import java.util.Map;
 
 /**
  * The DiT parameters as float32 heap arrays in the checkpoint's own layout, one array per tensor, read from a
@@ -62,47 +61,9 @@ final class DitWeights {
     /** Opens {@code file}, validates it against {@code spec}, copies the weights and unmaps the file. */
     static DitWeights load(ModelSpec spec, Path file) throws BackendException {
         try (Safetensors st = Safetensors.open(file)) {
-            Map<String, long[]> expected = expectedShapes(spec);
-            for (Map.Entry<String, long[]> e : expected.entrySet()) {
-                st.expect(e.getKey(), e.getValue());
-            }
-            for (String name : st.entries().keySet()) {
-                if (!expected.containsKey(name)) {
-                    throw new BackendException(file + ": unexpected tensor '" + name + "' for a model with depth "
-                            + spec.depth() + " (config.json and the weights do not match)");
-                }
-            }
+            DitCheckpoint.validate(st, spec);
             return new DitWeights(spec, st);
         }
-    }
-
-    /** Every tensor of the checkpoint with the shape {@code spec} implies, in the order of DIT_SPEC.md. */
-    static Map<String, long[]> expectedShapes(ModelSpec s) {
-        long d = s.hiddenSize();
-        long p = s.patchSize();
-        Map<String, long[]> m = new LinkedHashMap<>();
-        m.put("pos_embed", new long[] {1, s.tokens(), d});
-        m.put("x_embedder.proj.weight", new long[] {d, s.inChannels(), p, p});
-        m.put("x_embedder.proj.bias", new long[] {d});
-        putLinear(m, "t_embedder.mlp.0", d, DitMath.FREQ_DIM);
-        putLinear(m, "t_embedder.mlp.2", d, d);
-        m.put("y_embedder.embedding_table.weight", new long[] {s.numClasses() + 1, d});
-        for (int i = 0; i < s.depth(); i++) {
-            String b = "blocks." + i + ".";
-            putLinear(m, b + "adaLN_modulation.1", 6 * d, d);
-            putLinear(m, b + "attn.qkv", 3 * d, d);
-            putLinear(m, b + "attn.proj", d, d);
-            putLinear(m, b + "mlp.fc1", s.mlpHidden(), d);
-            putLinear(m, b + "mlp.fc2", d, s.mlpHidden());
-        }
-        putLinear(m, "final_layer.adaLN_modulation.1", 2 * d, d);
-        putLinear(m, "final_layer.linear", p * p * s.outChannels(), d);
-        return m;
-    }
-
-    private static void putLinear(Map<String, long[]> m, String prefix, long out, long in) {
-        m.put(prefix + ".weight", new long[] {out, in});
-        m.put(prefix + ".bias", new long[] {out});
     }
 
     private static Linear linear(Safetensors st, String prefix, int out, int in) throws BackendException {

@@ -120,4 +120,14 @@ class WeightsValidationTest {
         assertThat(p).isInstanceOf(JavaBackendProvider.class);
         assertThat(p.requiredFiles()).containsExactly("weights.safetensors");
     }
+
+    @Test
+    void parameterCountFollowsTheSpec() throws Exception {
+        // the numbers PyTorch reports for the same architectures (requires_grad parameters: all but pos_embed)
+        assertThat(io.ditserve.backend.DitCheckpoint.parameterCount(
+                ModelConfigs.load(Fixtures.repoRoot().resolve("models/fashion-dit")))).isEqualTo(7_375_376L);
+        ModelSpec xl = new ModelSpec(dir, "xl", "", 32, 2, 4, 1152, 28, 16, 4.0, 1000, true, java.util.List.of(),
+                "latent", "first3", new ModelSpec.Defaults("ddpm", 250, 4.0, 0.0));
+        assertThat(io.ditserve.backend.DitCheckpoint.parameterCount(xl)).isEqualTo(674_834_720L);
+    }
 }
