@@ -176,12 +176,8 @@ final class Generation {
                     .setStep(done).setTotalSteps(plan.steps()).setTimestep(schedule.timestep(i))
                     .setElapsedSeconds((now - startNanos) / 1e9).setStepSeconds((now - stepStart) / 1e9)).build());
             boolean last = done == plan.steps();
-            if (plan.previewInterval() > 0 && (done % plan.previewInterval() == 0 || last)) {
-                if (listener.wantsPreview()) {
-                    emitPreviews();
-                } else {
-                    listener.onPreviewsSkipped(n);
-                }
+            if (plan.previewInterval() > 0 && (done % plan.previewInterval() == 0 || last) && listener.wantsPreview()) {
+                emitPreviews();
             }
             if (last) {
                 emitResults();

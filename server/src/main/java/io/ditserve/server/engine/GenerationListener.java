@@ -11,13 +11,10 @@ public interface GenerationListener {
     /** An event in stream order. Progress, queue updates and previews may be coalesced by the listener. */
     void onEvent(GenerateEvent event);
 
-    /** Whether preview frames are wanted now (lets the engine skip encoding frames a slow client would drop). */
+    /** Whether preview frames are still wanted (false once the stream has ended: nothing to encode them for). */
     default boolean wantsPreview() {
         return true;
     }
-
-    /** Preview frames that were due but not encoded because {@link #wantsPreview()} said no. */
-    default void onPreviewsSkipped(int frames) {}
 
     /** The generation finished and every result has been passed to {@link #onEvent}. */
     void onCompleted();

@@ -25,7 +25,6 @@ import io.grpc.stub.StreamObserver;
 import jakarta.inject.Inject;
 import jakarta.inject.Singleton;
 import java.util.Objects;
-import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -37,7 +36,6 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
     private final ModelRepository models;
     private final Engine engine;
     private final RequestValidator validator;
-    private final AtomicLong droppedPreviews = new AtomicLong();
 
     private final ServerMetrics metrics;
 
@@ -53,10 +51,7 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
     public void generate(GenerateRequest request, StreamObserver<GenerateEvent> responseObserver) {
         ServerCallStreamObserver<GenerateEvent> call = (ServerCallStreamObserver<GenerateEvent>) responseObserver;
         String model = request.getModel();
-        StreamSink sink = new StreamSink(call, n -> {
-            droppedPreviews.addAndGet(n);
-            metrics.previewsDropped(n);
-        }, code -> metrics.request(models.find(model).isPresent() ? model : "unknown", code.name()));
+        StreamSink sink = new StreamSink(call, metrics::previewsDropped, code -> metrics.request(models.find(model).isPresent() ? model : "unknown", code.name()));
         // handlers first, before anything can be sent: a cancel or a ready signal may arrive at any time
         Engine.Handle[] handle = new Engine.Handle[1];
         call.setOnCancelHandler(() -> {
@@ -116,7 +111,7 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
     }
 
     public long droppedPreviews() {
-        return droppedPreviews.get();
+        return metrics.previewsDropped();
     }
 
     static ModelInfo info(LoadedModel m) {

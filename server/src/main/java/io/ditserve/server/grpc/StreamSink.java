@@ -29,7 +29,7 @@ final class StreamSink implements GenerationListener {
     private boolean closed;
 
     /**
-     * @param droppedPreviews told how many preview frames were dropped or skipped
+     * @param droppedPreviews told of each preview frame replaced by a newer one before it was sent
      * @param onTerminal told the stream's final status code, once
      */
     StreamSink(ServerCallStreamObserver<GenerateEvent> observer, LongConsumer droppedPreviews,
@@ -83,11 +83,6 @@ final class StreamSink implements GenerationListener {
     @Override
     public synchronized boolean wantsPreview() {
         return !closed;
-    }
-
-    @Override
-    public void onPreviewsSkipped(int frames) {
-        droppedPreviews.accept(frames);
     }
 
     @Override

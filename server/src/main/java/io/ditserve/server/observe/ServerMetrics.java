@@ -58,6 +58,11 @@ public final class ServerMetrics implements EngineObserver {
         previewsDropped.inc(n);
     }
 
+    /** Preview frames dropped so far. */
+    public long previewsDropped() {
+        return (long) previewsDropped.get();
+    }
+
     @Override
     public void onStep(String model, String backend, double step, double forward) {
         stepSeconds.labelValues(backend, model).observe(step);
