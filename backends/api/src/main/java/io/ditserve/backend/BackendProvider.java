@@ -28,4 +28,21 @@ public interface BackendProvider {
      * no native library): never falls back silently.
      */
     Backend create(ModelSpec model, BackendOptions options) throws BackendException;
+
+    /**
+     * Files of a decoder folder this backend needs besides {@code config.json}; checked before
+     * {@link #createDecoder} like {@link #requiredFiles()}.
+     */
+    default java.util.List<String> requiredDecoderFiles() {
+        return java.util.List.of(DecoderSpec.WEIGHTS_FILE);
+    }
+
+    /**
+     * Loads a latent decoder (the full VAE decoder or the tiny preview decoder) on this backend, validated like
+     * {@link #create}. A backend without decoders says so; the server then refuses to start with the model's name.
+     */
+    default Decoder createDecoder(DecoderSpec decoder, BackendOptions options) throws BackendException {
+        throw new BackendException("backend '" + name() + "' cannot run latent decoders (" + decoder.summary()
+                + " in " + decoder.directory() + ")");
+    }
 }

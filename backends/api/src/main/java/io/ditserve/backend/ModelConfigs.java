@@ -80,6 +80,64 @@ public final class ModelConfigs {
                 numClasses, learnSigma, names, space, mode, defaults);
     }
 
+    /** The default folder names of a model's decoders, and the config.json keys that may point elsewhere. */
+    public static final String VAE_KEY = "vae";
+    public static final String TAESD_KEY = "taesd";
+
+    /**
+     * Finds a latent model's decoders. {@code config.json} may name each folder by a path relative to the model
+     * folder ({@code "vae": "../sd-vae-ft-ema"}), so several models share one VAE without copying it; without the
+     * key, a subfolder {@code vae/} (or {@code taesd/}) is used when present. A named folder that does not exist, a
+     * decoder whose latent channels differ from the model's, or a decoder on a pixel model fails with the file.
+     */
+    public static ModelDecoders loadDecoders(ModelSpec spec) throws BackendException {
+        Path file = spec.file(CONFIG_FILE);
+        JsonNode root;
+        try {
+            root = JSON.readTree(Files.readString(file));
+        } catch (IOException e) {
+            throw new BackendException(file + ": cannot read: " + e.getMessage(), e);
+        }
+        DecoderSpec vae = decoder(spec, file, root, VAE_KEY, DecoderSpec.Kind.FULL);
+        DecoderSpec taesd = decoder(spec, file, root, TAESD_KEY, DecoderSpec.Kind.TINY);
+        return new ModelDecoders(vae, taesd);
+    }
+
+    private static DecoderSpec decoder(ModelSpec spec, Path file, JsonNode root, String key, DecoderSpec.Kind kind)
+            throws BackendException {
+        JsonNode v = root.get(key);
+        Path dir;
+        if (v == null || v.isNull()) {
+            dir = spec.directory().resolve(key);
+            if (!Files.isDirectory(dir)) {
+                return null;
+            }
+        } else {
+            if (!v.isTextual() || v.asText().isBlank()) {
+                throw new BackendException(file + ": '" + key + "' must be a folder path (relative to the model"
+                        + " folder), found " + v);
+            }
+            dir = spec.directory().resolve(v.asText()).normalize();
+            if (!Files.isDirectory(dir)) {
+                throw new BackendException(file + ": '" + key + "' names " + dir + ", which is not a folder");
+            }
+        }
+        if (!spec.space().equals("latent")) {
+            throw new BackendException(file + ": a decoder (" + dir + ") needs \"space\": \"latent\"; this model is "
+                    + spec.space());
+        }
+        DecoderSpec d = DecoderConfigs.load(dir);
+        if (d.kind() != kind) {
+            throw new BackendException(dir.resolve(CONFIG_FILE) + ": '" + key + "' must be a " + kind.className()
+                    + " folder, found " + d.kind().className());
+        }
+        if (d.latentChannels() != spec.inChannels()) {
+            throw new BackendException(dir.resolve(CONFIG_FILE) + ": latent_channels " + d.latentChannels()
+                    + " does not match the model's in_channels " + spec.inChannels());
+        }
+        return d;
+    }
+
     private record Reader(Path file, JsonNode node) {
         BackendException bad(String msg) {
             return new BackendException(file + ": " + msg);
