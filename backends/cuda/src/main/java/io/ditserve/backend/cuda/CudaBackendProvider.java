@@ -4,13 +4,15 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.Decoder;
+import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
 import java.util.List;
 
 /**
- * The CUDA backend: the forward pass on an NVIDIA GPU through the driver API, cuBLAS and NVRTC. Constructing the
- * provider loads nothing; {@link #create} finds the libraries and fails, naming what is missing, where there is no
- * usable GPU.
+ * The CUDA backend: the forward pass and the latent decoders on an NVIDIA GPU through the driver API, cuBLAS and
+ * NVRTC. Constructing the provider loads nothing; {@link #create} and {@link #createDecoder} find the libraries and
+ * fail, naming what is missing, where there is no usable GPU.
  */
 public final class CudaBackendProvider implements BackendProvider {
     public static final String NAME = "cuda";
@@ -34,5 +36,11 @@ public final class CudaBackendProvider implements BackendProvider {
     @Override
     public Backend create(ModelSpec model, BackendOptions options) throws BackendException {
         return CudaDitBackend.create(model, options);
+    }
+
+    /** The full VAE decoder or the tiny preview decoder ({@link CudaDecoder}); reads the folder's weights file. */
+    @Override
+    public Decoder createDecoder(DecoderSpec decoder, BackendOptions options) throws BackendException {
+        return CudaDecoder.create(decoder, options);
     }
 }

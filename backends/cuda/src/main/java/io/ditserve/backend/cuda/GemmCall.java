@@ -71,4 +71,40 @@ record GemmCall(boolean transA, boolean transB, int m, int n, int k, int lda, in
         return new GemmCall(false, false, headDim, tokens, tokens, headDim, tokens, headDim,
                 vo, (long) tokens * tokens, vo, batch);
     }
+
+    /**
+     * A convolution as a matrix product, for {@code batch} samples: Y_z[out, cols] = W[out, k]·X_z[k, cols], all
+     * row-major, where X holds the input channels (a 1×1 convolution) or the im2col columns (3×3) and Y the output
+     * channel planes. X's rows are {@code ldx} long, Y's {@code ldy} (a tile of pixels writes {@code cols} columns of
+     * rows as long as the whole image). Column-major: Yᵀ (cols×out, ld ldy) = Xᵀ·Wᵀ = op(A)·op(B) with A = X's
+     * buffer (read column-major: Xᵀ, cols×k, ld ldx; op = N) and B = W's buffer (Wᵀ, k×out, ld k; op = N). Item z
+     * reads X + z·strideX and writes Y + z·strideY; the weight is shared (stride 0). Pass A = X, B = W, C = Y.
+     */
+    static GemmCall convolution(int cols, int out, int k, int ldx, int ldy, long strideX, long strideY, int batch) {
+        return new GemmCall(false, false, cols, out, k, ldx, k, ldy, strideX, 0, strideY, batch);
+    }
+
+    /**
+     * Attention scores of one head whose activations are channel planes (the decoders' mid-block attention): for
+     * {@code rows} queries starting at query i0, S_z[rows, T] with S[i, j] = Σ_e Q[e, i0 + i]·K[e, j], where Q and K
+     * are row-major [C, T]. Column-major: Sᵀ (T×rows, ld T) = op(A)·op(B) with A = K's buffer (read column-major:
+     * Kᵀ, T×C, ld T; op = N) and B = Q's buffer from column i0 (read column-major with ld T, the rows×C matrix
+     * Qᵀ[i0.., :] stored as its transpose; op = T). Pass A = K, B = Q + i0, C = S; strides per sample.
+     */
+    static GemmCall channelScores(int tokens, int rows, int channels, long strideQK, long strideS, int batch) {
+        return new GemmCall(false, true, tokens, rows, channels, tokens, tokens, tokens, strideQK, strideQK, strideS,
+                batch);
+    }
+
+    /**
+     * Attention output into channel planes: O[e, i0 + i] = Σ_j P[i, j]·V[e, j] for the {@code rows} rows of P
+     * [rows, T] (row-major) and V, O row-major [C, T]. Column-major: Oᵀ from row i0 (rows×C, ld T) = op(A)·op(B)
+     * with A = P's buffer (read column-major: Pᵀ, T×rows, ld T; op = T gives P) and B = V's buffer (Vᵀ, T×C, ld T;
+     * op = N). Pass A = P, B = V, C = O + i0; strides per sample.
+     */
+    static GemmCall channelValues(int tokens, int rows, int channels, long strideP, long strideV, long strideO,
+            int batch) {
+        return new GemmCall(true, false, rows, channels, tokens, tokens, tokens, tokens, strideP, strideV, strideO,
+                batch);
+    }
 }

@@ -26,7 +26,19 @@ enum Kernel {
     GATED_RESIDUAL("gated_residual", "float* x, const float* v, const float* bias, const float* mod, int total,"
             + " int d, int tokens, int mod_stride, int gate_off"),
     UNPATCHIFY("unpatchify",
-            "const float* tok, const float* bias, float* out, int total, int c_out, int size, int p");
+            "const float* tok, const float* bias, float* out, int total, int c_out, int size, int p"),
+
+    // the latent decoders (DecoderProgram)
+    LATENT_SCALE("latent_scale", "const float* in, float* out, int total, float divisor, float shift"),
+    TANH_CLAMP("tanh_clamp", "const float* in, float* out, int total, float magnitude"),
+    SCALE_SHIFT("scale_shift", "float* v, int total, float scale, float shift"),
+    CHANNEL_BIAS("channel_bias", "float* y, const float* bias, int total, int hw, int c, int relu"),
+    CHANNEL_BIAS_RESIDUAL("channel_bias_residual",
+            "float* y, const float* bias, const float* res, int total, int hw, int c, int relu"),
+    GROUP_NORM("group_norm", "const float* x, float* y, const float* gamma, const float* beta, int c, int hw,"
+            + " int groups, float eps, int silu_after"),
+    IM2COL_3X3("im2col_3x3",
+            "const float* x, float* col, int total, int c, int h, int w, int up, int first_pixel, int tile");
 
     /** How a parameter is passed: a device pointer (8 bytes), an int or a float (4 bytes each). */
     enum ArgKind {

@@ -35,10 +35,25 @@ record LaunchConfig(int grid, int block) {
 
     /** For a row kernel: one block per row of {@code rowLength} elements, a warp at least. */
     static LaunchConfig rows(int rows, int rowLength) {
+        return rows(rows, rowLength, MAX_ROW_BLOCK);
+    }
+
+    /**
+     * For a row kernel whose rows can be long and few (the decoders' group norms: one row per sample and group, up
+     * to a million values): up to {@link #MAX_LONG_ROW_BLOCK} threads per row.
+     */
+    static LaunchConfig longRows(int rows, int rowLength) {
+        return rows(rows, rowLength, MAX_LONG_ROW_BLOCK);
+    }
+
+    /** Largest block of {@link #longRows}. */
+    static final int MAX_LONG_ROW_BLOCK = 1024;
+
+    private static LaunchConfig rows(int rows, int rowLength, int maxBlock) {
         if (rowLength < 1) {
             throw new IllegalArgumentException("row length " + rowLength);
         }
-        int warps = (Math.min(rowLength, MAX_ROW_BLOCK) + 31) / 32;
+        int warps = (Math.min(rowLength, maxBlock) + 31) / 32;
         return new LaunchConfig(rows, 32 * warps);
     }
 }

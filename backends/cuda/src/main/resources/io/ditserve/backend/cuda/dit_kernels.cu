@@ -1,10 +1,11 @@
-// The element-wise and row kernels of the DiT forward pass (shared/DIT_SPEC.md, "Forward pass"); the matrix
-// products run on cuBLAS. Everything is float32.
+// The element-wise and row kernels of the DiT forward pass (shared/DIT_SPEC.md, "Forward pass") and of the latent
+// decoders (docs/DECODERS.md; see the second half of this file); the matrix products run on cuBLAS. Everything is
+// float32.
 //
 // Compiled at run time by NVRTC (see Nvrtc.java) and, in the test suite, by `nvcc -ptx`: the file includes no
 // header, because NVRTC provides the device math functions (expf, tanhf, sqrtf, cosf, sinf) built in.
 //
-// Conventions, shared with the host code (DitForward.java, ActivationLayout.java):
+// Conventions, shared with the host code (DitForward.java, ActivationLayout.java, DecoderProgram.java):
 //   - matrices are row-major; a "row" is one token, rows numbered sample by sample (row = sample·T + token);
 //   - element-wise kernels take `total`, the number of elements they write, and walk them with a grid-stride loop;
 //     the host keeps every buffer below 2^30 elements, so int indices cannot overflow;
@@ -202,5 +203,96 @@ extern "C" __global__ void unpatchify(const float* tok, const float* bias, float
         const int gi = yy / p, a = yy % p, gj = xx / p, b = xx % p;
         const int col = (a * p + b) * c_out + ch;
         out[i] = tok[(sample * g * g + gi * g + gj) * row_len + col] + bias[col];
+    }
+}
+
+// ---- latent decoders (docs/DECODERS.md) -------------------------------------------------------------------------
+// Activations are NCHW: [N, c, H, W] row-major, so one channel of one sample is a contiguous plane of hw = H·W
+// values. A convolution is a matrix product per sample, Y[c_out, hw] = W[c_out, c_in·k·k] · cols[c_in·k·k, hw],
+// with the columns built by im2col_3x3 (3×3) or the input itself (1×1); the bias and what follows the convolution
+// (activation, residual) are added by channel_bias / channel_bias_residual.
+
+// out = in / divisor + shift: the full decoder's latent scaling (scaling_factor, shift_factor). total = N·c·h·w.
+extern "C" __global__ void latent_scale(const float* in, float* out, int total, float divisor, float shift) {
+    GRID_STRIDE_LOOP(i, total) {
+        out[i] = in[i] / divisor + shift;
+    }
+}
+
+// out = tanh(in / magnitude) · magnitude: the tiny decoder's soft clamp of the latent. total = N·c·h·w.
+extern "C" __global__ void tanh_clamp(const float* in, float* out, int total, float magnitude) {
+    GRID_STRIDE_LOOP(i, total) {
+        out[i] = tanhf(in[i] / magnitude) * magnitude;
+    }
+}
+
+// v = v · scale + shift (the tiny decoder's output, mapped from [0, 1] to [-1, 1]). total = elements of v.
+extern "C" __global__ void scale_shift(float* v, int total, float scale, float shift) {
+    GRID_STRIDE_LOOP(i, total) {
+        v[i] = v[i] * scale + shift;
+    }
+}
+
+// y [N, c, hw] = act(y + bias[channel]), act = ReLU when relu != 0, else none. total = N·c·hw.
+extern "C" __global__ void channel_bias(float* y, const float* bias, int total, int hw, int c, int relu) {
+    GRID_STRIDE_LOOP(i, total) {
+        const float v = y[i] + bias[(i / hw) % c];
+        y[i] = relu ? fmaxf(v, 0.0f) : v;
+    }
+}
+
+// y [N, c, hw] = act((y + bias[channel]) + res): a convolution's bias, then a residual connection. total = N·c·hw.
+extern "C" __global__ void channel_bias_residual(float* y, const float* bias, const float* res, int total, int hw,
+                                                 int c, int relu) {
+    GRID_STRIDE_LOOP(i, total) {
+        const float v = (y[i] + bias[(i / hw) % c]) + res[i];
+        y[i] = relu ? fmaxf(v, 0.0f) : v;
+    }
+}
+
+// y [N, c, hw] = GroupNorm(x)·gamma + beta (biased variance of the centred values, eps), then SiLU when silu != 0.
+// One block per (sample, group): the group's c/groups channel planes are contiguous, c/groups·hw values at
+// blockIdx.x·(c/groups)·hw.
+extern "C" __global__ void group_norm(const float* x, float* y, const float* gamma, const float* beta, int c, int hw,
+                                      int groups, float eps, int silu_after) {
+    __shared__ float scratch[32];
+    const int per_group = c / groups, len = per_group * hw;
+    const long long base = (long long)blockIdx.x * len;
+    const int first_channel = (blockIdx.x % groups) * per_group;
+    const float* xg = x + base;
+    float* yg = y + base;
+    float s = 0.0f;
+    for (int k = threadIdx.x; k < len; k += blockDim.x) s += xg[k];
+    const float mean = block_sum(s, scratch) / len;
+    float q = 0.0f;
+    for (int k = threadIdx.x; k < len; k += blockDim.x) {
+        const float d = xg[k] - mean;
+        q += d * d;
+    }
+    const float inv_std = 1.0f / sqrtf(block_sum(q, scratch) / len + eps);
+    for (int k = threadIdx.x; k < len; k += blockDim.x) {
+        const int ch = first_channel + k / hw;
+        const float v = (xg[k] - mean) * inv_std * gamma[ch] + beta[ch];
+        yg[k] = silu_after ? silu(v) : v;
+    }
+}
+
+// The columns of a 3×3 convolution (stride 1, zero padding 1) over x [samples, c, h, w] upsampled by `up`
+// (nearest neighbour: output pixel (oy, ox) of the upsampled image reads x at (oy / up, ox / up); up = 1: none).
+// The upsampled image has H·W = h·up·w·up pixels; the columns cover the `tile` pixels first_pixel ..
+// first_pixel + tile - 1 of each sample (pixels numbered row by row): col [samples, c·9, tile], row
+// ch·9 + ky·3 + kx like the weight [c_out, c, 3, 3]. total = samples·c·9·tile; the host passes first_pixel = 0 and
+// tile = H·W when samples > 1.
+extern "C" __global__ void im2col_3x3(const float* x, float* col, int total, int c, int h, int w, int up,
+                                      int first_pixel, int tile) {
+    const int H = h * up, W = w * up, rows = c * 9;
+    GRID_STRIDE_LOOP(i, total) {
+        const int j = i % tile, r = (i / tile) % rows, s = i / (tile * rows);
+        const int p = first_pixel + j, oy = p / W, ox = p % W;
+        const int ch = r / 9, ky = (r % 9) / 3, kx = r % 3;
+        const int iy = oy + ky - 1, ix = ox + kx - 1;
+        col[i] = (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                ? x[((s * c + ch) * h + iy / up) * w + ix / up]
+                : 0.0f;
     }
 }

@@ -149,6 +149,13 @@ final class EmulatedDevice implements DitOps {
             case HEAD_MERGE -> headMerge(a);
             case GATED_RESIDUAL -> gatedResidual(a);
             case UNPATCHIFY -> unpatchify(a);
+            case LATENT_SCALE -> latentScale(a);
+            case TANH_CLAMP -> tanhClamp(a);
+            case SCALE_SHIFT -> scaleShift(a);
+            case CHANNEL_BIAS -> channelBias(a);
+            case CHANNEL_BIAS_RESIDUAL -> channelBiasResidual(a);
+            case GROUP_NORM -> groupNorm(a, cfg.grid());
+            case IM2COL_3X3 -> im2col(a);
         }
     }
 
@@ -343,6 +350,119 @@ final class EmulatedDevice implements DitOps {
             int gi = yy / p, aa = yy % p, gj = xx / p, b = xx % p;
             int col = (aa * p + b) * cOut + ch;
             out.set(i, tok.get((long) (sample * g * g + gi * g + gj) * rowLen + col) + bias.get(col));
+        }
+    }
+
+    // ---- the decoders' kernels ----
+
+    private void latentScale(KernelArgs a) {
+        int total = a.intValue(2);
+        float divisor = a.floatValue(3), shift = a.floatValue(4);
+        View in = view(a.value(0), total, "latent_scale.in");
+        View out = view(a.value(1), total, "latent_scale.out");
+        for (int i = 0; i < total; i++) {
+            out.set(i, in.get(i) / divisor + shift);
+        }
+    }
+
+    private void tanhClamp(KernelArgs a) {
+        int total = a.intValue(2);
+        float m = a.floatValue(3);
+        View in = view(a.value(0), total, "tanh_clamp.in");
+        View out = view(a.value(1), total, "tanh_clamp.out");
+        for (int i = 0; i < total; i++) {
+            out.set(i, (float) Math.tanh(in.get(i) / m) * m);
+        }
+    }
+
+    private void scaleShift(KernelArgs a) {
+        int total = a.intValue(1);
+        float scale = a.floatValue(2), shift = a.floatValue(3);
+        View v = view(a.value(0), total, "scale_shift.v");
+        for (int i = 0; i < total; i++) {
+            v.set(i, v.get(i) * scale + shift);
+        }
+    }
+
+    private void channelBias(KernelArgs a) {
+        int total = a.intValue(2), hw = a.intValue(3), c = a.intValue(4);
+        boolean relu = a.intValue(5) != 0;
+        View y = view(a.value(0), total, "channel_bias.y");
+        View bias = view(a.value(1), c, "channel_bias.bias");
+        for (int i = 0; i < total; i++) {
+            float v = y.get(i) + bias.get((i / hw) % c);
+            y.set(i, relu ? Math.max(v, 0f) : v);
+        }
+    }
+
+    private void channelBiasResidual(KernelArgs a) {
+        int total = a.intValue(3), hw = a.intValue(4), c = a.intValue(5);
+        boolean relu = a.intValue(6) != 0;
+        View y = view(a.value(0), total, "channel_bias_residual.y");
+        View bias = view(a.value(1), c, "channel_bias_residual.bias");
+        View res = view(a.value(2), total, "channel_bias_residual.res");
+        for (int i = 0; i < total; i++) {
+            float v = (y.get(i) + bias.get((i / hw) % c)) + res.get(i);
+            y.set(i, relu ? Math.max(v, 0f) : v);
+        }
+    }
+
+    private void groupNorm(KernelArgs a, int blocks) {
+        int c = a.intValue(4), hw = a.intValue(5), groups = a.intValue(6);
+        float eps = a.floatValue(7);
+        boolean silu = a.intValue(8) != 0;
+        if (c % groups != 0) {
+            throw new IllegalArgumentException("group_norm: " + c + " channels in " + groups + " groups");
+        }
+        int perGroup = c / groups, len = perGroup * hw;
+        View x = view(a.value(0), (long) blocks * len, "group_norm.x");
+        View y = view(a.value(1), (long) blocks * len, "group_norm.y");
+        View gamma = view(a.value(2), c, "group_norm.gamma");
+        View beta = view(a.value(3), c, "group_norm.beta");
+        for (int blk = 0; blk < blocks; blk++) {
+            long base = (long) blk * len;
+            int first = (blk % groups) * perGroup;
+            float s = 0;
+            for (int k = 0; k < len; k++) {
+                s += x.get(base + k);
+            }
+            float mean = s / len;
+            float q = 0;
+            for (int k = 0; k < len; k++) {
+                float d = x.get(base + k) - mean;
+                q += d * d;
+            }
+            float invStd = 1.0f / (float) Math.sqrt(q / len + eps);
+            for (int k = 0; k < len; k++) {
+                int ch = first + k / hw;
+                float v = (x.get(base + k) - mean) * invStd * gamma.get(ch) + beta.get(ch);
+                y.set(base + k, silu ? silu(v) : v);
+            }
+        }
+    }
+
+    private void im2col(KernelArgs a) {
+        int total = a.intValue(2), c = a.intValue(3), h = a.intValue(4), w = a.intValue(5), up = a.intValue(6);
+        int firstPixel = a.intValue(7), tile = a.intValue(8);
+        int bigH = h * up, bigW = w * up, rows = c * 9;
+        if (total % (rows * tile) != 0 || firstPixel < 0 || firstPixel + tile > bigH * bigW) {
+            throw new IllegalArgumentException("im2col_3x3: total " + total + ", tile " + tile + " from pixel "
+                    + firstPixel + " of " + bigH + "×" + bigW);
+        }
+        int samples = total / (rows * tile);
+        if (samples > 1 && tile != bigH * bigW) {
+            throw new IllegalArgumentException("im2col_3x3: several samples in a partial tile");
+        }
+        View x = view(a.value(0), (long) samples * c * h * w, "im2col_3x3.x");
+        View col = view(a.value(1), total, "im2col_3x3.col");
+        for (int i = 0; i < total; i++) {
+            int j = i % tile, r = (i / tile) % rows, s = i / (tile * rows);
+            int p = firstPixel + j, oy = p / bigW, ox = p % bigW;
+            int ch = r / 9, ky = (r % 9) / 3, kx = r % 3;
+            int iy = oy + ky - 1, ix = ox + kx - 1;
+            col.set(i, iy >= 0 && iy < bigH && ix >= 0 && ix < bigW
+                    ? x.get(((long) (s * c + ch) * h + iy / up) * w + ix / up)
+                    : 0f);
         }
     }
 }
