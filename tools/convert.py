@@ -10,12 +10,26 @@ Accepted inputs:
 
   /usr/bin/python3 tools/convert.py CHECKPOINT OUT_DIR [--name NAME] [--num-heads H] [--class-names FILE]
       [--space latent|pixel] [--guidance-mode first3|all] [--no-onnx]
+
+With --vae it converts an image decoder instead (docs/DECODERS.md) into a diffusers folder (config.json,
+diffusion_pytorch_model.safetensors, decoder.onnx):
+
+  /usr/bin/python3 tools/convert.py --vae SRC OUT_DIR [--scaling-factor F] [--norm-num-groups G] [--no-onnx]
+
+  * SRC a diffusers AutoencoderKL or AutoencoderTiny folder (or its diffusion_pytorch_model.safetensors): validated
+    and copied as is;
+  * SRC an original LDM/CompVis autoencoder (.ckpt/.pt/.safetensors; keys `first_stage_model.decoder.*` in a full
+    Stable Diffusion checkpoint, or bare `decoder.*`/`encoder.*`): the decoder keys are renamed to diffusers' and
+    the config (sd-vae-ft layout) is inferred from the shapes; the encoder is not carried over;
+  * SRC an original TAESD decoder (`taesd_decoder.pth`/`.safetensors`, keys `1.weight`, `3.conv.0.weight`, ...).
+The folder is written next to OUT_DIR and moved into place when complete.
 """
 import argparse
 import json
 import math
 import os
 import re
+import shutil
 import sys
 
 import torch
@@ -24,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dit import safetensors_io  # noqa: E402
 from dit.export import make_config, write_model_folder  # noqa: E402
 from dit.model import DiT, sincos_pos_embed  # noqa: E402
+from dit import vae  # noqa: E402
 
 KNOWN_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}
 
@@ -123,10 +138,170 @@ def convert(src, num_heads=None, input_size=None):
     return model.eval(), cfg
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Image decoders (--vae)
+
+LDM_RESNET_PARTS = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2",
+                    "nin_shortcut": "conv_shortcut"}
+LDM_ATTENTION_PARTS = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+LDM_IGNORED_PREFIXES = ("encoder.", "quant_conv.", "loss.", "model_ema.")  # encoder half, training-only state
+
+
+def load_tensors(path):
+    """A checkpoint's tensors: safetensors, or a torch file (a state_dict, possibly under "state_dict")."""
+    if path.endswith(".safetensors"):
+        sd, _ = safetensors_io.read(path)
+        return sd
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: not a state_dict")
+    return {k: v for k, v in obj.items() if torch.is_tensor(v)}
+
+
+def ldm_key(key, num_up):
+    """One original LDM autoencoder key → its diffusers name, or None when it is not a decode-path key we know.
+    LDM numbers the up levels by resolution (up.0 is the full-resolution level, which has no upsampler) and the
+    decoder runs them from the last; diffusers numbers the up blocks in running order: up.i = up_blocks.(n−1−i)."""
+    if re.fullmatch(r"(post_quant_conv|decoder\.conv_in|decoder\.conv_out)\.(weight|bias)", key):
+        return key
+    m = re.fullmatch(r"decoder\.norm_out\.(weight|bias)", key)
+    if m:
+        return f"decoder.conv_norm_out.{m.group(1)}"
+    m = re.fullmatch(r"decoder\.mid\.block_([12])\.(\w+)\.(weight|bias)", key)
+    if m and m.group(2) in LDM_RESNET_PARTS:
+        return f"decoder.mid_block.resnets.{int(m.group(1)) - 1}.{LDM_RESNET_PARTS[m.group(2)]}.{m.group(3)}"
+    m = re.fullmatch(r"decoder\.mid\.attn_1\.(\w+)\.(weight|bias)", key)
+    if m and m.group(1) in LDM_ATTENTION_PARTS:
+        return f"decoder.mid_block.attentions.0.{LDM_ATTENTION_PARTS[m.group(1)]}.{m.group(2)}"
+    m = re.fullmatch(r"decoder\.up\.(\d+)\.block\.(\d+)\.(\w+)\.(weight|bias)", key)
+    if m and m.group(3) in LDM_RESNET_PARTS and int(m.group(1)) < num_up:
+        i = num_up - 1 - int(m.group(1))
+        return f"decoder.up_blocks.{i}.resnets.{m.group(2)}.{LDM_RESNET_PARTS[m.group(3)]}.{m.group(4)}"
+    m = re.fullmatch(r"decoder\.up\.(\d+)\.upsample\.conv\.(weight|bias)", key)
+    if m and int(m.group(1)) < num_up:
+        return f"decoder.up_blocks.{num_up - 1 - int(m.group(1))}.upsamplers.0.conv.{m.group(2)}"
+    return None
+
+
+def ldm_vae_to_diffusers(sd):
+    """Original LDM/CompVis autoencoder tensors → diffusers AutoencoderKL decode-path tensors (encoder dropped).
+    The attention projections are 1×1 convolutions there and linears here: the trailing unit dimensions go."""
+    if any(k.startswith("first_stage_model.") for k in sd):  # a full Stable Diffusion checkpoint
+        sd = {k[len("first_stage_model."):]: v for k, v in sd.items() if k.startswith("first_stage_model.")}
+    num_up = 1 + max((int(m.group(1)) for k in sd for m in [re.match(r"decoder\.up\.(\d+)\.", k)] if m), default=-1)
+    if num_up == 0:
+        raise ValueError("no decoder.up.* keys: not an LDM autoencoder checkpoint")
+    out, unknown = {}, []
+    for k, v in sd.items():
+        if k.startswith(LDM_IGNORED_PREFIXES):
+            continue
+        new = ldm_key(k, num_up)
+        if new is None:
+            unknown.append(k)
+            continue
+        if ".attentions.0.to_" in new and new.endswith(".weight") and v.dim() == 4:
+            if tuple(v.shape[2:]) != (1, 1):
+                raise ValueError(f"{k}: expected a 1×1 convolution, found shape {list(v.shape)}")
+            v = v.reshape(v.shape[0], v.shape[1])
+        out[new] = v
+    if unknown:
+        raise ValueError(f"{len(unknown)} keys of the LDM autoencoder are not part of the known decoder layout: "
+                         f"{sorted(unknown)[:8]}")
+    return out
+
+
+def infer_kl_config(sd, scaling_factor=None, norm_num_groups=None):
+    """A diffusers AutoencoderKL config (the sd-vae-ft layout) from diffusers-named decoder tensors. GroupNorm's
+    group count is not visible in the shapes: 32 unless given (every LDM/SD autoencoder uses 32)."""
+    n = 1 + max(int(m.group(1)) for k in sd for m in [re.match(r"decoder\.up_blocks\.(\d+)\.", k)] if m)
+    widths = [sd[f"decoder.up_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in range(n)]
+    resnets = {int(m.group(1)) for k in sd for m in [re.match(r"decoder\.up_blocks\.0\.resnets\.(\d+)\.", k)] if m}
+    cfg = dict(vae.SD_VAE_FT_EMA_CONFIG)
+    cfg.update({
+        "_diffusers_version": vae.DIFFUSERS_VERSION,
+        "block_out_channels": list(reversed(widths)), "down_block_types": ["DownEncoderBlock2D"] * n,
+        "up_block_types": ["UpDecoderBlock2D"] * n, "layers_per_block": len(resnets) - 1,
+        "latent_channels": sd["decoder.conv_in.weight"].shape[1],
+        "out_channels": sd["decoder.conv_out.weight"].shape[0],
+        "norm_num_groups": norm_num_groups or 32,
+        "scaling_factor": scaling_factor if scaling_factor is not None else 0.18215, "shift_factor": None,
+        "use_post_quant_conv": "post_quant_conv.weight" in sd,
+        "mid_block_add_attention": any(".mid_block.attentions." in k for k in sd),
+    })
+    return cfg
+
+
+def taesd_original_to_diffusers(sd):
+    """madebyollin's taesd_decoder file (its layer 0 is the clamp, so every index is one higher than diffusers')
+    → diffusers `decoder.layers.*` tensors and the AutoencoderTiny config inferred from them."""
+    out = {}
+    for k, v in sd.items():
+        idx, rest = k.split(".", 1)
+        out[f"decoder.layers.{int(idx) - 1}.{rest}"] = v
+    # plain convolutions end a stage; blocks (keys .conv.0.weight) are counted in between
+    indices = sorted({int(k.split(".")[2]) for k in out})
+    stages, count = [], 0
+    for i in indices[1:]:
+        if f"decoder.layers.{i}.conv.0.weight" in out:
+            count += 1
+        else:
+            stages.append(count)
+            count = 0
+    widths = [out["decoder.layers.0.weight"].shape[0]] * len(stages)
+    cfg = dict(vae.TAESD_CONFIG, decoder_block_out_channels=widths, encoder_block_out_channels=widths,
+               num_decoder_blocks=stages, num_encoder_blocks=list(reversed(stages)),
+               latent_channels=out["decoder.layers.0.weight"].shape[1],
+               out_channels=out[f"decoder.layers.{indices[-1]}.weight"].shape[0])
+    return out, cfg
+
+
+def is_taesd_original(sd):
+    return "1.weight" in sd and "0.weight" not in sd and all(re.match(r"\d+\.", k) for k in sd)
+
+
+def convert_vae(src, out_dir, scaling_factor=None, norm_num_groups=None, onnx=True):
+    """Converts or copies an image decoder into a diffusers folder at out_dir; returns the loaded decoder."""
+    src_folder = src if os.path.isdir(src) else None
+    if src_folder is None and os.path.basename(src) == vae.WEIGHTS_FILE \
+            and os.path.exists(os.path.join(os.path.dirname(src), "config.json")):
+        src_folder = os.path.dirname(src) or "."
+    with vae.staged_folder(out_dir) as tmp:
+        if src_folder is not None:  # a diffusers folder: validate, then copy as is
+            if scaling_factor is not None or norm_num_groups is not None:
+                raise ValueError("--scaling-factor and --norm-num-groups apply to LDM checkpoints, not to a diffusers "
+                                 "folder (edit its config.json)")
+            module = vae.load_decoder(src_folder)
+            for name in ("config.json", vae.WEIGHTS_FILE):
+                shutil.copyfile(os.path.join(src_folder, name), os.path.join(tmp, name))
+        else:
+            sd = load_tensors(src)
+            if is_taesd_original(sd):
+                sd, cfg = taesd_original_to_diffusers(sd)
+            else:
+                if any(".up_blocks." in k for k in sd):  # diffusers names without a config.json
+                    sd = vae.decoder_state_dict(sd)
+                else:
+                    sd = ldm_vae_to_diffusers(sd)
+                cfg = infer_kl_config(sd, scaling_factor, norm_num_groups)
+            module = vae.load_decoder_state(vae.decoder_from_config(cfg), sd, src).eval()
+            vae.save_decoder_folder(module, cfg, tmp, encoder_stub=False)
+            vae.load_decoder(tmp)  # what was written reads back
+        if onnx:
+            vae.export_decoder_onnx(module, os.path.join(tmp, vae.ONNX_FILE))
+    return module
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("out_dir")
+    ap.add_argument("--vae", action="store_true", help="convert an image decoder (VAE or TAESD), not a DiT")
+    ap.add_argument("--scaling-factor", type=float, default=None,
+                    help="--vae from an LDM checkpoint: the latent scaling (default 0.18215)")
+    ap.add_argument("--norm-num-groups", type=int, default=None,
+                    help="--vae from an LDM checkpoint: GroupNorm groups (default 32)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--num-heads", type=int, default=None)
     ap.add_argument("--input-size", type=int, default=None)
@@ -139,6 +314,11 @@ def main():
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--no-onnx", action="store_true")
     a = ap.parse_args()
+    if a.vae:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        module = convert_vae(a.checkpoint, a.out_dir, a.scaling_factor, a.norm_num_groups, onnx=not a.no_onnx)
+        print(f"wrote {a.out_dir}: {module.class_name} f={module.scale_factor} {module.config}")
+        return
     model, cfg = convert(a.checkpoint, a.num_heads, a.input_size)
     names = None
     if a.class_names:

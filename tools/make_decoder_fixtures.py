@@ -21,9 +21,8 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dit import safetensors_io  # noqa: E402
-from dit.vae import (FullDecoder, ONNX_FILE, SD_VAE_FT_EMA_CONFIG, TAESD_CONFIG, TinyDecoder,  # noqa: E402
-                     WEIGHTS_FILE, decoder_from_config, export_decoder_onnx, full_config, save_decoder_folder,
-                     staged_folder)
+from dit.vae import (ONNX_FILE, SD_VAE_FT_EMA_CONFIG, TAESD_CONFIG, TinyDecoder, WEIGHTS_FILE,  # noqa: E402
+                     decoder_from_config, export_decoder_onnx, save_decoder_folder, staged_folder)
 
 RECIPE_VERSION = 1  # bump when the weights, cases or layout change, so --real regenerates
 

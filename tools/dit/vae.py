@@ -85,8 +85,8 @@ class ResnetBlock(nn.Module):
 
 
 class MidAttention(nn.Module):
-    """Single-head self-attention over the h·w positions (row by row) with C features, scale 1/√C, softmax in float32,
-    residual add. Keys: group_norm, to_q, to_k, to_v, to_out.0 (Linear [C, C] with bias)."""
+    """Single-head self-attention over the h·w positions (row by row) with C features, scale 1/√C, softmax in
+    float32, residual add. Keys: group_norm, to_q, to_k, to_v, to_out.0 (Linear [C, C] with bias)."""
 
     def __init__(self, channels, groups):
         super().__init__()
@@ -153,7 +153,8 @@ class UpBlock(nn.Module):
 
 
 class KLDecoderBody(nn.Module):
-    """The `decoder.*` part: conv_in → mid_block → up_blocks (widest first) → conv_norm_out → SiLU → conv_out."""
+    """The `decoder.*` part: conv_in → mid_block → up_blocks (widest first) → conv_norm_out → SiLU →
+    conv_out."""
 
     def __init__(self, latent_channels, out_channels, block_out_channels, layers_per_block, groups, mid_attention):
         super().__init__()
@@ -365,30 +366,6 @@ def load_decoder(folder):
         raise ValueError(f"{folder}: no {WEIGHTS_FILE} (convert other layouts with tools/convert.py --vae)")
     sd, _ = safetensors_io.read(path)
     return load_decoder_state(module, sd, path).eval()
-
-
-def full_config(module):
-    """The diffusers config.json content for a decoder (class name, version, and the keys diffusers writes)."""
-    cfg = {"_class_name": module.class_name, "_diffusers_version": DIFFUSERS_VERSION}
-    c = module.config
-    if isinstance(module, FullDecoder):
-        n = len(c["block_out_channels"])
-        cfg.update({"act_fn": "silu", "block_out_channels": list(c["block_out_channels"]),
-                    "down_block_types": ["DownEncoderBlock2D"] * n, "force_upcast": True, "in_channels": 3,
-                    "latent_channels": c["latent_channels"], "layers_per_block": c["layers_per_block"],
-                    "mid_block_add_attention": c["mid_block_add_attention"], "norm_num_groups": c["norm_num_groups"],
-                    "out_channels": c["out_channels"], "sample_size": 256, "scaling_factor": c["scaling_factor"],
-                    "shift_factor": c["shift_factor"], "up_block_types": ["UpDecoderBlock2D"] * n,
-                    "use_post_quant_conv": c["use_post_quant_conv"], "use_quant_conv": True})
-    else:
-        cfg.update({"act_fn": "relu", "decoder_block_out_channels": list(c["decoder_block_out_channels"]),
-                    "encoder_block_out_channels": list(c["decoder_block_out_channels"]), "force_upcast": False,
-                    "in_channels": 3, "latent_channels": c["latent_channels"], "latent_magnitude": c["latent_magnitude"],
-                    "latent_shift": 0.5, "num_decoder_blocks": list(c["num_decoder_blocks"]),
-                    "num_encoder_blocks": list(reversed(c["num_decoder_blocks"])),
-                    "out_channels": c["out_channels"], "scaling_factor": 1.0,
-                    "upsample_fn": "nearest", "upsampling_scaling_factor": c["upsampling_scaling_factor"]})
-    return cfg
 
 
 def save_decoder_folder(module, config, folder, legacy_names=False, encoder_stub=True):
