@@ -3,6 +3,8 @@ package io.ditserve.server;
 import io.ditserve.server.config.ServerConfig;
 import io.ditserve.server.engine.Engine;
 import io.ditserve.server.grpc.DiffusionService;
+import io.ditserve.server.grpc.EventSender;
+import java.util.concurrent.ExecutorService;
 import io.ditserve.server.model.ModelRepository;
 import io.ditserve.server.observe.ServerMetrics;
 import io.ditserve.server.security.BearerTokenInterceptor;
@@ -44,9 +46,12 @@ public final class DitServer implements AutoCloseable {
     private HTTPServer metricsServer;
     private boolean stopped;
 
+    private final ExecutorService sender;
+
     @Inject
     DitServer(ServerBuilder<?> builder, DiffusionService service, HealthStatusManager health, Engine engine,
-            ModelRepository models, ServerConfig config, ServerMetrics metrics) {
+            ModelRepository models, ServerConfig config, ServerMetrics metrics, @EventSender ExecutorService sender) {
+        this.sender = sender;
         this.metrics = metrics;
         this.builder = builder;
         this.service = service;
@@ -57,6 +62,12 @@ public final class DitServer implements AutoCloseable {
     }
 
     public synchronized DitServer start() throws IOException {
+        engine.onLoopDeath(() -> {
+            log.error("a compute loop failed: health NOT_SERVING");
+            health.setStatus("", ServingStatus.NOT_SERVING);
+            health.setStatus("dit.v1.DiffusionService", ServingStatus.NOT_SERVING);
+        });
+        engine.start();
         List<String> tokens = Transport.tokens(config);
         List<ServerInterceptor> auth = tokens.isEmpty() ? List.of() : List.of(new BearerTokenInterceptor(tokens));
         server = builder
@@ -99,25 +110,34 @@ public final class DitServer implements AutoCloseable {
         server.awaitTermination();
     }
 
-    /** Drains and stops; idempotent. */
+    /**
+     * Drains and stops; idempotent. Releases the engine, the senders and the backends also when {@link #start}
+     * never ran or failed half-way.
+     */
     public synchronized void stop() {
-        if (stopped || server == null) {
+        if (stopped) {
             return;
         }
         stopped = true;
         Duration grace = Duration.ofSeconds(config.shutdownGraceSeconds);
         log.info("shutting down: draining for up to {} s", grace.toSeconds());
         health.enterTerminalState(); // NOT_SERVING for every service
-        server.shutdown(); // no new calls; running streams continue
+        if (server != null) {
+            server.shutdown(); // no new calls; running streams continue
+        }
         engine.shutdown(grace);
+        sender.shutdown(); // the streams' last events are already queued on it
         try {
-            if (!server.awaitTermination(5, TimeUnit.SECONDS)) {
+            sender.awaitTermination(5, TimeUnit.SECONDS);
+            if (server != null && !server.awaitTermination(5, TimeUnit.SECONDS)) {
                 server.shutdownNow();
                 server.awaitTermination(5, TimeUnit.SECONDS);
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            server.shutdownNow();
+            if (server != null) {
+                server.shutdownNow();
+            }
         }
         if (metricsServer != null) {
             metricsServer.close();

@@ -8,6 +8,10 @@ import io.ditserve.server.config.ServerConfig;
 import io.ditserve.server.engine.Engine;
 import io.ditserve.server.engine.EngineConfig;
 import io.ditserve.server.grpc.DiffusionService;
+import io.ditserve.server.grpc.EventSender;
+import io.ditserve.backend.TiledDecoding;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import io.ditserve.server.grpc.RequestValidator;
 import io.ditserve.server.model.BackendRegistry;
 import io.ditserve.server.model.ModelRepository;
@@ -66,10 +70,20 @@ public final class ServerModule extends AbstractModule {
 
     @Provides
     @Singleton
-    Engine engine(ServerConfig c, ServerMetrics metrics) {
-        Engine engine = new Engine(new EngineConfig(c.maxActive, c.maxQueued), metrics);
+    Engine engine(ServerConfig c, ServerMetrics metrics, ModelRepository models) {
+        Engine engine = new Engine(new EngineConfig(c.maxActive, c.maxQueued, c.maxBatch,
+                new TiledDecoding.Tiling(c.decodeTile, c.decodeTileOverlap)), metrics, models.all());
         metrics.bindEngine(engine);
         return engine;
+    }
+
+    @Provides
+    @Singleton
+    @EventSender
+    ExecutorService eventSender(ServerConfig c) {
+        // encodes and sends response events; a couple of threads keep PNG encoding off the compute threads
+        return Executors.newFixedThreadPool(Math.max(2, Math.min(4, c.effectiveThreads())),
+                Thread.ofPlatform().name("dit-send-", 0).daemon().factory());
     }
 
     @Provides

@@ -37,8 +37,14 @@ public final class ServerConfig {
     @JsonProperty("max_steps") public int maxSteps = 1000;
     /** Smallest preview_interval a request may ask for (caps the preview rate: one frame per k steps). */
     @JsonProperty("min_preview_interval") public int minPreviewInterval = 1;
-    /** Generations that step concurrently (round robin). */
-    @JsonProperty("max_active") public int maxActive = 2;
+    /** Generations of one model that step together (their samples share forward passes). */
+    @JsonProperty("max_active") public int maxActive = 16;
+    /** Most samples in one forward pass; 0 = the backend's default (README, "Batching"). */
+    @JsonProperty("max_batch") public int maxBatch = 0;
+    /** Latents larger than this many positions per side are decoded in tiles (64 = up to 512 px untiled). */
+    @JsonProperty("decode_tile") public int decodeTile = 64;
+    /** Latent positions shared by neighbouring decode tiles. */
+    @JsonProperty("decode_tile_overlap") public int decodeTileOverlap = 16;
     /** Generations that may wait for a slot before RESOURCE_EXHAUSTED. */
     @JsonProperty("max_queued") public int maxQueued = 32;
     /** On shutdown, how long running generations may finish before they are cancelled. */
@@ -85,6 +91,10 @@ public final class ServerConfig {
         check(maxSteps >= 1 && maxSteps <= 1000, "max_steps must be in 1..1000, got " + maxSteps);
         check(maxActive >= 1, "max_active must be >= 1, got " + maxActive);
         check(minPreviewInterval >= 1, "min_preview_interval must be >= 1, got " + minPreviewInterval);
+        check(maxBatch >= 0 && maxBatch <= 4096, "max_batch must be in 0..4096, got " + maxBatch);
+        check(decodeTile >= 4, "decode_tile must be >= 4, got " + decodeTile);
+        check(decodeTileOverlap >= 0 && decodeTileOverlap < decodeTile,
+                "decode_tile_overlap must be in 0..decode_tile-1, got " + decodeTileOverlap);
         check(maxQueued >= 0, "max_queued must be >= 0, got " + maxQueued);
         check(shutdownGraceSeconds >= 0, "shutdown_grace_seconds must be >= 0, got " + shutdownGraceSeconds);
         check(maxInboundMessageBytes >= 1 << 20, "max_inbound_message_bytes must be >= 1 MiB");

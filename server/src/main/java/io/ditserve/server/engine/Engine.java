@@ -1,280 +1,181 @@
 package io.ditserve.server.engine;
 
-import io.ditserve.proto.v1.Accepted;
-import io.ditserve.proto.v1.GenerateEvent;
-import io.ditserve.proto.v1.Queued;
-import io.ditserve.server.sampling.NoiseSchedule;
-import io.grpc.Status;
-import io.grpc.StatusException;
+import io.ditserve.server.model.LoadedModel;
 import java.time.Duration;
-import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Collection;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.atomic.AtomicLong;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
+import java.util.concurrent.atomic.AtomicReference;
 
 /**
- * Owns the compute thread. Accepted generations wait in a FIFO queue; up to {@code maxActive} of them run, each
- * advanced one denoising step at a time in round robin, so that a long request does not starve short ones and a
- * cancelled request leaves within one step. Backends are called from this thread only (they parallelise inside a
- * forward pass on their own pools). gRPC threads never compute: they only submit and cancel.
+ * Runs generations: one {@link ComputeLoop} (thread, queue, batched forward passes) per model, so that models on
+ * different backends or devices never wait for each other. The engine speaks no wire protocol: plans come in,
+ * domain {@link GenerationEvent}s go out to each generation's {@link GenerationListener}.
+ *
+ * <p>Lifecycle: the constructor only builds; {@link #start} starts the loops; {@link #shutdown} (also when
+ * {@code start} never ran) drains with a grace period, then cancels what is left and stops the threads. Backends
+ * and decoders belong to the model repository, which closes them after the engine.
  */
 public final class Engine implements AutoCloseable {
-    static final Logger log = LoggerFactory.getLogger(Engine.class);
-
+    private final Map<String, ComputeLoop> loops = new LinkedHashMap<>();
     private final EngineConfig config;
-    private final Object lock = new Object();
-    private final ArrayDeque<Generation> waiting = new ArrayDeque<>();
-    private final ArrayDeque<Generation> active = new ArrayDeque<>();
+    private final EngineObserver observer;
     private final AtomicLong ids = new AtomicLong();
-    private final AtomicLong stepsComputed = new AtomicLong();
-    private final AtomicLong completed = new AtomicLong();
-    private final Thread thread;
-    private Generation current;
-    private boolean accepting = true;
+    private final AtomicReference<Runnable> onLoopDeath = new AtomicReference<>(() -> { });
+    private boolean started;
     private boolean stopped;
 
-    private final EngineObserver observer;
-
-    public Engine(EngineConfig config) {
-        this(config, EngineObserver.NONE);
-    }
-
-    public Engine(EngineConfig config, EngineObserver observer) {
+    public Engine(EngineConfig config, EngineObserver observer, Collection<LoadedModel> models) {
         this.config = Objects.requireNonNull(config, "config");
         this.observer = Objects.requireNonNull(observer, "observer");
-        this.thread = Thread.ofPlatform().name("dit-engine").daemon(false).unstarted(this::run);
-        thread.start();
+        for (LoadedModel m : models) {
+            loops.put(m.name(), new ComputeLoop(m, config, observer, () -> onLoopDeath.get().run()));
+        }
+    }
+
+    public EngineConfig config() {
+        return config;
+    }
+
+    /** Starts the compute loops. Idempotent. */
+    public synchronized Engine start() {
+        if (!started && !stopped) {
+            started = true;
+            loops.values().forEach(ComputeLoop::start);
+        }
+        return this;
+    }
+
+    /** Called (on the dying loop's thread) if a compute loop ever stops by a failure: health should go NOT_SERVING. */
+    public void onLoopDeath(Runnable action) {
+        onLoopDeath.set(Objects.requireNonNull(action, "action"));
+    }
+
+    /** True while every compute loop is alive (or not started yet). */
+    public boolean healthy() {
+        return loops.values().stream().noneMatch(ComputeLoop::dead);
     }
 
     /** A submitted generation: cancel it when the client goes away. */
     public interface Handle {
         String id();
 
-        void cancel(Status status);
+        void cancel(Failure failure);
     }
 
     /**
-     * Queues a generation. Sends its Accepted event before returning.
+     * Queues a generation on its model's loop. Sends its Accepted event before returning.
      *
-     * @throws StatusException RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when shutting down
+     * @throws Rejected RESOURCE_EXHAUSTED when the model's queue is full, UNAVAILABLE when shutting down
      */
-    public Handle submit(GenerationPlan plan, GenerationListener listener) throws StatusException {
-        Generation g;
-        synchronized (lock) {
-            if (!accepting) {
-                throw Status.UNAVAILABLE.withDescription("server is shutting down; retry on another replica")
-                        .asException();
-            }
-            int running = active.size() + (current != null ? 1 : 0);
-            boolean runsNow = running < config.maxActive() && waiting.isEmpty();
-            if (!runsNow && waiting.size() >= config.maxQueued()) {
-                throw Status.RESOURCE_EXHAUSTED.withDescription("server busy: " + running + " generations running and "
-                        + waiting.size() + " queued (limit " + config.maxQueued() + "); retry later").asException();
-            }
-            g = new Generation("gen-" + ids.incrementAndGet(), plan, listener, observer);
-            int position = runsNow ? 0 : waiting.size() + 1;
-            listener.onEvent(GenerateEvent.newBuilder().setAccepted(accepted(g, position)).build());
-            if (runsNow) {
-                active.addLast(g);
-            } else {
-                waiting.addLast(g);
-            }
-            lock.notifyAll();
+    public Handle submit(GenerationPlan plan, GenerationListener listener) throws Rejected {
+        ComputeLoop loop = loops.get(plan.model().name());
+        if (loop == null) {
+            throw new IllegalArgumentException("model " + plan.model().name() + " is not served by this engine");
         }
-        Generation gen = g;
+        long n = ids.incrementAndGet();
+        Generation g = new Generation("gen-" + n, n, plan, listener, observer, config.tiling());
+        loop.submit(g);
         return new Handle() {
             @Override
             public String id() {
-                return gen.id;
+                return g.id;
             }
 
             @Override
-            public void cancel(Status status) {
-                Engine.this.cancel(gen, status);
+            public void cancel(Failure failure) {
+                loop.cancel(g, failure);
             }
         };
     }
 
-    private static Accepted accepted(Generation g, int position) {
-        GenerationPlan p = g.plan;
-        Accepted.Builder a = Accepted.newBuilder()
-                .setRequestId(g.id)
-                .setQueuePosition(position)
-                .setModel(p.model().name())
-                .setBackend(p.model().backend().name())
-                .setSteps(p.steps())
-                .setSampler(p.sampler() == GenerationPlan.Sampler.DDIM
-                        ? io.ditserve.proto.v1.Sampler.SAMPLER_DDIM : io.ditserve.proto.v1.Sampler.SAMPLER_DDPM)
-                .setEta(p.eta())
-                .setGuidanceScale(p.guidance())
-                .setGuidanceMode(p.guidanceMode() == io.ditserve.server.sampling.Samplers.GuidanceMode.ALL
-                        ? io.ditserve.proto.v1.GuidanceMode.GUIDANCE_MODE_ALL
-                        : io.ditserve.proto.v1.GuidanceMode.GUIDANCE_MODE_FIRST_THREE)
-                .setClassId(p.label());
-        for (long s : p.seeds()) {
-            a.addSeeds(s);
-        }
-        int[] ts = NoiseSchedule.respace(p.steps());
-        for (int k = ts.length - 1; k >= 0; k--) {
-            a.addTimesteps(ts[k]);
-        }
-        return a.build();
-    }
-
-    private void cancel(Generation g, Status status) {
-        boolean removed;
-        synchronized (lock) {
-            removed = waiting.remove(g);
-            if (removed) {
-                notifyQueuePositions();
-            }
-        }
-        if (removed) {
-            g.listener.onFailed(status); // never started: nothing else will tell the listener
-        } else {
-            g.cancel(status); // running: the engine thread stops it within one step (the backend polls the flag)
+    /** One generation for status reporting. */
+    public record GenerationInfo(String requestId, String model, int numImages, int stepsDone, int totalSteps,
+            int queuePosition, double ageSeconds) {
+        static GenerationInfo of(Generation g, int position, long now) {
+            return new GenerationInfo(g.id, g.plan.model().name(), g.plan.numImages(), g.stepsDone(),
+                    g.totalSteps(), position, (now - g.acceptedNanos) / 1e9);
         }
     }
 
-    private void run() {
-        while (true) {
-            Generation g;
-            synchronized (lock) {
-                while (active.isEmpty() && waiting.isEmpty() && !stopped) {
-                    try {
-                        lock.wait();
-                    } catch (InterruptedException e) {
-                        Thread.currentThread().interrupt();
-                        return;
-                    }
-                }
-                if (stopped && active.isEmpty() && waiting.isEmpty()) {
-                    return;
-                }
-                promote();
-                g = active.pollFirst();
-                current = g;
-            }
-            org.slf4j.MDC.put("rid", g.id);
-            boolean finished;
-            try {
-                finished = g.step();
-            } finally {
-                org.slf4j.MDC.remove("rid");
-            }
-            stepsComputed.incrementAndGet();
-            synchronized (lock) {
-                current = null;
-                if (!finished) {
-                    active.addLast(g);
-                } else {
-                    completed.incrementAndGet();
-                }
-                lock.notifyAll();
-            }
-        }
-    }
+    /** What runs and waits now, for {@code GetServerStatus}. */
+    public record Status(boolean serving, List<GenerationInfo> running, List<GenerationInfo> queued, int maxActive,
+            int maxQueued, long generationsCompleted, long stepsComputed) {}
 
-    /** Moves waiting generations into free slots and tells the rest their new positions. Holds the lock. */
-    private void promote() {
-        boolean moved = false;
-        while (active.size() + (current != null ? 1 : 0) < config.maxActive() && !waiting.isEmpty()) {
-            active.addLast(waiting.pollFirst());
-            moved = true;
-        }
-        if (moved) {
-            notifyQueuePositions();
-        }
-    }
-
-    private void notifyQueuePositions() {
-        int pos = 1;
-        for (Generation w : waiting) {
-            w.listener.onEvent(GenerateEvent.newBuilder()
-                    .setQueued(Queued.newBuilder().setQueuePosition(pos++)).build());
-        }
-    }
-
-    /** Denoising steps run so far (a step that found its generation cancelled counts too). */
-    public long stepsComputed() {
-        return stepsComputed.get();
-    }
-
-    /** The running and waiting generations, for {@code GetServerStatus}. */
-    public io.ditserve.proto.v1.ServerStatus status() {
-        var b = io.ditserve.proto.v1.ServerStatus.newBuilder()
-                .setMaxActive(config.maxActive()).setMaxQueued(config.maxQueued())
-                .setGenerationsCompleted(completed.get()).setStepsComputed(stepsComputed.get());
+    public Status status() {
+        List<GenerationInfo> running = new ArrayList<>();
+        List<GenerationInfo> queued = new ArrayList<>();
         long now = System.nanoTime();
-        synchronized (lock) {
-            b.setServing(accepting);
-            if (current != null) {
-                b.addRunning(describe(current, 0, now));
-            }
-            active.forEach(g -> b.addRunning(describe(g, 0, now)));
-            int pos = 1;
-            for (Generation g : waiting) {
-                b.addQueued(describe(g, pos++, now));
-            }
+        long done = 0;
+        long steps = 0;
+        for (ComputeLoop l : loops.values()) {
+            l.describe(running, queued, now);
+            done += l.completed();
+            steps += l.stepsComputed();
         }
-        return b.build();
+        boolean serving;
+        synchronized (this) {
+            serving = !stopped && healthy();
+        }
+        return new Status(serving, running, queued, config.maxActive(), config.maxQueued(), done, steps);
     }
 
-    private static io.ditserve.proto.v1.GenerationStatus describe(Generation g, int position, long now) {
-        return io.ditserve.proto.v1.GenerationStatus.newBuilder().setRequestId(g.id).setModel(g.plan.model().name())
-                .setNumImages(g.plan.numImages()).setStepsDone(g.stepsDone()).setTotalSteps(g.totalSteps())
-                .setQueuePosition(position).setAgeSeconds((now - g.acceptedNanos) / 1e9).build();
+    /** Generation steps run so far, over all models. */
+    public long stepsComputed() {
+        return loops.values().stream().mapToLong(ComputeLoop::stepsComputed).sum();
     }
 
     /** Counts for status reporting. */
     public record Snapshot(int running, int queued) {}
 
     public Snapshot snapshot() {
-        synchronized (lock) {
-            return new Snapshot(active.size() + (current != null ? 1 : 0), waiting.size());
+        int running = 0;
+        int queued = 0;
+        for (ComputeLoop l : loops.values()) {
+            int[] c = l.counts();
+            running += c[0];
+            queued += c[1];
         }
+        return new Snapshot(running, queued);
     }
 
     /**
      * Stops accepting, lets running and queued generations finish for up to {@code grace}, then cancels what is
-     * left with UNAVAILABLE and stops the thread.
+     * left with UNAVAILABLE and stops the threads. Safe to call when {@link #start} never ran, and more than once.
      */
     public void shutdown(Duration grace) {
-        long deadline = System.nanoTime() + grace.toNanos();
-        Status st = Status.UNAVAILABLE.withDescription("server shut down before the generation finished");
-        List<Generation> neverStarted = new ArrayList<>();
-        synchronized (lock) {
-            accepting = false;
-            while (!(active.isEmpty() && waiting.isEmpty() && current == null)) {
-                long waitMs = (deadline - System.nanoTime()) / 1_000_000;
-                if (waitMs <= 0) {
-                    break;
-                }
-                try {
-                    lock.wait(waitMs);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    break;
-                }
-            }
-            neverStarted.addAll(waiting);
-            waiting.clear();
-            // running generations see the flag at their next step (the backend polls it inside a forward pass)
-            active.forEach(g -> g.cancel(st));
-            if (current != null) {
-                current.cancel(st);
+        synchronized (this) {
+            if (stopped) {
+                return;
             }
             stopped = true;
-            lock.notifyAll();
         }
-        neverStarted.forEach(g -> g.listener.onFailed(st));
-        try {
-            thread.join(Math.max(1000, grace.toMillis()));
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+        long deadline = System.nanoTime() + grace.toNanos();
+        loops.values().forEach(ComputeLoop::stopAccepting);
+        for (ComputeLoop l : loops.values()) {
+            Object lock = l.lock();
+            synchronized (lock) {
+                while (!l.idle() && started && !l.dead()) {
+                    long waitMs = (deadline - System.nanoTime()) / 1_000_000;
+                    if (waitMs <= 0) {
+                        break;
+                    }
+                    try {
+                        lock.wait(waitMs);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        break;
+                    }
+                }
+            }
+        }
+        Failure f = Failure.unavailable("server shut down before the generation finished");
+        for (ComputeLoop l : loops.values()) {
+            l.stop(f, Math.max(1000, grace.toMillis()));
         }
     }
 

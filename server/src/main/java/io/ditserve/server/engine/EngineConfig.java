@@ -1,13 +1,39 @@
 package io.ditserve.server.engine;
 
+import io.ditserve.backend.TiledDecoding;
+import java.util.Objects;
+
 /**
- * @param maxActive generations that step concurrently (round robin, one denoising step each in turn)
- * @param maxQueued generations that may wait for a slot; beyond that a request gets RESOURCE_EXHAUSTED
+ * @param maxActive generations of one model that step together (each compute loop admits this many)
+ * @param maxQueued generations of one model that may wait for a slot; beyond that a request gets RESOURCE_EXHAUSTED
+ * @param maxBatch most samples in one forward pass (a tick whose generations hold more runs several passes); 0 =
+ *     the default of the model's backend ({@link #maxBatchFor})
+ * @param tiling when and how final images and previews are decoded in tiles
  */
-public record EngineConfig(int maxActive, int maxQueued) {
+public record EngineConfig(int maxActive, int maxQueued, int maxBatch, TiledDecoding.Tiling tiling) {
     public EngineConfig {
-        if (maxActive < 1 || maxQueued < 0) {
-            throw new IllegalArgumentException("maxActive must be >= 1 and maxQueued >= 0");
+        if (maxActive < 1 || maxQueued < 0 || maxBatch < 0) {
+            throw new IllegalArgumentException("maxActive must be >= 1, maxQueued and maxBatch >= 0");
         }
+        Objects.requireNonNull(tiling, "tiling");
+    }
+
+    public EngineConfig(int maxActive, int maxQueued) {
+        this(maxActive, maxQueued, 0, TiledDecoding.Tiling.NEVER);
+    }
+
+    /**
+     * The pass size for a backend: the configured one, else where the backend's measured per-sample cost stops
+     * falling (README, "Batching": java keeps gaining up to 32; onnx flattens by 16; cuda up to 64 on an H200).
+     */
+    public int maxBatchFor(String backend) {
+        if (maxBatch > 0) {
+            return maxBatch;
+        }
+        return switch (backend) {
+            case "java" -> 32;
+            case "cuda" -> 64;
+            default -> 16;
+        };
     }
 }

@@ -1,77 +1,82 @@
 package io.ditserve.server.engine;
 
-import com.google.protobuf.ByteString;
 import io.ditserve.backend.BackendException;
+import io.ditserve.backend.Decoder;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
-import io.ditserve.proto.v1.FloatTensor;
-import io.ditserve.proto.v1.GenerateEvent;
-import io.ditserve.proto.v1.Preview;
-import io.ditserve.proto.v1.Progress;
-import io.ditserve.proto.v1.Result;
-import io.ditserve.proto.v1.Timings;
-import io.ditserve.server.image.ImageCodec;
+import io.ditserve.backend.TiledDecoding;
 import io.ditserve.server.sampling.NoiseSchedule;
-import io.ditserve.server.sampling.Samplers;
-import io.grpc.Status;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
+import io.ditserve.server.sampling.SamplingStep;
 import java.util.SplittableRandom;
 
 /**
- * One request's sampling loop, advanced one denoising step at a time by the {@link Engine}.
+ * One request's sampling state, advanced one denoising step per tick by its {@link ComputeLoop}: the loop gathers
+ * {@link #inputs} of every active generation into shared forward passes, hands each its slice of the output back
+ * ({@link #output}), then calls {@link #finishStep}, which applies this generation's own sampler update and emits
+ * its events.
  *
  * <p>Noise: image i draws from {@code new SplittableRandom(seeds[i])}: first x_T (C·H·W standard normal values,
  * row-major, {@code nextGaussian}), then, in sampling order, each step's noise where the sampler needs it (DDPM at
- * i > 0, DDIM with eta > 0 at i > 0). With an explicit initial noise, x_T comes from the request instead.
+ * i > 0, DDIM with eta > 0 at i > 0). With an explicit initial noise, x_T comes from the request instead. Nothing
+ * here depends on which other generations share a pass: the same request gives the same bytes in any company.
  *
  * <p>All buffers are allocated once, when the generation starts.
  */
 final class Generation {
     final String id;
+    final long order;
     final GenerationPlan plan;
     final GenerationListener listener;
     final long acceptedNanos;
+    private final EngineObserver observer;
+    private final TiledDecoding.Tiling tiling;
     private volatile boolean cancelled;
-    private volatile Status cancelStatus = Status.CANCELLED.withDescription("cancelled by the client");
+    /** Set by the compute loop once the listener has been told the end (only the loop's thread touches it). */
+    boolean ended;
+    private volatile Failure cancelFailure = Failure.cancelled("cancelled by the client");
 
     private final ModelSpec spec;
     private final int n;
-    private final int batch;
+    private final int samples;
     private final int per;
+    private final int outPer;
     private final int hw;
+    private SamplingStep stepper;
     private NoiseSchedule schedule;
     private SplittableRandom[] rngs;
     private float[] x;
     private float[] xNext;
     private float[] x0;
     private float[] noise;
-    private float[] guided;
-    private Tensor in;
-    private Tensor out;
+    private float[] in;
+    private float[] out;
     private int[] t;
     private int[] y;
     private volatile int done;
     private long startNanos;
-    private long forwardNanos;
+    private long stepStartNanos;
+    private double forwardSeconds;
+    private double decodeSeconds;
 
-    private final EngineObserver observer;
-
-    Generation(String id, GenerationPlan plan, GenerationListener listener, EngineObserver observer) {
-        this.observer = observer;
+    Generation(String id, long order, GenerationPlan plan, GenerationListener listener, EngineObserver observer,
+            TiledDecoding.Tiling tiling) {
+        this.tiling = tiling;
         this.id = id;
+        this.order = order;
         this.plan = plan;
         this.listener = listener;
+        this.observer = observer;
         this.acceptedNanos = System.nanoTime();
         this.spec = plan.model().spec();
         this.n = plan.numImages();
-        this.batch = plan.guided() ? 2 * n : n;
+        this.samples = plan.samples();
         this.hw = spec.inputSize() * spec.inputSize();
         this.per = spec.inChannels() * hw;
+        this.outPer = spec.outChannels() * hw;
     }
 
-    void cancel(Status status) {
-        cancelStatus = status;
+    void cancel(Failure failure) {
+        cancelFailure = failure;
         cancelled = true;
     }
 
@@ -79,8 +84,8 @@ final class Generation {
         return cancelled;
     }
 
-    Status cancelStatus() {
-        return cancelStatus;
+    Failure cancelFailure() {
+        return cancelFailure;
     }
 
     int totalSteps() {
@@ -91,20 +96,29 @@ final class Generation {
         return done;
     }
 
+    /** Samples this generation puts into each step's forward passes. */
+    int samples() {
+        return samples;
+    }
+
+    boolean started() {
+        return schedule != null;
+    }
+
     private void start() {
         startNanos = System.nanoTime();
         schedule = NoiseSchedule.respaced(plan.steps());
-        int s = spec.inputSize();
+        stepper = new SamplingStep(spec, schedule, plan.sampler(), plan.eta(), plan.guidance(), plan.guidanceMode(),
+                n);
         x = new float[n * per];
         xNext = new float[n * per];
         x0 = new float[n * per];
         noise = new float[n * per];
-        guided = new float[n * spec.outChannels() * hw];
-        in = Tensor.zeros(batch, spec.inChannels(), s, s);
-        out = Tensor.zeros(batch, spec.outChannels(), s, s);
-        t = new int[batch];
-        y = new int[batch];
-        for (int b = 0; b < batch; b++) {
+        in = new float[samples * per];
+        out = new float[samples * outPer];
+        t = new int[samples];
+        y = new int[samples];
+        for (int b = 0; b < samples; b++) {
             y[b] = b < n ? plan.label() : spec.nullClass();
         }
         rngs = new SplittableRandom[n];
@@ -121,115 +135,131 @@ final class Generation {
         }
     }
 
-    /**
-     * Runs one denoising step and emits its events. Returns true when the generation has ended (finished,
-     * cancelled or failed); the listener has then been told.
-     */
-    boolean step() {
-        if (cancelled) {
-            listener.onFailed(cancelStatus);
-            return true;
+    /** Prepares this tick's model inputs (starting the generation on its first tick). */
+    void prepareStep() {
+        if (schedule == null) {
+            start();
         }
-        try {
-            if (schedule == null) {
-                start();
-            }
-            int i = plan.steps() - 1 - done;
-            long stepStart = System.nanoTime();
-            System.arraycopy(x, 0, in.data(), 0, n * per);
-            if (plan.guided()) {
-                System.arraycopy(x, 0, in.data(), n * per, n * per);
-            }
-            java.util.Arrays.fill(t, schedule.timestep(i));
-            long f0 = System.nanoTime();
-            plan.model().backend().forward(in, t, y, out, this::isCancelled);
-            long forward = System.nanoTime() - f0;
-            forwardNanos += forward;
-            float[] modelOut = out.data();
-            if (plan.guided()) {
-                Samplers.guide(out.data(), n, spec.outChannels(), spec.inChannels(), hw, plan.guidance(),
-                        plan.guidanceMode(), guided);
-                modelOut = guided;
-            }
-            boolean needsNoise = i > 0 && (plan.sampler() == GenerationPlan.Sampler.DDPM || plan.eta() > 0);
-            if (needsNoise) {
-                for (int b = 0; b < n; b++) {
-                    for (int k = 0; k < per; k++) {
-                        noise[b * per + k] = (float) rngs[b].nextGaussian();
-                    }
+        stepStartNanos = System.nanoTime();
+        int i = plan.steps() - 1 - done;
+        System.arraycopy(x, 0, in, 0, n * per);
+        if (samples > n) {
+            System.arraycopy(x, 0, in, n * per, n * per);
+        }
+        java.util.Arrays.fill(t, schedule.timestep(i));
+    }
+
+    /** Copies sample s of this step's inputs into a batch: x at {@code dst[off ..]}, its t and y. */
+    void inputs(int s, float[] dst, int off, int[] tDst, int[] yDst, int row) {
+        System.arraycopy(in, s * per, dst, off, per);
+        tDst[row] = t[s];
+        yDst[row] = y[s];
+    }
+
+    /** Takes the model output of sample s from a batch, and this sample's share of the pass time. */
+    void output(int s, float[] src, int off, double forwardShareSeconds) {
+        System.arraycopy(src, off, out, s * outPer, outPer);
+        forwardSeconds += forwardShareSeconds;
+    }
+
+    /**
+     * Applies the sampler update to this step's model output and emits the step's events; after the last step
+     * decodes (when the plan needs pixels of a latent model) and emits the results.
+     *
+     * @return true when the generation has ended (the listener has been told)
+     */
+    boolean finishStep() throws BackendException {
+        int i = plan.steps() - 1 - done;
+        if (stepper.needsNoise(i)) {
+            for (int b = 0; b < n; b++) {
+                for (int k = 0; k < per; k++) {
+                    noise[b * per + k] = (float) rngs[b].nextGaussian();
                 }
             }
-            if (plan.sampler() == GenerationPlan.Sampler.DDIM) {
-                Samplers.ddimStep(schedule, i, plan.eta(), x, modelOut, n, spec.inChannels(), spec.outChannels(),
-                        hw, noise, x0, xNext);
-            } else {
-                Samplers.ddpmStep(schedule, i, spec.learnSigma(), x, modelOut, n, spec.inChannels(),
-                        spec.outChannels(), hw, noise, x0, xNext);
-            }
-            float[] swap = x;
-            x = xNext;
-            xNext = swap;
-            done++;
-            long now = System.nanoTime();
-            observer.onStep(plan.model().name(), plan.model().backend().name(), (now - stepStart) / 1e9, forward / 1e9);
-            listener.onEvent(GenerateEvent.newBuilder().setProgress(Progress.newBuilder()
-                    .setStep(done).setTotalSteps(plan.steps()).setTimestep(schedule.timestep(i))
-                    .setElapsedSeconds((now - startNanos) / 1e9).setStepSeconds((now - stepStart) / 1e9)).build());
-            boolean last = done == plan.steps();
-            if (plan.previewInterval() > 0 && (done % plan.previewInterval() == 0 || last) && listener.wantsPreview()) {
-                emitPreviews();
-            }
-            if (last) {
-                emitResults();
-                observer.onImages(plan.model().name(), n);
-                listener.onCompleted();
-                return true;
-            }
-            return false;
-        } catch (BackendException.Cancelled e) {
-            listener.onFailed(cancelStatus);
-            return true;
-        } catch (BackendException e) {
-            listener.onFailed(Status.INTERNAL.withDescription(
-                    "backend '" + plan.model().backend().name() + "' failed: " + e.getMessage()));
-            return true;
-        } catch (RuntimeException | OutOfMemoryError e) {
-            Engine.log.error("[{}] generation failed", id, e);
-            listener.onFailed(Status.INTERNAL.withDescription("generation failed: " + e).withCause(e));
-            return true;
         }
-    }
-
-    private void emitPreviews() {
-        int s = spec.inputSize();
-        boolean latent = spec.space().equals("latent");
-        for (int b = 0; b < n; b++) {
-            byte[] png = ImageCodec.png(x0, b * per, spec.inChannels(), s, s, latent);
-            listener.onEvent(GenerateEvent.newBuilder().setPreview(Preview.newBuilder()
-                    .setImageIndex(b).setStep(done).setPng(ByteString.copyFrom(png))).build());
-        }
-    }
-
-    private void emitResults() {
-        int s = spec.inputSize();
-        boolean latent = spec.space().equals("latent");
+        stepper.apply(i, x, out, noise, x0, xNext);
+        float[] swap = x;
+        x = xNext;
+        xNext = swap;
+        done++;
         long now = System.nanoTime();
-        Timings timings = Timings.newBuilder()
-                .setQueueSeconds((startNanos - acceptedNanos) / 1e9)
-                .setSamplingSeconds((now - startNanos) / 1e9)
-                .setForwardSeconds(forwardNanos / 1e9).build();
+        double stepSeconds = (now - stepStartNanos) / 1e9;
+        observer.onStep(plan.model().name(), plan.model().backend().name(), stepSeconds);
+        listener.onEvent(new GenerationEvent.Progress(done, plan.steps(), schedule.timestep(i),
+                (now - startNanos) / 1e9, stepSeconds));
+        boolean last = done == plan.steps();
+        if (plan.previewInterval() > 0 && (done % plan.previewInterval() == 0 || last) && listener.wantsPreview()) {
+            emitPreviews();
+        }
+        if (last) {
+            emitResults();
+            observer.onImages(plan.model().name(), n);
+            listener.onCompleted();
+            return true;
+        }
+        return false;
+    }
+
+    private Frame.Space sampleSpace() {
+        return plan.model().latent() ? Frame.Space.LATENT : Frame.Space.IMAGE;
+    }
+
+    private void emitPreviews() throws BackendException {
+        int s = spec.inputSize();
+        Decoder decoder = switch (plan.previewDecoder()) {
+            case LINEAR -> null;
+            case TINY -> plan.model().tinyDecoder();
+            case FULL -> plan.model().vaeDecoder();
+        };
+        if (decoder == null) {
+            for (int b = 0; b < n; b++) {
+                listener.onEvent(new GenerationEvent.Preview(b, done, PreviewDecoder.LINEAR,
+                        Frame.copyOf(x0, b * per, spec.inChannels(), s, s, sampleSpace())));
+            }
+            return;
+        }
+        Tensor image = decode(decoder, x0);
+        emitDecoded(image, (b, frame) -> listener.onEvent(
+                new GenerationEvent.Preview(b, done, plan.previewDecoder(), frame)));
+    }
+
+    /** Decodes all n latents of {@code src} in one call (tiled when large); the result is freshly allocated. */
+    private Tensor decode(Decoder decoder, float[] src) throws BackendException {
+        int s = spec.inputSize();
+        int f = decoder.spec().scaleFactor();
+        Tensor latent = new Tensor(src.clone(), n, spec.inChannels(), s, s);
+        Tensor image = Tensor.zeros(n, decoder.spec().outChannels(), f * s, f * s);
+        long d0 = System.nanoTime();
+        TiledDecoding.decode(decoder, latent, image, tiling, this::isCancelled);
+        decodeSeconds += (System.nanoTime() - d0) / 1e9;
+        return image;
+    }
+
+    private interface FrameSink {
+        void accept(int imageIndex, Frame frame);
+    }
+
+    private static void emitDecoded(Tensor image, FrameSink sink) {
+        int c = image.dim(1);
+        int h = image.dim(2);
+        int w = image.dim(3);
+        for (int b = 0; b < image.dim(0); b++) {
+            sink.accept(b, Frame.copyOf(image.data(), b * image.stride0(), c, h, w, Frame.Space.IMAGE));
+        }
+    }
+
+    private void emitResults() throws BackendException {
+        int s = spec.inputSize();
+        Frame[] images = new Frame[n];
+        if (plan.needsDecodedImage()) {
+            emitDecoded(decode(plan.model().vaeDecoder(), x), (b, frame) -> images[b] = frame);
+        }
+        long now = System.nanoTime();
+        GenerationEvent.Timings timings = new GenerationEvent.Timings((startNanos - acceptedNanos) / 1e9,
+                (now - startNanos) / 1e9, forwardSeconds, decodeSeconds);
         for (int b = 0; b < n; b++) {
-            Result.Builder r = Result.newBuilder().setImageIndex(b).setSeed(plan.seeds()[b]).setTimings(timings);
-            if (plan.wantPng()) {
-                r.setPng(ByteString.copyFrom(ImageCodec.png(x, b * per, spec.inChannels(), s, s, latent)));
-            }
-            if (plan.wantTensor()) {
-                ByteBuffer bb = ByteBuffer.allocate(per * 4).order(ByteOrder.LITTLE_ENDIAN);
-                bb.asFloatBuffer().put(x, b * per, per);
-                r.setTensor(FloatTensor.newBuilder().addShape(spec.inChannels()).addShape(s).addShape(s)
-                        .setData(ByteString.copyFrom(bb.array())));
-            }
-            listener.onEvent(GenerateEvent.newBuilder().setResult(r).build());
+            listener.onEvent(new GenerationEvent.Result(b, plan.seeds()[b],
+                    Frame.copyOf(x, b * per, spec.inChannels(), s, s, sampleSpace()), images[b], timings));
         }
     }
 }

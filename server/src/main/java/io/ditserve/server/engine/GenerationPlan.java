@@ -1,8 +1,10 @@
 package io.ditserve.server.engine;
 
 import io.ditserve.server.model.LoadedModel;
+import io.ditserve.server.sampling.Sampler;
 import io.ditserve.server.sampling.Samplers.GuidanceMode;
 import java.util.Objects;
+import java.util.Set;
 
 /**
  * A validated generation request: every field resolved against the model's defaults and checked.
@@ -10,6 +12,8 @@ import java.util.Objects;
  * @param label class id, or {@code spec.nullClass()} for unconditional
  * @param seeds one per image; image i's noise comes from {@code new SplittableRandom(seeds[i])}
  * @param guidance classifier-free guidance scale; 1 means a single (conditional) evaluation per step
+ * @param previewDecoder how previews are rendered (resolved: the model has the decoder it names)
+ * @param outputs what each result carries (at least one)
  * @param initialNoise explicit x_T [n, C, H, W], or null to draw it from the seeds
  */
 public record GenerationPlan(
@@ -22,17 +26,20 @@ public record GenerationPlan(
         float guidance,
         GuidanceMode guidanceMode,
         int previewInterval,
-        boolean wantPng,
-        boolean wantTensor,
+        PreviewDecoder previewDecoder,
+        Set<OutputFormat> outputs,
         float[] initialNoise) {
-
-    public enum Sampler { DDPM, DDIM }
 
     public GenerationPlan {
         Objects.requireNonNull(model, "model");
         Objects.requireNonNull(seeds, "seeds");
         Objects.requireNonNull(sampler, "sampler");
         Objects.requireNonNull(guidanceMode, "guidanceMode");
+        Objects.requireNonNull(previewDecoder, "previewDecoder");
+        outputs = Set.copyOf(outputs);
+        if (outputs.isEmpty()) {
+            throw new IllegalArgumentException("a plan needs at least one output format");
+        }
     }
 
     public int numImages() {
@@ -41,5 +48,16 @@ public record GenerationPlan(
 
     public boolean guided() {
         return guidance != 1.0f;
+    }
+
+    /** Samples per forward pass: the images, doubled for the unconditional half when guided. */
+    public int samples() {
+        return guided() ? 2 * numImages() : numImages();
+    }
+
+    /** Whether the results need the VAE-decoded image. */
+    public boolean needsDecodedImage() {
+        return model.vaeDecoder() != null && (outputs.contains(OutputFormat.PNG)
+                || outputs.contains(OutputFormat.IMAGE_TENSOR));
     }
 }

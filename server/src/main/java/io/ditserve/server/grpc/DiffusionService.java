@@ -1,17 +1,12 @@
 package io.ditserve.server.grpc;
 
-import io.ditserve.backend.ModelSpec;
-import io.ditserve.proto.v1.ClassInfo;
 import io.ditserve.proto.v1.DiffusionServiceGrpc;
 import io.ditserve.proto.v1.GenerateEvent;
 import io.ditserve.proto.v1.GenerateRequest;
 import io.ditserve.proto.v1.GetModelRequest;
-import io.ditserve.proto.v1.GuidanceMode;
 import io.ditserve.proto.v1.ListModelsRequest;
 import io.ditserve.proto.v1.ListModelsResponse;
-import io.ditserve.proto.v1.ModelDefaults;
 import io.ditserve.proto.v1.ModelInfo;
-import io.ditserve.proto.v1.Sampler;
 import io.ditserve.server.engine.Engine;
 import io.ditserve.server.engine.GenerationPlan;
 import io.ditserve.server.model.LoadedModel;
@@ -25,6 +20,9 @@ import io.grpc.stub.StreamObserver;
 import jakarta.inject.Inject;
 import jakarta.inject.Singleton;
 import java.util.Objects;
+import java.util.concurrent.ExecutorService;
+import io.ditserve.server.engine.Failure;
+import io.ditserve.server.engine.Rejected;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -38,9 +36,12 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
     private final RequestValidator validator;
 
     private final ServerMetrics metrics;
+    private final ExecutorService sender;
 
     @Inject
-    public DiffusionService(ModelRepository models, Engine engine, RequestValidator validator, ServerMetrics metrics) {
+    public DiffusionService(ModelRepository models, Engine engine, RequestValidator validator, ServerMetrics metrics,
+            @EventSender ExecutorService sender) {
+        this.sender = Objects.requireNonNull(sender, "sender");
         this.models = Objects.requireNonNull(models, "models");
         this.engine = Objects.requireNonNull(engine, "engine");
         this.validator = Objects.requireNonNull(validator, "validator");
@@ -51,7 +52,8 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
     public void generate(GenerateRequest request, StreamObserver<GenerateEvent> responseObserver) {
         ServerCallStreamObserver<GenerateEvent> call = (ServerCallStreamObserver<GenerateEvent>) responseObserver;
         String model = request.getModel();
-        StreamSink sink = new StreamSink(call, metrics::previewsDropped, code -> metrics.request(models.find(model).isPresent() ? model : "unknown", code.name()));
+        StreamSink sink = new StreamSink(call, sender, metrics::previewsDropped,
+                code -> metrics.request(models.find(model).isPresent() ? model : "unknown", code.name()));
         // handlers first, before anything can be sent: a cancel or a ready signal may arrive at any time
         Engine.Handle[] handle = new Engine.Handle[1];
         call.setOnCancelHandler(() -> {
@@ -60,7 +62,7 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
                 h = handle[0];
             }
             if (h != null) {
-                h.cancel(Status.CANCELLED.withDescription("client cancelled or disconnected"));
+                h.cancel(Failure.cancelled("client cancelled or disconnected"));
                 log.info("[{}] cancelled by the client", h.id());
             }
         });
@@ -74,7 +76,7 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
             }
             MDC.put("rid", h.id());
             if (call.isCancelled()) {
-                h.cancel(Status.CANCELLED.withDescription("client cancelled"));
+                h.cancel(Failure.cancelled("client cancelled"));
             }
             log.info("[{}] accepted: model={} images={} steps={} sampler={} guidance={}", h.id(), request.getModel(),
                     plan.numImages(), plan.steps(), plan.sampler(), plan.guidance());
@@ -83,6 +85,10 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
             log.info("rejected request for model '{}': {} {}", request.getModel(), e.getStatus().getCode(),
                     e.getStatus().getDescription());
             sink.onFailed(e.getStatus());
+        } catch (Rejected e) {
+            log.info("rejected request for model '{}': {} {}", request.getModel(), e.failure().code(),
+                    e.failure().message());
+            sink.onFailed(ProtoMapping.status(e.failure()));
         }
     }
 
@@ -106,7 +112,7 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
     @Override
     public void getServerStatus(io.ditserve.proto.v1.GetServerStatusRequest request,
             StreamObserver<io.ditserve.proto.v1.ServerStatus> responseObserver) {
-        responseObserver.onNext(engine.status());
+        responseObserver.onNext(ProtoMapping.serverStatus(engine.status()));
         responseObserver.onCompleted();
     }
 
@@ -115,22 +121,6 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
     }
 
     static ModelInfo info(LoadedModel m) {
-        ModelSpec s = m.spec();
-        ModelInfo.Builder b = ModelInfo.newBuilder()
-                .setName(s.name()).setDescription(s.description()).setImageSize(s.inputSize())
-                .setInChannels(s.inChannels()).setOutChannels(s.outChannels()).setLearnSigma(s.learnSigma())
-                .setSpace(s.space()).setBackend(m.backend().name()).setPatchSize(s.patchSize())
-                .setHiddenSize(s.hiddenSize()).setDepth(s.depth()).setNumHeads(s.numHeads())
-                .setParameters(m.parameters())
-                .setDefaults(ModelDefaults.newBuilder()
-                        .setSampler(s.defaults().sampler().equals("ddpm") ? Sampler.SAMPLER_DDPM : Sampler.SAMPLER_DDIM)
-                        .setSteps(s.defaults().steps()).setGuidanceScale((float) s.defaults().guidance())
-                        .setEta((float) s.defaults().eta())
-                        .setGuidanceMode(s.guidanceMode().equals("all")
-                                ? GuidanceMode.GUIDANCE_MODE_ALL : GuidanceMode.GUIDANCE_MODE_FIRST_THREE));
-        for (int i = 0; i < s.classNames().size(); i++) {
-            b.addClasses(ClassInfo.newBuilder().setId(i).setName(s.classNames().get(i)));
-        }
-        return b.build();
+        return ProtoMapping.info(m);
     }
 }

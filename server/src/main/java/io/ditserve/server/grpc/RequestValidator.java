@@ -15,7 +15,11 @@ import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.security.SecureRandom;
 import java.util.Arrays;
+import java.util.EnumSet;
 import java.util.List;
+import java.util.Set;
+import io.ditserve.server.engine.PreviewDecoder;
+import io.ditserve.server.sampling.Sampler;
 
 /**
  * Checks every field of a {@link GenerateRequest} and resolves it against the model's defaults. Every rejection is
@@ -87,13 +91,11 @@ public final class RequestValidator {
                     + " (0 means the model default " + spec.defaults().steps() + ")");
         }
 
-        GenerationPlan.Sampler sampler = switch (r.getSampler()) {
-            case SAMPLER_UNSPECIFIED -> spec.defaults().sampler().equals("ddpm")
-                    ? GenerationPlan.Sampler.DDPM : GenerationPlan.Sampler.DDIM;
-            case SAMPLER_DDPM -> GenerationPlan.Sampler.DDPM;
-            case SAMPLER_DDIM -> GenerationPlan.Sampler.DDIM;
+        Sampler sampler = switch (r.getSampler()) {
+            case SAMPLER_UNSPECIFIED -> ProtoMapping.modelSampler(spec);
             case UNRECOGNIZED -> throw invalid("sampler", "unknown value " + r.getSamplerValue()
                     + "; allowed SAMPLER_DDPM, SAMPLER_DDIM or unspecified");
+            default -> ProtoMapping.sampler(r.getSampler());
         };
 
         float eta = r.hasEta() ? r.getEta() : (float) spec.defaults().eta();
@@ -117,12 +119,10 @@ public final class RequestValidator {
         }
 
         GuidanceMode mode = switch (r.getGuidanceMode()) {
-            case GUIDANCE_MODE_UNSPECIFIED -> spec.guidanceMode().equals("all")
-                    ? GuidanceMode.ALL : GuidanceMode.FIRST_THREE;
-            case GUIDANCE_MODE_FIRST_THREE -> GuidanceMode.FIRST_THREE;
-            case GUIDANCE_MODE_ALL -> GuidanceMode.ALL;
+            case GUIDANCE_MODE_UNSPECIFIED -> ProtoMapping.modelGuidanceMode(spec);
             case UNRECOGNIZED -> throw invalid("guidance_mode", "unknown value " + r.getGuidanceModeValue()
                     + "; allowed GUIDANCE_MODE_FIRST_THREE, GUIDANCE_MODE_ALL or unspecified");
+            default -> ProtoMapping.guidanceMode(r.getGuidanceMode());
         };
 
         int pi = r.getPreviewInterval();
@@ -131,17 +131,44 @@ public final class RequestValidator {
                     + Math.min(limits.minPreviewInterval(), steps) + ".." + steps + " (a frame every k steps)");
         }
 
-        boolean png = r.getOutputFormatsCount() == 0;
-        boolean tensor = false;
+        Set<io.ditserve.server.engine.OutputFormat> outputs = EnumSet.noneOf(io.ditserve.server.engine.OutputFormat.class);
+        if (r.getOutputFormatsCount() == 0) {
+            outputs.add(io.ditserve.server.engine.OutputFormat.PNG);
+        }
+        String allowedFormats = model.vae().isPresent() || !model.latent()
+                ? "OUTPUT_FORMAT_PNG, OUTPUT_FORMAT_TENSOR, OUTPUT_FORMAT_IMAGE_TENSOR"
+                : "OUTPUT_FORMAT_PNG, OUTPUT_FORMAT_TENSOR (model " + spec.name() + " has no vae/ to decode with)";
         for (int k = 0; k < r.getOutputFormatsCount(); k++) {
             OutputFormat f = r.getOutputFormats(k);
-            switch (f) {
-                case OUTPUT_FORMAT_PNG -> png = true;
-                case OUTPUT_FORMAT_TENSOR -> tensor = true;
-                default -> throw invalid("output_formats[" + k + "]", f + " (" + r.getOutputFormatsValue(k)
-                        + ") is not allowed; allowed OUTPUT_FORMAT_PNG, OUTPUT_FORMAT_TENSOR");
+            io.ditserve.server.engine.OutputFormat d = ProtoMapping.outputFormat(f);
+            if (d == null || (d == io.ditserve.server.engine.OutputFormat.IMAGE_TENSOR && model.latent()
+                    && model.vae().isEmpty())) {
+                throw invalid("output_formats[" + k + "]", f + " (" + r.getOutputFormatsValue(k)
+                        + ") is not allowed; allowed " + allowedFormats);
             }
+            outputs.add(d);
         }
+
+        PreviewDecoder preview = switch (r.getPreviewDecoder()) {
+            case PREVIEW_DECODER_UNSPECIFIED -> model.taesd().isPresent() ? PreviewDecoder.TINY : PreviewDecoder.LINEAR;
+            case PREVIEW_DECODER_LINEAR -> PreviewDecoder.LINEAR;
+            case PREVIEW_DECODER_TINY -> {
+                if (model.taesd().isEmpty()) {
+                    throw invalid("preview_decoder", "PREVIEW_DECODER_TINY needs a taesd/ decoder, which model "
+                            + spec.name() + " does not have; allowed " + previewDecoders(model));
+                }
+                yield PreviewDecoder.TINY;
+            }
+            case PREVIEW_DECODER_FULL -> {
+                if (model.vae().isEmpty()) {
+                    throw invalid("preview_decoder", "PREVIEW_DECODER_FULL needs a vae/ decoder, which model "
+                            + spec.name() + " does not have; allowed " + previewDecoders(model));
+                }
+                yield PreviewDecoder.FULL;
+            }
+            case UNRECOGNIZED -> throw invalid("preview_decoder", "unknown value " + r.getPreviewDecoderValue()
+                    + "; allowed " + previewDecoders(model));
+        };
 
         float[] noise = r.hasInitialNoise() ? noise(r.getInitialNoise(), n, spec) : null;
 
@@ -151,7 +178,7 @@ public final class RequestValidator {
             seedList[i] = base + i; // uint64 arithmetic wraps, like the proto's uint64
         }
         return new GenerationPlan(model, label, seedList, steps, sampler, eta, guidance, mode, r.getPreviewInterval(),
-                png, tensor, noise);
+                preview, outputs, noise);
     }
 
     private long randomSeed() {
@@ -183,6 +210,13 @@ public final class RequestValidator {
             }
         }
         return out;
+    }
+
+    private static String previewDecoders(LoadedModel m) {
+        List<String> a = new java.util.ArrayList<>(List.of("PREVIEW_DECODER_UNSPECIFIED", "PREVIEW_DECODER_LINEAR"));
+        m.taesd().ifPresent(d -> a.add("PREVIEW_DECODER_TINY"));
+        m.vae().ifPresent(d -> a.add("PREVIEW_DECODER_FULL"));
+        return String.join(", ", a);
     }
 
     private static String abbreviate(List<String> names) {

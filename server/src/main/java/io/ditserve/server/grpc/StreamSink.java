@@ -1,40 +1,54 @@
 package io.ditserve.server.grpc;
 
 import io.ditserve.proto.v1.GenerateEvent;
+import io.ditserve.server.engine.Failure;
+import io.ditserve.server.engine.GenerationEvent;
 import io.ditserve.server.engine.GenerationListener;
+import io.ditserve.server.engine.GenerationPlan;
 import io.grpc.Status;
 import io.grpc.stub.ServerCallStreamObserver;
-import java.util.ArrayList;
+import java.util.ArrayDeque;
 import java.util.Iterator;
-import java.util.List;
+import java.util.concurrent.Executor;
 import java.util.function.Consumer;
 import java.util.function.LongConsumer;
+import java.util.function.Predicate;
 
 /**
- * Bridges a generation's events to one gRPC response stream with flow control.
+ * Bridges a generation's domain events to one gRPC response stream with flow control.
  *
- * <p>Events are sent only while the transport {@link ServerCallStreamObserver#isReady() is ready}; the rest wait
- * in a small buffer that is drained from the on-ready callback. The buffer is bounded without ever blocking the
- * engine: a newer progress or queue event replaces an unsent older one, and a newer preview of an image replaces
- * that image's unsent older preview (the latest frame wins). Accepted and Result events are never dropped, so the
- * buffer holds at most 2 + 2·images events. All access to the observer happens under this object's lock: the
- * observer is not thread-safe, and it is called from the engine thread and from gRPC's executor.
+ * <p>The engine's compute thread only queues events here; a sender (a task on the {@code sender} executor, or
+ * gRPC's on-ready callback) turns them into wire messages and sends them while the transport
+ * {@link ServerCallStreamObserver#isReady() is ready}. So PNG encoding happens on the sending side, and only for
+ * frames that are really sent. The queue is bounded without ever blocking the engine: a newer progress or queue event
+ * replaces an unsent older one, and a newer preview of an image replaces that image's unsent older preview (the latest
+ * frame wins). Accepted and Result events are never dropped, so the queue holds at most 2 + 2·images events.
+ *
+ * <p>One sender at a time (the {@code draining} flag); the observer is only touched under this object's lock, and
+ * encoding happens outside it, so the engine never waits for an encoder.
  */
 final class StreamSink implements GenerationListener {
     private final ServerCallStreamObserver<GenerateEvent> observer;
-    private final List<GenerateEvent> pending = new ArrayList<>();
+    private final Executor sender;
+    private final ArrayDeque<GenerationEvent> pending = new ArrayDeque<>();
     private final LongConsumer droppedPreviews;
     private final Consumer<Status.Code> onTerminal;
+    private GenerationPlan plan;
     private boolean completeWhenDrained;
     private boolean closed;
+    private boolean draining;
+    private boolean again;
+    private boolean scheduled;
 
     /**
+     * @param sender runs the drains that the engine's events trigger (never the compute thread)
      * @param droppedPreviews told of each preview frame replaced by a newer one before it was sent
      * @param onTerminal told the stream's final status code, once
      */
-    StreamSink(ServerCallStreamObserver<GenerateEvent> observer, LongConsumer droppedPreviews,
+    StreamSink(ServerCallStreamObserver<GenerateEvent> observer, Executor sender, LongConsumer droppedPreviews,
             Consumer<Status.Code> onTerminal) {
         this.observer = observer;
+        this.sender = sender;
         this.droppedPreviews = droppedPreviews;
         this.onTerminal = onTerminal;
     }
@@ -46,28 +60,30 @@ final class StreamSink implements GenerationListener {
     }
 
     @Override
-    public synchronized void onEvent(GenerateEvent event) {
-        if (closed) {
-            return;
-        }
-        switch (event.getEventCase()) {
-            case PROGRESS -> removeIf(e -> e.hasProgress());
-            case QUEUED -> removeIf(e -> e.hasQueued());
-            case PREVIEW -> {
-                int idx = event.getPreview().getImageIndex();
-                if (removeIf(e -> e.hasPreview() && e.getPreview().getImageIndex() == idx)) {
-                    droppedPreviews.accept(1);
-                }
+    public void onEvent(GenerationEvent event) {
+        synchronized (this) {
+            if (closed) {
+                return;
             }
-            default -> { }
+            switch (event) {
+                case GenerationEvent.Accepted a -> plan = a.plan();
+                case GenerationEvent.Progress p -> removeIf(e -> e instanceof GenerationEvent.Progress);
+                case GenerationEvent.Queued q -> removeIf(e -> e instanceof GenerationEvent.Queued);
+                case GenerationEvent.Preview p -> {
+                    if (removeIf(e -> e instanceof GenerationEvent.Preview o && o.imageIndex() == p.imageIndex())) {
+                        droppedPreviews.accept(1);
+                    }
+                }
+                case GenerationEvent.Result r -> { }
+            }
+            pending.addLast(event);
         }
-        pending.add(event);
-        drain();
+        schedule();
     }
 
-    private boolean removeIf(java.util.function.Predicate<GenerateEvent> p) {
+    private boolean removeIf(Predicate<GenerationEvent> p) {
         boolean any = false;
-        for (Iterator<GenerateEvent> it = pending.iterator(); it.hasNext(); ) {
+        for (Iterator<GenerationEvent> it = pending.iterator(); it.hasNext(); ) {
             if (p.test(it.next())) {
                 it.remove();
                 any = true;
@@ -76,9 +92,25 @@ final class StreamSink implements GenerationListener {
         return any;
     }
 
+    /** Hands a drain to the sender executor unless one is already queued. */
+    private void schedule() {
+        synchronized (this) {
+            if (scheduled || closed) {
+                return;
+            }
+            scheduled = true;
+        }
+        sender.execute(() -> {
+            synchronized (this) {
+                scheduled = false;
+            }
+            drain();
+        });
+    }
+
     /**
-     * Frames are encoded while the stream is open, even for a slow client: the newest frame replaces the unsent
-     * older one, so the client always ends up with the latest estimate (encoding costs far less than a step).
+     * Frames are rendered while the stream is open, even for a slow client: the newest frame replaces the unsent
+     * older one, so the client always ends up with the latest estimate.
      */
     @Override
     public synchronized boolean wantsPreview() {
@@ -86,13 +118,20 @@ final class StreamSink implements GenerationListener {
     }
 
     @Override
-    public synchronized void onCompleted() {
-        completeWhenDrained = true;
-        drain();
+    public void onCompleted() {
+        synchronized (this) {
+            completeWhenDrained = true;
+        }
+        schedule();
     }
 
     @Override
-    public synchronized void onFailed(Status status) {
+    public void onFailed(Failure failure) {
+        onFailed(ProtoMapping.status(failure));
+    }
+
+    /** Ends the stream with an error status now (unsent events are dropped). */
+    synchronized void onFailed(Status status) {
         if (closed) {
             return;
         }
@@ -102,21 +141,66 @@ final class StreamSink implements GenerationListener {
         }
     }
 
-    /** Sends what the transport accepts now; called after each event and from the on-ready callback. */
-    synchronized void drain() {
-        if (closed) {
-            return;
+    /** Sends what the transport accepts now; called by the sender executor and from the on-ready callback. */
+    void drain() {
+        synchronized (this) {
+            if (draining) {
+                again = true;
+                return;
+            }
+            draining = true;
         }
-        if (observer.isCancelled()) {
-            close(Status.Code.CANCELLED);
-            return;
+        try {
+            while (true) {
+                sendReady();
+                synchronized (this) {
+                    if (!again) {
+                        draining = false;
+                        return;
+                    }
+                    again = false;
+                }
+            }
+        } catch (RuntimeException | Error e) {
+            synchronized (this) {
+                draining = false;
+            }
+            onFailed(Status.INTERNAL.withDescription("cannot send an event: " + e));
+            throw e;
         }
-        while (!pending.isEmpty() && observer.isReady()) {
-            observer.onNext(pending.remove(0));
-        }
-        if (pending.isEmpty() && completeWhenDrained) {
-            close(Status.Code.OK);
-            observer.onCompleted();
+    }
+
+    private void sendReady() {
+        while (true) {
+            GenerationEvent next;
+            synchronized (this) {
+                if (closed) {
+                    return;
+                }
+                if (observer.isCancelled()) {
+                    close(Status.Code.CANCELLED);
+                    return;
+                }
+                if (pending.isEmpty()) {
+                    if (completeWhenDrained) {
+                        close(Status.Code.OK);
+                        observer.onCompleted();
+                    }
+                    return;
+                }
+                if (!observer.isReady()) {
+                    return; // the on-ready callback drains again
+                }
+                next = pending.pollFirst();
+            }
+            GenerateEvent message = next instanceof GenerationEvent.Result r
+                    ? ProtoMapping.encode(r, plan) : ProtoMapping.encode(next); // encoding outside the lock
+            synchronized (this) {
+                if (closed) {
+                    return;
+                }
+                observer.onNext(message);
+            }
         }
     }
 

@@ -4,6 +4,10 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.Decoder;
+import io.ditserve.backend.DecoderConfigs;
+import io.ditserve.backend.DecoderSpec;
+import io.ditserve.backend.ModelDecoders;
 import io.ditserve.backend.DitCheckpoint;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
@@ -49,7 +53,9 @@ public final class ModelRepository implements AutoCloseable {
         registry.get(defaultBackend); // an unknown backend fails before any model is loaded
         List<Path> dirs = new ArrayList<>();
         try (Stream<Path> s = Files.list(root)) {
-            s.filter(p -> Files.isRegularFile(p.resolve(ModelConfigs.CONFIG_FILE))).sorted().forEach(dirs::add);
+            // a diffusers decoder folder beside the models (shared by several of them) is not a model
+            s.filter(p -> Files.isRegularFile(p.resolve(ModelConfigs.CONFIG_FILE)))
+                    .filter(p -> !DecoderConfigs.isDecoderFolder(p)).sorted().forEach(dirs::add);
         } catch (IOException e) {
             throw new BackendException("cannot list model folder " + root + ": " + e.getMessage(), e);
         }
@@ -74,17 +80,52 @@ public final class ModelRepository implements AutoCloseable {
                                 + "' needs " + provider.requiredFiles() + " in the model folder");
                     }
                 }
+                ModelDecoders decoders = ModelConfigs.loadDecoders(spec);
+                for (DecoderSpec d : java.util.stream.Stream.of(decoders.vae(), decoders.taesd())
+                        .flatMap(java.util.Optional::stream).toList()) {
+                    for (String f : provider.requiredDecoderFiles()) {
+                        if (!Files.isRegularFile(d.directory().resolve(f))) {
+                            throw new BackendException(d.directory().resolve(f) + ": missing; backend '"
+                                    + backendName + "' needs " + provider.requiredDecoderFiles()
+                                    + " in the decoder folder of model " + spec.name());
+                        }
+                    }
+                }
                 long t0 = System.nanoTime();
                 Backend backend = provider.create(spec, options);
-                log.info("loaded model {} on backend {} in {} ms", spec.name(), backendName,
-                        (System.nanoTime() - t0) / 1_000_000);
-                loaded.put(spec.name(), new LoadedModel(spec, backend, DitCheckpoint.parameterCount(spec)));
+                Decoder vae = null;
+                Decoder taesd = null;
+                try {
+                    if (decoders.vaeSpec() != null) {
+                        vae = provider.createDecoder(decoders.vaeSpec(), options);
+                    }
+                    if (decoders.taesdSpec() != null) {
+                        taesd = provider.createDecoder(decoders.taesdSpec(), options);
+                    }
+                } catch (BackendException | RuntimeException e) {
+                    if (vae != null) {
+                        vae.close();
+                    }
+                    backend.close();
+                    throw e;
+                }
+                log.info("loaded model {} on backend {} in {} ms{}", spec.name(), backendName,
+                        (System.nanoTime() - t0) / 1_000_000, describe(decoders));
+                loaded.put(spec.name(), new LoadedModel(spec, backend, DitCheckpoint.parameterCount(spec), vae,
+                        taesd));
             }
         } catch (BackendException | RuntimeException e) {
-            loaded.values().forEach(m -> m.backend().close());
+            loaded.values().forEach(LoadedModel::close);
             throw e;
         }
         return new ModelRepository(Map.copyOf(loaded));
+    }
+
+    private static String describe(ModelDecoders d) {
+        StringBuilder b = new StringBuilder();
+        d.vae().ifPresent(v -> b.append("; vae ").append(v.summary()).append(" from ").append(v.directory()));
+        d.taesd().ifPresent(v -> b.append("; taesd ").append(v.summary()).append(" from ").append(v.directory()));
+        return b.toString();
     }
 
     public Optional<LoadedModel> find(String name) {
@@ -103,7 +144,7 @@ public final class ModelRepository implements AutoCloseable {
     public void close() {
         for (LoadedModel m : models.values()) {
             try {
-                m.backend().close();
+                m.close();
             } catch (RuntimeException e) {
                 log.warn("closing backend of {} failed", m.name(), e);
             }

@@ -22,6 +22,11 @@ public final class ServerMetrics implements EngineObserver {
     private final Counter previewsDropped;
     private final Histogram stepSeconds;
     private final Histogram forwardSeconds;
+    private final Histogram batchSamples;
+    private final Counter samples;
+    private final Histogram queueWait;
+    private static final double[] BATCH_BUCKETS = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+    private static final double[] WAIT_BUCKETS = {0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 
     public ServerMetrics() {
         requests = Counter.builder().name("dit_requests_total")
@@ -32,8 +37,17 @@ public final class ServerMetrics implements EngineObserver {
                 .help("Preview frames replaced by newer ones or skipped because the client was slow").register(registry);
         stepSeconds = Histogram.builder().name("dit_step_seconds").help("Wall time of one denoising step")
                 .labelNames("backend", "model").classicUpperBounds(STEP_BUCKETS).register(registry);
-        forwardSeconds = Histogram.builder().name("dit_forward_seconds").help("Backend forward pass time per step")
+        forwardSeconds = Histogram.builder().name("dit_forward_seconds")
+                .help("Wall time of one backend forward pass (over the samples of every generation in it)")
                 .labelNames("backend", "model").classicUpperBounds(STEP_BUCKETS).register(registry);
+        batchSamples = Histogram.builder().name("dit_forward_batch_samples").help("Samples per forward pass")
+                .labelNames("backend", "model").classicUpperBounds(BATCH_BUCKETS).register(registry);
+        samples = Counter.builder().name("dit_forward_samples_total")
+                .help("Samples computed by forward passes (rate() gives samples per second)")
+                .labelNames("backend", "model").register(registry);
+        queueWait = Histogram.builder().name("dit_queue_wait_seconds")
+                .help("Time from acceptance to the first step").labelNames("model")
+                .classicUpperBounds(WAIT_BUCKETS).register(registry);
     }
 
     /** Gauges that read the engine when scraped. */
@@ -64,9 +78,20 @@ public final class ServerMetrics implements EngineObserver {
     }
 
     @Override
-    public void onStep(String model, String backend, double step, double forward) {
+    public void onStep(String model, String backend, double step) {
         stepSeconds.labelValues(backend, model).observe(step);
-        forwardSeconds.labelValues(backend, model).observe(forward);
+    }
+
+    @Override
+    public void onForward(String model, String backend, int n, double seconds) {
+        forwardSeconds.labelValues(backend, model).observe(seconds);
+        batchSamples.labelValues(backend, model).observe(n);
+        samples.labelValues(backend, model).inc(n);
+    }
+
+    @Override
+    public void onQueueWait(String model, double seconds) {
+        queueWait.labelValues(model).observe(seconds);
     }
 
     @Override

@@ -4,6 +4,8 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.Decoder;
+import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
 import java.util.List;
 
@@ -36,5 +38,15 @@ public final class OnnxBackendProvider implements BackendProvider {
     @Override
     public Backend create(ModelSpec model, BackendOptions options) throws BackendException {
         return OnnxDitBackend.create(model, options);
+    }
+
+    @Override
+    public List<String> requiredDecoderFiles() {
+        return List.of(DecoderSpec.ONNX_FILE);
+    }
+
+    @Override
+    public Decoder createDecoder(DecoderSpec decoder, BackendOptions options) throws BackendException {
+        return OnnxDecoder.create(decoder, options);
     }
 }

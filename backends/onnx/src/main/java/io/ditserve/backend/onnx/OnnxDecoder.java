@@ -1,0 +1,113 @@
+package io.ditserve.backend.onnx;
+
+import ai.onnxruntime.NodeInfo;
+import ai.onnxruntime.OnnxJavaType;
+import ai.onnxruntime.OnnxTensor;
+import ai.onnxruntime.OrtException;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.Decoder;
+import io.ditserve.backend.DecoderArguments;
+import io.ditserve.backend.DecoderSpec;
+import io.ditserve.backend.Tensor;
+import io.ditserve.backend.onnx.OnnxRunner.Dim;
+import java.nio.FloatBuffer;
+import java.util.Map;
+import java.util.Objects;
+import java.util.List;
+
+/**
+ * A latent decoder on ONNX Runtime, from the {@code decoder.onnx} of a decoder folder (exported by
+ * tools/dit/vae.py; docs/DECODERS.md). I/O contract: input {@code latent} float32 [N, C_latent, h, w], output
+ * {@code image} float32 [N, C_out, f·h, f·w], with N, h and w dynamic. The graph includes the latent scaling, so it
+ * keeps the {@link Decoder} contract (diffusion-space latent in, image in [−1, 1] out). Checked at load against the
+ * contract and the folder's {@code config.json}.
+ */
+final class OnnxDecoder implements Decoder {
+    private static final String LATENT = "latent";
+    private static final String IMAGE = "image";
+
+    private final DecoderSpec spec;
+    private final OnnxRunner runner;
+    // direct I/O buffers grown to the largest call seen, then reused
+    private FloatBuffer latentBuffer;
+    private FloatBuffer imageBuffer;
+    private boolean closed;
+
+    private OnnxDecoder(DecoderSpec spec, OnnxRunner runner) {
+        this.spec = spec;
+        this.runner = runner;
+    }
+
+    static OnnxDecoder create(DecoderSpec spec, BackendOptions options) throws BackendException {
+        Objects.requireNonNull(spec, "spec");
+        OnnxRunner runner = OnnxRunner.open(spec.onnxFile(), options, "the onnx backend needs the decoder exported"
+                + " with tools/convert.py --vae or tools/dit/vae.py", spec.directory().getFileName().toString());
+        try {
+            runner.checkNames(List.of(LATENT), List.of(IMAGE));
+            Map<String, NodeInfo> in = runner.inputInfo();
+            Map<String, NodeInfo> out = runner.outputInfo();
+            runner.checkTensor("input", in.get(LATENT), OnnxJavaType.FLOAT, "[N, C_latent, h, w]",
+                    new Dim("channels (latent_channels)", spec.latentChannels()),
+                    new Dim("rows h", -1), new Dim("columns w", -1));
+            runner.checkTensor("output", out.get(IMAGE), OnnxJavaType.FLOAT, "[N, C_out, f·h, f·w]",
+                    new Dim("channels (out_channels)", spec.outChannels()),
+                    new Dim("rows f·h", -1), new Dim("columns f·w", -1));
+            return new OnnxDecoder(spec, runner);
+        } catch (BackendException | RuntimeException e) {
+            runner.close();
+            throw e;
+        }
+    }
+
+    @Override
+    public String backendName() {
+        return OnnxBackendProvider.NAME;
+    }
+
+    @Override
+    public DecoderSpec spec() {
+        return spec;
+    }
+
+    @Override
+    public synchronized void decode(Tensor latent, Tensor out, Cancellation cancel) throws BackendException {
+        if (closed) {
+            throw new IllegalStateException("decoder " + spec.directory() + " is closed");
+        }
+        int n = DecoderArguments.check(spec, latent, out);
+        if (n == 0) {
+            return;
+        }
+        if (cancel.isCancelled()) {
+            throw new BackendException.Cancelled();
+        }
+        if (latentBuffer == null || latentBuffer.capacity() < latent.size()) {
+            latentBuffer = OnnxRunner.directBytes(4L * latent.size()).asFloatBuffer();
+        }
+        if (imageBuffer == null || imageBuffer.capacity() < out.size()) {
+            imageBuffer = OnnxRunner.directBytes(4L * out.size()).asFloatBuffer();
+        }
+        latentBuffer.clear().put(0, latent.data()).limit(latent.size());
+        imageBuffer.clear().limit(out.size());
+        long[] outShape = OnnxRunner.longs(out.shape());
+        try (OnnxTensor in = OnnxTensor.createTensor(runner.env, latentBuffer, OnnxRunner.longs(latent.shape()));
+                OnnxTensor img = OnnxTensor.createTensor(runner.env, imageBuffer, outShape)) {
+            runner.run(Map.of(LATENT, in), IMAGE, img, outShape, cancel);
+        } catch (OrtException e) {
+            throw new BackendException(runner.file + ": cannot create the run's tensors: " + e.getMessage(), e);
+        }
+        imageBuffer.get(0, out.data());
+    }
+
+    @Override
+    public synchronized void close() {
+        if (!closed) {
+            closed = true;
+            latentBuffer = null;
+            imageBuffer = null;
+            runner.close();
+        }
+    }
+}

@@ -1,0 +1,371 @@
+package io.ditserve.backend.onnx;
+
+import ai.onnxruntime.NodeInfo;
+import ai.onnxruntime.OnnxJavaType;
+import ai.onnxruntime.OnnxTensor;
+import ai.onnxruntime.OrtEnvironment;
+import ai.onnxruntime.OrtException;
+import ai.onnxruntime.OrtSession;
+import ai.onnxruntime.OrtSession.SessionOptions.OptLevel;
+import ai.onnxruntime.TensorInfo;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.Cancellation;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Set;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * One ONNX Runtime session with everything the DiT backend and the decoders share: the options of the onnx
+ * backend, parsed once; session creation; the I/O contract checks; a run whose output is pinned to the caller's
+ * buffer and that a {@link Cancellation} can terminate. Options:
+ *
+ * <ul>
+ *   <li>{@code onnx.provider}: {@code cpu} (default) or {@code cuda}. {@code cuda} needs the onnxruntime_gpu jar
+ *       and a device; without them {@link #open} fails, it never falls back to the CPU;
+ *   <li>{@code onnx.cuda.device}: the CUDA device id (default 0);
+ *   <li>{@code onnx.optimization}: the graph optimization level, {@code all} (default), {@code extended},
+ *       {@code basic} or {@code none}.
+ * </ul>
+ *
+ * The intra-op thread pool has {@link BackendOptions#threads()} threads. Not thread-safe: its owner serialises runs.
+ */
+final class OnnxRunner implements AutoCloseable {
+    static final String PROVIDER_OPTION = "onnx.provider";
+    static final String CUDA_DEVICE_OPTION = "onnx.cuda.device";
+    static final String OPTIMIZATION_OPTION = "onnx.optimization";
+    private static final List<String> KNOWN_OPTIONS = List.of(PROVIDER_OPTION, CUDA_DEVICE_OPTION, OPTIMIZATION_OPTION);
+    private static final List<String> PROVIDERS = List.of("cpu", "cuda");
+    private static final List<String> OPTIMIZATIONS = List.of("all", "extended", "basic", "none");
+    /** How often a running session looks at its {@link Cancellation}. */
+    private static final long CANCEL_POLL_MILLIS = 5;
+
+    /** Process-wide and shared with every other ONNX Runtime user in the JVM: not ours to close. */
+    final OrtEnvironment env;
+    final Path file;
+    // Native objects this runner owns; closed in reverse order of creation. The options outlive the session.
+    private final OrtSession.SessionOptions sessionOptions;
+    final OrtSession session;
+    private final ScheduledExecutorService cancelWatcher;
+    private boolean closed;
+
+    private OrtSession.SessionOptions options() {
+        return sessionOptions;
+    }
+
+    private OnnxRunner(OrtEnvironment env, Path file, OrtSession.SessionOptions sessionOptions, OrtSession session,
+            String threadName) {
+        this.env = env;
+        this.file = file;
+        this.sessionOptions = sessionOptions;
+        this.session = session;
+        ScheduledThreadPoolExecutor watcher = new ScheduledThreadPoolExecutor(1,
+                Thread.ofPlatform().name("onnx-cancel-watch-" + threadName).daemon().factory());
+        watcher.setRemoveOnCancelPolicy(true);
+        this.cancelWatcher = watcher;
+    }
+
+    /**
+     * Opens {@code file} with the backend options; {@code what} says what the file is for the missing-file message.
+     */
+    static OnnxRunner open(Path file, BackendOptions options, String what, String threadName)
+            throws BackendException {
+        Objects.requireNonNull(options, "options");
+        for (String key : options.options().keySet()) {
+            if (key.startsWith("onnx.") && !KNOWN_OPTIONS.contains(key)) {
+                throw new BackendException("Unknown option [" + key + "] of the onnx backend, known options "
+                        + KNOWN_OPTIONS);
+            }
+        }
+        String provider = choice(options, PROVIDER_OPTION, PROVIDERS);
+        OptLevel optLevel = switch (choice(options, OPTIMIZATION_OPTION, OPTIMIZATIONS)) {
+            case "all" -> OptLevel.ALL_OPT;
+            case "extended" -> OptLevel.EXTENDED_OPT;
+            case "basic" -> OptLevel.BASIC_OPT;
+            default -> OptLevel.NO_OPT;
+        };
+        int cudaDevice = cudaDevice(options);
+        if (!Files.isRegularFile(file)) {
+            throw new BackendException(file + ": missing (" + what + ")");
+        }
+        OrtEnvironment env = environment();
+        OrtSession.SessionOptions sessionOptions = new OrtSession.SessionOptions();
+        OrtSession session = null;
+        try {
+            try {
+                sessionOptions.setIntraOpNumThreads(options.threads());
+                sessionOptions.setOptimizationLevel(optLevel);
+            } catch (OrtException e) {
+                throw new BackendException("ONNX Runtime rejected the session options: " + e.getMessage(), e);
+            }
+            if (provider.equals("cuda")) {
+                try {
+                    sessionOptions.addCUDA(cudaDevice);
+                } catch (OrtException e) {
+                    throw new BackendException("CUDA execution provider not available: " + e.getMessage(), e);
+                }
+            }
+            try {
+                session = env.createSession(file.toString(), sessionOptions);
+            } catch (OrtException e) {
+                throw new BackendException(file + ": ONNX Runtime cannot load it: " + e.getMessage(), e);
+            }
+            return new OnnxRunner(env, file, sessionOptions, session, threadName);
+        } catch (BackendException | RuntimeException e) {
+            closeNative(file, session, sessionOptions);
+            throw e;
+        }
+    }
+
+    /** The process-wide environment; loading ONNX Runtime's native library happens here, on first use. */
+    private static OrtEnvironment environment() throws BackendException {
+        try {
+            return OrtEnvironment.getEnvironment();
+        } catch (LinkageError | RuntimeException e) {
+            throw new BackendException("ONNX Runtime cannot load its native library here: " + e, e);
+        }
+    }
+
+    private static String choice(BackendOptions options, String key, List<String> allowed) throws BackendException {
+        String v = options.get(key, allowed.getFirst());
+        if (!allowed.contains(v)) {
+            throw new BackendException("Unknown " + key + " [" + v + "] of the onnx backend, known options " + allowed);
+        }
+        return v;
+    }
+
+    private static int cudaDevice(BackendOptions options) throws BackendException {
+        String v = options.get(CUDA_DEVICE_OPTION, "0");
+        try {
+            int id = Integer.parseInt(v.trim());
+            if (id >= 0) {
+                return id;
+            }
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new BackendException(CUDA_DEVICE_OPTION + " must be a device id >= 0, found '" + v + "'");
+    }
+
+    /** Checks that the session's input and output names are exactly the contract's (listed in its order). */
+    void checkNames(List<String> inputs, List<String> outputs) throws BackendException {
+        Map<String, NodeInfo> in = inputInfo();
+        Map<String, NodeInfo> out = outputInfo();
+        if (!in.keySet().equals(Set.copyOf(inputs))) {
+            throw new BackendException(file + ": expected " + (inputs.size() == 1 ? "one input " : "inputs ")
+                    + inputs + ", found " + in.keySet());
+        }
+        if (!out.keySet().equals(Set.copyOf(outputs))) {
+            throw new BackendException(file + ": expected " + (outputs.size() == 1 ? "one output " : "outputs ")
+                    + outputs + ", found " + out.keySet());
+        }
+    }
+
+    Map<String, NodeInfo> inputInfo() throws BackendException {
+        try {
+            return session.getInputInfo();
+        } catch (OrtException e) {
+            throw new BackendException(file + ": cannot read the model's inputs: " + e.getMessage(), e);
+        }
+    }
+
+    Map<String, NodeInfo> outputInfo() throws BackendException {
+        try {
+            return session.getOutputInfo();
+        } catch (OrtException e) {
+            throw new BackendException(file + ": cannot read the model's outputs: " + e.getMessage(), e);
+        }
+    }
+
+    /** One dimension after the batch one: what it is (with its config.json source) and its expected size (−1: any). */
+    record Dim(String what, long expected) {}
+
+    /**
+     * The batch dimension must be dynamic; each following one must equal its expected size when the model fixes it
+     * (a symbolic one is checked by ONNX Runtime when it runs), and must be dynamic where any size is expected.
+     */
+    void checkTensor(String role, NodeInfo node, OnnxJavaType type, String layout, Dim... dims)
+            throws BackendException {
+        String where = file + ": " + role + " '" + node.getName() + "': ";
+        if (!(node.getInfo() instanceof TensorInfo info)) {
+            throw new BackendException(where + "expected a tensor, found " + node.getInfo());
+        }
+        if (info.type != type) {
+            throw new BackendException(where + "expected " + type + " elements, found " + info.type);
+        }
+        long[] shape = info.getShape();
+        if (shape.length != dims.length + 1) {
+            throw new BackendException(where + "expected rank " + (dims.length + 1) + " " + layout + ", found rank "
+                    + shape.length + " " + formatShape(info));
+        }
+        if (shape[0] >= 0) {
+            throw new BackendException(where + "expected a dynamic batch dimension N, found the fixed size "
+                    + shape[0] + " (export with dynamic_axes)");
+        }
+        for (int i = 0; i < dims.length; i++) {
+            long found = shape[i + 1];
+            long expected = dims[i].expected();
+            if (expected < 0 && found >= 0) {
+                throw new BackendException(where + "expected dynamic " + dims[i].what() + ", found the fixed size "
+                        + found + " in " + formatShape(info) + " (export with dynamic_axes)");
+            }
+            if (expected >= 0 && found >= 0 && found != expected) {
+                throw new BackendException(where + "expected " + expected + " " + dims[i].what()
+                        + " as config.json says, found " + found + " in " + formatShape(info));
+            }
+        }
+    }
+
+    /** The shape with symbolic dimensions by name, e.g. {@code [N, 1, 28, 28]}. */
+    private static String formatShape(TensorInfo info) {
+        long[] shape = info.getShape();
+        String[] names = info.getDimensionNames();
+        List<String> dims = new ArrayList<>(shape.length);
+        for (int i = 0; i < shape.length; i++) {
+            dims.add(shape[i] >= 0 ? Long.toString(shape[i]) : names[i].isEmpty() ? "?" : names[i]);
+        }
+        return dims.toString();
+    }
+
+    /**
+     * Runs the session with output {@code outName} pinned to {@code out} (ONNX Runtime writes into its buffer), while
+     * the watcher thread sets the terminate flag of the run as soon as {@code cancel} fires.
+     */
+    void run(Map<String, OnnxTensor> inputs, String outName, OnnxTensor out, long[] outShape, Cancellation cancel)
+            throws BackendException {
+        if (closed) {
+            throw new IllegalStateException(file + ": session is closed");
+        }
+        OrtSession.RunOptions runOptions;
+        try {
+            runOptions = new OrtSession.RunOptions();
+        } catch (OrtException e) {
+            throw new BackendException(file + ": cannot create run options: " + e.getMessage(), e);
+        }
+        try (runOptions) {
+            CancelWatch watch = new CancelWatch(runOptions, cancel);
+            ScheduledFuture<?> polling = cancel == Cancellation.NEVER ? null
+                    : cancelWatcher.scheduleWithFixedDelay(watch, CANCEL_POLL_MILLIS, CANCEL_POLL_MILLIS,
+                            TimeUnit.MILLISECONDS);
+            OrtException failure = null;
+            boolean fired;
+            try (OrtSession.Result result = session.run(inputs, Set.of(), Map.of(outName, out), runOptions)) {
+                // ONNX Runtime fails the run when the model's output shape differs from the pinned tensor's; here it
+                // only remains to check that the output is the pinned tensor, i.e. in the caller's buffer
+                if (result.get(outName).orElse(null) != out) {
+                    throw new IllegalStateException(file + ": ONNX Runtime returned '" + outName
+                            + "' in a tensor of its own instead of the pinned " + Arrays.toString(outShape) + " one");
+                }
+            } catch (OrtException e) {
+                failure = e;
+            } finally {
+                if (polling != null) {
+                    polling.cancel(false);
+                }
+                fired = watch.stop(); // from here on the watcher leaves runOptions alone: they are closed below
+            }
+            // a run that finished just as the request was cancelled is reported as cancelled: the caller asked to stop
+            if (fired) {
+                throw cancelled(failure != null ? failure : watch.failure());
+            }
+            if (failure != null) {
+                throw new BackendException(file + ": ONNX Runtime run failed: " + failure.getMessage(), failure);
+            }
+        }
+    }
+
+    private static BackendException.Cancelled cancelled(Throwable cause) {
+        BackendException.Cancelled c = new BackendException.Cancelled();
+        if (cause != null) {
+            c.initCause(cause);
+        }
+        return c;
+    }
+
+    /**
+     * One run's link between its {@link Cancellation} and its {@link OrtSession.RunOptions}, polled on the watcher
+     * thread. After {@link #stop} it never touches the run options again, so the caller may close them.
+     */
+    private static final class CancelWatch implements Runnable {
+        private final OrtSession.RunOptions runOptions;
+        private final Cancellation cancel;
+        private boolean stopped;
+        private boolean fired;
+        private OrtException failure;
+
+        CancelWatch(OrtSession.RunOptions runOptions, Cancellation cancel) {
+            this.runOptions = runOptions;
+            this.cancel = cancel;
+        }
+
+        @Override
+        public synchronized void run() {
+            if (stopped || fired || !cancel.isCancelled()) {
+                return;
+            }
+            fired = true;
+            try {
+                runOptions.setTerminate(true);
+            } catch (OrtException e) {
+                failure = e; // the run then completes, and the caller still gets Cancelled with this as cause
+            }
+        }
+
+        /** Ends the watch; returns whether the cancellation fired during the run. */
+        synchronized boolean stop() {
+            stopped = true;
+            return fired;
+        }
+
+        synchronized OrtException failure() {
+            return failure;
+        }
+    }
+
+    static ByteBuffer directBytes(long bytes) {
+        return ByteBuffer.allocateDirect(Math.toIntExact(bytes)).order(ByteOrder.nativeOrder());
+    }
+
+    static long[] longs(int[] v) {
+        long[] r = new long[v.length];
+        for (int i = 0; i < v.length; i++) {
+            r[i] = v[i];
+        }
+        return r;
+    }
+
+    /** Stops the watcher, then closes the session and its options. Idempotent. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        cancelWatcher.shutdownNow();
+        closeNative(file, session, options());
+    }
+
+    /** Closes the session (if any), then the options it was built with. */
+    private static void closeNative(Path file, OrtSession session, OrtSession.SessionOptions sessionOptions) {
+        try {
+            if (session != null) {
+                session.close();
+            }
+        } catch (OrtException e) {
+            throw new IllegalStateException(file + ": closing the ONNX Runtime session failed: " + e.getMessage(), e);
+        } finally {
+            sessionOptions.close();
+        }
+    }
+}

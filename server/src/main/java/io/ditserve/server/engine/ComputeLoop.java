@@ -1,0 +1,502 @@
+package io.ditserve.server.engine;
+
+import io.ditserve.backend.Backend;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.Tensor;
+import io.ditserve.server.model.LoadedModel;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.List;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.slf4j.MDC;
+
+/**
+ * The compute thread of one model's backend instance. Generations wait in a FIFO queue; up to {@code maxActive} of
+ * them are active. Every tick, each active generation advances exactly one denoising step: the loop lays the
+ * samples of all of them (images and guidance halves, each with its own t and y) end to end in acceptance order
+ * and runs forward passes of up to {@code maxBatch} samples over them, then each generation applies its own
+ * sampler update as soon as its last sample is back.
+ *
+ * <p>Fairness: no active generation is ever skipped; a tick costs ⌈samples / maxBatch⌉ passes, and a generation with
+ * more samples than {@code maxBatch} simply spans several passes. New requests join at the next tick; cancelled and
+ * finished ones leave at once (a cancelled one is dropped before the tick's passes are gathered). A failure inside a
+ * pass (a backend error, any Throwable) fails the generations that had samples in that pass and nothing else.
+ *
+ * <p>Loops of different models never wait for each other: each has its own thread. Batch buffers are allocated once
+ * per batch size and reused; the hot path allocates nothing but the events it emits.
+ */
+final class ComputeLoop {
+    private static final Logger log = LoggerFactory.getLogger(ComputeLoop.class);
+
+    final LoadedModel model;
+    private final EngineConfig config;
+    private final EngineObserver observer;
+    private final Runnable onDeath;
+    private final Object lock = new Object();
+    private final ArrayDeque<Generation> waiting = new ArrayDeque<>();
+    private final List<Generation> active = new ArrayList<>();
+    private final List<Generation> tick = new ArrayList<>();
+    private final Thread thread;
+    private boolean accepting = true;
+    private boolean stopped;
+    private volatile boolean stopping;
+    private volatile boolean dead;
+    private long stepsComputed;
+    private long completed;
+
+    // batch buffers, one set per batch size that occurred (x, out, t, y must have exactly N rows)
+    private final Tensor[] xs;
+    private final Tensor[] outs;
+    private final int[][] ts;
+    private final int[][] ys;
+    private final Generation[] owner;
+    private final int[] ownerSample;
+    private final int per;
+    private final int outPer;
+    private final int maxBatch;
+    private int rows;
+
+    ComputeLoop(LoadedModel model, EngineConfig config, EngineObserver observer, Runnable onDeath) {
+        this.model = model;
+        this.config = config;
+        this.observer = observer;
+        this.onDeath = onDeath;
+        ModelSpec spec = model.spec();
+        int hw = spec.inputSize() * spec.inputSize();
+        this.per = spec.inChannels() * hw;
+        this.outPer = spec.outChannels() * hw;
+        this.maxBatch = config.maxBatchFor(model.backend().name());
+        int max = maxBatch;
+        xs = new Tensor[max + 1];
+        outs = new Tensor[max + 1];
+        ts = new int[max + 1][];
+        ys = new int[max + 1][];
+        owner = new Generation[max];
+        ownerSample = new int[max];
+        thread = Thread.ofPlatform().name("dit-compute-" + model.name()).daemon(false).unstarted(this::run);
+    }
+
+    void start() {
+        thread.start();
+    }
+
+    /**
+     * Queues a generation (sending its Accepted event first).
+     *
+     * @throws Rejected when the queue is full or the loop is shutting down
+     */
+    void submit(Generation g) throws Rejected {
+        synchronized (lock) {
+            if (!accepting || dead) {
+                throw new Rejected(Failure.unavailable(dead
+                        ? "model " + model.name() + " cannot compute (its compute loop failed); retry on another replica"
+                        : "server is shutting down; retry on another replica"));
+            }
+            boolean runsNow = active.size() < config.maxActive() && waiting.isEmpty();
+            if (!runsNow && waiting.size() >= config.maxQueued()) {
+                throw new Rejected(new Failure(Failure.Code.RESOURCE_EXHAUSTED, "server busy: " + active.size()
+                        + " generations of model " + model.name() + " running and " + waiting.size()
+                        + " queued (limit " + config.maxQueued() + "); retry later"));
+            }
+            int position = runsNow ? 0 : waiting.size() + 1;
+            g.listener.onEvent(new GenerationEvent.Accepted(g.id, position, g.plan, timesteps(g.plan.steps())));
+            if (runsNow) {
+                active.add(g);
+                observer.onQueueWait(model.name(), 0);
+            } else {
+                waiting.addLast(g);
+            }
+            lock.notifyAll();
+        }
+    }
+
+    private static int[] timesteps(int steps) {
+        int[] ts = io.ditserve.server.sampling.NoiseSchedule.respace(steps);
+        int[] order = new int[ts.length];
+        for (int k = 0; k < ts.length; k++) {
+            order[k] = ts[ts.length - 1 - k];
+        }
+        return order;
+    }
+
+    void cancel(Generation g, Failure failure) {
+        boolean removed;
+        synchronized (lock) {
+            removed = waiting.remove(g);
+            if (removed) {
+                notifyQueuePositions();
+            }
+        }
+        if (removed) {
+            g.listener.onFailed(failure); // never started: nothing else will tell the listener
+        } else {
+            g.cancel(failure); // active: it leaves before the next pass, or the running pass stops if all its owners left
+        }
+    }
+
+    private void run() {
+        try {
+            while (true) {
+                synchronized (lock) {
+                    while (active.isEmpty() && waiting.isEmpty() && !stopped) {
+                        lock.wait();
+                    }
+                    if (stopped && active.isEmpty() && waiting.isEmpty()) {
+                        return;
+                    }
+                    promote();
+                    tick.clear();
+                    tick.addAll(active);
+                }
+                runTick();
+                synchronized (lock) {
+                    for (Generation g : tick) {
+                        if (g.ended) {
+                            active.remove(g);
+                            completed++;
+                        }
+                    }
+                    lock.notifyAll();
+                }
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } catch (Throwable t) {
+            // runTick contains every failure of a pass or a generation; reaching here is a bug in the loop itself
+            log.error("compute loop of model {} died", model.name(), t);
+            dead = true;
+            failEverything(Failure.internal("the compute loop of model " + model.name() + " failed: " + t));
+            onDeath.run();
+        }
+    }
+
+    private void failEverything(Failure f) {
+        List<Generation> all;
+        synchronized (lock) {
+            all = new ArrayList<>(active);
+            all.addAll(waiting);
+            active.clear();
+            waiting.clear();
+            lock.notifyAll();
+        }
+        for (Generation g : all) {
+            if (!g.ended) {
+                g.ended = true;
+                g.listener.onFailed(f);
+            }
+        }
+    }
+
+    /** Moves waiting generations into free slots and tells the rest their new positions. Holds the lock. */
+    private void promote() {
+        boolean moved = false;
+        while (active.size() < config.maxActive() && !waiting.isEmpty()) {
+            Generation g = waiting.pollFirst();
+            active.add(g);
+            observer.onQueueWait(model.name(), (System.nanoTime() - g.acceptedNanos) / 1e9);
+            moved = true;
+        }
+        if (moved) {
+            notifyQueuePositions();
+        }
+    }
+
+    private void notifyQueuePositions() {
+        int pos = 1;
+        for (Generation w : waiting) {
+            w.listener.onEvent(new GenerationEvent.Queued(pos++));
+        }
+    }
+
+    /** One tick: every generation of {@link #tick} advances one step (or leaves). */
+    private void runTick() {
+        for (Generation g : tick) {
+            if (g.isCancelled()) {
+                end(g, g.cancelFailure());
+                continue;
+            }
+            try {
+                g.prepareStep();
+            } catch (RuntimeException | OutOfMemoryError e) {
+                log.error("[{}] cannot start the step", g.id, e);
+                end(g, Failure.internal("generation failed: " + e));
+            }
+        }
+        rows = 0;
+        for (Generation g : tick) {
+            for (int s = 0; s < g.samples() && !g.ended; s++) {
+                if (rows == 0) {
+                    ensureBuffers(Math.min(maxBatch, remainingSamples(g, s)));
+                }
+                g.inputs(s, xs[capacityRows].data(), rows * per, ts[capacityRows], ys[capacityRows], rows);
+                owner[rows] = g;
+                ownerSample[rows] = s;
+                rows++;
+                if (rows == capacityRows) {
+                    runPass();
+                }
+            }
+        }
+        if (rows > 0) {
+            runPass();
+        }
+        synchronized (lock) {
+            stepsComputed += tick.size();
+        }
+    }
+
+    private int capacityRows;
+
+    /** Samples still to gather this tick from generation {@code from}'s sample {@code s} on. */
+    private int remainingSamples(Generation from, int s) {
+        int left = 0;
+        boolean counting = false;
+        for (Generation g : tick) {
+            if (g == from) {
+                counting = true;
+                left += g.samples() - s;
+            } else if (counting && !g.ended) {
+                left += g.samples();
+            }
+        }
+        return left;
+    }
+
+    /** Selects (allocating on first use) the buffers for a pass of exactly {@code n} samples. */
+    private void ensureBuffers(int n) {
+        allocate(n);
+        capacityRows = n;
+    }
+
+    private void allocate(int n) {
+        if (xs[n] == null) {
+            ModelSpec s = model.spec();
+            xs[n] = Tensor.zeros(n, s.inChannels(), s.inputSize(), s.inputSize());
+            outs[n] = Tensor.zeros(n, s.outChannels(), s.inputSize(), s.inputSize());
+            ts[n] = new int[n];
+            ys[n] = new int[n];
+        }
+    }
+
+    /** Runs one forward pass over the gathered rows and hands each generation its outputs. */
+    private void runPass() {
+        int n = rows;
+        rows = 0;
+        if (n != capacityRows) {
+            // generations ended by a failed pass earlier in this tick left this pass short: move to exact-size buffers
+            int cap = capacityRows;
+            ensureBuffers(n);
+            System.arraycopy(xs[cap].data(), 0, xs[n].data(), 0, n * per);
+            System.arraycopy(ts[cap], 0, ts[n], 0, n);
+            System.arraycopy(ys[cap], 0, ys[n], 0, n);
+        }
+        Backend backend = model.backend();
+        Cancellation cancel = () -> {
+            if (stopping) {
+                return true;
+            }
+            for (int r = 0; r < n; r++) {
+                if (!owner[r].isCancelled()) {
+                    return false;
+                }
+            }
+            return true;
+        };
+        long t0 = System.nanoTime();
+        try {
+            backend.forward(xs[n], ts[n], ys[n], outs[n], cancel);
+        } catch (BackendException.Cancelled e) {
+            failOwners(n, null);
+            return;
+        } catch (BackendException e) {
+            if (!isolate(n, cancel)) {
+                failOwners(n, Failure.internal("backend '" + backend.name() + "' failed: " + e.getMessage()));
+                return;
+            }
+        } catch (Throwable e) {
+            log.error("forward pass of model {} over {} samples failed", model.name(), n, e);
+            if (!isolate(n, cancel)) {
+                failOwners(n, Failure.internal("forward pass failed: " + e));
+                return;
+            }
+        }
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        observer.onForward(model.name(), backend.name(), n, seconds);
+        double share = seconds / n;
+        float[] out = outs[n].data();
+        for (int r = 0; r < n; r++) {
+            Generation g = owner[r];
+            owner[r] = null;
+            if (g.ended) {
+                continue;
+            }
+            g.output(ownerSample[r], out, r * outPer, share);
+            if (ownerSample[r] == g.samples() - 1) {
+                finish(g);
+            }
+        }
+    }
+
+    /**
+     * After a failed pass shared by several generations: reruns each generation's rows alone, so that a request
+     * whose input breaks the backend fails by itself and does not take its batch companions down. Fills
+     * {@code outs[n]} for the generations that succeed and ends the others.
+     *
+     * @return false when the pass had a single generation (nothing to isolate; the caller fails it)
+     */
+    private boolean isolate(int n, Cancellation cancel) {
+        if (owner[0] == owner[n - 1]) {
+            return false;
+        }
+        Backend backend = model.backend();
+        int start = 0;
+        while (start < n) {
+            Generation g = owner[start];
+            int end = start;
+            while (end < n && owner[end] == g) {
+                end++;
+            }
+            int len = end - start;
+            allocate(len);
+            System.arraycopy(xs[n].data(), start * per, xs[len].data(), 0, len * per);
+            System.arraycopy(ts[n], start, ts[len], 0, len);
+            System.arraycopy(ys[n], start, ys[len], 0, len);
+            try {
+                backend.forward(xs[len], ts[len], ys[len], outs[len], g::isCancelled);
+                System.arraycopy(outs[len].data(), 0, outs[n].data(), start * outPer, len * outPer);
+            } catch (BackendException.Cancelled e) {
+                end(g, g.isCancelled() ? g.cancelFailure()
+                        : Failure.unavailable("server shut down before the generation finished"));
+            } catch (BackendException e) {
+                end(g, Failure.internal("backend '" + backend.name() + "' failed: " + e.getMessage()));
+            } catch (Throwable e) {
+                log.error("[{}] forward pass failed", g.id, e);
+                end(g, Failure.internal("forward pass failed: " + e));
+            }
+            start = end;
+        }
+        return true;
+    }
+
+    /** Ends every generation with a sample in the failed pass; null = cancelled (each with its own reason). */
+    private void failOwners(int n, Failure failure) {
+        for (int r = 0; r < n; r++) {
+            Generation g = owner[r];
+            owner[r] = null;
+            if (!g.ended) {
+                Failure f = failure != null ? failure
+                        : g.isCancelled() ? g.cancelFailure()
+                        : Failure.unavailable("server shut down before the generation finished");
+                end(g, f);
+            }
+        }
+    }
+
+    /** The generation's step is complete: its sampler update, events, and after the last step decoding. */
+    private void finish(Generation g) {
+        MDC.put("rid", g.id);
+        try {
+            if (g.finishStep()) {
+                g.ended = true;
+            }
+        } catch (BackendException.Cancelled e) {
+            end(g, g.isCancelled() ? g.cancelFailure()
+                    : Failure.unavailable("server shut down before the generation finished"));
+        } catch (BackendException e) {
+            end(g, Failure.internal("backend '" + model.backend().name() + "' failed: " + e.getMessage()));
+        } catch (Throwable e) {
+            log.error("[{}] generation failed", g.id, e);
+            end(g, Failure.internal("generation failed: " + e));
+        } finally {
+            MDC.remove("rid");
+        }
+    }
+
+    private static void end(Generation g, Failure f) {
+        if (!g.ended) {
+            g.ended = true;
+            g.listener.onFailed(f);
+        }
+    }
+
+    // ---- status and shutdown (any thread)
+
+    void describe(List<Engine.GenerationInfo> running, List<Engine.GenerationInfo> queued, long now) {
+        synchronized (lock) {
+            for (Generation g : active) {
+                running.add(Engine.GenerationInfo.of(g, 0, now));
+            }
+            int pos = 1;
+            for (Generation g : waiting) {
+                queued.add(Engine.GenerationInfo.of(g, pos++, now));
+            }
+        }
+    }
+
+    int[] counts() {
+        synchronized (lock) {
+            return new int[] {active.size(), waiting.size()};
+        }
+    }
+
+    long stepsComputed() {
+        synchronized (lock) {
+            return stepsComputed;
+        }
+    }
+
+    long completed() {
+        synchronized (lock) {
+            return completed;
+        }
+    }
+
+    boolean dead() {
+        return dead;
+    }
+
+    void stopAccepting() {
+        synchronized (lock) {
+            accepting = false;
+        }
+    }
+
+    /** Whether nothing runs or waits. */
+    boolean idle() {
+        synchronized (lock) {
+            return active.isEmpty() && waiting.isEmpty();
+        }
+    }
+
+    Object lock() {
+        return lock;
+    }
+
+    /** Cancels what is left with {@code f}, stops the thread, and waits for it up to {@code waitMillis}. */
+    void stop(Failure f, long waitMillis) {
+        List<Generation> neverStarted;
+        synchronized (lock) {
+            accepting = false;
+            neverStarted = new ArrayList<>(waiting);
+            waiting.clear();
+            active.forEach(g -> g.cancel(f));
+            stopping = true;
+            stopped = true;
+            lock.notifyAll();
+        }
+        neverStarted.forEach(g -> g.listener.onFailed(f));
+        if (thread.isAlive()) {
+            try {
+                thread.join(waitMillis);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        } else if (thread.getState() == Thread.State.NEW) {
+            // never started: no tick will tell the active generations
+            failEverything(f);
+        }
+    }
+}
