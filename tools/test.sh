@@ -13,6 +13,9 @@ bash tools/setup-deps.sh
 OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} /usr/bin/python3 -m unittest discover -s tools/tests -v 2>&1 \
   | grep -v -E "TracerWarning|^  (if|h = w)" 
 
+echo "== real-shape decoder fixtures for the Java tests (skipped when up to date)"
+/usr/bin/python3 tools/make_decoder_fixtures.py --real target/decoder-fixtures
+
 echo "== java build and tests"
 JAVA_HOME="${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}"
 export JAVA_HOME

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import torch
 import torch.nn as nn
@@ -445,7 +446,9 @@ def export_decoder_onnx(module, path, example_hw=(6, 5)):
     module = module.eval()
     x = torch.randn(2, module.latent_channels, *example_hw)
     dyn = {"latent": {0: "N", 2: "h", 3: "w"}, "image": {0: "N", 2: "H", 3: "W"}}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch 1.13 warns for every constant it folds ("shape inference of prim::Constant type is missing"): noise
+        warnings.filterwarnings("ignore", message="The shape inference of prim::Constant")
         torch.onnx.export(module, (x,), path, input_names=["latent"], output_names=["image"], dynamic_axes=dyn,
                           opset_version=ONNX_OPSET, do_constant_folding=True)
     import onnx
