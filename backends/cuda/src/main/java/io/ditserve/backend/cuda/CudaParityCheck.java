@@ -5,9 +5,13 @@ import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
 import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.DecoderConfigs;
+import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -22,9 +26,15 @@ import java.util.concurrent.atomic.AtomicInteger;
  *
  * <pre>
  * java --enable-native-access=ALL-UNNAMED -cp ... io.ditserve.backend.cuda.CudaParityCheck [REPO_ROOT]
+ *     [--decoder-cases DIR] [--decoders-only]
  * </pre>
  *
- * Prints one PASS/FAIL line per check and exits 0 when all pass, 1 when one fails, 2 when the backend cannot run.
+ * The DiT checks, then the latent decoders' ({@link #decoderChecks}): the committed small fixtures, the real-shape
+ * fixtures of target/decoder-fixtures when they were made, and with {@code --decoder-cases} the folders of
+ * tools/gpu/make_decoder_cases.py (the sd-vae-ft-* and TAESD architectures with random weights, latents of 32×32 and
+ * 64×64: 256 and 512 px images, against a float64 PyTorch reference). {@code --decoders-only} skips the DiT checks.
+ *
+ * <p>Prints one PASS/FAIL line per check and exits 0 when all pass, 1 when one fails, 2 when the backend cannot run.
  */
 public final class CudaParityCheck {
     /** max |error| / max |reference| allowed with float32 matrix products. */
@@ -33,14 +43,30 @@ public final class CudaParityCheck {
     static final double TF32_TOLERANCE = 5e-3;
     /** The same with bfloat16 tensor-core products (8-bit mantissa inputs, float32 accumulation). */
     static final double BF16_TOLERANCE = 3e-2;
+    /**
+     * The decoders' tolerances with TF32 and bfloat16 products: about 30 convolutions in a row, so looser than the
+     * DiT's. First guesses, to be set from the errors a GPU run prints (fp32 keeps {@link #FP32_TOLERANCE}).
+     */
+    static final double DECODER_TF32_TOLERANCE = 2e-2;
+    static final double DECODER_BF16_TOLERANCE = 6e-2;
 
     private final FixtureCases fixtures;
+    private final DecoderFixtures decoderFixtures;
     private final Map<String, String> baseOptions;
 
     /** {@code baseOptions}: backend options added to every check's own (e.g. {@code cuda.lib_path}). */
     CudaParityCheck(FixtureCases fixtures, Map<String, String> baseOptions) {
         this.fixtures = fixtures;
+        this.decoderFixtures = new DecoderFixtures(fixtures.root());
         this.baseOptions = Map.copyOf(baseOptions);
+    }
+
+    static double decoderTolerance(String precision) {
+        return switch (precision) {
+            case "tf32" -> DECODER_TF32_TOLERANCE;
+            case "bf16" -> DECODER_BF16_TOLERANCE;
+            default -> FP32_TOLERANCE;
+        };
     }
 
     static double tolerance(String precision) {
@@ -119,6 +145,171 @@ public final class CudaParityCheck {
         }
     }
 
+    // ---- decoders ----
+
+    DecoderFixtures decoderFixtures() {
+        return decoderFixtures;
+    }
+
+    /** A cuda decoder of a folder, through the provider (or with other buffer budgets, to force tiling). */
+    CudaDecoder decoder(Path dir, Map<String, String> options, DecoderBuffers.Budgets budgets)
+            throws BackendException {
+        Map<String, String> all = new HashMap<>(baseOptions);
+        all.putAll(options);
+        DecoderSpec spec = DecoderConfigs.load(dir);
+        BackendOptions o = new BackendOptions(1, all);
+        return budgets == DecoderBuffers.DEFAULT_BUDGETS
+                ? (CudaDecoder) new CudaBackendProvider().createDecoder(spec, o)
+                : CudaDecoder.create(spec, o, budgets);
+    }
+
+    /** Relative error of a decoder on a cases file's latent. */
+    double decoderError(Path dir, Path cases, Map<String, String> options, DecoderBuffers.Budgets budgets)
+            throws BackendException {
+        DecoderFixtures.Case c = DecoderFixtures.readCase(cases);
+        try (CudaDecoder d = decoder(dir, options, budgets)) {
+            return FixtureCases.relativeError(decode(d, c.latent()), c.image());
+        }
+    }
+
+    /** Relative error of a decoder on a fixture's case (a name of {@link DecoderFixtures#SMALL} or REAL). */
+    double decoderError(String fixture, Map<String, String> options) throws BackendException {
+        return decoderError(fixture, options, DecoderBuffers.DEFAULT_BUDGETS);
+    }
+
+    double decoderError(String fixture, Map<String, String> options, DecoderBuffers.Budgets budgets)
+            throws BackendException {
+        decoderFixtures.spec(fixture); // names the command that makes a missing real-shape fixture
+        Path dir = decoderFixtures.dir(fixture);
+        return decoderError(dir, dir.resolve("cases.safetensors"), options, budgets);
+    }
+
+    /**
+     * Buffer growth: a decoder that first decodes a smaller latent (one sample, the top-left corner) and then the
+     * fixture's case gives the case's image. Returns the error of the second decode.
+     */
+    double decoderGrowthError(String fixture) throws BackendException {
+        DecoderFixtures.Case c = decoderFixtures.decodeCase(fixture);
+        try (CudaDecoder d = decoder(decoderFixtures.dir(fixture), Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
+            int h = Math.max(1, c.latent().dim(2) / 2);
+            int w = Math.max(1, c.latent().dim(3) / 2);
+            decode(d, Tensor.zeros(1, c.latent().dim(1), h, w));
+            return FixtureCases.relativeError(decode(d, c.latent()), c.image());
+        }
+    }
+
+    /**
+     * Cancellation: a flag that fires at the third poll stops the decode with {@link BackendException.Cancelled}
+     * after exactly 3 polls; a decode that is not cancelled polls {@link DecoderProgram#pollsPerRun} times per run;
+     * the decoder stays usable. Returns null when all holds, else what did not.
+     */
+    String decoderCancellationProblem(String fixture) throws BackendException {
+        DecoderFixtures.Case c = decoderFixtures.decodeCase(fixture);
+        try (CudaDecoder d = decoder(decoderFixtures.dir(fixture), Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
+            AtomicInteger polls = new AtomicInteger();
+            Tensor out = Tensor.zeros(c.image().shape());
+            try {
+                d.decode(c.latent(), out, () -> polls.incrementAndGet() == 3);
+                return "a decode whose cancellation fired did not throw";
+            } catch (BackendException.Cancelled expected) {
+                if (polls.get() != 3) {
+                    return "cancelled after " + polls.get() + " polls, expected 3";
+                }
+            }
+            polls.set(0);
+            d.decode(c.latent(), out, () -> polls.incrementAndGet() < 0);
+            int expected = DecoderProgram.pollsPerRun(d.spec());
+            if (polls.get() != expected) {
+                return "an uncancelled decode polled " + polls.get() + " times, expected " + expected;
+            }
+            double err = FixtureCases.relativeError(out, c.image());
+            return err < FP32_TOLERANCE ? null : "after a cancelled decode the error is " + err;
+        }
+    }
+
+    /** Budgets that make a decoder run one sample at a time, build columns in small tiles, chunk the scores. */
+    static DecoderBuffers.Budgets smallBudgets(DecoderSpec spec, long pixels) {
+        DecoderBuffers.Needs n = DecoderBuffers.needs(spec, pixels);
+        return new DecoderBuffers.Budgets(n.activation(), Math.max(n.columnRows() * 3, n.columns() / 7),
+                Math.max(1, n.scores() / 5));
+    }
+
+    static Tensor decode(CudaDecoder d, Tensor latent) throws BackendException {
+        DecoderSpec s = d.spec();
+        int f = s.scaleFactor();
+        Tensor out = Tensor.zeros(latent.dim(0), s.outChannels(), f * latent.dim(2), f * latent.dim(3));
+        d.decode(latent, out, Cancellation.NEVER);
+        return out;
+    }
+
+    /**
+     * The decoder checks: the small fixtures first (the first with a synchronisation after every kernel), in every
+     * precision; small buffers (runs of one sample, column tiles, score chunks); growth; cancellation; then the
+     * real-shape fixtures when present, and the folders of {@code decoderCases} (may be null).
+     */
+    List<Check> decoderChecks(Path decoderCases) {
+        List<Check> checks = new ArrayList<>();
+        checks.add(measured("decoder vae-small fp32, synchronised after every kernel", FP32_TOLERANCE,
+                () -> decoderError("vae-small", Map.of(CudaOptions.DEBUG_SYNC, "true"))));
+        for (String precision : List.of("fp32", "tf32", "bf16")) {
+            for (String name : DecoderFixtures.SMALL) {
+                checks.add(measured("decoder " + name + " " + precision + " vs PyTorch", decoderTolerance(precision),
+                        () -> decoderError(name, Map.of(CudaOptions.PRECISION, precision))));
+            }
+        }
+        for (String name : List.of("vae-small", "taesd-small")) {
+            checks.add(measured("decoder " + name + " fp32, runs of one sample, column tiles, score chunks",
+                    FP32_TOLERANCE, () -> {
+                        DecoderFixtures.Case c = decoderFixtures.decodeCase(name);
+                        DecoderSpec spec = decoderFixtures.spec(name);
+                        Path dir = decoderFixtures.dir(name);
+                        return decoderError(dir, dir.resolve("cases.safetensors"), Map.of(),
+                                smallBudgets(spec, (long) c.latent().dim(2) * c.latent().dim(3)));
+                    }));
+        }
+        checks.add(measured("decoder vae-small fp32, buffers grown from a smaller latent", FP32_TOLERANCE,
+                () -> decoderGrowthError("vae-small")));
+        checks.add(new Check("decoder taesd-small cancellation between layers", n -> {
+            String problem = decoderCancellationProblem("taesd-small");
+            return new Outcome(n, -1, problem == null, problem == null ? "" : problem);
+        }));
+        for (String name : DecoderFixtures.REAL) {
+            if (decoderFixtures.exists(name)) {
+                for (String precision : List.of("fp32", "tf32")) {
+                    checks.add(measured("decoder " + name + " (real shapes, 5×4 latent) " + precision + " vs PyTorch",
+                            decoderTolerance(precision),
+                            () -> decoderError(name, Map.of(CudaOptions.PRECISION, precision))));
+                }
+            }
+        }
+        if (decoderCases != null) {
+            for (String name : DecoderFixtures.REAL) {
+                Path dir = decoderCases.resolve(name);
+                for (String file : List.of("cases.safetensors", "cases-64.safetensors")) {
+                    for (String precision : List.of("fp32", "tf32", "bf16")) {
+                        if (file.startsWith("cases.") && !precision.equals("fp32")) {
+                            continue;
+                        }
+                        checks.add(measured("decoder " + name + " (real shapes, " + caseShape(dir.resolve(file))
+                                + ") " + precision + " vs PyTorch float64", decoderTolerance(precision),
+                                () -> decoderError(dir, dir.resolve(file), Map.of(CudaOptions.PRECISION, precision),
+                                        DecoderBuffers.DEFAULT_BUDGETS)));
+                    }
+                }
+            }
+        }
+        return checks;
+    }
+
+    /** "latent [N, C, h, w]" of a cases file, for a check's name. */
+    private static String caseShape(Path cases) {
+        try (io.ditserve.backend.Safetensors st = io.ditserve.backend.Safetensors.open(cases)) {
+            return "latent " + Arrays.toString(st.entry("decode.latent").shape());
+        } catch (BackendException e) {
+            return cases.getFileName().toString();
+        }
+    }
+
     static Tensor run(Backend b, Tensor x, int[] t, int[] y) throws BackendException {
         ModelSpec s = b.model();
         Tensor out = Tensor.zeros(x.dim(0), s.outChannels(), s.inputSize(), s.inputSize());
@@ -135,25 +326,35 @@ public final class CudaParityCheck {
     }
 
     /** A check: its name and how to run it. */
-    private record Check(String name, Run run) {
+    record Check(String name, Run run) {
         interface Run {
             Outcome apply(String name) throws BackendException;
         }
     }
 
-    private static Check measured(String name, double tolerance, Measure m) {
+    static Check measured(String name, double tolerance, Measure m) {
         return new Check(name, n -> {
             double err = m.error();
             return new Outcome(n, err, err < tolerance, "tolerance " + tolerance);
         });
     }
 
-    private interface Measure {
+    interface Measure {
         double error() throws BackendException;
     }
 
-    /** Every check, in the order a first GPU run should see them: the simplest first, with per-kernel syncs. */
-    List<Outcome> runAll() {
+    /** The DiT checks and the decoder checks (see {@link #decoderChecks}); prints and returns the outcomes. */
+    List<Outcome> runAll(Path decoderCases, boolean decodersOnly) {
+        List<Check> checks = new ArrayList<>();
+        if (!decodersOnly) {
+            checks.addAll(ditChecks());
+        }
+        checks.addAll(decoderChecks(decoderCases));
+        return run(checks);
+    }
+
+    /** Every DiT check, in the order a first GPU run should see them: the simplest first, with per-kernel syncs. */
+    List<Check> ditChecks() {
         List<Check> checks = new ArrayList<>();
         checks.add(measured("pixel-tiny fp32, synchronised after every kernel", FP32_TOLERANCE,
                 () -> fixtureError("pixel-tiny", Map.of(CudaOptions.DEBUG_SYNC, "true"))));
@@ -171,6 +372,10 @@ public final class CudaParityCheck {
             String problem = cancellationProblem("latent-tiny");
             return new Outcome(n, -1, problem == null, problem == null ? "" : problem);
         }));
+        return checks;
+    }
+
+    private static List<Outcome> run(List<Check> checks) {
         List<Outcome> out = new ArrayList<>();
         for (Check c : checks) {
             Outcome o;
@@ -186,7 +391,24 @@ public final class CudaParityCheck {
     }
 
     public static void main(String[] args) {
-        Path root = args.length > 0 ? Path.of(args[0]) : FixtureCases.findRepoRoot();
+        Path root = null;
+        Path decoderCases = null;
+        boolean decodersOnly = false;
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--decoder-cases" -> decoderCases = Path.of(args[++i]);
+                case "--decoders-only" -> decodersOnly = true;
+                default -> root = Path.of(args[i]);
+            }
+        }
+        if (root == null) {
+            root = FixtureCases.findRepoRoot();
+        }
+        if (decoderCases != null && !Files.isDirectory(decoderCases)) {
+            System.out.println("FAIL --decoder-cases " + decoderCases + " is not a folder (make it with"
+                    + " tools/gpu/make_decoder_cases.py)");
+            decoderCases = null;
+        }
         CudaParityCheck check = new CudaParityCheck(new FixtureCases(root), Map.of());
         try (Backend b = check.cuda("pixel-tiny", Map.of())) {
             System.out.println("cuda backend: " + ((CudaDitBackend) b).deviceDescription());
@@ -194,7 +416,7 @@ public final class CudaParityCheck {
             System.out.println("FAIL the cuda backend cannot be created: " + e.getMessage());
             System.exit(2);
         }
-        List<Outcome> outcomes = check.runAll();
+        List<Outcome> outcomes = check.runAll(decoderCases, decodersOnly);
         long failed = outcomes.stream().filter(o -> !o.passed()).count();
         System.out.println(failed == 0 ? "all " + outcomes.size() + " cuda checks passed"
                 : failed + " of " + outcomes.size() + " cuda checks FAILED");

@@ -53,7 +53,12 @@ final class DecoderFixtures {
 
     Case decodeCase(String name) throws BackendException {
         requireExists(name);
-        try (Safetensors st = Safetensors.open(dir(name).resolve("cases.safetensors"))) {
+        return readCase(dir(name).resolve("cases.safetensors"));
+    }
+
+    /** A cases file's {@code decode.latent} and {@code decode.image}. */
+    static Case readCase(Path file) throws BackendException {
+        try (Safetensors st = Safetensors.open(file)) {
             return new Case(st.tensor("decode.latent"), st.tensor("decode.image"));
         }
     }

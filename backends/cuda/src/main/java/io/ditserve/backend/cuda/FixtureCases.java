@@ -41,6 +41,10 @@ final class FixtureCases {
                 + " and repo.root=" + prop);
     }
 
+    Path root() {
+        return root;
+    }
+
     Path modelDir(String name) {
         return name.equals("fashion-dit") ? root.resolve("models/fashion-dit") : root.resolve("tools/fixtures/" + name);
     }

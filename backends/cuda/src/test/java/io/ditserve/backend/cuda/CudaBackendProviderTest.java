@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
 import java.net.URL;
 import java.net.URLClassLoader;
@@ -107,5 +108,48 @@ class CudaBackendProviderTest {
                 .isInstanceOf(BackendException.class)
                 .hasMessageContaining("weights.safetensors")
                 .hasMessageContaining("expected");
+    }
+
+    private static final DecoderFixtures DECODERS = new DecoderFixtures(FixtureCases.findRepoRoot());
+
+    @Test
+    void decodersNeedTheirWeightsFile() {
+        assertThat(new CudaBackendProvider().requiredDecoderFiles()).containsExactly(DecoderSpec.WEIGHTS_FILE);
+    }
+
+    @Test
+    void withoutADriverCreateDecoderFailsFastNamingWhatIsMissing() throws Exception {
+        assumeTrue(!driverPresent(), "a CUDA driver library is present: the no-GPU failure cannot be shown here");
+        DecoderSpec spec = DECODERS.spec("taesd-small");
+        assertThatThrownBy(() -> new CudaBackendProvider().createDecoder(spec,
+                        new BackendOptions(1, Map.of("cuda.lib_path", "/opt/my-cuda/lib"))))
+                .isInstanceOf(BackendException.class)
+                .hasMessageContaining("the CUDA driver library (libcuda.so.1")
+                .hasMessageContaining("/opt/my-cuda/lib (absent)");
+    }
+
+    @Test
+    void decoderOptionsAndWeightsAreCheckedBeforeTheGpu() throws Exception {
+        DecoderSpec vae = DECODERS.spec("vae-small");
+        assertThatThrownBy(() -> new CudaBackendProvider().createDecoder(vae,
+                        new BackendOptions(1, Map.of("cuda.precision", "fp8"))))
+                .isInstanceOf(BackendException.class).hasMessageContaining("[fp8]");
+        // taesd-small's config over vae-small's weights
+        DecoderSpec tiny = DECODERS.spec("taesd-small");
+        DecoderSpec mismatched = new DecoderSpec(vae.directory(), tiny.kind(), tiny.latentChannels(),
+                tiny.outChannels(), tiny.blockOutChannels(), tiny.layersPerBlock(), tiny.numBlocks(),
+                tiny.normGroups(), tiny.scalingFactor(), tiny.shiftFactor(), tiny.postQuantConv(),
+                tiny.midBlockAttention(), tiny.upsampling(), tiny.latentMagnitude());
+        assertThatThrownBy(() -> new CudaBackendProvider().createDecoder(mismatched, BackendOptions.ofThreads(1)))
+                .isInstanceOf(BackendException.class)
+                .hasMessageContaining(DecoderSpec.WEIGHTS_FILE)
+                .hasMessageContaining("decoder.layers.0.weight");
+        DecoderSpec missing = new DecoderSpec(vae.directory().resolve("nowhere"), vae.kind(), vae.latentChannels(),
+                vae.outChannels(), vae.blockOutChannels(), vae.layersPerBlock(), vae.numBlocks(), vae.normGroups(),
+                vae.scalingFactor(), vae.shiftFactor(), vae.postQuantConv(), vae.midBlockAttention(),
+                vae.upsampling(), vae.latentMagnitude());
+        assertThatThrownBy(() -> new CudaBackendProvider().createDecoder(missing, BackendOptions.ofThreads(1)))
+                .isInstanceOf(BackendException.class)
+                .hasMessageContaining("nowhere");
     }
 }

@@ -77,4 +77,36 @@ class CudaGpuTest {
         b.close();
         assertThatThrownBy(() -> CudaParityCheck.run(b, c.x(), c.t(), c.y())).isInstanceOf(IllegalStateException.class);
     }
+
+    // ---- decoders (the real-shape ones need `/usr/bin/python3 tools/make_decoder_fixtures.py --real
+    // target/decoder-fixtures`; tools/gpu/run_cuda_checks.sh --decoders also checks 256 and 512 px images)
+
+    @ParameterizedTest(name = "{0} {1}")
+    @CsvSource({
+        "vae-small, fp32", "vae-small-legacy, fp32", "taesd-small, fp32", "vae, fp32", "taesd, fp32",
+        "vae-small, tf32", "taesd-small, tf32", "vae, tf32", "taesd, tf32"
+    })
+    void decodersMatchPyTorch(String fixture, String precision) throws Exception {
+        assertThat(CHECK.decoderError(fixture, Map.of(CudaOptions.PRECISION, precision)))
+                .isLessThan(CudaParityCheck.decoderTolerance(precision));
+    }
+
+    @Test
+    void decoderInRunsTilesAndChunks() throws Exception {
+        DecoderFixtures f = CHECK.decoderFixtures();
+        DecoderFixtures.Case c = f.decodeCase("vae-small");
+        DecoderBuffers.Budgets small = CudaParityCheck.smallBudgets(f.spec("vae-small"),
+                (long) c.latent().dim(2) * c.latent().dim(3));
+        assertThat(CHECK.decoderError("vae-small", Map.of(), small)).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    @Test
+    void decoderBuffersGrow() throws Exception {
+        assertThat(CHECK.decoderGrowthError("vae-small")).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    @Test
+    void decoderCancellationStopsBetweenLayers() throws Exception {
+        assertThat(CHECK.decoderCancellationProblem("taesd-small")).isNull();
+    }
 }

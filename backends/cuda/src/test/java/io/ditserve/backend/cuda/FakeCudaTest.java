@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
+import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.Tensor;
 import java.io.IOException;
 import java.io.InputStream;
@@ -18,6 +19,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -180,6 +182,126 @@ class FakeCudaTest {
             badTime[2] = 1000;
             assertThatThrownBy(() -> CudaParityCheck.run(b, c.x(), badTime, c.y()))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("t[2]");
+        }
+    }
+
+    // ---- decoders ----
+
+    private static final DecoderFixtures DECODERS = new DecoderFixtures(FixtureCases.findRepoRoot());
+
+    @ParameterizedTest
+    @ValueSource(strings = {"vae-small", "vae-small-legacy", "taesd-small"})
+    void decodersMatchPyTorch(String fixture) throws Exception {
+        assertThat(check.decoderError(fixture, Map.of())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    /** The real architectures (sd-vae-ft-*, TAESD; random weights, 5×4 latent) through the real kernel source. */
+    @ParameterizedTest
+    @ValueSource(strings = {"vae", "taesd"})
+    void realShapeDecodersMatchPyTorch(String fixture) throws Exception {
+        if (!DECODERS.exists(fixture)) {
+            throw new AssertionError("the real-shape decoder fixtures are missing: run `"
+                    + DecoderFixtures.REAL_COMMAND + "` from the repository root (about 20 s)");
+        }
+        double err = check.decoderError(fixture, Map.of());
+        System.out.printf("fake CUDA %s: relative error %.3e%n", fixture, err);
+        assertThat(err).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    /** Runs of one sample, im2col in pixel tiles, attention scores in chunks of query rows. */
+    @ParameterizedTest
+    @ValueSource(strings = {"vae-small", "taesd-small"})
+    void decodersInRunsTilesAndChunks(String fixture) throws Exception {
+        DecoderFixtures.Case c = DECODERS.decodeCase(fixture);
+        DecoderBuffers.Budgets small = CudaParityCheck.smallBudgets(DECODERS.spec(fixture),
+                (long) c.latent().dim(2) * c.latent().dim(3));
+        Path dir = DECODERS.dir(fixture);
+        assertThat(check.decoderError(dir, dir.resolve("cases.safetensors"), Map.of(), small))
+                .isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    /**
+     * create: one allocation (the weights) and the device's context, stream, cuBLAS handle and module; the first
+     * decode allocates the buffers, a repeat reuses them, a larger latent replaces them (freed first); close frees
+     * everything exactly once, and a second close does nothing.
+     */
+    @Test
+    void decoderCreateDecodeCloseCallTheLibraryAsExpected() throws Throwable {
+        long allocs = stat("alloc_calls");
+        long frees = stat("free_calls");
+        long badFrees = stat("bad_frees");
+        DecoderFixtures.Case c = DECODERS.decodeCase("vae-small");
+        CudaDecoder d = check.decoder(DECODERS.dir("vae-small"), Map.of(), DecoderBuffers.DEFAULT_BUDGETS);
+        assertThat(d.backendName()).isEqualTo("cuda");
+        assertThat(d.deviceDescription()).contains("Fake CUDA device (CPU)", "precision fp32");
+        for (String what : List.of("allocations", "contexts", "streams", "modules", "handles")) {
+            assertThat(stat(what)).as(what + " after create").isEqualTo(1);
+        }
+        assertThat(stat("programs")).isZero();
+
+        long launches = stat("launches");
+        long gemms = stat("gemms");
+        CudaParityCheck.decode(d, Tensor.zeros(1, 4, 3, 2));
+        assertThat(stat("allocations")).as("weights and buffers").isEqualTo(2);
+        assertThat(stat("launches")).isGreaterThan(launches);
+        assertThat(stat("gemms")).isGreaterThan(gemms);
+
+        Tensor first = CudaParityCheck.decode(d, c.latent()); // larger: the buffers are replaced
+        assertThat(stat("allocations")).isEqualTo(2);
+        assertThat(stat("alloc_calls") - allocs).isEqualTo(3);
+        assertThat(stat("free_calls") - frees).isEqualTo(1);
+        Tensor again = CudaParityCheck.decode(d, c.latent()); // reused
+        assertThat(stat("alloc_calls") - allocs).isEqualTo(3);
+        assertThat(again.data()).containsExactly(first.data());
+        assertThat(FixtureCases.relativeError(first, c.image())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+
+        d.close();
+        d.close();
+        assertThat(stat("allocations")).isZero();
+        assertThat(stat("free_calls") - frees).isEqualTo(3);
+        assertThat(stat("bad_frees")).isEqualTo(badFrees);
+        assertThatThrownBy(() -> CudaParityCheck.decode(d, c.latent())).isInstanceOf(IllegalStateException.class)
+                .hasMessageContaining("closed");
+    }
+
+    @Test
+    void decoderArgumentsAreCheckedBeforeAnyWork() throws Throwable {
+        try (CudaDecoder d = check.decoder(DECODERS.dir("taesd-small"), Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
+            long launches = stat("launches");
+            assertThatThrownBy(() -> d.decode(Tensor.zeros(1, 3, 4, 4), Tensor.zeros(1, 3, 32, 32),
+                    Cancellation.NEVER)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("latent");
+            assertThatThrownBy(() -> d.decode(Tensor.zeros(1, 4, 4, 4), Tensor.zeros(1, 3, 32, 31),
+                    Cancellation.NEVER)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("out")
+                    .hasMessageContaining("[1, 3, 32, 32]");
+            assertThatThrownBy(() -> d.decode(Tensor.zeros(4, 4, 4), Tensor.zeros(1, 3, 32, 32),
+                    Cancellation.NEVER)).isInstanceOf(IllegalArgumentException.class);
+            assertThat(stat("launches")).isEqualTo(launches);
+            assertThat(stat("allocations")).as("no buffers yet").isEqualTo(1);
+        }
+    }
+
+    @Test
+    void decoderCancellationStopsBetweenLayers() throws Exception {
+        assertThat(check.decoderCancellationProblem("taesd-small")).isNull();
+    }
+
+    @Test
+    void decoderOutOfMemoryNamesTheBuffersAndTheDecoderStaysUsable() throws Throwable {
+        DecoderFixtures.Case c = DECODERS.decodeCase("vae-small");
+        long weightBytes = 4 * new DecoderWeights(DECODERS.spec("vae-small")).totalFloats();
+        try (CudaDecoder d = check.decoder(DECODERS.dir("vae-small"), Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
+            failAllocOver.invokeExact(weightBytes + 4096);
+            try {
+                assertThatThrownBy(() -> CudaParityCheck.decode(d, Tensor.zeros(1, 4, 32, 32)))
+                        .isInstanceOf(BackendException.class)
+                        .hasMessageContaining("the activations of decoder AutoencoderKL")
+                        .hasMessageContaining("CUDA_ERROR_OUT_OF_MEMORY");
+            } finally {
+                failAllocOver.invokeExact(-1L);
+            }
+            assertThat(FixtureCases.relativeError(CudaParityCheck.decode(d, c.latent()), c.image()))
+                    .isLessThan(CudaParityCheck.FP32_TOLERANCE);
+            assertThat(Arrays.stream(c.image().shape()).sum()).isPositive();
         }
     }
 }

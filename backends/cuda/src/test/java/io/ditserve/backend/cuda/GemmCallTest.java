@@ -96,6 +96,88 @@ class GemmCallTest {
     }
 
     @Test
+    void convolutionComputesWeightTimesColumnsPerSampleAndTile() {
+        // 2 samples, Y_z[out=3, cols=4] = W[3, k=5]·X_z[5, 4]; and one tile of 2 columns written into rows of 4
+        int out = 3, k = 5, cols = 4;
+        float[] x = random(2 * k * cols);
+        float[] w = random(out * k);
+        EmulatedDevice dev = new EmulatedDevice(4096);
+        long xa = dev.alloc(x.length), wa = dev.alloc(w.length), ya = dev.alloc(2 * out * cols);
+        dev.write(xa, x);
+        dev.write(wa, w);
+        dev.gemm(GemmCall.convolution(cols, out, k, cols, cols, (long) k * cols, (long) out * cols, 2), xa, wa, ya);
+        float[] y = dev.read(ya, 2 * out * cols);
+        for (int z = 0; z < 2; z++) {
+            for (int o = 0; o < out; o++) {
+                for (int p = 0; p < cols; p++) {
+                    float sum = 0;
+                    for (int l = 0; l < k; l++) {
+                        sum += w[o * k + l] * x[z * k * cols + l * cols + p];
+                    }
+                    assertThat(y[z * out * cols + o * cols + p]).isCloseTo(sum, offset(1e-5f));
+                }
+            }
+        }
+        // a tile: columns [k, 2] (its own row length 2) into pixels 1..2 of rows of 4
+        float[] tile = random(k * 2);
+        long ta = dev.alloc(tile.length), ta2 = dev.alloc(out * cols);
+        dev.write(ta, tile);
+        dev.write(ta2, new float[out * cols]);
+        dev.gemm(GemmCall.convolution(2, out, k, 2, cols, 0, 0, 1), ta, wa, ta2 + 4);
+        float[] t = dev.read(ta2, out * cols);
+        for (int o = 0; o < out; o++) {
+            assertThat(t[o * cols]).isZero();
+            assertThat(t[o * cols + 3]).isZero();
+            for (int p = 0; p < 2; p++) {
+                float sum = 0;
+                for (int l = 0; l < k; l++) {
+                    sum += w[o * k + l] * tile[l * 2 + p];
+                }
+                assertThat(t[o * cols + 1 + p]).isCloseTo(sum, offset(1e-5f));
+            }
+        }
+    }
+
+    @Test
+    void channelAttentionComputesScoresAndOutputsFromChannelPlanes() {
+        // q, k, v [C=3, T=5] (one sample); scores for query rows 1..3 (a chunk), then their outputs
+        int c = 3, t = 5, i0 = 1, rows = 3;
+        float[] q = random(c * t), k = random(c * t), v = random(c * t), p = random(rows * t);
+        EmulatedDevice dev = new EmulatedDevice(4096);
+        long qa = dev.alloc(q.length), ka = dev.alloc(k.length), va = dev.alloc(v.length);
+        long pa = dev.alloc(p.length), sa = dev.alloc(rows * t), oa = dev.alloc(c * t);
+        dev.write(qa, q);
+        dev.write(ka, k);
+        dev.write(va, v);
+        dev.write(pa, p);
+        dev.write(oa, new float[c * t]);
+        dev.gemm(GemmCall.channelScores(t, rows, c, 0, 0, 1), ka, qa + 4L * i0, sa);
+        dev.gemm(GemmCall.channelValues(t, rows, c, 0, 0, 0, 1), pa, va, oa + 4L * i0);
+        float[] s = dev.read(sa, rows * t);
+        float[] o = dev.read(oa, c * t);
+        for (int i = 0; i < rows; i++) {
+            for (int j = 0; j < t; j++) {
+                float dot = 0;
+                for (int e = 0; e < c; e++) {
+                    dot += q[e * t + i0 + i] * k[e * t + j];
+                }
+                assertThat(s[i * t + j]).as("S[%d][%d]", i, j).isCloseTo(dot, offset(1e-5f));
+            }
+            for (int e = 0; e < c; e++) {
+                float sum = 0;
+                for (int j = 0; j < t; j++) {
+                    sum += p[i * t + j] * v[e * t + j];
+                }
+                assertThat(o[e * t + i0 + i]).as("O[%d][%d]", e, i0 + i).isCloseTo(sum, offset(1e-5f));
+            }
+        }
+        for (int e = 0; e < c; e++) {
+            assertThat(o[e * t]).as("outside the chunk").isZero();
+            assertThat(o[e * t + 4]).as("outside the chunk").isZero();
+        }
+    }
+
+    @Test
     void inconsistentLeadingDimensionsAreRejected() {
         assertThatThrownBy(() -> new GemmCall(true, false, 4, 4, 8, 4, 8, 4, 0, 0, 0, 1))
                 .isInstanceOf(IllegalArgumentException.class);

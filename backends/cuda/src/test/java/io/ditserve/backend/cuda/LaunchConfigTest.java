@@ -36,6 +36,13 @@ class LaunchConfigTest {
     }
 
     @Test
+    void longRowsUseUpToAThousandThreads() {
+        assertThat(LaunchConfig.longRows(32, 120)).isEqualTo(new LaunchConfig(32, 128));
+        // the group norms of a 512 px image: 4 channels of 512×512 per group
+        assertThat(LaunchConfig.longRows(32, 4 * 512 * 512)).isEqualTo(new LaunchConfig(32, 1024));
+    }
+
+    @Test
     void invalidShapesAreRejected() {
         assertThatThrownBy(() -> new LaunchConfig(0, 32)).isInstanceOf(IllegalArgumentException.class);
         assertThatThrownBy(() -> new LaunchConfig(1, 48)).isInstanceOf(IllegalArgumentException.class);

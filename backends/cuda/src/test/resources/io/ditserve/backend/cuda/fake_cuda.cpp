@@ -7,7 +7,7 @@
 //    kernel or GEMM writing out of bounds fails the pass (CUDA_ERROR_ILLEGAL_ADDRESS) as on a GPU.
 //  - Kernels: dit_kernels.cu compiled as C++ with the shims below. Each kernel argument is read from the
 //    kernelParams array with the kernel's own C++ parameter type, so a wrongly encoded argument gives wrong results.
-//    Kernels that synchronise (ln_modulate, softmax_rows) run each block's threads as fibers that meet at every
+//    Kernels that synchronise (ln_modulate, softmax_rows, group_norm) run each block's threads as fibers that meet at every
 //    __syncthreads and warp shuffle (x86-64 only); the others run their threads one after the other.
 //  - cuBLAS: plain column-major SGEMM on host pointers, with cuBLAS's argument checks and pointer-range checks.
 //  - NVRTC: checks the options and that the source defines every kernel; returns a fake ELF "cubin".
@@ -113,6 +113,9 @@ int g_streams = 0;
 int g_modules = 0;
 int g_handles = 0;
 int g_programs = 0;
+long long g_alloc_calls = 0;  // successful cuMemAlloc calls
+long long g_free_calls = 0;   // successful cuMemFree calls
+long long g_bad_frees = 0;    // cuMemFree of an address that is not a live allocation (a double free)
 long long g_launches = 0;
 long long g_gemms = 0;
 int g_math_mode = -1;
@@ -175,6 +178,10 @@ FakeFunction g_functions[] = {
     KERNEL(condition, false),      KERNEL(ln_modulate, true),   KERNEL(qkv_split, false),
     KERNEL(softmax_rows, true),    KERNEL(head_merge, false),   KERNEL(gated_residual, false),
     KERNEL(unpatchify, false),
+    // the decoders'
+    KERNEL(latent_scale, false),   KERNEL(tanh_clamp, false),   KERNEL(scale_shift, false),
+    KERNEL(channel_bias, false),   KERNEL(channel_bias_residual, false),
+    KERNEL(group_norm, true),      KERNEL(im2col_3x3, false),
 };
 
 // ---- the fiber scheduler ------------------------------------------------------------------------------------------
@@ -347,6 +354,7 @@ CUresult cuMemAlloc(CUdeviceptr* dptr, size_t bytesize) {
     std::memset(base + GUARD + bytesize, GUARD_BYTE, GUARD);
     uintptr_t addr = reinterpret_cast<uintptr_t>(base + GUARD);
     g_allocations[addr] = Allocation{base, bytesize};
+    g_alloc_calls++;
     *dptr = addr;
     return CUDA_SUCCESS;
 }
@@ -355,7 +363,11 @@ CUresult cuMemFree(CUdeviceptr dptr) {
     if (!has_context()) return CUDA_ERROR_INVALID_CONTEXT;
     std::lock_guard<std::mutex> l(g_mutex);
     auto it = g_allocations.find(dptr);
-    if (it == g_allocations.end()) return CUDA_ERROR_INVALID_VALUE;
+    if (it == g_allocations.end()) {
+        g_bad_frees++;
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    g_free_calls++;
     bool intact = guards_intact(it->second);
     std::free(it->second.base);
     g_allocations.erase(it);
@@ -663,6 +675,9 @@ long long fake_cuda_stat(const char* what) {
     if (w == "handles") return g_handles;
     if (w == "programs") return g_programs;
     if (w == "launches") return g_launches;
+    if (w == "alloc_calls") return g_alloc_calls;
+    if (w == "free_calls") return g_free_calls;
+    if (w == "bad_frees") return g_bad_frees;
     if (w == "gemms") return g_gemms;
     if (w == "math_mode") return g_math_mode;
     return -1;

@@ -4,6 +4,8 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.Decoder;
+import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
 import java.util.List;
 
@@ -30,5 +32,11 @@ public final class JavaBackendProvider implements BackendProvider {
     @Override
     public Backend create(ModelSpec model, BackendOptions options) throws BackendException {
         return JavaDitBackend.create(model, options);
+    }
+
+    /** The full VAE decoder or the tiny preview decoder, on the same {@code java.path} and thread count. */
+    @Override
+    public Decoder createDecoder(DecoderSpec decoder, BackendOptions options) throws BackendException {
+        return JavaDecoder.create(decoder, options);
     }
 }

@@ -17,6 +17,10 @@ import jdk.incubator.vector.VectorSpecies;
  * past n in the last panel are zeros in B and are never stored. The kernel writes its accumulators to the tile, and the epilogue
  * then adds the bias and applies an activation or a gated residual add while the tile is in L1.
  *
+ * <p>A row of A may also be read as several equal runs of its k columns that lie apart in memory
+ * ({@link #segments}): a 3×3 convolution over a zero-padded channel-last image reads, for each output position, its
+ * three kernel rows as three runs of 3·C contiguous floats, so the convolution is one product with no im2col copy.
+ *
  * <p>A descriptor is mutable and reused (no allocation per product); set it up, then call {@link #compute}.
  */
 final class MatMul {
@@ -37,12 +41,20 @@ final class MatMul {
         /** C = alpha · (A·B + bias) */
         SCALE,
         /** C += gate[row / gateRows] · (A·B + bias): the adaLN-Zero residual of a DiT block */
-        GATED_ADD
+        GATED_ADD,
+        /** C = max(A·B + bias, 0) */
+        RELU,
+        /** C = A·B + bias + R: a residual connection (R may be C itself) */
+        RESIDUAL,
+        /** C = max(A·B + bias + R, 0) */
+        RESIDUAL_RELU
     }
 
     private float[] a;
     private int aOff;
     private int lda;
+    private int segments = 1;
+    private int segmentStride;
     private float[] b;
     private int k;
     private int n;
@@ -57,6 +69,9 @@ final class MatMul {
     private int gateOff;
     private int gateStride;
     private int gateRows;
+    private float[] res;
+    private int resOff;
+    private int ldr;
 
     /** Number of panels for n columns. */
     static int panels(int n) {
@@ -93,6 +108,18 @@ final class MatMul {
         this.a = a;
         this.aOff = off;
         this.lda = ld;
+        this.segments = 1;
+        this.segmentStride = 0;
+        return this;
+    }
+
+    /**
+     * Reads each row of A (set by {@link #a}) as {@code count} equal runs of k / count columns: run s of row m
+     * starts at {@code off + m·ld + s·stride}.
+     */
+    MatMul segments(int count, int stride) {
+        this.segments = count;
+        this.segmentStride = stride;
         return this;
     }
 
@@ -147,6 +174,20 @@ final class MatMul {
         return this;
     }
 
+    MatMul relu() {
+        epilogue = Epilogue.RELU;
+        return this;
+    }
+
+    /** C row r = (A·B + bias)[r] + R row r, R row r at {@code r[off + r·ld]}; with relu, max(…, 0). */
+    MatMul residual(float[] r, int off, int ld, boolean relu) {
+        epilogue = relu ? Epilogue.RESIDUAL_RELU : Epilogue.RESIDUAL;
+        this.res = r;
+        this.resOff = off;
+        this.ldr = ld;
+        return this;
+    }
+
     int panels() {
         return panels(n);
     }
@@ -170,41 +211,46 @@ final class MatMul {
     private void kernel6(int m, int p, float[] tile) {
         float[] a = this.a;
         float[] b = this.b;
-        int a0 = aOff + m * lda;
-        int a1 = a0 + lda;
-        int a2 = a1 + lda;
-        int a3 = a2 + lda;
-        int a4 = a3 + lda;
-        int a5 = a4 + lda;
         int base = p * k * NR;
+        int run = k / segments;
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
         FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
         FloatVector c30 = FloatVector.zero(S), c31 = FloatVector.zero(S);
         FloatVector c40 = FloatVector.zero(S), c41 = FloatVector.zero(S);
         FloatVector c50 = FloatVector.zero(S), c51 = FloatVector.zero(S);
-        for (int kk = 0; kk < k; kk++) {
-            int bo = base + kk * NR;
-            FloatVector b0 = FloatVector.fromArray(S, b, bo);
-            FloatVector b1 = FloatVector.fromArray(S, b, bo + L);
-            FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
-            c00 = x.fma(b0, c00);
-            c01 = x.fma(b1, c01);
-            x = FloatVector.broadcast(S, a[a1 + kk]);
-            c10 = x.fma(b0, c10);
-            c11 = x.fma(b1, c11);
-            x = FloatVector.broadcast(S, a[a2 + kk]);
-            c20 = x.fma(b0, c20);
-            c21 = x.fma(b1, c21);
-            x = FloatVector.broadcast(S, a[a3 + kk]);
-            c30 = x.fma(b0, c30);
-            c31 = x.fma(b1, c31);
-            x = FloatVector.broadcast(S, a[a4 + kk]);
-            c40 = x.fma(b0, c40);
-            c41 = x.fma(b1, c41);
-            x = FloatVector.broadcast(S, a[a5 + kk]);
-            c50 = x.fma(b0, c50);
-            c51 = x.fma(b1, c51);
+        for (int s = 0; s < segments; s++) {
+            int k0 = s * run;
+            // a[aj + kk] is row m + j, column kk of A (kk counts from 0 over all runs)
+            int a0 = aOff + m * lda + s * segmentStride - k0;
+            int a1 = a0 + lda;
+            int a2 = a1 + lda;
+            int a3 = a2 + lda;
+            int a4 = a3 + lda;
+            int a5 = a4 + lda;
+            for (int kk = k0; kk < k0 + run; kk++) {
+                int bo = base + kk * NR;
+                FloatVector b0 = FloatVector.fromArray(S, b, bo);
+                FloatVector b1 = FloatVector.fromArray(S, b, bo + L);
+                FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
+                c00 = x.fma(b0, c00);
+                c01 = x.fma(b1, c01);
+                x = FloatVector.broadcast(S, a[a1 + kk]);
+                c10 = x.fma(b0, c10);
+                c11 = x.fma(b1, c11);
+                x = FloatVector.broadcast(S, a[a2 + kk]);
+                c20 = x.fma(b0, c20);
+                c21 = x.fma(b1, c21);
+                x = FloatVector.broadcast(S, a[a3 + kk]);
+                c30 = x.fma(b0, c30);
+                c31 = x.fma(b1, c31);
+                x = FloatVector.broadcast(S, a[a4 + kk]);
+                c40 = x.fma(b0, c40);
+                c41 = x.fma(b1, c41);
+                x = FloatVector.broadcast(S, a[a5 + kk]);
+                c50 = x.fma(b0, c50);
+                c51 = x.fma(b1, c51);
+            }
         }
         c00.intoArray(tile, 0);
         c01.intoArray(tile, L);
@@ -226,25 +272,30 @@ final class MatMul {
      * FMAs do not wait for each other.
      */
     private void kernel1(int m, int p, float[] tile) {
-        int a0 = aOff + m * lda;
         int base = p * k * NR;
+        int run = k / segments;
         FloatVector c0 = FloatVector.zero(S), c1 = FloatVector.zero(S);
         FloatVector d0 = FloatVector.zero(S), d1 = FloatVector.zero(S);
-        int kk = 0;
-        for (; kk + 1 < k; kk += 2) {
-            int bo = base + kk * NR;
-            FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
-            FloatVector z = FloatVector.broadcast(S, a[a0 + kk + 1]);
-            c0 = x.fma(FloatVector.fromArray(S, b, bo), c0);
-            c1 = x.fma(FloatVector.fromArray(S, b, bo + L), c1);
-            d0 = z.fma(FloatVector.fromArray(S, b, bo + NR), d0);
-            d1 = z.fma(FloatVector.fromArray(S, b, bo + NR + L), d1);
-        }
-        if (kk < k) {
-            int bo = base + kk * NR;
-            FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
-            c0 = x.fma(FloatVector.fromArray(S, b, bo), c0);
-            c1 = x.fma(FloatVector.fromArray(S, b, bo + L), c1);
+        for (int s = 0; s < segments; s++) {
+            int k0 = s * run;
+            int end = k0 + run;
+            int a0 = aOff + m * lda + s * segmentStride - k0;
+            int kk = k0;
+            for (; kk + 1 < end; kk += 2) {
+                int bo = base + kk * NR;
+                FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
+                FloatVector z = FloatVector.broadcast(S, a[a0 + kk + 1]);
+                c0 = x.fma(FloatVector.fromArray(S, b, bo), c0);
+                c1 = x.fma(FloatVector.fromArray(S, b, bo + L), c1);
+                d0 = z.fma(FloatVector.fromArray(S, b, bo + NR), d0);
+                d1 = z.fma(FloatVector.fromArray(S, b, bo + NR + L), d1);
+            }
+            if (kk < end) {
+                int bo = base + kk * NR;
+                FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
+                c0 = x.fma(FloatVector.fromArray(S, b, bo), c0);
+                c1 = x.fma(FloatVector.fromArray(S, b, bo + L), c1);
+            }
         }
         c0.add(d0).intoArray(tile, 0);
         c1.add(d1).intoArray(tile, L);
@@ -280,6 +331,10 @@ final class MatMul {
                         FloatVector g = FloatVector.fromArray(S, gate, gi, mask);
                         yield g.fma(acc.add(bv), FloatVector.fromArray(S, c, ci, mask));
                     }
+                    case RELU -> acc.add(bv).max(0f);
+                    case RESIDUAL -> acc.add(bv).add(FloatVector.fromArray(S, res, resOff + (m + r) * ldr + col, mask));
+                    case RESIDUAL_RELU -> acc.add(bv)
+                            .add(FloatVector.fromArray(S, res, resOff + (m + r) * ldr + col, mask)).max(0f);
                 };
                 if (full) {
                     out.intoArray(c, ci);

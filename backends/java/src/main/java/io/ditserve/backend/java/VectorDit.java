@@ -327,7 +327,7 @@ final class VectorDit implements DitEngine {
     }
 
     /** In-place softmax of a[off..off+len). */
-    private static void softmax(float[] a, int off, int len) {
+    static void softmax(float[] a, int off, int len) {
         int bound = S.loopBound(len);
         int i = 0;
         float max = Float.NEGATIVE_INFINITY;

@@ -1,0 +1,198 @@
+package io.ditserve.backend.java;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.Decoder;
+import io.ditserve.backend.DecoderConfigs;
+import io.ditserve.backend.DecoderSpec;
+import io.ditserve.backend.Safetensors;
+import io.ditserve.backend.Tensor;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * The Java decoders beyond the fixtures: the vector path against the scalar reference on other shapes and
+ * batches, buffer reuse, batch invariance, weight validation, argument checks, cancellation and lifecycle.
+ */
+class DecoderContractTest {
+    @TempDir
+    Path tmp;
+
+    /** Latent shapes (h, w) the fixtures do not cover: 1 × 1, odd and wide, and more positions than a tile. */
+    @ParameterizedTest
+    @CsvSource({
+        "vae-small, 1, 1", "vae-small, 3, 7", "vae-small, 9, 4",
+        "taesd-small, 1, 1", "taesd-small, 2, 5", "taesd-small, 7, 3"})
+    void vectorMatchesScalar(String name, int h, int w) throws Exception {
+        Path dir = DecoderFixtures.small(name);
+        Tensor latent = DecoderFixtures.randomLatent(h * 31L + w, 3, 4, h, w);
+        try (Decoder scalar = DecoderFixtures.decoder(dir, "scalar", 1);
+                Decoder vector = DecoderFixtures.decoder(dir, "vector", 2)) {
+            Tensor expected = DecoderFixtures.decode(scalar, latent);
+            Tensor actual = DecoderFixtures.decode(vector, latent);
+            assertThat(Fixtures.relativeError(actual, expected)).isLessThan(1e-5);
+        }
+    }
+
+    /** The legacy attention names (query/key/value/proj_attn) load the same weights: identical output. */
+    @ParameterizedTest
+    @ValueSource(strings = {"vector", "scalar"})
+    void legacyNamesDecodeIdentically(String path) throws Exception {
+        Tensor latent = DecoderFixtures.decodeCase(DecoderFixtures.small("vae-small")).latent();
+        try (Decoder current = DecoderFixtures.decoder(DecoderFixtures.small("vae-small"), path, 2);
+                Decoder legacy = DecoderFixtures.decoder(DecoderFixtures.small("vae-small-legacy"), path, 2)) {
+            assertThat(DecoderFixtures.decode(legacy, latent).data())
+                    .containsExactly(DecoderFixtures.decode(current, latent).data());
+        }
+    }
+
+    /** Repeated calls, a larger latent (the buffers grow) and then a smaller one again give the same bytes. */
+    @ParameterizedTest
+    @ValueSource(strings = {"vae-small", "taesd-small"})
+    void buffersAreReusedCorrectly(String name) throws Exception {
+        Path dir = DecoderFixtures.small(name);
+        Tensor small = DecoderFixtures.randomLatent(1, 2, 4, 3, 5);
+        Tensor large = DecoderFixtures.randomLatent(2, 1, 4, 8, 6);
+        try (Decoder d = DecoderFixtures.decoder(dir, "vector", 2);
+                Decoder fresh = DecoderFixtures.decoder(dir, "vector", 2)) {
+            float[] first = DecoderFixtures.decode(d, small).data();
+            assertThat(DecoderFixtures.decode(d, small).data()).containsExactly(first);
+            float[] largeOut = DecoderFixtures.decode(d, large).data();
+            assertThat(DecoderFixtures.decode(d, small).data()).containsExactly(first);
+            assertThat(DecoderFixtures.decode(fresh, large).data()).containsExactly(largeOut);
+        }
+    }
+
+    /** Image 1 of a batch of 2 equals the same latent decoded alone, byte for byte, on either thread count. */
+    @ParameterizedTest
+    @CsvSource({"vae-small, vector", "vae-small, scalar", "taesd-small, vector", "taesd-small, scalar"})
+    void decodingIsBatchInvariant(String name, String path) throws Exception {
+        Path dir = DecoderFixtures.small(name);
+        Tensor batch = DecoderFixtures.randomLatent(5, 2, 4, 5, 4);
+        int in = batch.stride0();
+        Tensor second = new Tensor(Arrays.copyOfRange(batch.data(), in, 2 * in), 1, 4, 5, 4);
+        try (Decoder d = DecoderFixtures.decoder(dir, path, 2);
+                Decoder single = DecoderFixtures.decoder(dir, path, 1)) {
+            Tensor both = DecoderFixtures.decode(d, batch);
+            int out = both.stride0();
+            float[] inBatch = Arrays.copyOfRange(both.data(), out, 2 * out);
+            assertThat(DecoderFixtures.decode(d, second).data()).containsExactly(inBatch);
+            assertThat(DecoderFixtures.decode(single, second).data()).containsExactly(inBatch);
+        }
+    }
+
+    /** A tensor whose shape disagrees with config.json fails at load, naming the file, the key and both shapes. */
+    @Test
+    void shapeMismatchNamesTheKey() throws Exception {
+        Path src = DecoderFixtures.small("vae-small");
+        Files.copy(src.resolve("config.json"), tmp.resolve("config.json"));
+        Map<String, SafetensorsWriter.F32> tensors = new LinkedHashMap<>();
+        try (Safetensors st = Safetensors.open(src.resolve(DecoderSpec.WEIGHTS_FILE))) {
+            for (Safetensors.Entry e : st.entries().values()) {
+                tensors.put(e.name(), new SafetensorsWriter.F32(e.shape(), st.floats(e.name())));
+            }
+        }
+        String key = "decoder.up_blocks.1.resnets.0.conv_shortcut.weight";
+        assertThat(tensors).containsKey(key);
+        tensors.put(key, new SafetensorsWriter.F32(new long[] {16, 16, 1, 1}, new float[256]));
+        Path weights = tmp.resolve(DecoderSpec.WEIGHTS_FILE);
+        SafetensorsWriter.write(weights, tensors);
+        DecoderSpec spec = DecoderConfigs.load(tmp);
+        for (String path : new String[] {"vector", "scalar"}) {
+            assertThatThrownBy(() -> new JavaBackendProvider().createDecoder(spec,
+                            new BackendOptions(1, Map.of(JavaDitBackend.PATH_OPTION, path))))
+                    .isInstanceOf(BackendException.class)
+                    .hasMessageContaining(weights.toString())
+                    .hasMessageContaining(key)
+                    .hasMessageContaining("[16, 16, 1, 1]")
+                    .hasMessageContaining("[16, 32, 1, 1]");
+        }
+    }
+
+    @Test
+    void unknownPathIsRejected() throws Exception {
+        DecoderSpec spec = DecoderConfigs.load(DecoderFixtures.small("taesd-small"));
+        assertThatThrownBy(() -> new JavaBackendProvider().createDecoder(spec,
+                        new BackendOptions(1, Map.of(JavaDitBackend.PATH_OPTION, "gpu"))))
+                .isInstanceOf(BackendException.class).hasMessageContaining("[gpu]");
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"vae-small", "taesd-small"})
+    void badArgumentShapesAreRejected(String name) throws Exception {
+        try (Decoder d = DecoderFixtures.decoder(DecoderFixtures.small(name), "vector", 1)) {
+            int f = d.spec().scaleFactor();
+            Tensor latent = Tensor.zeros(1, 4, 3, 2);
+            assertThatThrownBy(() -> d.decode(Tensor.zeros(1, 3, 3, 2), Tensor.zeros(1, 3, 3 * f, 2 * f),
+                            () -> false))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("latent");
+            assertThatThrownBy(() -> d.decode(Tensor.zeros(4, 3, 2), Tensor.zeros(1, 3, 3 * f, 2 * f), () -> false))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("latent");
+            assertThatThrownBy(() -> d.decode(latent, Tensor.zeros(1, 3, 3 * f, 3 * f), () -> false))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("out");
+            assertThatThrownBy(() -> d.decode(latent, Tensor.zeros(2, 3, 3 * f, 2 * f), () -> false))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("out");
+        }
+    }
+
+    /**
+     * The flag is polled between layers (every resnet, the attention, every upsampling; every TAESD block and
+     * stage): a cancellation that fires mid-decode stops it there, and the decoder stays usable.
+     */
+    @ParameterizedTest
+    @CsvSource({"vae-small, vector", "vae-small, scalar", "taesd-small, vector", "taesd-small, scalar"})
+    void cancellationStopsADecode(String name, String path) throws Exception {
+        Path dir = DecoderFixtures.small(name);
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir);
+        AtomicInteger polls = new AtomicInteger();
+        try (Decoder d = DecoderFixtures.decoder(dir, path, 2)) {
+            DecoderFixtures.decode(d, c.latent(), () -> polls.incrementAndGet() < 0);
+            int perDecode = polls.get();
+            // vae-small: per image 2 mid resnets + attention + 2·2 up resnets + 1 upsampler + the output = 9
+            // taesd-small: per image 10 blocks + 4 stage ends = 14
+            assertThat(perDecode).isEqualTo(2 * (name.startsWith("vae") ? 9 : 14));
+            polls.set(0);
+            assertThatThrownBy(() -> DecoderFixtures.decode(d, c.latent(), () -> polls.incrementAndGet() == 3))
+                    .isInstanceOf(BackendException.Cancelled.class);
+            assertThat(polls).hasValue(3);
+            assertThatThrownBy(() -> DecoderFixtures.decode(d, c.latent(), () -> true))
+                    .isInstanceOf(BackendException.Cancelled.class);
+            assertThat(Fixtures.relativeError(DecoderFixtures.decode(d, c.latent()), c.image())).isLessThan(1e-5);
+        }
+    }
+
+    @Test
+    void closeIsIdempotentAndDecodeAfterCloseFails() throws Exception {
+        Path dir = DecoderFixtures.small("taesd-small");
+        Decoder d = DecoderFixtures.decoder(dir, "vector", 2);
+        assertThat(d.backendName()).isEqualTo("java");
+        assertThat(d.spec().kind()).isEqualTo(DecoderSpec.Kind.TINY);
+        Tensor latent = Tensor.zeros(1, 4, 2, 2);
+        DecoderFixtures.decode(d, latent);
+        d.close();
+        d.close();
+        assertThatThrownBy(() -> DecoderFixtures.decode(d, latent)).isInstanceOf(IllegalStateException.class)
+                .hasMessageContaining("closed");
+    }
+
+    /** The service-loaded provider offers the decoders (the server finds them this way). */
+    @Test
+    void providerCreatesDecoders() throws Exception {
+        try (Decoder d = DecoderFixtures.decoder(DecoderFixtures.small("vae-small"), "vector", 1)) {
+            assertThat(d.spec().kind()).isEqualTo(DecoderSpec.Kind.FULL);
+            assertThat(d).isInstanceOf(JavaDecoder.class);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+package io.ditserve.backend.java;
+
+import static org.assertj.core.api.Assertions.fail;
+
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.Decoder;
+import io.ditserve.backend.DecoderConfigs;
+import io.ditserve.backend.DecoderSpec;
+import io.ditserve.backend.Safetensors;
+import io.ditserve.backend.Tensor;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.Random;
+
+/**
+ * The decoder fixtures of tools/make_decoder_fixtures.py (docs/DECODERS.md, "Fixtures"): small committed folders
+ * under tools/fixtures, real-shape ones generated into target/decoder-fixtures.
+ */
+final class DecoderFixtures {
+    static final String REAL_COMMAND = "/usr/bin/python3 tools/make_decoder_fixtures.py --real target/decoder-fixtures";
+
+    private DecoderFixtures() {}
+
+    /** decode.latent and the PyTorch decode.image. */
+    record Case(Tensor latent, Tensor image) {}
+
+    static Path small(String name) {
+        return Fixtures.repoRoot().resolve("tools/fixtures/" + name);
+    }
+
+    /** A real-shape folder ({@code vae} or {@code taesd}); fails, naming the command that writes it, when absent. */
+    static Path real(String name) {
+        Path dir = Fixtures.repoRoot().resolve("target/decoder-fixtures/" + name);
+        for (String file : new String[] {"config.json", DecoderSpec.WEIGHTS_FILE, "cases.safetensors", "done"}) {
+            if (!Files.isRegularFile(dir.resolve(file))) {
+                fail("real-shape decoder fixture missing: " + dir.resolve(file) + " (tools/test.sh writes it; run `"
+                        + REAL_COMMAND + "` in the repository root)");
+            }
+        }
+        return dir;
+    }
+
+    static DecoderSpec spec(Path dir) throws BackendException {
+        return DecoderConfigs.load(dir);
+    }
+
+    static Case decodeCase(Path dir) throws BackendException {
+        try (Safetensors st = Safetensors.open(dir.resolve("cases.safetensors"))) {
+            return new Case(st.tensor("decode.latent"), st.tensor("decode.image"));
+        }
+    }
+
+    static Decoder decoder(Path dir, String path, int threads) throws BackendException {
+        return new JavaBackendProvider().createDecoder(spec(dir),
+                new BackendOptions(threads, Map.of(JavaDitBackend.PATH_OPTION, path)));
+    }
+
+    static Tensor decode(Decoder d, Tensor latent) throws BackendException {
+        return decode(d, latent, Cancellation.NEVER);
+    }
+
+    static Tensor decode(Decoder d, Tensor latent, Cancellation cancel) throws BackendException {
+        DecoderSpec s = d.spec();
+        int f = s.scaleFactor();
+        Tensor out = Tensor.zeros(latent.dim(0), s.outChannels(), f * latent.dim(2), f * latent.dim(3));
+        d.decode(latent, out, cancel);
+        return out;
+    }
+
+    /** A latent [n, c, h, w] of N(0, 1) values. */
+    static Tensor randomLatent(long seed, int n, int c, int h, int w) {
+        Random rnd = new Random(seed);
+        Tensor t = Tensor.zeros(n, c, h, w);
+        for (int i = 0; i < t.size(); i++) {
+            t.data()[i] = (float) rnd.nextGaussian();
+        }
+        return t;
+    }
+}
