@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.BackendProvider;
 import io.ditserve.backend.Decoder;
 import io.ditserve.backend.DecoderConfigs;
 import io.ditserve.backend.DecoderSpec;
@@ -15,6 +16,7 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.ServiceLoader;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -189,9 +191,12 @@ class DecoderContractTest {
 
     /** The service-loaded provider offers the decoders (the server finds them this way). */
     @Test
-    void providerCreatesDecoders() throws Exception {
-        try (Decoder d = DecoderFixtures.decoder(DecoderFixtures.small("vae-small"), "vector", 1)) {
-            assertThat(d.spec().kind()).isEqualTo(DecoderSpec.Kind.FULL);
+    void serviceLoadedProviderCreatesDecoders() throws Exception {
+        BackendProvider java = ServiceLoader.load(BackendProvider.class).stream().map(ServiceLoader.Provider::get)
+                .filter(p -> p.name().equals("java")).findFirst().orElseThrow();
+        DecoderSpec spec = DecoderConfigs.load(DecoderFixtures.small("vae-small"));
+        try (Decoder d = java.createDecoder(spec, BackendOptions.ofThreads(1))) {
+            assertThat(d.spec()).isEqualTo(spec);
             assertThat(d).isInstanceOf(JavaDecoder.class);
         }
     }
