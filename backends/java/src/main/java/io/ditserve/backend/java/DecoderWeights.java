@@ -72,12 +72,14 @@ final class DecoderWeights<C> {
 
     /**
      * Opens the spec's weights file, validates it ({@link DecoderCheckpoint#resolve}: shapes, legacy attention
-     * names), reads every tensor through {@code convert} and unmaps the file.
+     * names), reads every tensor through {@code convert} ({@code convertUpsampler} for the convs that follow a
+     * nearest-neighbour upsampling, which an engine may fold into the upsampling) and unmaps the file.
      */
-    static <C> DecoderWeights<C> load(DecoderSpec spec, Function<Conv, C> convert) throws BackendException {
+    static <C> DecoderWeights<C> load(DecoderSpec spec, Function<Conv, C> convert, Function<Conv, C> convertUpsampler)
+            throws BackendException {
         Path file = spec.weightsFile();
         try (Safetensors st = Safetensors.open(file)) {
-            Reader<C> r = new Reader<>(st, DecoderCheckpoint.resolve(st, spec), convert);
+            Reader<C> r = new Reader<>(st, DecoderCheckpoint.resolve(st, spec), convert, convertUpsampler);
             return spec.kind() == DecoderSpec.Kind.FULL
                     ? new DecoderWeights<>(full(spec, r), null)
                     : new DecoderWeights<>(null, tiny(spec, r));
@@ -109,7 +111,7 @@ final class DecoderWeights<C> {
             for (int j = 0; j <= s.layersPerBlock(); j++) {
                 resnets.add(resnet(r, b + "resnets." + j, j == 0 ? prev : out, out));
             }
-            C up = i < stages - 1 ? r.conv(b + "upsamplers.0.conv", out, out, 3, true) : null;
+            C up = i < stages - 1 ? r.upsamplerConv(b + "upsamplers.0.conv", out, out, true) : null;
             blocks.add(new UpBlock<>(List.copyOf(resnets), up));
             prev = out;
         }
@@ -143,7 +145,8 @@ final class DecoderWeights<C> {
             if (!last) {
                 k++; // the upsampling
             }
-            C conv = r.conv("decoder.layers." + k, last ? s.outChannels() : c, c, 3, last);
+            String name = "decoder.layers." + k;
+            C conv = last ? r.conv(name, s.outChannels(), c, 3, true) : r.upsamplerConv(name, c, c, false);
             k++;
             stages.add(new TinyStage<>(List.copyOf(blocks), conv));
         }
@@ -151,7 +154,8 @@ final class DecoderWeights<C> {
     }
 
     /** Reads tensors by canonical name through the file's actual names. */
-    private record Reader<C>(Safetensors st, Map<String, String> names, Function<Conv, C> convert) {
+    private record Reader<C>(Safetensors st, Map<String, String> names, Function<Conv, C> convert,
+            Function<Conv, C> convertUpsampler) {
         private float[] floats(String canonical) throws BackendException {
             String actual = names.get(canonical);
             if (actual == null) {
@@ -164,6 +168,12 @@ final class DecoderWeights<C> {
         C conv(String prefix, int out, int in, int k, boolean bias) throws BackendException {
             return convert.apply(new Conv(floats(prefix + ".weight"), bias ? floats(prefix + ".bias") : null,
                     out, in, k));
+        }
+
+        /** A 3×3 conv that runs on the output of a nearest-neighbour upsampling. */
+        C upsamplerConv(String prefix, int out, int in, boolean bias) throws BackendException {
+            return convertUpsampler.apply(new Conv(floats(prefix + ".weight"),
+                    bias ? floats(prefix + ".bias") : null, out, in, 3));
         }
 
         Norm norm(String prefix, int channels) throws BackendException {

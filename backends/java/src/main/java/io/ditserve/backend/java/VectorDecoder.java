@@ -38,15 +38,34 @@ final class VectorDecoder implements DecoderEngine {
     /** Query rows per attention work item: each packed panel of the keys serves 8 micro-kernel calls. */
     private static final int ATTENTION_ROWS = 8 * MatMul.MR;
 
+    /** Convolutions with at most this many output channels run as dot products ({@link Packed#dots}). */
+    static final int NARROW = 4;
+
     /**
-     * A convolution (or Linear, k = 1) packed for {@link MatMul}: B [k·k·in, out] with rows ordered (ky, kx, in),
-     * and the bias padded to whole panels (null for a conv without bias).
+     * A convolution (or Linear, k = 1) prepared for this engine, in one of three forms (the others null):
+     *
+     * <ul>
+     *   <li>{@code panels}: B [k·k·in, out] packed for {@link MatMul}, rows ordered (ky, kx, in);
+     *   <li>{@code dots}, for out ≤ {@link #NARROW} (the RGB output conv): the weight as {@code NARROW} rows of
+     *       k·k·in values ordered (ky, kx, in), zero rows past out. A few output channels are cheaper as dot
+     *       products along k than as a panel of 2·L columns that is mostly padding;
+     *   <li>{@code phases}, for a 3×3 conv that follows a ×2 nearest-neighbour upsampling: the pair is four 2×2
+     *       convs on the low-resolution image, one per parity (py, px) of the output pixel (output row 2i + py
+     *       reads source rows i − 1 + py and i + py; kernel rows that land on the same source row are summed).
+     *       Each is packed for MatMul as B [4·in, out] with rows ordered (a, b, in): 4/9 of the multiplications of
+     *       the 3×3 conv on the upsampled image, which is never built.
+     * </ul>
+     *
+     * {@code bias}: padded to whole panels ({@code dots}: {@code NARROW} values); null for a conv without bias.
      */
-    record Packed(float[] panels, float[] bias, int out, int in, int k) {
+    record Packed(float[] panels, float[] dots, float[][] phases, float[] bias, int out, int in, int k) {
+        /** TAPS[parity][a]: the kernel rows (or columns) of a 3×3 conv that read source offset a − 1 + parity. */
+        private static final int[][][] TAPS = {{{0}, {1, 2}}, {{0, 1}, {2}}};
+
         static Packed of(Conv c) {
             int taps = c.k() * c.k();
             int rows = taps * c.in();
-            float[] reordered = new float[c.out() * rows]; // [out][ky][kx][in]
+            float[] reordered = new float[Math.max(c.out(), NARROW) * rows]; // [out][ky][kx][in]
             for (int o = 0; o < c.out(); o++) {
                 for (int i = 0; i < c.in(); i++) {
                     for (int t = 0; t < taps; t++) {
@@ -54,14 +73,69 @@ final class VectorDecoder implements DecoderEngine {
                     }
                 }
             }
-            float[] panels = new float[MatMul.packedSize(rows, c.out())];
-            MatMul.pack(reordered, 0, 1, rows, rows, c.out(), panels);
-            return new Packed(panels, c.bias() == null ? null : MatMul.paddedBias(c.bias(), c.out()), c.out(),
-                    c.in(), c.k());
+            if (c.out() <= NARROW) {
+                float[] bias = c.bias() == null ? new float[NARROW] : Arrays.copyOf(c.bias(), NARROW);
+                return new Packed(null, reordered, null, bias, c.out(), c.in(), c.k());
+            }
+            return new Packed(panels(reordered, rows, c.out()), null, null, bias(c), c.out(), c.in(), c.k());
         }
 
+        /** A 3×3 conv that runs after a nearest-neighbour upsampling by {@code factor}: phases when it is 2. */
+        static Packed upsampling(Conv c, int factor) {
+            if (factor != 2 || c.k() != 3) {
+                return of(c);
+            }
+            int in = c.in();
+            float[][] phases = new float[4][];
+            float[] folded = new float[c.out() * 4 * in]; // [out][a][b][in]
+            for (int py = 0; py < 2; py++) {
+                for (int px = 0; px < 2; px++) {
+                    for (int o = 0; o < c.out(); o++) {
+                        for (int i = 0; i < in; i++) {
+                            for (int a = 0; a < 2; a++) {
+                                for (int b = 0; b < 2; b++) {
+                                    float sum = 0;
+                                    for (int ky : TAPS[py][a]) {
+                                        for (int kx : TAPS[px][b]) {
+                                            sum += c.weight()[((o * in + i) * 3 + ky) * 3 + kx];
+                                        }
+                                    }
+                                    folded[((o * 2 + a) * 2 + b) * in + i] = sum;
+                                }
+                            }
+                        }
+                    }
+                    phases[py * 2 + px] = panels(folded, 4 * in, c.out());
+                }
+            }
+            return new Packed(null, null, phases, bias(c), c.out(), in, c.k());
+        }
+
+        private static float[] panels(float[] byOut, int rows, int out) {
+            float[] panels = new float[MatMul.packedSize(rows, out)];
+            MatMul.pack(byOut, 0, 1, rows, rows, out, panels);
+            return panels;
+        }
+
+        private static float[] bias(Conv c) {
+            return c.bias() == null ? null : MatMul.paddedBias(c.bias(), c.out());
+        }
+
+        /** k·k·in: the length of the product's inner dimension. */
         int rows() {
             return k * k * in;
+        }
+
+        long floats() {
+            long n = bias == null ? 0 : bias.length;
+            n += panels != null ? panels.length : 0;
+            n += dots != null ? dots.length : 0;
+            if (phases != null) {
+                for (float[] ph : phases) {
+                    n += ph.length;
+                }
+            }
+            return n;
         }
     }
 
@@ -99,6 +173,7 @@ final class VectorDecoder implements DecoderEngine {
     private final Parallel parallel;
     private final Worker[] workers;
     private final ConvJob convJob = new ConvJob();
+    private final PhaseJob phaseJob = new PhaseJob();
     private final NormJob normJob = new NormJob();
     private final UpsampleJob upsampleJob = new UpsampleJob();
     private final AttentionJob attentionJob = new AttentionJob();
@@ -178,10 +253,7 @@ final class VectorDecoder implements DecoderEngine {
             }
             if (block.upsampler() != null) {
                 poll(cancel);
-                Hwc up = padded(p, 2 * xs.h(), 2 * xs.w(), xs.c());
-                upsample(xs, up, 2);
-                xs = image(x, up.h(), up.w(), xs.c());
-                conv(up, block.upsampler(), xs, Out.STORE, null);
+                xs = upsampleConv(xs, block.upsampler(), 2, false);
             }
         }
         poll(cancel);
@@ -264,17 +336,38 @@ final class VectorDecoder implements DecoderEngine {
             }
             poll(cancel);
             if (s < tw.stages().size() - 1) {
-                int f = spec.upsampling();
-                Hwc up = padded(p, f * xs.h(), f * xs.w(), c);
-                upsample(xs, up, f);
-                xs = padded(x, up.h(), up.w(), c);
-                conv(up, stage.conv(), xs, Out.STORE, null);
+                xs = upsampleConv(xs, stage.conv(), spec.upsampling(), true);
             } else {
                 Hwc img = image(t, xs.h(), xs.w(), spec.outChannels());
                 conv(xs, stage.conv(), img, Out.STORE, null);
                 toNchw(img, out, outOff, true);
             }
         }
+    }
+
+    /**
+     * conv(upsample(x, f)) (nearest neighbour), written to the x buffer (padded if asked): for f = 2 as the four
+     * phase convs on a padded copy of x, else as the conv on the upsampled image.
+     */
+    private Hwc upsampleConv(Hwc xs, Packed c, int f, boolean paddedOut) {
+        int h = f * xs.h();
+        int w = f * xs.w();
+        if (c.phases() != null) {
+            Hwc low = padded(p, xs.h(), xs.w(), xs.c());
+            upsample(xs, low, 1);
+            Hwc out = paddedOut ? padded(x, h, w, c.out()) : image(x, h, w, c.out());
+            phaseJob.in = low;
+            phaseJob.conv = c;
+            phaseJob.out = out;
+            phaseJob.panels = MatMul.panels(c.out());
+            parallel.forEach(xs.h() * 4 * phaseJob.panels, phaseJob);
+            return out;
+        }
+        Hwc up = padded(p, h, w, xs.c());
+        upsample(xs, up, f);
+        Hwc out = paddedOut ? padded(x, h, w, c.out()) : image(x, h, w, c.out());
+        conv(up, c, out, Out.STORE, null);
+        return out;
     }
 
     // ----------------------------------------------------------------------------------------------------------
@@ -416,7 +509,7 @@ final class VectorDecoder implements DecoderEngine {
         long[] floats = {0};
         java.util.function.Consumer<Packed> add = c -> {
             if (c != null) {
-                floats[0] += c.panels().length + (c.bias() == null ? 0 : c.bias().length);
+                floats[0] += c.floats();
             }
         };
         if (w.full != null) {
@@ -463,7 +556,7 @@ final class VectorDecoder implements DecoderEngine {
 
     /** out = epilogue(conv(in) + bias); a 3×3 conv needs a padded input. */
     private void conv(Hwc in, Packed c, Hwc out, Out epilogue, Hwc residual) {
-        if (in.h() != out.h() || in.w() != out.w() || in.c() != c.in() || out.c() != c.out()
+        if (in.h() != out.h() || in.w() != out.w() || in.c() != c.in() || out.c() != c.out() || c.phases() != null
                 || (c.k() == 3 && !in.padded()) || (c.k() != 3 && c.k() != 1)) {
             throw new IllegalStateException("conv " + c.out() + "×" + c.in() + "×" + c.k() + " cannot map " + in
                     + " to " + out);
@@ -473,7 +566,7 @@ final class VectorDecoder implements DecoderEngine {
         convJob.out = out;
         convJob.epilogue = epilogue;
         convJob.residual = residual;
-        convJob.panels = MatMul.panels(c.out());
+        convJob.panels = c.dots() != null ? 1 : MatMul.panels(c.out());
         parallel.forEach(out.h() * convJob.panels, convJob);
     }
 
@@ -488,6 +581,10 @@ final class VectorDecoder implements DecoderEngine {
 
         @Override
         public void run(int item, int worker) {
+            if (conv.dots() != null) {
+                dots(item, workers[worker]);
+                return;
+            }
             int y = item / panels;
             int panel = item % panels;
             MatMul mm = workers[worker].mm;
@@ -506,6 +603,98 @@ final class VectorDecoder implements DecoderEngine {
                 case RESIDUAL_RELU -> mm.residual(residual.data(), residual.offset(y, 0), residual.c(), true);
             }
             mm.compute(0, out.w(), panel, panel + 1, workers[worker].tile);
+        }
+
+        /**
+         * Output row y of a conv with at most {@link #NARROW} output channels: per position, NARROW dot products
+         * along k (the A runs as for the product) in vectors, their lanes then summed in lane order.
+         */
+        private void dots(int y, Worker wk) {
+            int c = in.c();
+            int runs = conv.k() == 3 ? 3 : 1;
+            int run = conv.rows() / runs;
+            int rowStride = (in.w() + 2) * c;
+            int base = conv.k() == 3 ? in.base() + y * rowStride : in.offset(y, 0);
+            float[] a = in.data();
+            float[] wt = conv.dots();
+            int k = conv.rows();
+            int bound = S.loopBound(run);
+            float[] lanes = wk.lanes;
+            for (int col = 0; col < out.w(); col++) {
+                FloatVector s0 = FloatVector.zero(S), s1 = FloatVector.zero(S);
+                FloatVector s2 = FloatVector.zero(S), s3 = FloatVector.zero(S);
+                float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+                for (int r = 0; r < runs; r++) {
+                    int ai = base + r * rowStride + col * c;
+                    int wi = r * run;
+                    int i = 0;
+                    for (; i < bound; i += L) {
+                        FloatVector av = FloatVector.fromArray(S, a, ai + i);
+                        s0 = av.fma(FloatVector.fromArray(S, wt, wi + i), s0);
+                        s1 = av.fma(FloatVector.fromArray(S, wt, k + wi + i), s1);
+                        s2 = av.fma(FloatVector.fromArray(S, wt, 2 * k + wi + i), s2);
+                        s3 = av.fma(FloatVector.fromArray(S, wt, 3 * k + wi + i), s3);
+                    }
+                    for (; i < run; i++) {
+                        float av = a[ai + i];
+                        t0 += av * wt[wi + i];
+                        t1 += av * wt[k + wi + i];
+                        t2 += av * wt[2 * k + wi + i];
+                        t3 += av * wt[3 * k + wi + i];
+                    }
+                }
+                s0.intoArray(lanes, 0);
+                s1.intoArray(lanes, L);
+                s2.intoArray(lanes, 2 * L);
+                s3.intoArray(lanes, 3 * L);
+                lanes[4 * L] = t0;
+                lanes[4 * L + 1] = t1;
+                lanes[4 * L + 2] = t2;
+                lanes[4 * L + 3] = t3;
+                int o = out.offset(y, col);
+                int ri = residual == null ? 0 : residual.offset(y, col);
+                for (int ch = 0; ch < conv.out(); ch++) {
+                    float sum = 0;
+                    for (int l = 0; l < L; l++) {
+                        sum += lanes[ch * L + l];
+                    }
+                    float v = (sum + lanes[4 * L + ch]) + conv.bias()[ch];
+                    if (epilogue == Out.RESIDUAL || epilogue == Out.RESIDUAL_RELU) {
+                        v += residual.data()[ri + ch];
+                    }
+                    if (epilogue == Out.RELU || epilogue == Out.RESIDUAL_RELU) {
+                        v = Math.max(v, 0f);
+                    }
+                    out.data()[o + ch] = v;
+                }
+            }
+        }
+    }
+
+    /**
+     * One source row i, one phase (py, px) and one panel of an upsampling conv: output row 2i + py, columns
+     * 2j + px for every j, from padded source rows i + py and i + py + 1 (two runs of 2·C floats per position).
+     */
+    private final class PhaseJob implements Parallel.Body {
+        Hwc in;
+        Packed conv;
+        Hwc out;
+        int panels;
+
+        @Override
+        public void run(int item, int worker) {
+            int panel = item % panels;
+            int phase = item / panels % 4;
+            int i = item / panels / 4;
+            int py = phase / 2;
+            int px = phase % 2;
+            int c = in.c();
+            int rowStride = (in.w() + 2) * c;
+            MatMul mm = workers[worker].mm;
+            mm.a(in.data(), in.base() + (i + py) * rowStride + px * c, c).segments(2, rowStride)
+                    .b(conv.phases()[phase], 4 * c, conv.out(), conv.bias())
+                    .c(out.data(), out.offset(2 * i + py, px), 2 * out.c()).store()
+                    .compute(0, in.w(), panel, panel + 1, workers[worker].tile);
         }
     }
 
@@ -758,6 +947,7 @@ final class VectorDecoder implements DecoderEngine {
     private final class Worker {
         final MatMul mm = new MatMul();
         final float[] tile = new float[MatMul.TILE];
+        final float[] lanes = new float[NARROW * L + NARROW]; // dot products: the lanes, then the scalar tails
         float[] sum = new float[0]; // GroupNorm row sums [C]
         float[] scores = new float[0]; // attention scores [ATTENTION_ROWS, tokens]
 

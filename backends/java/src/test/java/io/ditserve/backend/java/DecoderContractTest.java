@@ -48,6 +48,43 @@ class DecoderContractTest {
         }
     }
 
+    /**
+     * Configurations the fixtures do not have, on the fixtures' weights: TAESD upsampling by 3 (the vector path's
+     * upsampled-image route, not the ×2 phase convs) and the VAE without post_quant_conv and mid attention.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"taesd-up3", "vae-plain"})
+    void variantConfigsMatchScalar(String variant) throws Exception {
+        boolean tiny = variant.startsWith("taesd");
+        Path src = DecoderFixtures.small(tiny ? "taesd-small" : "vae-small");
+        String config = Files.readString(src.resolve("config.json"));
+        Map<String, SafetensorsWriter.F32> tensors = new LinkedHashMap<>();
+        try (Safetensors st = Safetensors.open(src.resolve(DecoderSpec.WEIGHTS_FILE))) {
+            for (Safetensors.Entry e : st.entries().values()) {
+                if (tiny || !(e.name().startsWith("post_quant_conv.") || e.name().contains(".attentions."))) {
+                    tensors.put(e.name(), new SafetensorsWriter.F32(e.shape(), st.floats(e.name())));
+                }
+            }
+        }
+        config = tiny
+                ? config.replace("\"upsampling_scaling_factor\": 2", "\"upsampling_scaling_factor\": 3")
+                : config.replace("\"act_fn\"", "\"use_post_quant_conv\": false, \"mid_block_add_attention\": false, \"act_fn\"");
+        Files.writeString(tmp.resolve("config.json"), config);
+        SafetensorsWriter.write(tmp.resolve(DecoderSpec.WEIGHTS_FILE), tensors);
+        DecoderSpec spec = DecoderConfigs.load(tmp);
+        if (tiny) {
+            assertThat(spec.scaleFactor()).isEqualTo(27);
+        } else {
+            assertThat(spec.postQuantConv() || spec.midBlockAttention()).isFalse();
+        }
+        Tensor latent = DecoderFixtures.randomLatent(9, 2, 4, 3, 2);
+        try (Decoder scalar = DecoderFixtures.decoder(tmp, "scalar", 1);
+                Decoder vector = DecoderFixtures.decoder(tmp, "vector", 2)) {
+            Tensor expected = DecoderFixtures.decode(scalar, latent);
+            assertThat(Fixtures.relativeError(DecoderFixtures.decode(vector, latent), expected)).isLessThan(1e-5);
+        }
+    }
+
     /** The legacy attention names (query/key/value/proj_attn) load the same weights: identical output. */
     @ParameterizedTest
     @ValueSource(strings = {"vector", "scalar"})
