@@ -1,14 +1,23 @@
 package io.ditserve.client;
 
+import io.ditserve.proto.v1.DecoderInfo;
 import io.ditserve.proto.v1.GenerateRequest;
 import io.ditserve.proto.v1.ModelInfo;
+import io.ditserve.proto.v1.OutputFormat;
+import io.ditserve.proto.v1.PreviewDecoder;
 import io.ditserve.proto.v1.Sampler;
 import io.grpc.StatusRuntimeException;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Locale;
+import java.util.Set;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.ITypeConverter;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.TypeConversionException;
 
 /** The client side of the {@code ./dit} command line: {@code generate} and {@code models}. */
 public final class ClientCommands {
@@ -41,7 +50,16 @@ public final class ClientCommands {
         boolean previews;
         @Option(names = "--preview-interval", defaultValue = "0", description = "preview every k steps (default: about 10 frames)")
         int previewInterval;
-        @Option(names = "--tensor", description = "also save the raw float32 sample as .f32 (little-endian, [C,H,W])")
+        @Option(names = "--preview-decoder", paramLabel = "linear|tiny|full", converter = PreviewDecoderConverter.class,
+                description = "latent models: how previews are decoded: linear (latent-sized, free), tiny (TAESD) "
+                        + "or full (the VAE) (default: the server's choice, tiny when the model has TAESD)")
+        PreviewDecoder previewDecoder;
+        @Option(names = "--format", split = ",", paramLabel = "FORMAT", converter = FormatConverter.class,
+                description = "what to save per image, repeatable or comma-separated (default: png): png; tensor = the "
+                        + "raw float32 sample (the latent for latent models); image-tensor = the decoded float32 image. "
+                        + "Tensors are written as little-endian .f32 files with the shape in the name")
+        List<OutputFormat> formats = new ArrayList<>();
+        @Option(names = "--tensor", description = "also save the raw float32 sample (same as adding --format tensor)")
         boolean tensor;
         @Option(names = "--deadline", defaultValue = "0", description = "seconds before the server gives up (0 = none)")
         long deadline;
@@ -55,9 +73,14 @@ public final class ClientCommands {
                 GenerateRequest request = buildRequest(info);
                 GenerationWriter.Written w = new GenerationWriter(System.out, 4)
                         .run(client, request, info, out, deadline);
-                System.out.printf("wrote %d image(s) to %s in %.1f s; seeds %s%n", w.images().size(),
+                System.out.printf("wrote %d image(s)%s to %s in %.1f s; seeds %s%n", w.images().size(),
+                        w.tensors().isEmpty() ? "" : " and " + w.tensors().size() + " tensor file(s)",
                         out.toAbsolutePath(), w.seconds(), w.seeds());
+                if (w.previewFrames() > 0) {
+                    System.out.printf("previews: %d frame(s), %s%n", w.previewFrames(), previewKind(info, w.previewDecoder()));
+                }
                 w.animations().forEach(g -> System.out.println("animation: " + g));
+                w.tensors().forEach(t -> System.out.println("tensor: " + t));
                 return 0;
             } catch (StatusRuntimeException e) {
                 System.err.println("error: " + e.getStatus().getCode() + ": " + e.getStatus().getDescription());
@@ -94,11 +117,51 @@ public final class ClientCommands {
                 int total = steps > 0 ? steps : info.getDefaults().getSteps();
                 b.setPreviewInterval(previewInterval > 0 ? previewInterval : Math.max(1, total / 10));
             }
-            b.addOutputFormats(io.ditserve.proto.v1.OutputFormat.OUTPUT_FORMAT_PNG);
-            if (tensor) {
-                b.addOutputFormats(io.ditserve.proto.v1.OutputFormat.OUTPUT_FORMAT_TENSOR);
+            if (previewDecoder != null) {
+                b.setPreviewDecoder(previewDecoder);
             }
+            b.addAllOutputFormats(outputFormats());
             return b.build();
+        }
+
+        /** The requested formats without repeats, in the order given; PNG when none is given. */
+        Set<OutputFormat> outputFormats() {
+            Set<OutputFormat> f = new LinkedHashSet<>();
+            if (formats.isEmpty()) {
+                f.add(OutputFormat.OUTPUT_FORMAT_PNG);
+            }
+            f.addAll(formats);
+            if (tensor) {
+                f.add(OutputFormat.OUTPUT_FORMAT_TENSOR);
+            }
+            return f;
+        }
+    }
+
+    /** {@code png}, {@code tensor}, {@code image-tensor} (case and {@code -}/{@code _} insensitive). */
+    static final class FormatConverter implements ITypeConverter<OutputFormat> {
+        @Override
+        public OutputFormat convert(String value) {
+            return switch (value.trim().toLowerCase(Locale.ROOT).replace('_', '-')) {
+                case "png" -> OutputFormat.OUTPUT_FORMAT_PNG;
+                case "tensor" -> OutputFormat.OUTPUT_FORMAT_TENSOR;
+                case "image-tensor" -> OutputFormat.OUTPUT_FORMAT_IMAGE_TENSOR;
+                default -> throw new TypeConversionException(
+                        "expected png, tensor or image-tensor, got '" + value + "'");
+            };
+        }
+    }
+
+    /** {@code linear}, {@code tiny} ({@code taesd}), {@code full} ({@code vae}), case-insensitive. */
+    static final class PreviewDecoderConverter implements ITypeConverter<PreviewDecoder> {
+        @Override
+        public PreviewDecoder convert(String value) {
+            return switch (value.trim().toLowerCase(Locale.ROOT)) {
+                case "linear" -> PreviewDecoder.PREVIEW_DECODER_LINEAR;
+                case "tiny", "taesd" -> PreviewDecoder.PREVIEW_DECODER_TINY;
+                case "full", "vae" -> PreviewDecoder.PREVIEW_DECODER_FULL;
+                default -> throw new TypeConversionException("expected linear, tiny or full, got '" + value + "'");
+            };
         }
     }
 
@@ -114,16 +177,7 @@ public final class ClientCommands {
         public Integer call() throws Exception {
             try (DitClient client = connection.open(target)) {
                 for (ModelInfo m : client.listModels()) {
-                    System.out.printf("%s  backend=%s  %dx%d x%d ch (%s)  patch %d, depth %d, width %d, heads %d, %.1f M params%n",
-                            m.getName(), m.getBackend(), m.getImageSize(), m.getImageSize(), m.getInChannels(),
-                            m.getSpace(), m.getPatchSize(), m.getDepth(), m.getHiddenSize(), m.getNumHeads(),
-                            m.getParameters() / 1e6);
-                    System.out.printf("  defaults: %s, %d steps, guidance %.2f (%s), eta %.2f%n",
-                            m.getDefaults().getSampler(), m.getDefaults().getSteps(),
-                            m.getDefaults().getGuidanceScale(), m.getDefaults().getGuidanceMode(), m.getDefaults().getEta());
-                    System.out.println("  classes: " + m.getClassesList().stream()
-                            .map(c -> c.getId() + "=" + c.getName()).limit(20).toList()
-                            + (m.getClassesCount() > 20 ? " … (" + m.getClassesCount() + ")" : ""));
+                    describe(m).forEach(System.out::println);
                 }
                 return 0;
             } catch (StatusRuntimeException e) {
@@ -131,6 +185,46 @@ public final class ClientCommands {
                 return 1;
             }
         }
+    }
+
+    /** The lines {@code ./dit models} prints for one model. */
+    static List<String> describe(ModelInfo m) {
+        List<String> lines = new ArrayList<>();
+        lines.add(String.format(Locale.ROOT,
+                "%s  backend=%s  %dx%d x%d ch (%s)  patch %d, depth %d, width %d, heads %d, %.1f M params",
+                m.getName(), m.getBackend(), m.getImageSize(), m.getImageSize(), m.getInChannels(), m.getSpace(),
+                m.getPatchSize(), m.getDepth(), m.getHiddenSize(), m.getNumHeads(), m.getParameters() / 1e6));
+        // a server from before decoders does not fill output_image_size: its images are the samples
+        int px = m.getOutputImageSize() > 0 ? m.getOutputImageSize() : m.getImageSize();
+        String how = !"latent".equals(m.getSpace()) ? ""
+                : px != m.getImageSize() ? String.format(" (the %dx%d latent decoded by the vae)", m.getImageSize(),
+                        m.getImageSize())
+                : " (the latent itself: no vae)";
+        lines.add(String.format(Locale.ROOT, "  output: %dx%d px%s", px, px, how));
+        for (DecoderInfo d : m.getDecodersList()) {
+            lines.add(String.format(Locale.ROOT, "  decoder %s: %s, f=%d, channels %s, %.2f M params%s",
+                    d.getRole(), d.getClassName(), d.getScaleFactor(), d.getBlockOutChannelsList(),
+                    d.getParameters() / 1e6, d.getBackend().isEmpty() ? "" : " (backend " + d.getBackend() + ")"));
+        }
+        lines.add(String.format(Locale.ROOT, "  defaults: %s, %d steps, guidance %.2f (%s), eta %.2f",
+                m.getDefaults().getSampler(), m.getDefaults().getSteps(), m.getDefaults().getGuidanceScale(),
+                m.getDefaults().getGuidanceMode(), m.getDefaults().getEta()));
+        lines.add("  classes: " + m.getClassesList().stream().map(c -> c.getId() + "=" + c.getName()).limit(20)
+                .toList() + (m.getClassesCount() > 20 ? " … (" + m.getClassesCount() + ")" : ""));
+        return lines;
+    }
+
+    /** How the previews of a model were rendered, in words (pixel models: always the clean-image estimate). */
+    static String previewKind(ModelInfo model, PreviewDecoder d) {
+        if (!"latent".equals(model.getSpace()) || d == null) {
+            return "the clean-image estimate";
+        }
+        return switch (d) {
+            case PREVIEW_DECODER_LINEAR -> "linear latent-to-RGB map (latent-sized)";
+            case PREVIEW_DECODER_TINY -> "tiny decoder (TAESD)";
+            case PREVIEW_DECODER_FULL -> "full decoder (VAE)";
+            default -> "rendered as the server chose";
+        };
     }
 
     /** TLS and authentication options shared by the commands. */
