@@ -218,20 +218,25 @@ final class Generation {
             }
             return;
         }
-        Tensor image = decode(decoder, x0);
+        Tensor image = decode(decoder, x0, false);
         emitDecoded(image, (b, frame) -> listener.onEvent(
                 new GenerationEvent.Preview(b, done, plan.previewDecoder(), frame)));
     }
 
-    /** Decodes all n latents of {@code src} in one call (tiled when large); the result is freshly allocated. */
-    private Tensor decode(Decoder decoder, float[] src) throws BackendException {
+    /**
+     * Decodes all n latents of {@code src} in one call (tiled when large); the result is freshly allocated. Only the
+     * final images' decoding counts as the result's decode time (previews are part of sampling).
+     */
+    private Tensor decode(Decoder decoder, float[] src, boolean finalImages) throws BackendException {
         int s = spec.inputSize();
         int f = decoder.spec().scaleFactor();
         Tensor latent = new Tensor(src.clone(), n, spec.inChannels(), s, s);
         Tensor image = Tensor.zeros(n, decoder.spec().outChannels(), f * s, f * s);
         long d0 = System.nanoTime();
         TiledDecoding.decode(decoder, latent, image, tiling, this::isCancelled);
-        decodeSeconds += (System.nanoTime() - d0) / 1e9;
+        if (finalImages) {
+            decodeSeconds += (System.nanoTime() - d0) / 1e9;
+        }
         return image;
     }
 
@@ -252,7 +257,7 @@ final class Generation {
         int s = spec.inputSize();
         Frame[] images = new Frame[n];
         if (plan.needsDecodedImage()) {
-            emitDecoded(decode(plan.model().vaeDecoder(), x), (b, frame) -> images[b] = frame);
+            emitDecoded(decode(plan.model().vaeDecoder(), x, true), (b, frame) -> images[b] = frame);
         }
         long now = System.nanoTime();
         GenerationEvent.Timings timings = new GenerationEvent.Timings((startNanos - acceptedNanos) / 1e9,

@@ -13,8 +13,11 @@ final class DecoderMath {
 
     private DecoderMath() {}
 
-    /** tanh(x / 3)·3 in float32, as PyTorch computes it. */
+    /**
+     * tanh(x / 3)·3 in float32, as PyTorch computes it. StrictMath: the same bits in every JVM execution mode
+     * (Math.tanh may be an intrinsic whose bits differ from the interpreter's).
+     */
     static float tinyClamp(float x) {
-        return (float) Math.tanh(x / TINY_CLAMP) * TINY_CLAMP;
+        return (float) StrictMath.tanh(x / TINY_CLAMP) * TINY_CLAMP;
     }
 }

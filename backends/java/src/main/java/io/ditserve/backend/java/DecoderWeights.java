@@ -29,7 +29,10 @@ final class DecoderWeights<C> {
     /** A GroupNorm's affine parameters: weight [C], bias [C]. */
     record Norm(float[] weight, float[] bias, int channels) {}
 
-    /** diffusers ResnetBlock2D: norm1, conv1 (3×3 in → out), norm2, conv2 (3×3 out → out), conv_shortcut (1×1) or null. */
+    /**
+     * diffusers ResnetBlock2D: norm1, conv1 (3×3 in → out), norm2, conv2 (3×3 out → out), conv_shortcut
+     * (1×1 in → out) or null when in = out.
+     */
     record Resnet<C>(Norm norm1, C conv1, Norm norm2, C conv2, C convShortcut) {}
 
     /** The mid-block attention: group_norm, to_q, to_k, to_v, to_out.0 (Linear [C, C] each). */

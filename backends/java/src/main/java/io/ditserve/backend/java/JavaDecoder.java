@@ -31,9 +31,11 @@ public final class JavaDecoder implements Decoder {
         Objects.requireNonNull(spec, "spec");
         String path = options.get(JavaDitBackend.PATH_OPTION, "vector");
         DecoderEngine engine = switch (path) {
-            case "vector" -> new VectorDecoder(spec, DecoderWeights.load(spec, VectorDecoder.Packed::of,
-                    c -> VectorDecoder.Packed.upsampling(c, spec.kind() == DecoderSpec.Kind.FULL ? 2 : spec.upsampling())),
-                    options.threads());
+            case "vector" -> {
+                int upsampling = spec.kind() == DecoderSpec.Kind.FULL ? 2 : spec.upsampling();
+                yield new VectorDecoder(spec, DecoderWeights.load(spec, VectorDecoder.Packed::of,
+                        c -> VectorDecoder.Packed.upsampling(c, upsampling)), options.threads());
+            }
             case "scalar" -> new ScalarDecoder(spec, DecoderWeights.load(spec, c -> c, c -> c));
             default -> throw new BackendException("Unknown " + JavaDitBackend.PATH_OPTION + " [" + path
                     + "] of the java backend, known options [vector, scalar]");

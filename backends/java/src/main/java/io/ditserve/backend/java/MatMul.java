@@ -268,37 +268,26 @@ final class MatMul {
 
     /**
      * tile[0][0..NR) = A[m, :] · panel p, for the rows left over after the 6-row blocks (and for products with a
-     * single row, like the adaLN of one sample). Even and odd k go to separate accumulators so that consecutive
-     * FMAs do not wait for each other.
+     * single row, like the adaLN of one sample). It accumulates in exactly the order of {@link #kernel6} (one FMA
+     * chain per output, k ascending), so a row's result does not depend on whether it falls in a 6-row block, i.e. on
+     * its position in the batch or the batch's size: a generation gets the same bytes in any batch.
      */
     private void kernel1(int m, int p, float[] tile) {
         int base = p * k * NR;
         int run = k / segments;
         FloatVector c0 = FloatVector.zero(S), c1 = FloatVector.zero(S);
-        FloatVector d0 = FloatVector.zero(S), d1 = FloatVector.zero(S);
         for (int s = 0; s < segments; s++) {
             int k0 = s * run;
-            int end = k0 + run;
             int a0 = aOff + m * lda + s * segmentStride - k0;
-            int kk = k0;
-            for (; kk + 1 < end; kk += 2) {
-                int bo = base + kk * NR;
-                FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
-                FloatVector z = FloatVector.broadcast(S, a[a0 + kk + 1]);
-                c0 = x.fma(FloatVector.fromArray(S, b, bo), c0);
-                c1 = x.fma(FloatVector.fromArray(S, b, bo + L), c1);
-                d0 = z.fma(FloatVector.fromArray(S, b, bo + NR), d0);
-                d1 = z.fma(FloatVector.fromArray(S, b, bo + NR + L), d1);
-            }
-            if (kk < end) {
+            for (int kk = k0; kk < k0 + run; kk++) {
                 int bo = base + kk * NR;
                 FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
                 c0 = x.fma(FloatVector.fromArray(S, b, bo), c0);
                 c1 = x.fma(FloatVector.fromArray(S, b, bo + L), c1);
             }
         }
-        c0.add(d0).intoArray(tile, 0);
-        c1.add(d1).intoArray(tile, L);
+        c0.intoArray(tile, 0);
+        c1.intoArray(tile, L);
     }
 
     /**
@@ -347,7 +336,8 @@ final class MatMul {
 
     /**
      * tile = GELU_tanh(tile + bias) in place. 0.5·u·(1 + tanh(z)) with z = √(2/π)·(u + 0.044715·u³) is computed
-     * as the identical u / (1 + exp(−2z)): the Vector API's EXP is several times faster than its TANH.
+     * as the identical u / (1 + exp(−2z)), with the bit-reproducible {@link ExactMath#exp} (the Vector API's EXP
+     * gives other bits in the interpreter than in C2).
      */
     private void biasGelu(float[] tile, int rows, int p) {
         for (int r = 0; r < rows; r++) {
@@ -355,7 +345,7 @@ final class MatMul {
                 int t = r * NR + v;
                 FloatVector u = FloatVector.fromArray(S, tile, t).add(FloatVector.fromArray(S, bias, p * NR + v));
                 FloatVector z = u.mul(DitMath.GELU_A).mul(u).mul(u).add(u).mul(-2f * DitMath.GELU_C);
-                u.div(z.lanewise(VectorOperators.EXP).add(1f)).intoArray(tile, t);
+                u.div(ExactMath.exp(z).add(1f)).intoArray(tile, t);
             }
         }
     }

@@ -97,7 +97,9 @@ final class ScalarDecoder implements DecoderEngine {
         return h;
     }
 
-    /** One head of C channels over the H·W positions: x + to_out(softmax(q·kᵀ/√C)·v), q, k, v from GroupNorm(x). */
+    /**
+     * One head of C channels over the H·W positions: x + to_out(softmax(q·kᵀ/√C)·v), q, k, v from GroupNorm(x).
+     */
     private Image attention(Image x, Attention<Conv> a) {
         int c = x.c;
         int tokens = x.plane();

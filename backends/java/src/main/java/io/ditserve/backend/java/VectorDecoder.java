@@ -825,13 +825,13 @@ final class VectorDecoder implements DecoderEngine {
                     FloatVector v = FloatVector.fromArray(S, d, i + ch)
                             .fma(FloatVector.fromArray(S, scale, ch), FloatVector.fromArray(S, shift, ch));
                     if (silu) {
-                        v = v.div(v.neg().lanewise(VectorOperators.EXP).add(1f));
+                        v = v.div(ExactMath.exp(v.neg()).add(1f));
                     }
                     v.intoArray(o, j + ch);
                 }
                 for (; ch < c; ch++) {
                     float v = d[i + ch] * scale[ch] + shift[ch];
-                    o[j + ch] = silu ? DitMath.silu(v) : v;
+                    o[j + ch] = silu ? ExactMath.silu(v) : v;
                 }
             }
         }

@@ -117,12 +117,12 @@ final class VectorDit implements DitEngine {
         }
         linear(a.freq, n, tMlp0, a.temb);
         for (int i = 0; i < n * d; i++) {
-            a.temb[i] = DitMath.silu(a.temb[i]);
+            a.temb[i] = ExactMath.silu(a.temb[i]);
         }
         linear(a.temb, n, tMlp2, a.c);
         for (int b = 0; b < n; b++) {
             for (int k = 0; k < d; k++) {
-                a.siluC[b * d + k] = DitMath.silu(a.c[b * d + k] + yEmbedding[y[b] * d + k]);
+                a.siluC[b * d + k] = ExactMath.silu(a.c[b * d + k] + yEmbedding[y[b] * d + k]);
             }
         }
         // 4. blocks; mod = shift1 | scale1 | gate1 | shift2 | scale2 | gate2 per sample
@@ -299,7 +299,7 @@ final class VectorDit implements DitEngine {
         for (; i < bound; i += L) {
             acc = acc.add(FloatVector.fromArray(S, x, off + i));
         }
-        float sum = acc.reduceLanes(VectorOperators.ADD);
+        float sum = ExactMath.sum(acc);
         for (; i < d; i++) {
             sum += x[off + i];
         }
@@ -310,7 +310,7 @@ final class VectorDit implements DitEngine {
             FloatVector c = FloatVector.fromArray(S, x, off + i).sub(meanV);
             acc = c.fma(c, acc);
         }
-        float var = acc.reduceLanes(VectorOperators.ADD);
+        float var = ExactMath.sum(acc);
         for (; i < d; i++) {
             float c = x[off + i] - mean;
             var += c * c;
@@ -344,13 +344,13 @@ final class VectorDit implements DitEngine {
         FloatVector maxV = FloatVector.broadcast(S, max);
         FloatVector acc = FloatVector.zero(S);
         for (i = 0; i < bound; i += L) {
-            FloatVector e = FloatVector.fromArray(S, a, off + i).sub(maxV).lanewise(VectorOperators.EXP);
+            FloatVector e = ExactMath.exp(FloatVector.fromArray(S, a, off + i).sub(maxV));
             e.intoArray(a, off + i);
             acc = acc.add(e);
         }
-        float sum = acc.reduceLanes(VectorOperators.ADD);
+        float sum = ExactMath.sum(acc);
         for (; i < len; i++) {
-            a[off + i] = (float) Math.exp(a[off + i] - max);
+            a[off + i] = ExactMath.exp(a[off + i] - max);
             sum += a[off + i];
         }
         float inv = 1f / sum;

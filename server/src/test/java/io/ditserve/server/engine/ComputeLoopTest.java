@@ -1,0 +1,298 @@
+package io.ditserve.server.engine;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.ditserve.backend.Backend;
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ModelConfigs;
+import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.Tensor;
+import io.ditserve.backend.TiledDecoding;
+import io.ditserve.server.TestPaths;
+import io.ditserve.server.model.BackendRegistry;
+import io.ditserve.server.model.LoadedModel;
+import io.ditserve.server.sampling.Sampler;
+import io.ditserve.server.sampling.Samplers;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The compute loop's batching rules, observed at the backend: what every forward pass holds. The backend is the
+ * real java backend behind a recorder (and, for fault tests, a trap that throws on one label).
+ */
+class ComputeLoopTest {
+    static final int POISON = 9;
+    private final List<AutoCloseable> closers = new ArrayList<>();
+
+    @AfterEach
+    void close() throws Exception {
+        for (int i = closers.size() - 1; i >= 0; i--) {
+            closers.get(i).close();
+        }
+    }
+
+    /** One forward call: its labels and timesteps, in row order. */
+    record Pass(int[] y, int[] t) {}
+
+    /** The java backend, recording each pass; throws a RuntimeException for passes holding the poison label. */
+    static final class Recorder implements Backend {
+        final Backend real;
+        final List<Pass> passes = Collections.synchronizedList(new ArrayList<>());
+
+        Recorder(Backend real) {
+            this.real = real;
+        }
+
+        @Override
+        public String name() {
+            return "java";
+        }
+
+        @Override
+        public ModelSpec model() {
+            return real.model();
+        }
+
+        @Override
+        public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
+            passes.add(new Pass(y.clone(), t.clone()));
+            for (int label : y) {
+                if (label == POISON) {
+                    throw new IllegalStateException("simulated kernel bug");
+                }
+            }
+            real.forward(x, t, y, out, cancel);
+        }
+
+        @Override
+        public void close() {
+            real.close();
+        }
+    }
+
+    /** Collects events; completes a future when the generation ends. */
+    static final class Collector implements GenerationListener {
+        final List<GenerationEvent> events = Collections.synchronizedList(new ArrayList<>());
+        final CompletableFuture<Failure> end = new CompletableFuture<>();
+        volatile int steps;
+
+        @Override
+        public void onEvent(GenerationEvent event) {
+            events.add(event);
+            if (event instanceof GenerationEvent.Progress p) {
+                steps = p.step();
+            }
+        }
+
+        @Override
+        public void onCompleted() {
+            end.complete(null);
+        }
+
+        @Override
+        public void onFailed(Failure failure) {
+            end.complete(failure);
+        }
+
+        Failure await() throws Exception {
+            return end.get(60, TimeUnit.SECONDS);
+        }
+
+        List<GenerationEvent.Result> results() {
+            synchronized (events) {
+                return events.stream().filter(e -> e instanceof GenerationEvent.Result)
+                        .map(e -> (GenerationEvent.Result) e).toList();
+            }
+        }
+    }
+
+    /** Waits until the generation has completed a step; fails if it ended first or took a minute. */
+    static void awaitStep(Collector c) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (c.steps == 0) {
+            if (c.end.isDone()) {
+                throw new AssertionError("ended before its first step: " + c.end.get());
+            }
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("no step within 60 s");
+            }
+            Thread.onSpinWait();
+        }
+    }
+
+    private Recorder recorder(String model) throws Exception {
+        ModelSpec spec = ModelConfigs.load(TestPaths.fixture(model));
+        Recorder r = new Recorder(new BackendRegistry().get("java").create(spec, BackendOptions.ofThreads(2)));
+        closers.add(r);
+        return r;
+    }
+
+    private Engine engine(Recorder backend, int maxActive, int maxBatch) {
+        LoadedModel m = new LoadedModel(backend.model(), backend, 0);
+        Engine e = new Engine(new EngineConfig(maxActive, 8, maxBatch, TiledDecoding.Tiling.NEVER), EngineObserver.NONE,
+                List.of(m));
+        closers.add(e);
+        return e;
+    }
+
+    private static GenerationPlan plan(LoadedModel m, int label, int images, int steps, float guidance) {
+        long[] seeds = new long[images];
+        for (int i = 0; i < images; i++) {
+            seeds[i] = 100 + label * 10 + i;
+        }
+        return new GenerationPlan(m, label, seeds, steps, Sampler.DDIM, 0f, guidance, Samplers.GuidanceMode.ALL, 0,
+                PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
+    }
+
+    private static LoadedModel model(Engine e, Recorder r) {
+        return new LoadedModel(r.model(), r, 0);
+    }
+
+    @Test
+    void everyActiveGenerationStepsEveryTickInAcceptanceOrderInPassesOfAtMostMaxBatch() throws Exception {
+        Recorder r = recorder("pixel-tiny");
+        Engine e = engine(r, 8, 4);
+        LoadedModel m = model(e, r);
+        // labels identify the owners: 1 (2 samples: guided), 2 (1 sample), 3 (6 samples: 3 images guided, more
+        // than max_batch), 4 (2 samples); all accepted before the loop starts, so all are active from tick 1
+        int steps = 3;
+        Collector[] c = new Collector[4];
+        GenerationPlan[] plans = {plan(m, 1, 1, steps, 3f), plan(m, 2, 1, steps, 1f), plan(m, 3, 3, steps, 3f),
+            plan(m, 4, 1, steps, 3f)};
+        for (int i = 0; i < 4; i++) {
+            c[i] = new Collector();
+            e.submit(plans[i], c[i]);
+        }
+        e.start();
+        for (Collector k : c) {
+            assertThat(k.await()).isNull();
+        }
+        // 11 samples per tick → passes of 4, 4, 3; rows in acceptance order: the cond then uncond half of each
+        int null_ = m.spec().nullClass();
+        int[] tick = {1, null_, 2, 3, 3, 3, null_, null_, null_, 4, null_};
+        assertThat(r.passes).hasSize(3 * steps);
+        for (int s = 0; s < steps; s++) {
+            List<Integer> rows = new ArrayList<>();
+            int[] sizes = new int[3];
+            for (int p = 0; p < 3; p++) {
+                Pass pass = r.passes.get(3 * s + p);
+                sizes[p] = pass.y().length;
+                for (int label : pass.y()) {
+                    rows.add(label);
+                }
+                int t0 = pass.t()[0];
+                for (int t : pass.t()) {
+                    assertThat(t).as("every generation is at the same step here").isEqualTo(t0);
+                }
+            }
+            assertThat(sizes).containsExactly(4, 4, 3);
+            assertThat(rows).containsExactly(java.util.Arrays.stream(tick).boxed().toArray(Integer[]::new));
+        }
+        for (int i = 0; i < 4; i++) {
+            assertThat(c[i].results()).hasSize(plans[i].numImages());
+        }
+    }
+
+    @Test
+    void aNewRequestJoinsAtTheNextTickAndSharesPassesWithOthersAtOtherSteps() throws Exception {
+        Recorder r = recorder("pixel-tiny");
+        Engine e = engine(r, 8, 32);
+        LoadedModel m = model(e, r);
+        e.start();
+        Collector first = new Collector();
+        e.submit(plan(m, 1, 1, 200, 1f), first);
+        // wait until the first one has stepped, then add a second: their steps differ inside shared passes
+        awaitStep(first);
+        Collector second = new Collector();
+        e.submit(plan(m, 2, 1, 5, 1f), second);
+        assertThat(second.await()).isNull();
+        boolean mixed = r.passes.stream().anyMatch(p -> p.y().length == 2 && p.t()[0] != p.t()[1]);
+        assertThat(mixed).as("a pass held both generations at different timesteps").isTrue();
+        first.end.cancel(false);
+    }
+
+    @Test
+    void aThrowableInAPassFailsOnlyItsCulpritAndTheLoopGoesOn() throws Exception {
+        Recorder r = recorder("pixel-tiny");
+        Engine e = engine(r, 8, 32);
+        LoadedModel m = model(e, r);
+        Collector good = new Collector();
+        Collector bad = new Collector();
+        e.submit(plan(m, 1, 2, 4, 3f), good);
+        e.submit(plan(m, POISON, 1, 4, 1f), bad);
+        e.start();
+        Failure f = bad.await();
+        assertThat(f).isNotNull();
+        assertThat(f.code()).isEqualTo(Failure.Code.INTERNAL);
+        assertThat(f.message()).contains("simulated kernel bug");
+        assertThat(good.await()).as("the companion of the failed pass completes").isNull();
+        assertThat(good.results()).hasSize(2);
+        Collector later = new Collector();
+        e.submit(plan(m, 2, 1, 2, 1f), later);
+        assertThat(later.await()).isNull();
+        assertThat(e.healthy()).isTrue();
+    }
+
+    @Test
+    void shutdownWithoutStartTellsEveryListener() throws Exception {
+        Recorder r = recorder("pixel-tiny");
+        Engine e = engine(r, 1, 4);
+        LoadedModel m = model(e, r);
+        Collector active = new Collector();
+        Collector queued = new Collector();
+        e.submit(plan(m, 1, 1, 4, 1f), active);
+        e.submit(plan(m, 2, 1, 4, 1f), queued);
+        e.shutdown(Duration.ofMillis(10));
+        assertThat(active.await().code()).isEqualTo(Failure.Code.UNAVAILABLE);
+        assertThat(queued.await().code()).isEqualTo(Failure.Code.UNAVAILABLE);
+        assertThat(r.passes).isEmpty();
+    }
+
+    @Test
+    void sameRequestSameBytesAloneAndInAnyBatch() throws Exception {
+        Recorder r = recorder("latent-tiny");
+        Engine e = engine(r, 16, 5);
+        LoadedModel m = model(e, r);
+        e.start();
+        GenerationPlan target = new GenerationPlan(m, 3, new long[] {11, 12}, 8, Sampler.DDIM, 0f, 4f,
+                Samplers.GuidanceMode.FIRST_THREE, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
+        Collector alone = new Collector();
+        e.submit(target, alone);
+        assertThat(alone.await()).isNull();
+        // twelve others at different steps, samplers, guidance and image counts; max_batch 5 splits passes
+        List<Collector> others = new ArrayList<>();
+        for (int k = 0; k < 12; k++) {
+            Collector o = new Collector();
+            long[] seeds = java.util.Arrays.copyOf(new long[] {k, k + 50, k + 99}, 1 + k % 3);
+            GenerationPlan p = new GenerationPlan(m, k % POISON, seeds, 30 + k,
+                    k % 2 == 0 ? Sampler.DDPM : Sampler.DDIM, k % 3 == 0 ? 0.5f : 0f, k % 4 == 0 ? 1f : 1.5f + k,
+                    Samplers.GuidanceMode.ALL, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
+            e.submit(p, o);
+            others.add(o);
+        }
+        for (Collector o : others) {
+            awaitStep(o);
+        }
+        Collector batched = new Collector();
+        e.submit(target, batched);
+        assertThat(batched.await()).isNull();
+        assertThat(others.stream().filter(o -> o.end.isDone()).count()).as("others still running").isLessThan(12);
+        for (int i = 0; i < 2; i++) {
+            assertThat(batched.results().get(i).sample().data())
+                    .as("image " + i + " byte-identical alone and in a batch of 13 generations")
+                    .containsExactly(alone.results().get(i).sample().data());
+        }
+        for (Collector o : others) {
+            assertThat(o.await()).isNull();
+        }
+    }
+}
