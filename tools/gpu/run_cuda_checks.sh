@@ -2,20 +2,27 @@
 # The cuda backend's checks on a GPU machine, as ONE command from the repository root with .bundle carried (made
 # by tools/gpu/make_bundle.sh; the machine needs no JDK or Maven, and python3 with torch for the bench models):
 #
-#   bash tools/gpu/run_cuda_checks.sh [--quick]
+#   bash tools/gpu/run_cuda_checks.sh [--quick | --decoders]
 #
 # --quick (about 2 minutes, for a short device budget): no DiT-XL/2 model, and the benchmark runs batches 1 and 16
 # with 10 steps only.
+# --decoders: only the latent decoders (steps 1, 2 and 5 below, and the decoder part of 3 and 6).
 #
 # 1. nvidia-smi and where the CUDA libraries are; DIT_CUDA_LIB_PATH is set to the folders found;
-# 2. CudaParityCheck: fp32 and tf32 against the PyTorch fixtures (pixel-tiny, latent-tiny, fashion-dit), against
+# 2. decoder cases at real sizes (tools/gpu/make_decoder_cases.py, python3 with torch): the sd-vae-ft-ema and TAESD
+#    architectures with random weights, latents 2×32×32 (256 px) and 1×64×64 (512 px), float64 PyTorch reference,
+#    in /tmp/dit-decoder-cases;
+# 3. CudaParityCheck: fp32 and tf32 against the PyTorch fixtures (pixel-tiny, latent-tiny, fashion-dit), against
 #    the java backend, buffer growth, cancellation; the first check synchronises after every kernel, so that a
-#    faulting kernel is named;
-# 3. random-weight DiT-S/2 and DiT-XL/2 model folders (tools/make_bench_model.py) in /tmp;
-# 4. CudaBench on fashion-dit, DiT-S/2 and DiT-XL/2 (batches 1, 8, 16; fp32 and tf32; 50 steps at batch 16).
+#    faulting kernel is named; then the decoders: the small fixtures in fp32/tf32/bf16, tiles and chunks, growth,
+#    cancellation, the real-shape fixtures of target/decoder-fixtures if present, and the cases of step 2;
+# 4. random-weight DiT-S/2 and DiT-XL/2 model folders (tools/make_bench_model.py) in /tmp;
+# 5. CudaBench on fashion-dit, DiT-S/2 and DiT-XL/2 (batches 1, 8, 16; fp32 and tf32; 50 steps at batch 16);
+# 6. CudaBench --decoders on the folders of step 2 (latents 32×32 and 64×64, batches 1 and 4, fp32 and tf32).
 #
-# Everything goes to $OUT/cuda.log (./cuda.log without $OUT). Each step has its own time limit; the whole is
-# meant to finish in about 4 minutes on an H100 and must stay under 6. Exit status: that of the parity check.
+# Everything goes to $OUT/cuda.log (./cuda.log without $OUT). Each step has its own time limit; the DiT part was
+# measured at about 4 minutes on an H200, the decoder part is estimated at 2 more (not measured yet): run
+# --decoders alone where the budget is short. Exit status: that of the parity check.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -23,7 +30,14 @@ LOG="${OUT:-$ROOT}/cuda.log"
 step() { echo; echo "== $* [$(date +%T), ${SECONDS} s]"; }
 
 QUICK=0
-[ "${1:-}" = "--quick" ] && QUICK=1
+DECODERS_ONLY=0
+case "${1:-}" in
+  --quick) QUICK=1 ;;
+  --decoders) DECODERS_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--quick | --decoders]" >&2; exit 2 ;;
+esac
+DECODER_CASES=/tmp/dit-decoder-cases
 
 main() {
 BUNDLE="$ROOT/.bundle"
@@ -59,10 +73,21 @@ JAVA=("$JRE_DIR/jre/bin/java" --enable-native-access=ALL-UNNAMED --add-modules j
   "-Djava.util.logging.SimpleFormatter.format=%4\$s %3\$s: %5\$s%6\$s%n" -cp "$BUNDLE/lib/*")
 "${JAVA[0]}" -version 2>&1
 
-step "parity checks (CudaParityCheck, data from $DATA)"
-timeout 240 "${JAVA[@]}" io.ditserve.backend.cuda.CudaParityCheck "$DATA"
+step "decoder cases at 256 and 512 px (tools/gpu/make_decoder_cases.py)"
+PARITY_ARGS=("$DATA")
+if timeout 240 python3 tools/gpu/make_decoder_cases.py "$DECODER_CASES"; then
+  PARITY_ARGS+=(--decoder-cases "$DECODER_CASES")
+else
+  echo "making the decoder cases failed (rc $?): the decoders are checked on the committed fixtures only"
+fi
+[ "$DECODERS_ONLY" = 1 ] && PARITY_ARGS+=(--decoders-only)
+
+step "parity checks (CudaParityCheck ${PARITY_ARGS[*]})"
+timeout 420 "${JAVA[@]}" io.ditserve.backend.cuda.CudaParityCheck "${PARITY_ARGS[@]}"
 PARITY=$?
 echo "CudaParityCheck exit status: $PARITY (0 = all passed, 1 = a check failed, 2 = the backend cannot run, 124 = timeout)"
+
+if [ "$DECODERS_ONLY" = 0 ]; then
 
 step "random-weight DiT-S/2 and DiT-XL/2 model folders"
 BENCH_MODELS=("$DATA/models/fashion-dit")
@@ -82,6 +107,16 @@ BENCH_ARGS=(--batches 1,8,16 --precisions fp32,tf32,bf16 --warmup 2 --iters 5 --
 [ "$QUICK" = 1 ] && BENCH_ARGS=(--batches 1,16 --precisions fp32,tf32,bf16 --warmup 1 --iters 3 --steps 10)
 timeout 200 "${JAVA[@]}" io.ditserve.backend.cuda.CudaBench "${BENCH_ARGS[@]}" "${BENCH_MODELS[@]}"
 echo "CudaBench exit status: $?"
+fi
+
+if [ -f "$DECODER_CASES/vae/config.json" ]; then
+  step "decoder benchmark (CudaBench --decoders)"
+  DEC_ARGS=(--decoders --latents 32,64 --batches 1,4 --precisions fp32,tf32 --warmup 1 --iters 5)
+  [ "$QUICK" = 1 ] && DEC_ARGS=(--decoders --latents 32,64 --batches 1 --precisions fp32,tf32 --warmup 1 --iters 3)
+  timeout 150 "${JAVA[@]}" io.ditserve.backend.cuda.CudaBench "${DEC_ARGS[@]}" "$DECODER_CASES/vae" \
+    "$DECODER_CASES/taesd"
+  echo "CudaBench --decoders exit status: $?"
+fi
 
 step "done; parity exit status $PARITY"
 rm -rf "$JRE_DIR"

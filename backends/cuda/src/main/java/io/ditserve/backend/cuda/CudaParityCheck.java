@@ -285,20 +285,40 @@ public final class CudaParityCheck {
         if (decoderCases != null) {
             for (String name : DecoderFixtures.REAL) {
                 Path dir = decoderCases.resolve(name);
-                for (String file : List.of("cases.safetensors", "cases-64.safetensors")) {
-                    for (String precision : List.of("fp32", "tf32", "bf16")) {
-                        if (file.startsWith("cases.") && !precision.equals("fp32")) {
-                            continue;
-                        }
-                        checks.add(measured("decoder " + name + " (real shapes, " + caseShape(dir.resolve(file))
-                                + ") " + precision + " vs PyTorch float64", decoderTolerance(precision),
-                                () -> decoderError(dir, dir.resolve(file), Map.of(CudaOptions.PRECISION, precision),
+                List<Path> files = casesFiles(dir);
+                if (files.isEmpty()) {
+                    checks.add(new Check("decoder " + name + " cases in " + dir, n -> new Outcome(n, -1, false,
+                            "no cases*.safetensors (make them with tools/gpu/make_decoder_cases.py)")));
+                }
+                for (Path file : files) {
+                    // every precision on the largest case (the last), fp32 on the others
+                    boolean last = file.equals(files.getLast());
+                    for (String precision : last ? List.of("fp32", "tf32", "bf16") : List.of("fp32")) {
+                        checks.add(measured("decoder " + name + " (real shapes, " + caseShape(file) + ") "
+                                + precision + " vs PyTorch float64", decoderTolerance(precision),
+                                () -> decoderError(dir, file, Map.of(CudaOptions.PRECISION, precision),
                                         DecoderBuffers.DEFAULT_BUDGETS)));
                     }
                 }
             }
         }
         return checks;
+    }
+
+    /** cases.safetensors, then cases-S.safetensors by increasing S. */
+    private static List<Path> casesFiles(Path dir) {
+        List<Path> out = new ArrayList<>();
+        if (Files.isRegularFile(dir.resolve("cases.safetensors"))) {
+            out.add(dir.resolve("cases.safetensors"));
+        }
+        try (var s = Files.list(dir)) {
+            s.map(p -> p.getFileName().toString()).filter(f -> f.matches("cases-\\d+\\.safetensors"))
+                    .sorted(java.util.Comparator.comparingInt(f -> Integer.parseInt(f.replaceAll("\\D", ""))))
+                    .forEach(f -> out.add(dir.resolve(f)));
+        } catch (java.io.IOException e) {
+            // reported by the caller as "no cases"
+        }
+        return out;
     }
 
     /** "latent [N, C, h, w]" of a cases file, for a check's name. */

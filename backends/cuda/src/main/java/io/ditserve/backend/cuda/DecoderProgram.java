@@ -231,7 +231,7 @@ final class DecoderProgram {
             }
         } else {
             // one sample at a time, in chunks of query rows
-            int rows = (int) (capacity / t);
+            int rows = aligned((int) (capacity / t));
             for (int s = 0; s < r.n; s++) {
                 long q = r.b + 4 * s * qkvStride;
                 long k = q + 4 * ct;
@@ -328,7 +328,7 @@ final class DecoderProgram {
                         dst + 4 * s0 * outStride);
             }
         } else {
-            int tile = (int) (capacity / k);
+            int tile = aligned((int) (capacity / k));
             for (int s = 0; s < r.n; s++) {
                 for (int p0 = 0; p0 < hw; p0 += tile) {
                     int cnt = Math.min(tile, hw - p0);
@@ -373,6 +373,15 @@ final class DecoderProgram {
         launch(r, Kernel.GROUP_NORM, LaunchConfig.longRows(r.n * groups, c / groups * r.hw()), args.reset()
                 .ptr(src).ptr(dst).ptr(w(prefix + ".weight")).ptr(w(prefix + ".bias")).i32(c).i32(r.hw())
                 .i32(groups).f32(GROUP_NORM_EPS).i32(silu ? 1 : 0));
+    }
+
+    /**
+     * A tile of pixels or query rows rounded down to a multiple of 64 when it holds at least 64, so that every
+     * tile's first column (and the leading dimension of its columns) stays 256-byte aligned, as cuBLAS's fastest
+     * kernels want.
+     */
+    static int aligned(int count) {
+        return count >= WeightLayout.ALIGN ? count / WeightLayout.ALIGN * WeightLayout.ALIGN : count;
     }
 
     private static void launch(Run r, Kernel k, LaunchConfig cfg, KernelArgs a) throws BackendException {

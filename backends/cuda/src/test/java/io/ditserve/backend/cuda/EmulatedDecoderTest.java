@@ -100,7 +100,8 @@ class EmulatedDecoderTest {
         // both samples at once (conv_in), one sample at a time (mid block), pixel tiles (up block 1); one sample's
         // scores per chunk
         "vae-small, 10000, 900",
-        "taesd-small, 700, 1" // tiles of 4 pixels (144 rows of columns)
+        "taesd-small, 700, 1", // tiles of 4 pixels (144 rows of columns)
+        "vae-small, 20160, 900" // room for 70 pixels of 288 rows: tiles of 64 (aligned) and 56 pixels
     })
     void tilesAndChunksGiveTheSameImage(String fixture, long columns, long scores) throws Exception {
         DecoderBuffers.Budgets small = new DecoderBuffers.Budgets(1L << 28, columns, scores);
@@ -127,6 +128,14 @@ class EmulatedDecoderTest {
         Tensor out = e.run(one, Cancellation.NEVER);
         Tensor expected = new Tensor(Arrays.copyOf(c.image().data(), c.image().size() / 2), out.shape());
         assertThat(FixtureCases.relativeError(out, expected)).isLessThan(TOLERANCE);
+    }
+
+    @Test
+    void tilesAreAlignedToSixtyFourColumns() {
+        assertThat(DecoderProgram.aligned(70)).isEqualTo(64);
+        assertThat(DecoderProgram.aligned(29127)).isEqualTo(29120);
+        assertThat(DecoderProgram.aligned(63)).isEqualTo(63);
+        assertThat(DecoderProgram.aligned(3)).isEqualTo(3);
     }
 
     @Test
