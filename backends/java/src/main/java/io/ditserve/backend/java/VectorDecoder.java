@@ -401,7 +401,9 @@ final class VectorDecoder implements DecoderEngine {
     /** Floats each buffer needs for one h × w latent: walks the network like {@link #full} and {@link #tiny}. */
     private record Sizes(long x, long t, long p, long keys, long values, long scores, int rows, int channels) {}
 
-    private Sizes sizes(int h, int w) {
+    private Sizes sizes(int latentH, int latentW) {
+        int h = latentH;
+        int w = latentW;
         long[] need = new long[8]; // x, t, p, keys, values, scores, rows, channels
         if (spec.kind() == DecoderSpec.Kind.FULL) {
             int lat = spec.latentChannels();
@@ -448,8 +450,8 @@ final class VectorDecoder implements DecoderEngine {
         }
         for (int i = 0; i < 6; i++) {
             if (need[i] > Integer.MAX_VALUE - 8) {
-                throw new IllegalArgumentException("a latent of " + h + " × " + w + " needs activations of "
-                        + need[i] + " floats, more than a Java array holds");
+                throw new IllegalArgumentException("a latent of " + latentH + " × " + latentW
+                        + " needs activations of " + need[i] + " floats, more than a Java array holds");
             }
         }
         return new Sizes(need[0], need[1], need[2], need[3], need[4], need[5], (int) need[6], (int) need[7]);

@@ -24,7 +24,8 @@ import java.util.Random;
  * (default folders: target/decoder-fixtures/vae and target/decoder-fixtures/taesd, which
  * {@value DecoderFixtures#REAL_COMMAND} writes). For each folder and latent size (32 → 256 px, 64 → 512 px for the
  * f = 8 decoders) it prints the median milliseconds per image, the rate in GFLOP/s counting
- * 2·{@link DecoderSpec#macsPerImage} operations, and the memory of the activation buffers and of the weights.
+ * 2·{@link DecoderSpec#macsPerImage} operations (also per CPU-second of the process, which a busy machine does
+ * not distort), and the memory of the activation buffers and of the weights.
  * The first decode warms up the JIT and is not counted.
  */
 public final class DecoderBench {
@@ -79,11 +80,14 @@ public final class DecoderBench {
         Tensor out = Tensor.zeros(1, spec.outChannels(), f * size, f * size);
         double gflop = 2.0 * spec.macsPerImage(size, size) / 1e9;
         double[] ms = new double[iterations];
+        long cpu = 0;
         for (int i = -1; i < iterations; i++) {
+            long cpu0 = processCpuNanos();
             long start = System.nanoTime();
             decoder.decode(latent, out, Cancellation.NEVER);
             if (i >= 0) {
                 ms[i] = (System.nanoTime() - start) / 1e6;
+                cpu += processCpuNanos() - cpu0;
             }
         }
         Arrays.sort(ms);
@@ -91,8 +95,14 @@ public final class DecoderBench {
         String memory = decoder.engine() instanceof VectorDecoder v
                 ? String.format("  buffers %6.1f MB, weights %5.1f MB", v.bufferBytes() / 1e6, v.weightBytes() / 1e6)
                 : "";
-        System.out.printf("%-16s %3d×%-3d → %4d px: %9.1f ms/image (min %9.1f)  %6.1f GFLOP/s (%.1f GFLOP)%s%n",
-                spec.kind().className(), size, size, f * size, median, ms[0], gflop / (median / 1e3), gflop,
-                memory);
+        System.out.printf("%-16s %3d×%-3d → %4d px: %9.1f ms/image (min %9.1f)  %6.1f GFLOP/s (%.1f GFLOP;"
+                + " %.1f per CPU-second)%s%n", spec.kind().className(), size, size, f * size, median, ms[0],
+                gflop / (median / 1e3), gflop, gflop * iterations / (cpu / 1e9), memory);
+    }
+
+    /** CPU time of the whole process: the rate per CPU-second shows the kernels' speed on a busy machine. */
+    private static long processCpuNanos() {
+        return ((com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory
+                .getOperatingSystemMXBean()).getProcessCpuTime();
     }
 }

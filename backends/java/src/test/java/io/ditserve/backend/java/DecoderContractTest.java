@@ -68,7 +68,8 @@ class DecoderContractTest {
         }
         config = tiny
                 ? config.replace("\"upsampling_scaling_factor\": 2", "\"upsampling_scaling_factor\": 3")
-                : config.replace("\"act_fn\"", "\"use_post_quant_conv\": false, \"mid_block_add_attention\": false, \"act_fn\"");
+                : config.replace("\"act_fn\"",
+                        "\"use_post_quant_conv\": false, \"mid_block_add_attention\": false, \"act_fn\"");
         Files.writeString(tmp.resolve("config.json"), config);
         SafetensorsWriter.write(tmp.resolve(DecoderSpec.WEIGHTS_FILE), tensors);
         DecoderSpec spec = DecoderConfigs.load(tmp);
