@@ -22,6 +22,11 @@ import io.ditserve.backend.DecoderSpec;
 final class DecoderProgram {
     /** GroupNorm epsilon of every norm of the full decoder (diffusers' Decoder: resnet_eps = 1e-6). */
     static final float GROUP_NORM_EPS = 1e-6f;
+    /**
+     * The tiny decoder's soft clamp tanh(x / 3)·3: diffusers' DecoderTiny uses the constant 3, not the config's
+     * latent_magnitude (an encode-side setting, 3 in every published config); docs/DECODERS.md.
+     */
+    static final float TINY_CLAMP = 3f;
 
     private final DecoderSpec spec;
     private final DecoderWeights weights;
@@ -258,10 +263,10 @@ final class DecoderProgram {
         final int lat = spec.latentChannels();
         final int c = spec.blockOutChannels().get(0);
         r.poll();
-        // tanh(x / m) · m, conv + ReLU
+        // tanh(x / 3) · 3, conv + ReLU
         int total = r.n * lat * r.hw();
         launch(r, Kernel.TANH_CLAMP, LaunchConfig.elementwise(total), args.reset().ptr(r.buf.latent()).ptr(r.x)
-                .i32(total).f32((float) spec.latentMagnitude()));
+                .i32(total).f32(TINY_CLAMP));
         int k = 0;
         conv3x3(r, r.x, r.b, lat, c, 1, "decoder.layers." + k);
         bias(r, r.b, c, "decoder.layers." + k + ".bias", true);

@@ -41,7 +41,11 @@ class EmulatedDecoderTest {
 
     static Emulated load(String fixture, int samples, long pixels, DecoderBuffers.Budgets budgets)
             throws BackendException {
-        DecoderSpec spec = FIXTURES.spec(fixture);
+        return load(FIXTURES.spec(fixture), samples, pixels, budgets);
+    }
+
+    static Emulated load(DecoderSpec spec, int samples, long pixels, DecoderBuffers.Budgets budgets)
+            throws BackendException {
         DecoderWeights weights = new DecoderWeights(spec);
         DecoderBuffers layout = DecoderBuffers.of(spec, samples, pixels, budgets);
         EmulatedDevice device = new EmulatedDevice(weights.totalFloats() + layout.totalElements() + 64 * 8);
@@ -128,6 +132,18 @@ class EmulatedDecoderTest {
         Tensor out = e.run(one, Cancellation.NEVER);
         Tensor expected = new Tensor(Arrays.copyOf(c.image().data(), c.image().size() / 2), out.shape());
         assertThat(FixtureCases.relativeError(out, expected)).isLessThan(TOLERANCE);
+    }
+
+    /** Like diffusers' DecoderTiny, the soft clamp uses the constant 3 whatever the config's latent_magnitude. */
+    @Test
+    void theTinyClampIgnoresLatentMagnitude() throws Exception {
+        DecoderFixtures.Case c = FIXTURES.decodeCase("taesd-small");
+        DecoderSpec s = FIXTURES.spec("taesd-small");
+        DecoderSpec five = new DecoderSpec(s.directory(), s.kind(), s.latentChannels(), s.outChannels(),
+                s.blockOutChannels(), s.layersPerBlock(), s.numBlocks(), s.normGroups(), s.scalingFactor(),
+                s.shiftFactor(), s.postQuantConv(), s.midBlockAttention(), s.upsampling(), 5.0);
+        Emulated e = load(five, 2, 12, DecoderBuffers.DEFAULT_BUDGETS);
+        assertThat(FixtureCases.relativeError(e.run(c.latent(), Cancellation.NEVER), c.image())).isLessThan(TOLERANCE);
     }
 
     @Test
