@@ -106,6 +106,10 @@ public final class DitServer implements AutoCloseable {
         return engine;
     }
 
+    public ServerMetrics metrics() {
+        return metrics;
+    }
+
     public void awaitTermination() throws InterruptedException {
         server.awaitTermination();
     }

@@ -51,6 +51,17 @@ final class Bench implements Callable<Integer> {
     boolean generation;
     @Option(names = "--generation-images", defaultValue = "10")
     int generationImages;
+    @Option(names = "--load", description = "load benchmark instead: a server and N concurrent single-image clients, "
+            + "batching on and off (see --clients)")
+    boolean load;
+    @Option(names = "--clients", split = ",", defaultValue = "1,4,16,64",
+            description = "concurrent clients for --load (default ${DEFAULT-VALUE})")
+    List<Integer> clients;
+    @Option(names = "--steps", defaultValue = "50", description = "DDIM steps per request for --load")
+    int steps;
+    @Option(names = "--decode", description = "decoder benchmark instead: ms per image of each model's vae/ and taesd/ "
+            + "at 32x32 and 64x64 latents, per backend, with peak heap with and without tiles")
+    boolean decode;
 
     @Override
     public Integer call() throws Exception {
@@ -64,6 +75,15 @@ final class Bench implements Callable<Integer> {
         }
         BackendRegistry registry = new BackendRegistry();
         List<String> names = backends != null ? backends : new ArrayList<>(registry.names());
+        if (load) {
+            List<String> which = backends != null ? backends : List.of("java", "onnx");
+            new LoadBench(models.get(0).toAbsolutePath(), which, clients, threads, steps).run();
+            return 0;
+        }
+        if (decode) {
+            new DecodeBench(models, names, threads).run();
+            return 0;
+        }
         System.out.printf("threads %d, %d warm-up + %d timed runs per case, median reported; %s%n", threads, warmup,
                 iterations, Runtime.version());
         System.out.printf("%-14s %-6s %5s %12s %10s %10s%n", "model", "backend", "batch", "median ms", "GFLOP/s", "ms/image");

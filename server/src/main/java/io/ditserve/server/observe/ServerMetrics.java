@@ -89,6 +89,15 @@ public final class ServerMetrics implements EngineObserver {
         samples.labelValues(backend, model).inc(n);
     }
 
+    /**
+     * Forward passes, the samples they held and the seconds they took so far, for one model on one backend
+     * (benchmarks read this).
+     */
+    public double[] passesAndSamples(String backend, String model) {
+        return new double[] {batchSamples.labelValues(backend, model).getCount(),
+            samples.labelValues(backend, model).get(), forwardSeconds.labelValues(backend, model).getSum()};
+    }
+
     @Override
     public void onQueueWait(String model, double seconds) {
         queueWait.labelValues(model).observe(seconds);
