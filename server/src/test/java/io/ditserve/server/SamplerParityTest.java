@@ -13,7 +13,9 @@ import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
 import io.ditserve.server.model.BackendRegistry;
 import io.ditserve.server.sampling.NoiseSchedule;
+import io.ditserve.server.sampling.Sampler;
 import io.ditserve.server.sampling.Samplers;
+import io.ditserve.server.sampling.SamplingStep;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -91,17 +93,21 @@ class SamplerParityTest {
         }
     }
 
-    /** One sampler step exactly as the engine does it: one forward pass for the images and their CFG halves. */
+    /**
+     * One step as the engine takes it: the generation's samples (images, then their unconditional twins) in one
+     * forward pass, then the engine's own {@link SamplingStep} (guidance and the sampler update).
+     */
     record Stepper(Backend backend, ModelSpec spec, NoiseSchedule sched, long[] labels, float guidance,
             Samplers.GuidanceMode mode, boolean ddim, float eta) {
         float[][] step(float[] x, int i, float[] noise, int hw) throws Exception {
             int n = labels.length;
-            boolean guided = guidance != 1f;
-            int batch = guided ? 2 * n : n;
+            SamplingStep stepper = new SamplingStep(spec, sched, ddim ? Sampler.DDIM : Sampler.DDPM, eta, guidance,
+                    mode, n);
+            int batch = stepper.samples();
             int s = spec.inputSize();
             Tensor in = Tensor.zeros(batch, spec.inChannels(), s, s);
             System.arraycopy(x, 0, in.data(), 0, x.length);
-            if (guided) {
+            if (batch > n) {
                 System.arraycopy(x, 0, in.data(), x.length, x.length);
             }
             int[] t = new int[batch];
@@ -112,20 +118,9 @@ class SamplerParityTest {
             }
             Tensor out = Tensor.zeros(batch, spec.outChannels(), s, s);
             backend.forward(in, t, y, out, Cancellation.NEVER);
-            float[] o = out.data();
-            if (guided) {
-                float[] g = new float[n * spec.outChannels() * hw];
-                Samplers.guide(o, n, spec.outChannels(), spec.inChannels(), hw, guidance, mode, g);
-                o = g;
-            }
             float[] x0 = new float[x.length];
             float[] next = new float[x.length];
-            if (ddim) {
-                Samplers.ddimStep(sched, i, eta, x, o, n, spec.inChannels(), spec.outChannels(), hw, noise, x0, next);
-            } else {
-                Samplers.ddpmStep(sched, i, spec.learnSigma(), x, o, n, spec.inChannels(), spec.outChannels(), hw,
-                        noise, x0, next);
-            }
+            stepper.apply(i, x, out.data(), noise, x0, next);
             return new float[][] {x0, next};
         }
     }
