@@ -118,7 +118,7 @@ class ArchitectureTest(unittest.TestCase):
     def test_sd_vae_ft_ema_layout_and_parameter_count(self):
         m = vae.FullDecoder(vae.SD_VAE_FT_EMA_CONFIG)
         self.assertEqual(shapes(m), kl_layout([128, 256, 512, 512], 2, 4, 3))
-        # LATENT_SPEC's 49,490,179 is the decoder.* tensors alone; post_quant_conv adds 4·4 + 4 = 20
+        # the published 49,490,179 is the decoder.* tensors alone; post_quant_conv adds 4·4 + 4 = 20
         self.assertEqual(vae.parameter_count(m.decoder), 49_490_179)
         self.assertEqual(vae.parameter_count(m.post_quant_conv), 20)
         self.assertEqual(m.scale_factor, 8)

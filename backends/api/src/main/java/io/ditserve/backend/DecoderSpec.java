@@ -22,7 +22,8 @@ import java.util.Objects;
  * @param postQuantConv FULL: whether the 1×1 {@code post_quant_conv} runs first
  * @param midBlockAttention FULL: whether the mid block has its attention layer
  * @param upsampling TINY: {@code upsampling_scaling_factor} between stages; FULL: 2
- * @param latentMagnitude TINY: the input is soft-clamped as {@code tanh(x / m) · m}; FULL: 0
+ * @param latentMagnitude TINY: {@code latent_magnitude} from the config (3 in every published TAESD); the decoders
+ *     soft-clamp with diffusers' fixed constant, {@code tanh(x / 3) · 3}, as docs/DECODERS.md explains; FULL: 0
  */
 public record DecoderSpec(
         Path directory,

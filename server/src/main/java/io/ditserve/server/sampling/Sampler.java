@@ -1,6 +1,6 @@
 package io.ditserve.server.sampling;
 
-/** The samplers the server implements (shared/DIT_SPEC-derived facts in docs/SAMPLING.md). */
+/** The samplers the server implements (the update rules are in {@link Samplers}). */
 public enum Sampler {
     /** Ancestral DDPM, the paper's sampler; learned-range or fixed-small variance per the model. */
     DDPM,
