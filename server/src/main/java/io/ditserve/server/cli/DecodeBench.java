@@ -72,6 +72,7 @@ final class DecodeBench {
                 cases.add(new Case(64, new TiledDecoding.Tiling(32, 8), "tiles 32/8"));
             }
             cases.add(new Case(64, TiledDecoding.Tiling.NEVER, "whole"));
+            Tensor tiled = null;
             for (Case c : cases) {
                 int f = spec.scaleFactor();
                 Tensor latent = Tensor.zeros(1, spec.latentChannels(), c.size(), c.size());
@@ -93,8 +94,34 @@ final class DecodeBench {
                 double gflops = 2.0 * spec.macsPerImage(c.size(), c.size()) / (ms[1] / 1e3) / 1e9;
                 System.out.printf("%-10s %-6s %-6s %-7s %-10s %10.1f %9.1f %9.0f MB%n", model, role(spec), backend,
                         c.size() + "x" + c.size(), c.mode(), ms[1], gflops, grown / 1e6);
+                if (c.tiling() != TiledDecoding.Tiling.NEVER) {
+                    tiled = out.copy();
+                } else if (tiled != null && c.size() == 64) {
+                    tileError(tiled, out);
+                }
             }
         }
+    }
+
+    /** How far tiled decoding lands from whole-image decoding: in [−1, 1] units and in 8-bit PNG levels. */
+    private static void tileError(Tensor tiled, Tensor whole) {
+        double maxAbs = 0;
+        double sumAbs = 0;
+        long offByMore = 0;
+        float[] a = tiled.data();
+        float[] b = whole.data();
+        for (int i = 0; i < a.length; i++) {
+            double d = Math.abs(a[i] - b[i]);
+            maxAbs = Math.max(maxAbs, d);
+            sumAbs += d;
+            if (Math.abs(io.ditserve.server.image.ImageCodec.toByte(a[i])
+                    - io.ditserve.server.image.ImageCodec.toByte(b[i])) > 1) {
+                offByMore++;
+            }
+        }
+        System.out.printf("           tiles vs whole: max |diff| %.4f, mean |diff| %.5f (image in [-1, 1]); %.2f %% of"
+                + " 8-bit values differ by more than one level%n", maxAbs, sumAbs / a.length,
+                100.0 * offByMore / a.length);
     }
 
     private static String role(DecoderSpec spec) {
