@@ -7,6 +7,7 @@ import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
 import io.ditserve.backend.Decoder;
+import io.ditserve.backend.DecoderCheckpoint;
 import io.ditserve.backend.DecoderConfigs;
 import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.Safetensors;
@@ -16,6 +17,7 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.Random;
 import java.util.ServiceLoader;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
@@ -82,6 +84,43 @@ class DecoderContractTest {
         try (Decoder scalar = DecoderFixtures.decoder(tmp, "scalar", 1);
                 Decoder vector = DecoderFixtures.decoder(tmp, "vector", 2)) {
             Tensor expected = DecoderFixtures.decode(scalar, latent);
+            assertThat(Fixtures.relativeError(DecoderFixtures.decode(vector, latent), expected)).isLessThan(1e-5);
+        }
+    }
+
+    /**
+     * Widths that are not multiples of the vector length, other latent/output channel counts (an output conv wider
+     * than the dot-product path), on random weights written for the config: vector equals scalar.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {
+        "{\"_class_name\": \"AutoencoderKL\", \"block_out_channels\": [8, 24], \"layers_per_block\": 1,"
+                + " \"norm_num_groups\": 4, \"latent_channels\": 3, \"out_channels\": 5, \"scaling_factor\": 0.5,"
+                + " \"shift_factor\": 0.25}",
+        "{\"_class_name\": \"AutoencoderTiny\", \"decoder_block_out_channels\": [20, 20],"
+                + " \"num_decoder_blocks\": [1, 2], \"latent_channels\": 6, \"out_channels\": 1}"})
+    void oddWidthsMatchScalar(String config) throws Exception {
+        Files.writeString(tmp.resolve("config.json"), config);
+        DecoderSpec spec = DecoderConfigs.load(tmp);
+        Random rnd = new Random(3);
+        Map<String, SafetensorsWriter.F32> tensors = new LinkedHashMap<>();
+        for (Map.Entry<String, long[]> e : DecoderCheckpoint.expectedShapes(spec).entrySet()) {
+            long[] shape = e.getValue();
+            int n = (int) Arrays.stream(shape).reduce(1, (a, b) -> a * b);
+            double scale = shape.length == 1 ? 0.2 : 1 / Math.sqrt((double) n / shape[0]);
+            float[] v = new float[n];
+            for (int i = 0; i < n; i++) {
+                v[i] = (float) (rnd.nextGaussian() * scale + (shape.length == 1 && e.getKey().contains("norm")
+                        && e.getKey().endsWith(".weight") ? 1 : 0));
+            }
+            tensors.put(e.getKey(), new SafetensorsWriter.F32(shape, v));
+        }
+        SafetensorsWriter.write(tmp.resolve(DecoderSpec.WEIGHTS_FILE), tensors);
+        Tensor latent = DecoderFixtures.randomLatent(4, 2, spec.latentChannels(), 3, 5);
+        try (Decoder scalar = DecoderFixtures.decoder(tmp, "scalar", 1);
+                Decoder vector = DecoderFixtures.decoder(tmp, "vector", 2)) {
+            Tensor expected = DecoderFixtures.decode(scalar, latent);
+            assertThat(expected.maxAbs()).isGreaterThan(0.1f);
             assertThat(Fixtures.relativeError(DecoderFixtures.decode(vector, latent), expected)).isLessThan(1e-5);
         }
     }
