@@ -200,7 +200,18 @@ final class MatMul {
                 kernel6(m, p, tile);
                 finish(m, MR, p, tile);
             }
-            for (; m < m1; m++) {
+            // leftover rows: 4, 2, 1 at a time (more independent FMA chains than row by row; same order per output)
+            if (m + 4 <= m1) {
+                kernel4(m, p, tile);
+                finish(m, 4, p, tile);
+                m += 4;
+            }
+            if (m + 2 <= m1) {
+                kernel2(m, p, tile);
+                finish(m, 2, p, tile);
+                m += 2;
+            }
+            if (m < m1) {
                 kernel1(m, p, tile);
                 finish(m, 1, p, tile);
             }
@@ -266,8 +277,82 @@ final class MatMul {
         c51.intoArray(tile, 5 * NR + L);
     }
 
+    /** tile[r][0..NR) = A[m + r, :] · panel p, r = 0..3, in the order of {@link #kernel6}. */
+    private void kernel4(int m, int p, float[] tile) {
+        float[] a = this.a;
+        float[] b = this.b;
+        int base = p * k * NR;
+        int run = k / segments;
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
+        FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
+        FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
+        FloatVector c30 = FloatVector.zero(S), c31 = FloatVector.zero(S);
+        for (int s = 0; s < segments; s++) {
+            int k0 = s * run;
+            int a0 = aOff + m * lda + s * segmentStride - k0;
+            int a1 = a0 + lda;
+            int a2 = a1 + lda;
+            int a3 = a2 + lda;
+            for (int kk = k0; kk < k0 + run; kk++) {
+                int bo = base + kk * NR;
+                FloatVector b0 = FloatVector.fromArray(S, b, bo);
+                FloatVector b1 = FloatVector.fromArray(S, b, bo + L);
+                FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
+                c00 = x.fma(b0, c00);
+                c01 = x.fma(b1, c01);
+                x = FloatVector.broadcast(S, a[a1 + kk]);
+                c10 = x.fma(b0, c10);
+                c11 = x.fma(b1, c11);
+                x = FloatVector.broadcast(S, a[a2 + kk]);
+                c20 = x.fma(b0, c20);
+                c21 = x.fma(b1, c21);
+                x = FloatVector.broadcast(S, a[a3 + kk]);
+                c30 = x.fma(b0, c30);
+                c31 = x.fma(b1, c31);
+            }
+        }
+        c00.intoArray(tile, 0);
+        c01.intoArray(tile, L);
+        c10.intoArray(tile, NR);
+        c11.intoArray(tile, NR + L);
+        c20.intoArray(tile, 2 * NR);
+        c21.intoArray(tile, 2 * NR + L);
+        c30.intoArray(tile, 3 * NR);
+        c31.intoArray(tile, 3 * NR + L);
+    }
+
+    /** tile[r][0..NR) = A[m + r, :] · panel p, r = 0..1, in the order of {@link #kernel6}. */
+    private void kernel2(int m, int p, float[] tile) {
+        float[] a = this.a;
+        float[] b = this.b;
+        int base = p * k * NR;
+        int run = k / segments;
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
+        FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
+        for (int s = 0; s < segments; s++) {
+            int k0 = s * run;
+            int a0 = aOff + m * lda + s * segmentStride - k0;
+            int a1 = a0 + lda;
+            for (int kk = k0; kk < k0 + run; kk++) {
+                int bo = base + kk * NR;
+                FloatVector b0 = FloatVector.fromArray(S, b, bo);
+                FloatVector b1 = FloatVector.fromArray(S, b, bo + L);
+                FloatVector x = FloatVector.broadcast(S, a[a0 + kk]);
+                c00 = x.fma(b0, c00);
+                c01 = x.fma(b1, c01);
+                x = FloatVector.broadcast(S, a[a1 + kk]);
+                c10 = x.fma(b0, c10);
+                c11 = x.fma(b1, c11);
+            }
+        }
+        c00.intoArray(tile, 0);
+        c01.intoArray(tile, L);
+        c10.intoArray(tile, NR);
+        c11.intoArray(tile, NR + L);
+    }
+
     /**
-     * tile[0][0..NR) = A[m, :] · panel p, for the rows left over after the 6-row blocks (and for products with a
+     * tile[0][0..NR) = A[m, :] · panel p, for a row left over after the 6-, 4- and 2-row blocks (and for products with a
      * single row, like the adaLN of one sample). It accumulates in exactly the order of {@link #kernel6} (one FMA
      * chain per output, k ascending), so a row's result does not depend on whether it falls in a 6-row block, i.e. on
      * its position in the batch or the batch's size: a generation gets the same bytes in any batch.

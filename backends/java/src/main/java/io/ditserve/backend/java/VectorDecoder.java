@@ -962,8 +962,13 @@ final class VectorDecoder implements DecoderEngine {
         }
     }
 
+    /** Stops the pool and drops the activation buffers (the weights go with this object). */
     @Override
     public void close() {
         parallel.close();
+        x = t = p = keys = values = new float[0];
+        partial = new double[0];
+        capacityH = 0;
+        capacityW = 0;
     }
 }
