@@ -55,11 +55,25 @@ public final class ServerModule extends AbstractModule {
         return new BackendRegistry();
     }
 
+    /**
+     * A failed load, kept: Guice does not remember a singleton whose provider threw, and in {@code
+     * Stage.PRODUCTION} asks again for every binding that depends on it, which would load every model again.
+     */
+    private BackendException modelLoadFailure;
+
     @Provides
     @Singleton
-    ModelRepository modelRepository(ServerConfig c, BackendRegistry registry) throws BackendException {
+    synchronized ModelRepository modelRepository(ServerConfig c, BackendRegistry registry) throws BackendException {
+        if (modelLoadFailure != null) {
+            throw modelLoadFailure;
+        }
         BackendOptions options = new BackendOptions(c.effectiveThreads(), c.backendOptions);
-        return ModelRepository.load(Path.of(c.models), registry, c.backend, c.modelBackends, options);
+        try {
+            return ModelRepository.load(Path.of(c.models), registry, c.backend, c.modelBackends, options);
+        } catch (BackendException e) {
+            modelLoadFailure = e;
+            throw e;
+        }
     }
 
     @Provides

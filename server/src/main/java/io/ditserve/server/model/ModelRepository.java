@@ -51,14 +51,7 @@ public final class ModelRepository implements AutoCloseable {
             throw new BackendException("model folder " + root + " does not exist or is not a folder");
         }
         registry.get(defaultBackend); // an unknown backend fails before any model is loaded
-        List<Path> dirs = new ArrayList<>();
-        try (Stream<Path> s = Files.list(root)) {
-            // a diffusers decoder folder beside the models (shared by several of them) is not a model
-            s.filter(p -> Files.isRegularFile(p.resolve(ModelConfigs.CONFIG_FILE)))
-                    .filter(p -> !DecoderConfigs.isDecoderFolder(p)).sorted().forEach(dirs::add);
-        } catch (IOException e) {
-            throw new BackendException("cannot list model folder " + root + ": " + e.getMessage(), e);
-        }
+        List<Path> dirs = modelFolders(root);
         if (dirs.isEmpty()) {
             throw new BackendException("no models in " + root + " (each model is a subfolder with a config.json)");
         }
@@ -75,20 +68,15 @@ public final class ModelRepository implements AutoCloseable {
                 String backendName = perModel.getOrDefault(spec.name(), defaultBackend);
                 BackendProvider provider = registry.get(backendName);
                 for (String f : provider.requiredFiles()) {
-                    if (!Files.isRegularFile(dir.resolve(f))) {
-                        throw new BackendException(dir.resolve(f) + ": missing; backend '" + backendName
-                                + "' needs " + provider.requiredFiles() + " in the model folder");
-                    }
+                    requireFile(dir.resolve(f), "backend '" + backendName + "' needs " + provider.requiredFiles()
+                            + " in the model folder");
                 }
                 ModelDecoders decoders = ModelConfigs.loadDecoders(spec);
                 for (DecoderSpec d : java.util.stream.Stream.of(decoders.vae(), decoders.taesd())
                         .flatMap(java.util.Optional::stream).toList()) {
                     for (String f : provider.requiredDecoderFiles()) {
-                        if (!Files.isRegularFile(d.directory().resolve(f))) {
-                            throw new BackendException(d.directory().resolve(f) + ": missing; backend '"
-                                    + backendName + "' needs " + provider.requiredDecoderFiles()
-                                    + " in the decoder folder of model " + spec.name());
-                        }
+                        requireFile(d.directory().resolve(f), "backend '" + backendName + "' needs "
+                                + provider.requiredDecoderFiles() + " in the decoder folder of model " + spec.name());
                     }
                 }
                 long t0 = System.nanoTime();
@@ -119,6 +107,54 @@ public final class ModelRepository implements AutoCloseable {
             throw e;
         }
         return new ModelRepository(Map.copyOf(loaded));
+    }
+
+    /**
+     * The model subfolders of {@code root}, sorted. Not models: plain files; hidden folders ({@code .name}: not
+     * served, one info line); diffusers decoder folders beside the models, shared by several of them (skipped
+     * silently); a folder without {@code config.json} (a warning naming it: it is probably a model with a missing
+     * file, but a stray folder must not stop the server).
+     */
+    static List<Path> modelFolders(Path root) throws BackendException {
+        List<Path> dirs = new ArrayList<>();
+        try (Stream<Path> s = Files.list(root)) {
+            for (Path p : s.sorted().toList()) {
+                String name = p.getFileName().toString();
+                if (!Files.isDirectory(p)) {
+                    continue;
+                }
+                if (name.startsWith(".")) {
+                    log.info("hidden folder {} in the model folder is not served", p);
+                } else if (!Files.exists(p.resolve(ModelConfigs.CONFIG_FILE))) {
+                    log.warn("folder {} has no {}: not served as a model", p, ModelConfigs.CONFIG_FILE);
+                } else if (!Files.isRegularFile(p.resolve(ModelConfigs.CONFIG_FILE))) {
+                    requireFile(p.resolve(ModelConfigs.CONFIG_FILE), "each model folder needs a config.json");
+                } else if (!DecoderConfigs.isDecoderFolder(p)) {
+                    dirs.add(p);
+                }
+            }
+        } catch (IOException e) {
+            throw new BackendException("cannot list model folder " + root + ": " + e.getMessage(), e);
+        }
+        return dirs;
+    }
+
+    /** Fails unless {@code file} is a regular file (following links), saying which of the two problems it has. */
+    private static void requireFile(Path file, String what) throws BackendException {
+        if (Files.isRegularFile(file)) {
+            return;
+        }
+        String problem = Files.exists(file) ? "not a regular file" + (Files.isSymbolicLink(file) ? " (a link to "
+                + linkTarget(file) + ")" : "") : "missing";
+        throw new BackendException(file + ": " + problem + "; " + what);
+    }
+
+    private static String linkTarget(Path link) {
+        try {
+            return Files.readSymbolicLink(link).toString();
+        } catch (IOException | UnsupportedOperationException e) {
+            return "?";
+        }
     }
 
     private static String describe(ModelDecoders d) {
