@@ -22,7 +22,9 @@ import io.grpc.ManagedChannelBuilder;
 import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
 import java.util.Iterator;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.TimeUnit;
 
@@ -52,10 +54,28 @@ public final class DitClient implements AutoCloseable {
         this.ownsChannel = ownsChannel;
     }
 
+    /**
+     * The channels' service config: a call that fails with UNAVAILABLE before the server answered it (a replica
+     * that is draining or gone, a proxy without a live upstream) is retried up to 4 attempts in all, with backoff
+     * from 0.2 s. gRPC retries only calls that have received no response headers, so a Generate stream that has
+     * been accepted is never run twice; a stream cut later (its replica died) ends with UNAVAILABLE and can be sent
+     * again: the same seeds give the same images on any replica.
+     */
+    public static Map<String, ?> serviceConfig() {
+        List<Map<String, ?>> names = new ArrayList<>();
+        for (String method : List.of("Generate", "ListModels", "GetModel", "GetServerStatus")) {
+            names.add(Map.of("service", "dit.v1.DiffusionService", "method", method));
+        }
+        Map<String, ?> retry = Map.of("maxAttempts", 4.0, "initialBackoff", "0.2s", "maxBackoff", "2s",
+                "backoffMultiplier", 2.0, "retryableStatusCodes", List.of("UNAVAILABLE"));
+        return Map.of("methodConfig", List.of(Map.of("name", names, "retryPolicy", retry)));
+    }
+
     /** Connects without TLS to {@code host:port}. */
     public static DitClient connect(String target) {
         return new DitClient(ManagedChannelBuilder.forTarget(target).usePlaintext()
-                .maxInboundMessageSize(MAX_INBOUND_MESSAGE_BYTES).build(), true);
+                .maxInboundMessageSize(MAX_INBOUND_MESSAGE_BYTES).defaultServiceConfig(serviceConfig()).enableRetry()
+                .build(), true);
     }
 
     /**
@@ -82,7 +102,7 @@ public final class DitClient implements AutoCloseable {
             creds = CompositeChannelCredentials.create(creds, new BearerToken(token));
         }
         return new DitClient(Grpc.newChannelBuilder(target, creds).maxInboundMessageSize(MAX_INBOUND_MESSAGE_BYTES)
-                .build(), true);
+                .defaultServiceConfig(serviceConfig()).enableRetry().build(), true);
     }
 
     /** Sends {@code authorization: Bearer <token>}. gRPC refuses it over plaintext unless told otherwise. */
@@ -101,6 +121,11 @@ public final class DitClient implements AutoCloseable {
             m.put(AUTHORIZATION, "Bearer " + token);
             applier.apply(m);
         }
+    }
+
+    /** The channel, for calls this class does not wrap (status, health). */
+    public ManagedChannel channel() {
+        return channel;
     }
 
     public List<ModelInfo> listModels() {

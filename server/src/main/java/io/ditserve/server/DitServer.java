@@ -8,6 +8,7 @@ import java.util.concurrent.ExecutorService;
 import io.ditserve.server.model.ModelRepository;
 import io.ditserve.server.observe.ServerMetrics;
 import io.ditserve.server.security.BearerTokenInterceptor;
+import io.ditserve.server.security.ClientIdentity;
 import io.ditserve.server.security.Transport;
 import io.grpc.Server;
 import io.grpc.ServerInterceptor;
@@ -70,8 +71,12 @@ public final class DitServer implements AutoCloseable {
         engine.start();
         List<String> tokens = Transport.tokens(config);
         List<ServerInterceptor> auth = tokens.isEmpty() ? List.of() : List.of(new BearerTokenInterceptor(tokens));
+        // interceptors run last-listed first: the token check, then the client key for the per-client queue share
+        List<ServerInterceptor> serviceChain = new java.util.ArrayList<>();
+        serviceChain.add(new ClientIdentity(!tokens.isEmpty()));
+        serviceChain.addAll(auth);
         server = builder
-                .addService(ServerInterceptors.intercept(service, auth))
+                .addService(ServerInterceptors.intercept(service, serviceChain))
                 .addService(health.getHealthService()) // open: load balancers probe it without credentials
                 .addService(ServerInterceptors.intercept(ProtoReflectionServiceV1.newInstance(), auth))
                 .build()

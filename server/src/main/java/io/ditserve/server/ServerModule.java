@@ -86,7 +86,8 @@ public final class ServerModule extends AbstractModule {
     @Singleton
     Engine engine(ServerConfig c, ServerMetrics metrics, ModelRepository models) {
         Engine engine = new Engine(new EngineConfig(c.maxActive, c.maxQueued, c.maxBatch,
-                new TiledDecoding.Tiling(c.decodeTile, c.decodeTileOverlap)), metrics, models.all());
+                new TiledDecoding.Tiling(c.decodeTile, c.decodeTileOverlap), c.maxQueuedPerClient), metrics,
+                models.all());
         metrics.bindEngine(engine);
         return engine;
     }

@@ -50,6 +50,7 @@ class LoadTest {
         c.threads = 2;
         c.maxActive = 4;
         c.maxQueued = STREAMS;
+        c.maxQueuedPerClient = 0; // one client on purpose: this test is about load, not the per-client share
         c.authTokensEnv = null;
         DitServer server = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, Transport.serverBuilder(c)))
                 .getInstance(DitServer.class).start();

@@ -47,10 +47,35 @@ public final class ServerConfig {
     @JsonProperty("decode_tile_overlap") public int decodeTileOverlap = 16;
     /** Generations that may wait for a slot before RESOURCE_EXHAUSTED. */
     @JsonProperty("max_queued") public int maxQueued = 32;
+    /**
+     * Generations of one model that one client (its bearer token when authentication is on, else its IP address)
+     * may have waiting; 0 = no per-client limit. Waiting generations are also ordered fairly by client.
+     */
+    @JsonProperty("max_queued_per_client") public int maxQueuedPerClient = 8;
     /** On shutdown, how long running generations may finish before they are cancelled. */
     @JsonProperty("shutdown_grace_seconds") public int shutdownGraceSeconds = 30;
     /** Largest gRPC message the server accepts (requests with an initial-noise tensor can be large). */
     @JsonProperty("max_inbound_message_bytes") public int maxInboundMessageBytes = 16 << 20;
+
+    // ---- transport limits (Netty): README, "Transport limits"
+    /** A connection without calls for this long is closed (GOAWAY); 0 = never. */
+    @JsonProperty("max_connection_idle_seconds") public int maxConnectionIdleSeconds = 300;
+    /** A connection is asked to go away after this long (clients reconnect: load spreads again); 0 = never. */
+    @JsonProperty("max_connection_age_seconds") public int maxConnectionAgeSeconds = 3600;
+    /** After max_connection_age, how long calls still running on that connection may finish. */
+    @JsonProperty("max_connection_age_grace_seconds") public int maxConnectionAgeGraceSeconds = 600;
+    /** Clients may send keepalive pings at most this often (and only while calls run); faster = GOAWAY. */
+    @JsonProperty("permit_keepalive_time_seconds") public int permitKeepaliveTimeSeconds = 20;
+    /** The server pings a connection silent for this long, and closes it after keepalive_timeout_seconds. */
+    @JsonProperty("keepalive_time_seconds") public int keepaliveTimeSeconds = 120;
+    @JsonProperty("keepalive_timeout_seconds") public int keepaliveTimeoutSeconds = 20;
+    /** Most calls in flight on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); more wait at the client. */
+    @JsonProperty("max_concurrent_calls_per_connection") public int maxConcurrentCallsPerConnection = 100;
+    /** A connection must finish its TLS / HTTP/2 handshake within this long. */
+    @JsonProperty("handshake_timeout_seconds") public int handshakeTimeoutSeconds = 10;
+    /** Rapid-reset guard: more RST_STREAM frames than this from one connection in rst_window_seconds close it. */
+    @JsonProperty("max_rst_frames_per_window") public int maxRstFramesPerWindow = 200;
+    @JsonProperty("rst_window_seconds") public int rstWindowSeconds = 10;
 
     /** Prometheus metrics HTTP port (/metrics); 0 = any free port; -1 = no metrics endpoint. */
     @JsonProperty("metrics_port") public int metricsPort = 9090;
@@ -96,6 +121,21 @@ public final class ServerConfig {
         check(decodeTileOverlap >= 0 && decodeTileOverlap < decodeTile,
                 "decode_tile_overlap must be in 0..decode_tile-1, got " + decodeTileOverlap);
         check(maxQueued >= 0, "max_queued must be >= 0, got " + maxQueued);
+        check(maxQueuedPerClient >= 0, "max_queued_per_client must be >= 0, got " + maxQueuedPerClient);
+        check(maxConnectionIdleSeconds >= 0, "max_connection_idle_seconds must be >= 0, got " + maxConnectionIdleSeconds);
+        check(maxConnectionAgeSeconds >= 0, "max_connection_age_seconds must be >= 0, got " + maxConnectionAgeSeconds);
+        check(maxConnectionAgeGraceSeconds >= 0,
+                "max_connection_age_grace_seconds must be >= 0, got " + maxConnectionAgeGraceSeconds);
+        check(permitKeepaliveTimeSeconds >= 1,
+                "permit_keepalive_time_seconds must be >= 1, got " + permitKeepaliveTimeSeconds);
+        check(keepaliveTimeSeconds >= 1, "keepalive_time_seconds must be >= 1, got " + keepaliveTimeSeconds);
+        check(keepaliveTimeoutSeconds >= 1, "keepalive_timeout_seconds must be >= 1, got " + keepaliveTimeoutSeconds);
+        check(maxConcurrentCallsPerConnection >= 1,
+                "max_concurrent_calls_per_connection must be >= 1, got " + maxConcurrentCallsPerConnection);
+        check(handshakeTimeoutSeconds >= 1, "handshake_timeout_seconds must be >= 1, got " + handshakeTimeoutSeconds);
+        check(maxRstFramesPerWindow >= 0, "max_rst_frames_per_window must be >= 0 (0 = off), got "
+                + maxRstFramesPerWindow);
+        check(rstWindowSeconds >= 1, "rst_window_seconds must be >= 1, got " + rstWindowSeconds);
         check(shutdownGraceSeconds >= 0, "shutdown_grace_seconds must be >= 0, got " + shutdownGraceSeconds);
         check(maxInboundMessageBytes >= 1 << 20, "max_inbound_message_bytes must be >= 1 MiB");
         check(metricsPort >= -1 && metricsPort <= 65535, "metrics_port must be in -1..65535, got " + metricsPort);

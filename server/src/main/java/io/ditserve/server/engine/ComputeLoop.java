@@ -6,9 +6,13 @@ import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
 import io.ditserve.server.model.LoadedModel;
-import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.IdentityHashMap;
+import java.util.LinkedList;
 import java.util.List;
+import java.util.ListIterator;
+import java.util.Map;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.slf4j.MDC;
@@ -25,6 +29,13 @@ import org.slf4j.MDC;
  * finished ones leave at once (a cancelled one is dropped before the tick's passes are gathered). A failure inside a
  * pass (a backend error, any Throwable) fails the generations that had samples in that pass and nothing else.
  *
+ * <p>Clients: each generation comes with a client key (opaque; null = anonymous, all anonymous ones count as one
+ * client). One client may have at most {@code maxQueuedPerClient} generations waiting, and the queue is ordered by
+ * start-time fair queuing: a newcomer's round is one more than the later of the client's previous round and the
+ * round of the generation started last, and it waits behind every generation of a lower or equal round. One client
+ * alone is served first come, first served; a client with many generations waiting cannot push a newcomer of
+ * another client behind all of them.
+ *
  * <p>Loops of different models never wait for each other: each has its own thread. Batch buffers are allocated once
  * per batch size and reused; the hot path allocates nothing but the events it emits.
  */
@@ -36,7 +47,13 @@ final class ComputeLoop {
     private final EngineObserver observer;
     private final Runnable onDeath;
     private final Object lock = new Object();
-    private final ArrayDeque<Generation> waiting = new ArrayDeque<>();
+    private final LinkedList<Generation> waiting = new LinkedList<>();
+    /** Each admitted generation's client and fairness round (until it leaves the loop). */
+    private final Map<Generation, Ticket> tickets = new IdentityHashMap<>();
+    /** Clients with generations in this loop. */
+    private final Map<String, ClientShare> clients = new HashMap<>();
+    /** Round of the generation that started last (start-time fair queuing's virtual time). */
+    private long startedRound;
     private final List<Generation> active = new ArrayList<>();
     private final List<Generation> tick = new ArrayList<>();
     private final Thread thread;
@@ -89,6 +106,25 @@ final class ComputeLoop {
      * @throws Rejected when the queue is full or the loop is shutting down
      */
     void submit(Generation g) throws Rejected {
+        submit(g, null);
+    }
+
+    private record Ticket(String client, long round) {}
+
+    private static final class ClientShare {
+        int active;
+        int waiting;
+        long lastRound;
+    }
+
+    /**
+     * Queues a generation of {@code client} (null = anonymous: no per-client limit) behind every waiting generation
+     * of a lower or equal round, sending its Accepted event first.
+     *
+     * @throws Rejected when the queue or the client's share of it is full, or the loop is shutting down
+     */
+    void submit(Generation g, String client) throws Rejected {
+        String key = client == null ? "" : client;
         synchronized (lock) {
             if (!accepting || dead) {
                 throw new Rejected(Failure.unavailable(dead
@@ -99,17 +135,65 @@ final class ComputeLoop {
             if (!runsNow && waiting.size() >= config.maxQueued()) {
                 throw new Rejected(new Failure(Failure.Code.RESOURCE_EXHAUSTED, "server busy: " + active.size()
                         + " generations of model " + model.name() + " running and " + waiting.size()
-                        + " queued (limit " + config.maxQueued() + "); retry later"));
+                        + " queued (limit max_queued = " + config.maxQueued() + "); retry later"));
             }
-            int position = runsNow ? 0 : waiting.size() + 1;
+            ClientShare share = clients.get(key);
+            if (!runsNow && client != null && config.maxQueuedPerClient() > 0 && share != null
+                    && share.waiting >= config.maxQueuedPerClient()) {
+                throw new Rejected(new Failure(Failure.Code.RESOURCE_EXHAUSTED, "server busy: this client already has "
+                        + share.waiting + " generations of model " + model.name() + " queued (limit "
+                        + "max_queued_per_client = " + config.maxQueuedPerClient() + "); retry later"));
+            }
+            long round = Math.max(startedRound, share == null ? 0 : share.lastRound) + 1;
+            int index = runsNow ? -1 : insertionIndex(round);
+            int position = index + 1;
             g.listener.onEvent(new GenerationEvent.Accepted(g.id, position, g.plan, timesteps(g.plan.steps())));
+            if (share == null) {
+                share = new ClientShare();
+                clients.put(key, share);
+            }
+            share.lastRound = round;
+            tickets.put(g, new Ticket(key, round));
             if (runsNow) {
                 active.add(g);
+                share.active++;
+                startedRound = Math.max(startedRound, round);
                 observer.onQueueWait(model.name(), 0);
             } else {
-                waiting.addLast(g);
+                waiting.add(index, g);
+                share.waiting++;
+                if (index < waiting.size() - 1) {
+                    notifyQueuePositions(index + 1); // those it went ahead of moved back by one
+                }
             }
             lock.notifyAll();
+        }
+    }
+
+    /** Where a newcomer of {@code round} waits: behind every generation of a lower or equal round. Holds the lock. */
+    private int insertionIndex(long round) {
+        int i = waiting.size();
+        ListIterator<Generation> it = waiting.listIterator(waiting.size());
+        while (it.hasPrevious() && tickets.get(it.previous()).round() > round) {
+            i--;
+        }
+        return i;
+    }
+
+    /** {@code g} leaves the queue ({@code fromWaiting}) or the active set. Holds the lock. */
+    private void left(Generation g, boolean fromWaiting) {
+        Ticket t = tickets.remove(g);
+        if (t == null) {
+            return;
+        }
+        ClientShare share = clients.get(t.client());
+        if (fromWaiting) {
+            share.waiting--;
+        } else {
+            share.active--;
+        }
+        if (share.waiting == 0 && share.active == 0) {
+            clients.remove(t.client());
         }
     }
 
@@ -125,9 +209,12 @@ final class ComputeLoop {
     void cancel(Generation g, Failure failure) {
         boolean removed;
         synchronized (lock) {
-            removed = waiting.remove(g);
+            int index = waiting.indexOf(g);
+            removed = index >= 0;
             if (removed) {
-                notifyQueuePositions();
+                waiting.remove(index);
+                left(g, true);
+                notifyQueuePositions(index);
             }
         }
         if (removed) {
@@ -156,6 +243,7 @@ final class ComputeLoop {
                     for (Generation g : tick) {
                         if (g.ended) {
                             active.remove(g);
+                            left(g, false);
                             completed++;
                         }
                     }
@@ -180,6 +268,8 @@ final class ComputeLoop {
             all.addAll(waiting);
             active.clear();
             waiting.clear();
+            tickets.clear();
+            clients.clear();
             lock.notifyAll();
         }
         for (Generation g : all) {
@@ -196,18 +286,25 @@ final class ComputeLoop {
         while (active.size() < config.maxActive() && !waiting.isEmpty()) {
             Generation g = waiting.pollFirst();
             active.add(g);
+            Ticket t = tickets.get(g);
+            ClientShare share = clients.get(t.client());
+            share.waiting--;
+            share.active++;
+            startedRound = Math.max(startedRound, t.round());
             observer.onQueueWait(model.name(), (System.nanoTime() - g.acceptedNanos) / 1e9);
             moved = true;
         }
         if (moved) {
-            notifyQueuePositions();
+            notifyQueuePositions(0);
         }
     }
 
-    private void notifyQueuePositions() {
-        int pos = 1;
-        for (Generation w : waiting) {
-            w.listener.onEvent(new GenerationEvent.Queued(pos++));
+    /** Tells the waiting generations from index {@code from} on their positions. Holds the lock. */
+    private void notifyQueuePositions(int from) {
+        ListIterator<Generation> it = waiting.listIterator(from);
+        while (it.hasNext()) {
+            int pos = it.nextIndex() + 1;
+            it.next().listener.onEvent(new GenerationEvent.Queued(pos));
         }
     }
 
@@ -481,6 +578,7 @@ final class ComputeLoop {
         synchronized (lock) {
             accepting = false;
             neverStarted = new ArrayList<>(waiting);
+            neverStarted.forEach(g -> left(g, true));
             waiting.clear();
             active.forEach(g -> g.cancel(f));
             stopping = true;

@@ -67,19 +67,29 @@ public final class Engine implements AutoCloseable {
         void cancel(Failure failure);
     }
 
+    /** Queues a generation of an anonymous client (no per-client share); see {@link #submit(GenerationPlan, String,
+     * GenerationListener)}. */
+    public Handle submit(GenerationPlan plan, GenerationListener listener) throws Rejected {
+        return submit(plan, null, listener);
+    }
+
     /**
      * Queues a generation on its model's loop. Sends its Accepted event before returning.
      *
-     * @throws Rejected RESOURCE_EXHAUSTED when the model's queue is full, UNAVAILABLE when shutting down
+     * @param client who asks (an opaque key chosen by the transport layer: a token digest, an address), or null for
+     *     none: a client may have at most {@code maxQueuedPerClient} generations of a model waiting, and waiting
+     *     generations are ordered fairly by client (ComputeLoop)
+     * @throws Rejected RESOURCE_EXHAUSTED when the model's queue or the client's share of it is full, UNAVAILABLE when
+     *     shutting down
      */
-    public Handle submit(GenerationPlan plan, GenerationListener listener) throws Rejected {
+    public Handle submit(GenerationPlan plan, String client, GenerationListener listener) throws Rejected {
         ComputeLoop loop = loops.get(plan.model().name());
         if (loop == null) {
             throw new IllegalArgumentException("model " + plan.model().name() + " is not served by this engine");
         }
         long n = ids.incrementAndGet();
         Generation g = new Generation("gen-" + n, n, plan, listener, observer, config.tiling());
-        loop.submit(g);
+        loop.submit(g, client);
         return new Handle() {
             @Override
             public String id() {

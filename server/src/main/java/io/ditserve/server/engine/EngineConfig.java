@@ -9,13 +9,22 @@ import java.util.Objects;
  * @param maxBatch most samples in one forward pass (a tick whose generations hold more runs several passes); 0 =
  *     the default of the model's backend ({@link #maxBatchFor})
  * @param tiling when and how final images and previews are decoded in tiles
+ * @param maxQueuedPerClient generations of one model that one client (see {@link Engine#submit}) may have waiting;
+ *     0 = no per-client limit
  */
-public record EngineConfig(int maxActive, int maxQueued, int maxBatch, TiledDecoding.Tiling tiling) {
+public record EngineConfig(int maxActive, int maxQueued, int maxBatch, TiledDecoding.Tiling tiling,
+        int maxQueuedPerClient) {
     public EngineConfig {
-        if (maxActive < 1 || maxQueued < 0 || maxBatch < 0) {
-            throw new IllegalArgumentException("maxActive must be >= 1, maxQueued and maxBatch >= 0");
+        if (maxActive < 1 || maxQueued < 0 || maxBatch < 0 || maxQueuedPerClient < 0) {
+            throw new IllegalArgumentException(
+                    "maxActive must be >= 1, maxQueued, maxBatch and maxQueuedPerClient >= 0");
         }
         Objects.requireNonNull(tiling, "tiling");
+    }
+
+    /** Without a per-client limit. */
+    public EngineConfig(int maxActive, int maxQueued, int maxBatch, TiledDecoding.Tiling tiling) {
+        this(maxActive, maxQueued, maxBatch, tiling, 0);
     }
 
     public EngineConfig(int maxActive, int maxQueued) {

@@ -70,7 +70,7 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
         GenerationPlan plan;
         try {
             plan = validator.validate(request);
-            Engine.Handle h = engine.submit(plan, sink);
+            Engine.Handle h = engine.submit(plan, io.ditserve.server.security.ClientIdentity.current(), sink);
             synchronized (handle) {
                 handle[0] = h;
             }

@@ -1,11 +1,11 @@
 package io.ditserve.server.security;
 
 import io.ditserve.server.config.ServerConfig;
-import io.grpc.Grpc;
 import io.grpc.InsecureServerCredentials;
 import io.grpc.ServerBuilder;
 import io.grpc.ServerCredentials;
 import io.grpc.TlsServerCredentials;
+import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
 import java.io.File;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -13,6 +13,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.concurrent.TimeUnit;
 
 /** Builds the network transport from the configuration: plaintext, TLS, or mutual TLS; and loads bearer tokens. */
 public final class Transport {
@@ -37,7 +38,33 @@ public final class Transport {
             }
             creds = b.build();
         }
-        return Grpc.newServerBuilderForPort(c.port, creds).maxInboundMessageSize(c.maxInboundMessageBytes);
+        return limits(NettyServerBuilder.forPort(c.port, creds), c);
+    }
+
+    /**
+     * The connection limits of the configuration (README, "Transport limits"): idle and age limits, keepalive
+     * enforcement, concurrent calls per connection, the handshake timeout and the rapid-reset (RST_STREAM flood)
+     * guard.
+     */
+    public static NettyServerBuilder limits(NettyServerBuilder b, ServerConfig c) {
+        b.maxInboundMessageSize(c.maxInboundMessageBytes)
+                .permitKeepAliveTime(c.permitKeepaliveTimeSeconds, TimeUnit.SECONDS)
+                .permitKeepAliveWithoutCalls(false)
+                .keepAliveTime(c.keepaliveTimeSeconds, TimeUnit.SECONDS)
+                .keepAliveTimeout(c.keepaliveTimeoutSeconds, TimeUnit.SECONDS)
+                .maxConcurrentCallsPerConnection(c.maxConcurrentCallsPerConnection)
+                .handshakeTimeout(c.handshakeTimeoutSeconds, TimeUnit.SECONDS);
+        if (c.maxConnectionIdleSeconds > 0) {
+            b.maxConnectionIdle(c.maxConnectionIdleSeconds, TimeUnit.SECONDS);
+        }
+        if (c.maxConnectionAgeSeconds > 0) {
+            b.maxConnectionAge(c.maxConnectionAgeSeconds, TimeUnit.SECONDS)
+                    .maxConnectionAgeGrace(c.maxConnectionAgeGraceSeconds, TimeUnit.SECONDS);
+        }
+        if (c.maxRstFramesPerWindow > 0) {
+            b.maxRstFramesPerWindow(c.maxRstFramesPerWindow, c.rstWindowSeconds);
+        }
+        return b;
     }
 
     private static File readable(String path, String key) throws IOException {
