@@ -26,6 +26,13 @@ public final class ImageCodec {
         {-0.2120f, -0.2616f, -0.7177f},
     };
 
+    static {
+        // in memory, not ImageIO's default temporary-file cache: that cache registers a JVM shutdown hook when a
+        // stream is first opened, which fails ("Shutdown in progress") for a PNG encoded while the server drains
+        // after SIGTERM
+        ImageIO.setUseCache(false);
+    }
+
     private ImageCodec() {}
 
     public static int toByte(float x) {
