@@ -6,6 +6,8 @@ import io.ditserve.server.grpc.DiffusionService;
 import io.ditserve.server.grpc.EventSender;
 import java.util.concurrent.ExecutorService;
 import io.ditserve.server.model.ModelRepository;
+import io.ditserve.server.grpc.StrictParsing;
+import io.ditserve.server.observe.MetricsEndpoint;
 import io.ditserve.server.observe.ServerMetrics;
 import io.ditserve.server.security.BearerTokenInterceptor;
 import io.ditserve.server.security.ClientIdentity;
@@ -76,14 +78,17 @@ public final class DitServer implements AutoCloseable {
         serviceChain.add(new ClientIdentity(!tokens.isEmpty()));
         serviceChain.addAll(auth);
         server = builder
-                .addService(ServerInterceptors.intercept(service, serviceChain))
-                .addService(health.getHealthService()) // open: load balancers probe it without credentials
-                .addService(ServerInterceptors.intercept(ProtoReflectionServiceV1.newInstance(), auth))
+                // StrictParsing: a request that does not parse gets INVALID_ARGUMENT, not UNKNOWN and a stack trace
+                .addService(StrictParsing.wrap(ServerInterceptors.intercept(service, serviceChain)))
+                // open: load balancers probe it without credentials
+                .addService(StrictParsing.wrap(health.getHealthService().bindService()))
+                .addService(StrictParsing.wrap(ServerInterceptors.intercept(ProtoReflectionServiceV1.newInstance(),
+                        auth)))
                 .build()
                 .start();
-        if (config.metricsPort >= 0) {
-            metricsServer = HTTPServer.builder().port(config.metricsPort).registry(metrics.registry()).buildAndStart();
-            log.info("metrics on http://0.0.0.0:{}/metrics", metricsServer.getPort());
+        metricsServer = MetricsEndpoint.start(config, metrics);
+        if (metricsServer != null) {
+            log.info("metrics on http://{}:{}/metrics", config.metricsHost, metricsServer.getPort());
         }
         if (!tokens.isEmpty()) {
             log.info("bearer-token authentication on ({} token(s) configured)", tokens.size());

@@ -79,6 +79,12 @@ public final class ServerConfig {
 
     /** Prometheus metrics HTTP port (/metrics); 0 = any free port; -1 = no metrics endpoint. */
     @JsonProperty("metrics_port") public int metricsPort = 9090;
+    /** Address the metrics endpoint listens on: loopback by default; 0.0.0.0 = every interface. */
+    @JsonProperty("metrics_host") public String metricsHost = "127.0.0.1";
+    /** File whose first non-comment line is a bearer token the scrape must send; unset = no authentication. */
+    @JsonProperty("metrics_token_file") public String metricsTokenFile;
+    /** Environment variable with a bearer token for the scrape (used when metrics_token_file is unset). */
+    @JsonProperty("metrics_token_env") public String metricsTokenEnv = "DIT_METRICS_TOKEN";
     /** TLS: PEM certificate chain and private key; both unset = plaintext. */
     @JsonProperty("tls_cert") public String tlsCert;
     @JsonProperty("tls_key") public String tlsKey;
@@ -139,6 +145,7 @@ public final class ServerConfig {
         check(shutdownGraceSeconds >= 0, "shutdown_grace_seconds must be >= 0, got " + shutdownGraceSeconds);
         check(maxInboundMessageBytes >= 1 << 20, "max_inbound_message_bytes must be >= 1 MiB");
         check(metricsPort >= -1 && metricsPort <= 65535, "metrics_port must be in -1..65535, got " + metricsPort);
+        check(metricsHost != null && !metricsHost.isBlank(), "metrics_host must be an address, e.g. 127.0.0.1");
     }
 
     private static void check(boolean ok, String message) {

@@ -8,6 +8,8 @@ import io.ditserve.backend.TiledDecoding;
 import io.ditserve.server.sampling.NoiseSchedule;
 import io.ditserve.server.sampling.SamplingStep;
 import java.util.SplittableRandom;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * One request's sampling state, advanced one denoising step per tick by its {@link ComputeLoop}: the loop gathers
@@ -23,6 +25,7 @@ import java.util.SplittableRandom;
  * <p>All buffers are allocated once, when the generation starts.
  */
 final class Generation {
+    private static final Logger log = LoggerFactory.getLogger(Generation.class);
     final String id;
     final long order;
     final GenerationPlan plan;
@@ -166,7 +169,8 @@ final class Generation {
      * Applies the sampler update to this step's model output and emits the step's events; after the last step
      * decodes (when the plan needs pixels of a latent model) and emits the results.
      *
-     * @return true when the generation has ended (the listener has been told)
+     * @return true when the generation has ended (the listener has been told): after its last step, or when the
+     *     step gave a NaN or infinity (INTERNAL naming the step; a scan of the new sample, cheap next to the pass)
      */
     boolean finishStep() throws BackendException {
         int i = plan.steps() - 1 - done;
@@ -178,6 +182,15 @@ final class Generation {
             }
         }
         stepper.apply(i, x, out, noise, x0, xNext);
+        int bad = firstNonFinite(xNext);
+        if (bad >= 0) {
+            Failure f = Failure.internal("step " + (done + 1) + " of " + plan.steps() + " (timestep "
+                    + schedule.timestep(i) + ") produced a non-finite sample value (" + xNext[bad] + " in image "
+                    + bad / per + "): the model's weights or its numerics are broken");
+            log.warn("[{}] {}", id, f.message());
+            listener.onFailed(f);
+            return true;
+        }
         float[] swap = x;
         x = xNext;
         xNext = swap;
@@ -198,6 +211,16 @@ final class Generation {
             return true;
         }
         return false;
+    }
+
+    /** Index of the first NaN or infinity in v, or −1. */
+    private static int firstNonFinite(float[] v) {
+        for (int k = 0; k < v.length; k++) {
+            if (!Float.isFinite(v[k])) {
+                return k;
+            }
+        }
+        return -1;
     }
 
     private Frame.Space sampleSpace() {

@@ -13,13 +13,17 @@ import io.ditserve.server.model.LoadedModel;
 import io.ditserve.server.model.ModelRepository;
 import io.ditserve.server.observe.ServerMetrics;
 import org.slf4j.MDC;
+import io.grpc.Context;
+import io.grpc.Deadline;
 import io.grpc.Status;
 import io.grpc.StatusException;
 import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import jakarta.inject.Inject;
 import jakarta.inject.Singleton;
+import java.time.Duration;
 import java.util.Objects;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.ExecutorService;
 import io.ditserve.server.engine.Failure;
 import io.ditserve.server.engine.Rejected;
@@ -54,16 +58,19 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
         String model = request.getModel();
         StreamSink sink = new StreamSink(call, sender, metrics::previewsDropped,
                 code -> metrics.request(models.find(model).isPresent() ? model : "unknown", code.name()));
+        Deadline deadline = Context.current().getDeadline();
+        sink.cancelCodeFrom(() -> ProtoMapping.status(cancelFailure(deadline)).getCode());
         // handlers first, before anything can be sent: a cancel or a ready signal may arrive at any time
         Engine.Handle[] handle = new Engine.Handle[1];
         call.setOnCancelHandler(() -> {
+            Failure why = cancelFailure(deadline);
             Engine.Handle h;
             synchronized (handle) {
                 h = handle[0];
             }
             if (h != null) {
-                h.cancel(Failure.cancelled("client cancelled or disconnected"));
-                log.info("[{}] cancelled by the client", h.id());
+                h.cancel(why);
+                log.info("[{}] {}", h.id(), why.message());
             }
         });
         call.setOnReadyHandler(sink::drain);
@@ -76,20 +83,35 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
             }
             MDC.put("rid", h.id());
             if (call.isCancelled()) {
-                h.cancel(Failure.cancelled("client cancelled"));
+                h.cancel(cancelFailure(deadline));
             }
             log.info("[{}] accepted: model={} images={} steps={} sampler={} guidance={}", h.id(), request.getModel(),
                     plan.numImages(), plan.steps(), plan.sampler(), plan.guidance());
             MDC.remove("rid");
         } catch (StatusException e) {
-            log.info("rejected request for model '{}': {} {}", request.getModel(), e.getStatus().getCode(),
-                    e.getStatus().getDescription());
+            log.info("rejected request for model {}: {} {}", ClientText.quote(request.getModel()),
+                    e.getStatus().getCode(), e.getStatus().getDescription());
             sink.onFailed(e.getStatus());
         } catch (Rejected e) {
-            log.info("rejected request for model '{}': {} {}", request.getModel(), e.failure().code(),
-                    e.failure().message());
+            log.info("rejected request for model {}: {} {}", ClientText.quote(request.getModel()),
+                    e.failure().code(), e.failure().message());
             sink.onFailed(ProtoMapping.status(e.failure()));
         }
+    }
+
+    /**
+     * How much of its deadline a call may have left when its cancellation arrives and still count as having hit
+     * it: a client cancels at its own deadline, which reaches the server a little before the server's copy of it
+     * (the same instant plus the network's one-way delay) expires.
+     */
+    static final Duration DEADLINE_SLACK = Duration.ofMillis(500);
+
+    /** Why a call was cancelled: its deadline (expired or within {@link #DEADLINE_SLACK}), else the client. */
+    static Failure cancelFailure(Deadline deadline) {
+        if (deadline != null && deadline.timeRemaining(TimeUnit.NANOSECONDS) <= DEADLINE_SLACK.toNanos()) {
+            return new Failure(Failure.Code.DEADLINE_EXCEEDED, "deadline exceeded");
+        }
+        return Failure.cancelled("cancelled by the client or disconnected");
     }
 
     @Override
@@ -105,8 +127,9 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
         models.find(request.getName()).ifPresentOrElse(m -> {
             responseObserver.onNext(info(m));
             responseObserver.onCompleted();
-        }, () -> responseObserver.onError(Status.NOT_FOUND.withDescription("model '" + request.getName()
-                + "' not found; available models: " + models.names()).asRuntimeException()));
+        }, () -> responseObserver.onError(Status.NOT_FOUND.withDescription("model "
+                + ClientText.quote(request.getName()) + " not found; available models: " + models.names())
+                .asRuntimeException()));
     }
 
     @Override

@@ -28,6 +28,11 @@ import io.ditserve.server.sampling.Sampler;
  */
 public final class RequestValidator {
     public static final float MAX_GUIDANCE = 100f;
+    /**
+     * Largest magnitude of an initial-noise value. Standard normal noise stays far below it (|x| > 10 has a
+     * probability of about 1e-23); much larger values only overflow the model into infinities and NaNs.
+     */
+    public static final float MAX_NOISE = 1e4f;
 
     private final ModelRepository models;
     private final Limits limits;
@@ -50,7 +55,8 @@ public final class RequestValidator {
             throw invalid("model", "required; available models: " + models.names());
         }
         LoadedModel model = models.find(r.getModel()).orElseThrow(() -> Status.NOT_FOUND
-                .withDescription("model '" + r.getModel() + "' not found; available models: " + models.names())
+                .withDescription("model " + ClientText.quote(r.getModel()) + " not found; available models: "
+                        + models.names())
                 .asException());
         ModelSpec spec = model.spec();
 
@@ -65,8 +71,8 @@ public final class RequestValidator {
             case CLASS_NAME -> {
                 int idx = spec.classNames().indexOf(r.getClassName());
                 if (idx < 0) {
-                    throw invalid("class_name", "'" + r.getClassName() + "' is not a class of model " + spec.name()
-                            + "; allowed: " + abbreviate(spec.classNames()));
+                    throw invalid("class_name", ClientText.quote(r.getClassName()) + " is not a class of model "
+                            + spec.name() + "; allowed: " + abbreviate(spec.classNames()));
                 }
                 yield idx;
             }
@@ -205,8 +211,9 @@ public final class RequestValidator {
         float[] out = new float[(int) numel];
         fb.get(out);
         for (int i = 0; i < out.length; i++) {
-            if (!Float.isFinite(out[i])) {
-                throw invalid("initial_noise.data", "value " + i + " is " + out[i] + "; all values must be finite");
+            if (!(Math.abs(out[i]) <= MAX_NOISE)) { // also NaN
+                throw invalid("initial_noise.data", "value " + i + " is " + out[i] + "; allowed finite values of "
+                        + "magnitude at most " + MAX_NOISE + " (standard normal noise)");
             }
         }
         return out;

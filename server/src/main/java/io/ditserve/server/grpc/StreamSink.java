@@ -13,6 +13,7 @@ import java.util.concurrent.Executor;
 import java.util.function.Consumer;
 import java.util.function.LongConsumer;
 import java.util.function.Predicate;
+import java.util.function.Supplier;
 
 /**
  * Bridges a generation's domain events to one gRPC response stream with flow control.
@@ -39,6 +40,8 @@ final class StreamSink implements GenerationListener {
     private boolean draining;
     private boolean again;
     private boolean scheduled;
+    /** The code a cancelled call ends with: CANCELLED, or DEADLINE_EXCEEDED when its deadline cancelled it. */
+    private volatile Supplier<Status.Code> cancelCode = () -> Status.Code.CANCELLED;
 
     /**
      * @param sender runs the drains that the engine's events trigger (never the compute thread)
@@ -130,6 +133,14 @@ final class StreamSink implements GenerationListener {
         onFailed(ProtoMapping.status(failure));
     }
 
+    /**
+     * Tells, when the call turns out cancelled, whether the client or the deadline cancelled it (the status code the
+     * stream is counted with).
+     */
+    void cancelCodeFrom(Supplier<Status.Code> code) {
+        cancelCode = code;
+    }
+
     /** Ends the stream with an error status now (unsent events are dropped). */
     synchronized void onFailed(Status status) {
         if (closed) {
@@ -178,7 +189,7 @@ final class StreamSink implements GenerationListener {
                     return;
                 }
                 if (observer.isCancelled()) {
-                    close(Status.Code.CANCELLED);
+                    close(cancelCode.get());
                     return;
                 }
                 if (pending.isEmpty()) {
