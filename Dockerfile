@@ -23,4 +23,5 @@ EXPOSE 50051 9090
 ENTRYPOINT ["java", "--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", \
             "-XX:MaxRAMPercentage=75", "-cp", "/app/classes:/app/lib/*", \
             "io.ditserve.server.cli.Main", "serve"]
-CMD ["--port", "50051"]
+# metrics on every interface of the container, so that the published port reaches them (the default is loopback)
+CMD ["--port", "50051", "--set", "metrics_host=0.0.0.0"]
