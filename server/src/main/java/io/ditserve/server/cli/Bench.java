@@ -46,9 +46,10 @@ final class Bench implements Callable<Integer> {
     int iterations;
     @Option(names = "--warmup", defaultValue = "3", description = "untimed runs per case (default ${DEFAULT-VALUE})")
     int warmup;
-    @Option(names = "--generation", negatable = true, defaultValue = "true",
-            description = "also time a whole generation through the server (50 DDIM steps, CFG, 10 images)")
-    boolean generation;
+    // a plain flag: picocli's negatable form with a default of true kept the timing on for --no-generation
+    @Option(names = "--no-generation",
+            description = "skip timing a whole generation through the server (50 DDIM steps, CFG, 10 images)")
+    boolean noGeneration;
     @Option(names = "--generation-images", defaultValue = "10")
     int generationImages;
     @Option(names = "--load", description = "load benchmark instead: a server and N concurrent single-image clients, "
@@ -120,7 +121,7 @@ final class Bench implements Callable<Integer> {
                 }
             }
         }
-        if (generation) {
+        if (!noGeneration) {
             for (String name : names) {
                 generationTiming(Path.of(root), name, models.get(0).getFileName().toString());
             }

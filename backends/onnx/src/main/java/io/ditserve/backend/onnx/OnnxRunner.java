@@ -36,7 +36,11 @@ import java.util.concurrent.TimeUnit;
  *       and a device; without them {@link #open} fails, it never falls back to the CPU;
  *   <li>{@code onnx.cuda.device}: the CUDA device id (default 0);
  *   <li>{@code onnx.optimization}: the graph optimization level, {@code all} (default), {@code extended},
- *       {@code basic} or {@code none}.
+ *       {@code basic} or {@code none};
+ *   <li>{@code onnx.spinning}: {@code false} (default) or {@code true}: whether idle intra-op threads spin. In a
+ *       server the compute shares the cores with the transport and the encoders; spinning workers then lose their
+ *       core in the middle of a parallel region and every pass waits for them (measured: a batch of 16 ran 5× slower
+ *       under 16 streaming clients with spinning on; README, "Batching").
  * </ul>
  *
  * The intra-op thread pool has {@link BackendOptions#threads()} threads. Not thread-safe: its owner serialises runs.
@@ -45,7 +49,9 @@ final class OnnxRunner implements AutoCloseable {
     static final String PROVIDER_OPTION = "onnx.provider";
     static final String CUDA_DEVICE_OPTION = "onnx.cuda.device";
     static final String OPTIMIZATION_OPTION = "onnx.optimization";
-    private static final List<String> KNOWN_OPTIONS = List.of(PROVIDER_OPTION, CUDA_DEVICE_OPTION, OPTIMIZATION_OPTION);
+    static final String SPINNING_OPTION = "onnx.spinning";
+    private static final List<String> KNOWN_OPTIONS = List.of(PROVIDER_OPTION, CUDA_DEVICE_OPTION, OPTIMIZATION_OPTION,
+            SPINNING_OPTION);
     private static final List<String> PROVIDERS = List.of("cpu", "cuda");
     private static final List<String> OPTIMIZATIONS = List.of("all", "extended", "basic", "none");
     /** How often a running session looks at its {@link Cancellation}. */
@@ -96,6 +102,7 @@ final class OnnxRunner implements AutoCloseable {
             default -> OptLevel.NO_OPT;
         };
         int cudaDevice = cudaDevice(options);
+        boolean spinning = choice(options, SPINNING_OPTION, List.of("false", "true")).equals("true");
         if (!Files.isRegularFile(file)) {
             throw new BackendException(file + ": missing (" + what + ")");
         }
@@ -106,6 +113,7 @@ final class OnnxRunner implements AutoCloseable {
             try {
                 sessionOptions.setIntraOpNumThreads(options.threads());
                 sessionOptions.setOptimizationLevel(optLevel);
+                sessionOptions.addConfigEntry("session.intra_op.allow_spinning", spinning ? "1" : "0");
             } catch (OrtException e) {
                 throw new BackendException("ONNX Runtime rejected the session options: " + e.getMessage(), e);
             }

@@ -1,5 +1,6 @@
 package io.ditserve.backend.onnx;
 
+import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.ditserve.backend.BackendException;
@@ -46,8 +47,26 @@ class OptionsTest {
         assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of("onnx.optimisation", "none")))
                 .isInstanceOf(BackendException.class)
                 .hasMessage("Unknown option [onnx.optimisation] of the onnx backend, known options"
-                        + " [onnx.provider, onnx.cuda.device, onnx.optimization]");
+                        + " [onnx.provider, onnx.cuda.device, onnx.optimization, onnx.spinning]");
     }
+
+    @Test
+    void spinningIsABooleanAndBothValuesRun() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of("onnx.spinning", "yes")))
+                .isInstanceOf(BackendException.class)
+                .hasMessage("Unknown onnx.spinning [yes] of the onnx backend, known options [false, true]");
+        for (String v : new String[] {"false", "true"}) {
+            try (var b = Fixtures.onnx(spec, 2, Map.of("onnx.spinning", v))) {
+                Fixtures.Case c = Fixtures.forwardCase("pixel-tiny");
+                io.ditserve.backend.Tensor out = io.ditserve.backend.Tensor.zeros(c.out().shape());
+                b.forward(c.x(), c.t(), c.y(), out, () -> false);
+                assertThat(OnnxDecoderTest.relativeError(out.data(), c.out().data())).as("spinning " + v)
+                        .isLessThan(1e-4);
+            }
+        }
+    }
+
 
     @Test
     void invalidCudaDeviceIsRejected() throws Exception {
