@@ -242,6 +242,62 @@ class ComputeLoopTest {
         assertThat(e.healthy()).isTrue();
     }
 
+    /** A VAE decoder that decodes nothing: it waits inside decode until its cancellation fires. */
+    static final class WaitingDecoder implements io.ditserve.backend.Decoder {
+        final io.ditserve.backend.DecoderSpec spec = new io.ditserve.backend.DecoderSpec(java.nio.file.Path.of("/x"),
+                io.ditserve.backend.DecoderSpec.Kind.FULL, 4, 3, List.of(8, 8), 1, List.of(), 4, 0.18215, 0, true,
+                true, 2, 0);
+        final CompletableFuture<Boolean> entered = new CompletableFuture<>();
+        volatile boolean sawCancel;
+
+        @Override
+        public String backendName() {
+            return "java";
+        }
+
+        @Override
+        public io.ditserve.backend.DecoderSpec spec() {
+            return spec;
+        }
+
+        @Override
+        public void decode(Tensor latent, Tensor out, Cancellation cancel) throws BackendException {
+            entered.complete(true);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (!cancel.isCancelled()) {
+                if (System.nanoTime() > deadline) {
+                    throw new BackendException("never cancelled");
+                }
+                Thread.onSpinWait();
+            }
+            sawCancel = true;
+            throw new BackendException.Cancelled();
+        }
+
+        @Override
+        public void close() {}
+    }
+
+    @Test
+    void cancellingDuringTheFinalDecodeStopsTheDecoder() throws Exception {
+        Recorder r = recorder("latent-tiny");
+        WaitingDecoder vae = new WaitingDecoder();
+        LoadedModel m = new LoadedModel(r.model(), r, 0, vae, null);
+        Engine e = new Engine(new EngineConfig(4, 4, 8, TiledDecoding.Tiling.NEVER), EngineObserver.NONE, List.of(m));
+        closers.add(e);
+        e.start();
+        Collector c = new Collector();
+        Engine.Handle h = e.submit(new GenerationPlan(m, 1, new long[] {3}, 2, Sampler.DDIM, 0f, 1f,
+                Samplers.GuidanceMode.ALL, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.PNG), null), c);
+        assertThat(vae.entered.get(60, TimeUnit.SECONDS)).isTrue();
+        h.cancel(Failure.cancelled("client went away"));
+        Failure f = c.await();
+        assertThat(f.code()).isEqualTo(Failure.Code.CANCELLED);
+        assertThat(f.message()).isEqualTo("client went away");
+        assertThat(vae.sawCancel).isTrue();
+        assertThat(c.results()).isEmpty();
+    }
+
     @Test
     void shutdownWithoutStartTellsEveryListener() throws Exception {
         Recorder r = recorder("pixel-tiny");
