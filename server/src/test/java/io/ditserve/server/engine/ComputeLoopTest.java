@@ -130,8 +130,12 @@ class ComputeLoopTest {
     }
 
     private Recorder recorder(String model) throws Exception {
+        return recorder(model, "java");
+    }
+
+    private Recorder recorder(String model, String backend) throws Exception {
         ModelSpec spec = ModelConfigs.load(TestPaths.fixture(model));
-        Recorder r = new Recorder(new BackendRegistry().get("java").create(spec, BackendOptions.ofThreads(2)));
+        Recorder r = new Recorder(new BackendRegistry().get(backend).create(spec, BackendOptions.ofThreads(2)));
         closers.add(r);
         return r;
     }
@@ -313,9 +317,14 @@ class ComputeLoopTest {
         assertThat(r.passes).isEmpty();
     }
 
-    @Test
-    void sameRequestSameBytesAloneAndInAnyBatch() throws Exception {
-        Recorder r = recorder("latent-tiny");
+    /**
+     * java: byte-identical. onnx: ONNX Runtime's kernels block by the batch size, so rounding may differ in the last
+     * bits; within 1e-5 of the largest magnitude.
+     */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"java", "onnx"})
+    void sameRequestSameBytesAloneAndInAnyBatch(String backend) throws Exception {
+        Recorder r = recorder("latent-tiny", backend);
         Engine e = engine(r, 16, 5);
         LoadedModel m = model(e, r);
         e.start();
@@ -343,9 +352,22 @@ class ComputeLoopTest {
         assertThat(batched.await()).isNull();
         assertThat(others.stream().filter(o -> o.end.isDone()).count()).as("others still running").isLessThan(12);
         for (int i = 0; i < 2; i++) {
-            assertThat(batched.results().get(i).sample().data())
-                    .as("image " + i + " byte-identical alone and in a batch of 13 generations")
-                    .containsExactly(alone.results().get(i).sample().data());
+            float[] got = batched.results().get(i).sample().data();
+            float[] want = alone.results().get(i).sample().data();
+            if (backend.equals("java")) {
+                assertThat(got).as("image " + i + " byte-identical alone and in a batch of 13 generations")
+                        .containsExactly(want);
+            } else {
+                double maxAbs = 0;
+                double maxErr = 0;
+                for (int k = 0; k < want.length; k++) {
+                    maxAbs = Math.max(maxAbs, Math.abs(want[k]));
+                    maxErr = Math.max(maxErr, Math.abs(got[k] - want[k]));
+                }
+                System.out.printf("onnx batch invariance, image %d: max |diff| / max |x| = %.3g%n", i, maxErr / maxAbs);
+                assertThat(maxErr / maxAbs).as("image " + i + " on onnx, alone vs among 13 generations")
+                        .isLessThan(1e-5);
+            }
         }
         for (Collector o : others) {
             assertThat(o.await()).isNull();
