@@ -9,7 +9,12 @@ Accepted inputs:
     must be equal) and to_q/to_k/to_v are fused into qkv.
 
   /usr/bin/python3 tools/convert.py CHECKPOINT OUT_DIR [--name NAME] [--num-heads H] [--class-names FILE]
-      [--space latent|pixel] [--guidance-mode first3|all] [--no-onnx]
+      [--space latent|pixel] [--guidance-mode first3|all] [--no-onnx] [--onnx-external-data]
+
+A graph over the 2 GB protobuf limit (DiT-XL/2) keeps its weights in one file beside it, model.onnx.data;
+--onnx-external-data does that for a smaller one too. The folder is written into a temporary folder next to
+OUT_DIR (`.NAME.tmp-*`), every file is read back and checked, and only then is it renamed to OUT_DIR (replacing
+an older one): a failed or interrupted run leaves OUT_DIR as it was. It prints what it wrote.
 
 With --vae it converts an image decoder instead (docs/DECODERS.md) into a diffusers folder (config.json,
 diffusion_pytorch_model.safetensors, decoder.onnx):
@@ -293,7 +298,18 @@ def convert_vae(src, out_dir, scaling_factor=None, norm_num_groups=None, onnx=Tr
     return module
 
 
-def main():
+def describe(folder, sizes, cfg=None):
+    """What a model folder write produced, one line per file."""
+    lines = [f"wrote {folder}" + (f": {cfg}" if cfg else "")]
+    for name, size in sizes.items():
+        note = {"model.onnx": " (graph; weights in model.onnx.data)" if "model.onnx.data" in sizes else " (graph)",
+                "model.onnx.data": " (the graph's weights, ONNX external data)"}.get(name, "")
+        amount = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size} B"
+        lines.append(f"  {name:<22} {amount:>12}{note}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("out_dir")
@@ -313,7 +329,10 @@ def main():
     ap.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--no-onnx", action="store_true")
-    a = ap.parse_args()
+    ap.add_argument("--onnx-external-data", action="store_true",
+                    help="keep the ONNX graph's weights in model.onnx.data beside it even when the graph is under "
+                         "2 GB (a graph over 2 GB always does)")
+    a = ap.parse_args(argv)
     if a.vae:
         torch.set_num_threads(min(2, os.cpu_count() or 1))
         module = convert_vae(a.checkpoint, a.out_dir, a.scaling_factor, a.norm_num_groups, onnx=not a.no_onnx)
@@ -328,8 +347,15 @@ def main():
     name = a.name or os.path.basename(os.path.normpath(a.out_dir))
     conf = make_config(model, name, names, a.guidance_mode, a.sampler, a.steps, a.guidance, 0.0, space,
                        description=f"converted from {os.path.basename(a.checkpoint)}")
-    write_model_folder(model, a.out_dir, conf, onnx=not a.no_onnx)
-    print(f"wrote {a.out_dir}: {cfg}")
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    with vae.staged_folder(a.out_dir) as tmp:
+        sizes = write_model_folder(model, tmp, conf, onnx=not a.no_onnx, onnx_external_data=a.onnx_external_data
+                                   or None)
+        extra = sorted(set(os.listdir(tmp)) - set(sizes))
+        if extra:
+            raise RuntimeError(f"unexpected files in the model folder: {extra}")
+    print(describe(a.out_dir, sizes, cfg))
+
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dit.export import make_config, write_model_folder  # noqa: E402
 from dit.model import DiT  # noqa: E402
+from dit.vae import staged_folder  # noqa: E402
 from make_fixtures import randomize  # noqa: E402
 
 SHAPES = {"S": (384, 12, 6), "B": (768, 12, 12), "XL": (1152, 28, 16)}
@@ -33,7 +34,8 @@ def main():
     conf = make_config(model, os.path.basename(os.path.normpath(a.out)), None, guidance_mode="first3",
                        sampler="ddim", steps=50, guidance=4.0, space="latent",
                        description=f"random-weight DiT-{a.shape}/2 for benchmarks")
-    write_model_folder(model, a.out, conf, onnx=not a.no_onnx)
+    with staged_folder(a.out) as tmp:
+        write_model_folder(model, tmp, conf, onnx=not a.no_onnx)
     print(f"wrote {a.out}")
 
 

@@ -16,6 +16,11 @@ OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} /usr/bin/python3 -m unittest dis
 echo "== real-shape decoder fixtures for the Java tests (skipped when up to date)"
 /usr/bin/python3 tools/make_decoder_fixtures.py --real target/decoder-fixtures
 
+echo "== latent-tiny converted with its ONNX weights in model.onnx.data (the >2 GB form), for the onnx tests"
+OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} /usr/bin/python3 tools/convert.py \
+  tools/fixtures/latent-tiny/weights.safetensors target/onnx-external-data/latent-tiny --num-heads 3 \
+  --onnx-external-data 2>&1 | grep -v -E "TracerWarning|^  (if|h = w)"
+
 echo "== java build and tests"
 JAVA_HOME="${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}"
 export JAVA_HOME

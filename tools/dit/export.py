@@ -3,9 +3,13 @@
   config.json           constructor arguments, class names, noise schedule, guidance mode, sampler defaults
   weights.safetensors   the state_dict under the released key names, float32 little-endian
   model.onnx            x [N,C,H,W] float32, t [N] int64, y [N] int64 → out [N,C_out,H,W] float32, dynamic N
+  model.onnx.data       the graph's weights, when they are kept outside model.onnx: always for a graph over the
+                        2 GB protobuf limit (DiT-XL/2), on request for a smaller one
 """
 import json
 import os
+import shutil
+import struct
 
 import torch
 
@@ -14,6 +18,11 @@ from .model import CONSTRUCTOR_ARGS
 
 FORMAT_VERSION = 1
 ONNX_OPSET = 14  # torch 1.13 exports the parameter-free LayerNorm as primitive ops at 14; 17 fails
+ONNX_FILE = "model.onnx"
+ONNX_DATA_FILE = "model.onnx.data"  # the one external-data file of a graph whose weights are kept outside it
+# A protobuf message cannot exceed 2 GiB; graphs whose weights come near it keep them in ONNX_DATA_FILE (the
+# margin covers the graph itself and the constants the export folds in).
+INLINE_WEIGHT_LIMIT = 1536 << 20
 
 
 def make_config(model, name, class_names=None, guidance_mode="all", sampler="ddim", steps=50, guidance=4.0,
@@ -33,26 +42,100 @@ def make_config(model, name, class_names=None, guidance_mode="all", sampler="ddi
     return out
 
 
-def export_onnx(model, path, batch=2):
+def export_onnx(model, path, batch=2, external_data=None):
+    """Exports the I/O contract graph to `path`. external_data: True keeps every weight over 1 KiB in one file
+    beside it (ONNX_DATA_FILE, referenced by that relative name), False keeps them inside, None (default) decides
+    by size (INLINE_WEIGHT_LIMIT). Returns whether the weights went to ONNX_DATA_FILE. The folder of `path` gets
+    no other file: torch writes a >2 GB graph as one loose file per tensor, so the export goes to a scratch
+    folder first and is re-saved from there."""
+    import onnx
     cfg = model.config()
     model = model.eval()
+    if external_data is None:
+        external_data = sum(p.numel() * p.element_size() for p in model.state_dict().values()) > INLINE_WEIGHT_LIMIT
     x = torch.randn(batch, cfg["in_channels"], cfg["input_size"], cfg["input_size"])
     t = torch.tensor([10 * (i + 1) for i in range(batch)], dtype=torch.long)
     y = torch.tensor([i % cfg["num_classes"] for i in range(batch)], dtype=torch.long)
     dyn = {"x": {0: "N"}, "t": {0: "N"}, "y": {0: "N"}, "out": {0: "N"}}
-    with torch.no_grad():
-        torch.onnx.export(model, (x, t, y), path, input_names=["x", "t", "y"], output_names=["out"],
-                          dynamic_axes=dyn, opset_version=ONNX_OPSET, do_constant_folding=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    data_path = os.path.join(folder, ONNX_DATA_FILE)
+    for stale in (path, data_path):  # onnx appends to an existing data file
+        if os.path.lexists(stale):
+            os.remove(stale)
+    scratch = os.path.join(folder, ".onnx-export")
+    os.makedirs(scratch)
+    try:
+        raw = os.path.join(scratch, ONNX_FILE) if external_data else path
+        with torch.no_grad():
+            torch.onnx.export(model, (x, t, y), raw, input_names=["x", "t", "y"], output_names=["out"],
+                              dynamic_axes=dyn, opset_version=ONNX_OPSET, do_constant_folding=True)
+        if external_data:
+            graph = onnx.load(raw)  # with the loose tensor files torch may have written beside it
+            onnx.save_model(graph, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=ONNX_DATA_FILE, size_threshold=1024)
+            del graph
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    check_onnx(path)
+    return external_data
+
+
+def check_onnx(path):
+    """The ONNX checker on the file (so that a graph with external data is checked with it), the I/O names, and
+    every external tensor inside ONNX_DATA_FILE beside it. Returns the data file's size, 0 when there is none."""
     import onnx
-    onnx.checker.check_model(onnx.load(path))
+    onnx.checker.check_model(path)
+    graph = onnx.load(path, load_external_data=False)
+    names = ([i.name for i in graph.graph.input], [o.name for o in graph.graph.output])
+    if names != (["x", "t", "y"], ["out"]):
+        raise ValueError(f"{path}: inputs/outputs {names}, expected (['x', 't', 'y'], ['out'])")
+    data_path = os.path.join(os.path.dirname(os.path.abspath(path)), ONNX_DATA_FILE)
+    size = os.path.getsize(data_path) if os.path.exists(data_path) else 0
+    for tensor in graph.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        end = int(info.get("offset", 0)) + int(info.get("length", -1))
+        if info.get("location") != ONNX_DATA_FILE or "length" not in info or end > size:
+            raise ValueError(f"{path}: initializer {tensor.name} points at {info}, outside {ONNX_DATA_FILE} "
+                             f"({size} bytes)")
+    return size
 
 
-def write_model_folder(model, out_dir, config, onnx=True):
+def check_safetensors(path, state_dict):
+    """The written header names exactly these tensors, with their shapes, and the data ends where the file does."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n).decode("utf-8"))
+    header.pop("__metadata__", None)
+    if set(header) != set(state_dict):
+        raise ValueError(f"{path}: tensors {sorted(set(header) ^ set(state_dict))[:8]} differ from the model's")
+    for k, v in state_dict.items():
+        if header[k]["shape"] != list(v.shape):
+            raise ValueError(f"{path}: {k} has shape {header[k]['shape']}, expected {list(v.shape)}")
+    end = max((h["data_offsets"][1] for h in header.values()), default=0)
+    if 8 + n + end != os.path.getsize(path):
+        raise ValueError(f"{path}: {os.path.getsize(path)} bytes, the header describes {8 + n + end}")
+
+
+def write_model_folder(model, out_dir, config, onnx=True, onnx_external_data=None):
+    """Writes config.json, weights.safetensors and (onnx) model.onnx (+ model.onnx.data, see export_onnx) into
+    out_dir and checks each file after writing it. Writes into out_dir as it is: callers that publish a folder
+    write into tools/dit/vae.staged_folder. Returns {file name: size in bytes} of what it wrote."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
         f.write("\n")
+    with open(os.path.join(out_dir, "config.json")) as f:
+        json.load(f)
     sd = {k: v.float() for k, v in model.state_dict().items()}
-    safetensors_io.write(os.path.join(out_dir, "weights.safetensors"), sd, {"format": "pt", "model": config["name"]})
+    weights = os.path.join(out_dir, "weights.safetensors")
+    safetensors_io.write(weights, sd, {"format": "pt", "model": config["name"]})
+    check_safetensors(weights, sd)
+    del sd
+    names = ["config.json", "weights.safetensors"]
     if onnx:
-        export_onnx(model, os.path.join(out_dir, "model.onnx"))
+        names.append(ONNX_FILE)
+        if export_onnx(model, os.path.join(out_dir, ONNX_FILE), external_data=onnx_external_data):
+            names.append(ONNX_DATA_FILE)
+    return {n: os.path.getsize(os.path.join(out_dir, n)) for n in names}

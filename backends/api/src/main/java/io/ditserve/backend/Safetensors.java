@@ -209,29 +209,42 @@ public final class Safetensors implements AutoCloseable {
             throw new BackendException(file + ": tensor '" + name + "' has " + n + " values, too many for one array");
         }
         float[] out = new float[(int) n];
-        MemorySegment s = data.asSlice(e.offset(), e.byteLength());
+        decodeFloats(file, e, data.asSlice(e.offset(), e.byteLength()), out);
+        return out;
+    }
+
+    /**
+     * Converts the raw bytes {@code s} of the floating-point tensor {@code e} (read from {@code file}, named in
+     * errors) to float32 values in {@code out[0 .. numel)}: for a reader that fetches a tensor's bytes itself
+     * (through a channel, into a buffer it reuses) instead of through the mapping.
+     */
+    public static void decodeFloats(Path file, Entry e, MemorySegment s, float[] out) throws BackendException {
+        int n = Math.toIntExact(e.numel());
+        if (out.length < n || s.byteSize() < e.byteLength()) {
+            throw new IllegalArgumentException(e.name() + ": " + n + " values in " + e.byteLength()
+                    + " bytes do not fit " + out.length + " floats from " + s.byteSize() + " bytes");
+        }
         switch (e.dtype()) {
             case "F32" -> MemorySegment.copy(s, ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN),
-                    0, out, 0, out.length);
+                    0, out, 0, n);
             case "F16" -> {
-                for (int i = 0; i < out.length; i++) {
+                for (int i = 0; i < n; i++) {
                     out[i] = Float.float16ToFloat(s.get(LE_SHORT, 2L * i));
                 }
             }
             case "BF16" -> {
-                for (int i = 0; i < out.length; i++) {
+                for (int i = 0; i < n; i++) {
                     out[i] = Float.intBitsToFloat((s.get(LE_SHORT, 2L * i) & 0xffff) << 16);
                 }
             }
             case "F64" -> {
-                for (int i = 0; i < out.length; i++) {
+                for (int i = 0; i < n; i++) {
                     out[i] = (float) s.get(LE_DOUBLE, 8L * i);
                 }
             }
-            default -> throw new BackendException(file + ": tensor '" + name + "' is " + e.dtype()
+            default -> throw new BackendException(file + ": tensor '" + e.name() + "' is " + e.dtype()
                     + ", not a floating-point tensor");
         }
-        return out;
     }
 
     /** Copies an integer tensor (I64 or I32) to a heap array of longs. */

@@ -1,10 +1,7 @@
 package io.ditserve.backend.java;
 
 import io.ditserve.backend.BackendException;
-import io.ditserve.backend.DitCheckpoint;
 import io.ditserve.backend.ModelSpec;
-import io.ditserve.backend.Safetensors;
-import java.nio.file.Path;
 
 /**
  * The DiT parameters as float32 heap arrays in the checkpoint's own layout, one array per tensor, read from a
@@ -12,8 +9,9 @@ import java.nio.file.Path;
  *
  * <p>Every tensor the spec implies is checked by name and shape before anything is copied, and a tensor the model
  * would not use fails too (like PyTorch's strict {@code load_state_dict}): a checkpoint of another size must not
- * load half-used. The file is mapped only while copying and unmapped before {@link #load} returns, so the
- * weights' lifetime is that of this object. Shapes in comments: D = hidden size, T = tokens, p = patch size.
+ * load half-used ({@link CheckpointReader}). This layout is the scalar path's; {@link VectorDit} packs each
+ * tensor as it is read and never builds this object. Shapes in comments: D = hidden size, T = tokens, p = patch
+ * size.
  */
 final class DitWeights {
 
@@ -37,7 +35,7 @@ final class DitWeights {
     final Linear finalAdaLN; // final_layer.adaLN_modulation.1 (2D, D)
     final Linear finalLinear; // final_layer.linear (p·p·C_out, D)
 
-    private DitWeights(ModelSpec s, Safetensors st) throws BackendException {
+    DitWeights(ModelSpec s, CheckpointReader st) throws BackendException {
         int d = s.hiddenSize();
         posEmbed = st.floats("pos_embed");
         xEmbedder = linear(st, "x_embedder.proj", d, s.inChannels() * s.patchSize() * s.patchSize());
@@ -58,15 +56,7 @@ final class DitWeights {
         finalLinear = linear(st, "final_layer.linear", s.patchSize() * s.patchSize() * s.outChannels(), d);
     }
 
-    /** Opens {@code file}, validates it against {@code spec}, copies the weights and unmaps the file. */
-    static DitWeights load(ModelSpec spec, Path file) throws BackendException {
-        try (Safetensors st = Safetensors.open(file)) {
-            DitCheckpoint.validate(st, spec);
-            return new DitWeights(spec, st);
-        }
-    }
-
-    private static Linear linear(Safetensors st, String prefix, int out, int in) throws BackendException {
+    private static Linear linear(CheckpointReader st, String prefix, int out, int in) throws BackendException {
         return new Linear(st.floats(prefix + ".weight"), st.floats(prefix + ".bias"), out, in);
     }
 }

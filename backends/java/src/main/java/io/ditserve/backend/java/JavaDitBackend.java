@@ -25,6 +25,7 @@ public final class JavaDitBackend implements Backend {
     public static final String WEIGHTS_FILE = "weights.safetensors";
     public static final String PATH_OPTION = "java.path";
     public static final String MAX_BATCH_OPTION = "java.max_batch";
+    private static final System.Logger LOG = System.getLogger(JavaDitBackend.class.getName());
 
     private final ModelSpec spec;
     private final DitEngine engine;
@@ -44,10 +45,18 @@ public final class JavaDitBackend implements Backend {
                     + " [vector, scalar]");
         }
         int maxBatch = intOption(options, MAX_BATCH_OPTION, 8);
-        DitWeights weights = DitWeights.load(spec, spec.file(WEIGHTS_FILE));
-        DitEngine engine = path.equals("scalar")
-                ? new ScalarDit(spec, weights)
-                : new VectorDit(spec, weights, options.threads(), maxBatch);
+        long start = System.nanoTime();
+        DitEngine engine;
+        long bytes;
+        try (CheckpointReader reader = CheckpointReader.open(spec, spec.file(WEIGHTS_FILE))) {
+            engine = path.equals("scalar")
+                    ? new ScalarDit(spec, new DitWeights(spec, reader))
+                    : new VectorDit(spec, reader, options.threads(), maxBatch);
+            bytes = reader.bytesRead();
+        }
+        double seconds = (System.nanoTime() - start) / 1e9;
+        LOG.log(System.Logger.Level.INFO, () -> String.format("java backend loaded %s: %.1f MB of weights in %.1f s"
+                + " (%s path)", spec.name(), bytes / 1e6, seconds, path));
         return new JavaDitBackend(spec, engine);
     }
 

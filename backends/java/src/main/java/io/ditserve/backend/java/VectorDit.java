@@ -6,14 +6,12 @@ import static io.ditserve.backend.java.MatMul.S;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelSpec;
-import io.ditserve.backend.java.DitWeights.Block;
-import io.ditserve.backend.java.DitWeights.Linear;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
 
 /**
  * The fast path: the same forward pass as {@link ScalarDit}, with every matrix product on {@link MatMul} (weights
- * repacked once at load), split over the threads of a {@link Parallel} pool that this engine owns. Activations
+ * packed once at load, each as it is read from the checkpoint, so only the packed copy is ever held), split over the threads of a {@link Parallel} pool that this engine owns. Activations
  * live in buffers sized at load for a batch of {@code java.max_batch} samples; a larger batch replaces them once
  * with bigger ones that later calls reuse, so a sampling loop allocates nothing per step.
  */
@@ -25,10 +23,13 @@ final class VectorDit implements DitEngine {
 
     /** A Linear layer with its weight packed as B = Wᵀ and its bias padded, for {@link MatMul}. */
     private record Packed(float[] panels, float[] bias, int out, int in) {
-        static Packed of(Linear l) {
-            float[] panels = new float[MatMul.packedSize(l.in(), l.out())];
-            MatMul.pack(l.weight(), 0, 1, l.in(), l.in(), l.out(), panels);
-            return new Packed(panels, MatMul.paddedBias(l.bias(), l.out()), l.out(), l.in());
+        /** Reads {@code prefix.weight} (out, in) into the reader's scratch array and packs it. */
+        static Packed read(CheckpointReader r, String prefix, int out, int in) throws BackendException {
+            float[] bias = MatMul.paddedBias(r.floats(prefix + ".bias"), out);
+            float[] weight = r.scratch(prefix + ".weight");
+            float[] panels = new float[MatMul.packedSize(in, out)];
+            MatMul.pack(weight, 0, 1, in, in, out, panels);
+            return new Packed(panels, bias, out, in);
         }
     }
 
@@ -59,26 +60,30 @@ final class VectorDit implements DitEngine {
     private final NormJob normJob = new NormJob();
     private final AttentionJob attentionJob = new AttentionJob();
 
-    VectorDit(ModelSpec spec, DitWeights w, int threads, int maxBatch) {
+    /** Reads and packs the weights of {@code r} (validated against {@code spec}); the reader stays the caller's. */
+    VectorDit(ModelSpec spec, CheckpointReader r, int threads, int maxBatch) throws BackendException {
         this.spec = spec;
         this.d = spec.hiddenSize();
         this.tokens = spec.tokens();
         this.heads = spec.numHeads();
         this.headDim = spec.headDim();
         this.attentionScale = (float) Math.pow(headDim, -0.5);
-        posEmbed = w.posEmbed;
-        xEmbedder = Packed.of(w.xEmbedder);
-        tMlp0 = Packed.of(w.tMlp0);
-        tMlp2 = Packed.of(w.tMlp2);
-        yEmbedding = w.yEmbedding;
-        blocks = new PackedBlock[w.blocks.length];
+        int p2 = spec.patchSize() * spec.patchSize();
+        posEmbed = r.floats("pos_embed");
+        xEmbedder = Packed.read(r, "x_embedder.proj", d, spec.inChannels() * p2);
+        tMlp0 = Packed.read(r, "t_embedder.mlp.0", d, DitMath.FREQ_DIM);
+        tMlp2 = Packed.read(r, "t_embedder.mlp.2", d, d);
+        yEmbedding = r.floats("y_embedder.embedding_table.weight");
+        blocks = new PackedBlock[spec.depth()];
         for (int i = 0; i < blocks.length; i++) {
-            Block b = w.blocks[i];
-            blocks[i] = new PackedBlock(Packed.of(b.adaLN()), Packed.of(b.qkv()), Packed.of(b.proj()),
-                    Packed.of(b.fc1()), Packed.of(b.fc2()));
+            String b = "blocks." + i + ".";
+            blocks[i] = new PackedBlock(Packed.read(r, b + "adaLN_modulation.1", 6 * d, d),
+                    Packed.read(r, b + "attn.qkv", 3 * d, d), Packed.read(r, b + "attn.proj", d, d),
+                    Packed.read(r, b + "mlp.fc1", spec.mlpHidden(), d),
+                    Packed.read(r, b + "mlp.fc2", d, spec.mlpHidden()));
         }
-        finalAdaLN = Packed.of(w.finalAdaLN);
-        finalLinear = Packed.of(w.finalLinear);
+        finalAdaLN = Packed.read(r, "final_layer.adaLN_modulation.1", 2 * d, d);
+        finalLinear = Packed.read(r, "final_layer.linear", p2 * spec.outChannels(), d);
         act = new Activations(maxBatch);
         scratch = new Scratch[threads];
         for (int i = 0; i < threads; i++) {

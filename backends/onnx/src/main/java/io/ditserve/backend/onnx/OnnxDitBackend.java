@@ -22,6 +22,10 @@ import java.util.List;
  * The DiT forward pass on ONNX Runtime, from the {@code model.onnx} of a model folder. Options: see
  * {@link OnnxRunner} ({@code onnx.provider}, {@code onnx.cuda.device}, {@code onnx.optimization}).
  *
+ * <p>A graph over protobuf's 2 GB limit (DiT-XL/2) keeps its weights in {@code model.onnx.data} beside it
+ * ({@link #DATA_FILE}, written by tools/convert.py); it is checked before the session is created
+ * ({@link ExternalData}: missing or short fails naming it) and ONNX Runtime reads it relative to the model file.
+ *
  * <p>The model must follow the contract of tools/dit/export.py: inputs {@code x} [N, C_in, H, W] float32,
  * {@code t} [N] int64, {@code y} [N] int64, output {@code out} [N, C_out, H, W] float32, with a dynamic N. It is
  * checked against that contract and the {@link ModelSpec} at load, so a wrong file fails at start-up, not at the
@@ -31,6 +35,8 @@ import java.util.List;
  */
 public final class OnnxDitBackend implements Backend {
     public static final String MODEL_FILE = "model.onnx";
+    /** Where tools/convert.py puts the weights of a graph that keeps them outside (docs/MODEL_FORMAT.md). */
+    public static final String DATA_FILE = "model.onnx.data";
     public static final String PROVIDER_OPTION = OnnxRunner.PROVIDER_OPTION;
     public static final String CUDA_DEVICE_OPTION = OnnxRunner.CUDA_DEVICE_OPTION;
     public static final String OPTIMIZATION_OPTION = OnnxRunner.OPTIMIZATION_OPTION;

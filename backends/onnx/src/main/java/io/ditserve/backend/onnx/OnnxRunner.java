@@ -60,6 +60,8 @@ final class OnnxRunner implements AutoCloseable {
     /** Process-wide and shared with every other ONNX Runtime user in the JVM: not ours to close. */
     final OrtEnvironment env;
     final Path file;
+    /** The model's external-data files (empty when its weights are inside it), checked before the session. */
+    final ExternalData.Summary externalData;
     // Native objects this runner owns; closed in reverse order of creation. The options outlive the session.
     private final OrtSession.SessionOptions sessionOptions;
     final OrtSession session;
@@ -70,10 +72,11 @@ final class OnnxRunner implements AutoCloseable {
         return sessionOptions;
     }
 
-    private OnnxRunner(OrtEnvironment env, Path file, OrtSession.SessionOptions sessionOptions, OrtSession session,
-            String threadName) {
+    private OnnxRunner(OrtEnvironment env, Path file, ExternalData.Summary externalData,
+            OrtSession.SessionOptions sessionOptions, OrtSession session, String threadName) {
         this.env = env;
         this.file = file;
+        this.externalData = externalData;
         this.sessionOptions = sessionOptions;
         this.session = session;
         ScheduledThreadPoolExecutor watcher = new ScheduledThreadPoolExecutor(1,
@@ -106,6 +109,8 @@ final class OnnxRunner implements AutoCloseable {
         if (!Files.isRegularFile(file)) {
             throw new BackendException(file + ": missing (" + what + ")");
         }
+        // a graph over 2 GB keeps its weights in model.onnx.data beside it: a missing or short one is named here
+        ExternalData.Summary external = ExternalData.check(file);
         OrtEnvironment env = environment();
         OrtSession.SessionOptions sessionOptions = new OrtSession.SessionOptions();
         OrtSession session = null;
@@ -127,9 +132,10 @@ final class OnnxRunner implements AutoCloseable {
             try {
                 session = env.createSession(file.toString(), sessionOptions);
             } catch (OrtException e) {
-                throw new BackendException(file + ": ONNX Runtime cannot load it: " + e.getMessage(), e);
+                throw new BackendException(file + (external.isEmpty() ? "" : " (" + external.describe() + ")")
+                        + ": ONNX Runtime cannot load it: " + e.getMessage(), e);
             }
-            return new OnnxRunner(env, file, sessionOptions, session, threadName);
+            return new OnnxRunner(env, file, external, sessionOptions, session, threadName);
         } catch (BackendException | RuntimeException e) {
             closeNative(file, session, sessionOptions);
             throw e;
@@ -166,16 +172,21 @@ final class OnnxRunner implements AutoCloseable {
         throw new BackendException(CUDA_DEVICE_OPTION + " must be a device id >= 0, found '" + v + "'");
     }
 
+    /** The model file for messages, with its external data if it has any. */
+    String source() {
+        return externalData.isEmpty() ? file.toString() : file + " (" + externalData.describe() + ")";
+    }
+
     /** Checks that the session's input and output names are exactly the contract's (listed in its order). */
     void checkNames(List<String> inputs, List<String> outputs) throws BackendException {
         Map<String, NodeInfo> in = inputInfo();
         Map<String, NodeInfo> out = outputInfo();
         if (!in.keySet().equals(Set.copyOf(inputs))) {
-            throw new BackendException(file + ": expected " + (inputs.size() == 1 ? "one input " : "inputs ")
+            throw new BackendException(source() + ": expected " + (inputs.size() == 1 ? "one input " : "inputs ")
                     + inputs + ", found " + in.keySet());
         }
         if (!out.keySet().equals(Set.copyOf(outputs))) {
-            throw new BackendException(file + ": expected " + (outputs.size() == 1 ? "one output " : "outputs ")
+            throw new BackendException(source() + ": expected " + (outputs.size() == 1 ? "one output " : "outputs ")
                     + outputs + ", found " + out.keySet());
         }
     }
@@ -205,7 +216,7 @@ final class OnnxRunner implements AutoCloseable {
      */
     void checkTensor(String role, NodeInfo node, OnnxJavaType type, String layout, Dim... dims)
             throws BackendException {
-        String where = file + ": " + role + " '" + node.getName() + "': ";
+        String where = source() + ": " + role + " '" + node.getName() + "': ";
         if (!(node.getInfo() instanceof TensorInfo info)) {
             throw new BackendException(where + "expected a tensor, found " + node.getInfo());
         }
