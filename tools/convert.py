@@ -326,7 +326,7 @@ def main(argv=None):
                     help="default: latent for 4-channel models, else pixel")
     ap.add_argument("--guidance-mode", choices=["first3", "all"], default="first3")
     ap.add_argument("--guidance", type=float, default=4.0)
-    ap.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm")
+    ap.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp_2m"], default="ddpm")
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--onnx-external-data", action="store_true",

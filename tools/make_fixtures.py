@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Generates the reference fixtures the Java tests compare against (tools/fixtures/README.md describes them).
 
-  /usr/bin/python3 tools/make_fixtures.py [--out tools/fixtures] [--bundled models/fashion-dit]
+  /usr/bin/python3 tools/make_fixtures.py [--out tools/fixtures] [--bundled models/fashion-dit] [--keep-existing]
 
-Deterministic: the same torch version writes the same files.
+Deterministic on one machine: the same torch version on the same CPU writes the same files. Another CPU can differ
+in the last bits of the model's float32 output (its BLAS kernels differ), so --keep-existing keeps every tensor that
+an existing cases.safetensors already holds byte for byte and adds only the missing ones (new trajectories).
 """
 import argparse
 import json
@@ -37,6 +39,10 @@ TRAJECTORIES = [
     ("ddpm", "ddpm", 0.0, 1.0, "all"),
     ("ddpm_cfg_first3", "ddpm", 0.0, 4.0, "first3"),
     ("ddpm_cfg_all", "ddpm", 0.0, 4.0, "all"),
+    # appended after the others so that their seeds (seed + index) and tensors stay unchanged
+    ("dpmpp_2m", "dpmpp_2m", 0.0, 1.0, "all"),
+    ("dpmpp_2m_cfg_first3", "dpmpp_2m", 0.0, 4.0, "first3"),
+    ("dpmpp_2m_cfg_all", "dpmpp_2m", 0.0, 4.0, "all"),
 ]
 
 
@@ -93,6 +99,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
     ap.add_argument("--bundled", default=None, help="also write a forward case for this model folder")
+    ap.add_argument("--keep-existing", action="store_true",
+                    help="keep the tensors an existing cases.safetensors holds; add only the missing ones")
     a = ap.parse_args()
     torch.manual_seed(0)
     for idx, (name, cfg) in enumerate(FIXTURE_MODELS.items()):
@@ -107,6 +115,12 @@ def main():
         tensors = forward_case(model, cfg, 200 + idx)
         traj, meta = trajectory_cases(model, cfg, 300 + 10 * idx)
         tensors.update(traj)
+        cases = os.path.join(folder, "cases.safetensors")
+        if a.keep_existing and os.path.exists(cases):
+            old, _ = safetensors_io.read(cases)
+            kept = [k for k in tensors if k in old]
+            tensors.update({k: old[k] for k in kept})
+            print(f"{folder}: kept {len(kept)} existing tensors, added {len(tensors) - len(kept)}")
         safetensors_io.write(os.path.join(folder, "cases.safetensors"), tensors,
                              {"trajectories": json.dumps(meta), "generator": "tools/make_fixtures.py",
                               "torch": torch.__version__})

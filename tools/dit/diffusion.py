@@ -1,5 +1,5 @@
 """Diffusion maths of DiT, written from ../shared/DIT_SPEC.md: linear schedule, respacing, DDPM (learned range and
-fixed variance), DDIM with eta, classifier-free guidance in both modes.
+fixed variance), DDIM with eta, DPM-Solver++(2M) (docs/SAMPLERS.md), classifier-free guidance in both modes.
 
 Coefficients are computed in float64 and cast to float32 before they touch a tensor, as the released code does; the
 Java samplers follow the same rule so that trajectories agree step by step.
@@ -122,6 +122,44 @@ def ddim_step(x, eps, sched, i, eta, noise):
     return x_prev, x0
 
 
+def _log_snr_half(ac):
+    """λ = log(α/σ) = ½·log(ᾱ/(1 − ᾱ)); +inf at ᾱ = 1 (σ = 0)."""
+    return np.inf if ac >= 1.0 else 0.5 * (np.log(ac) - np.log1p(-ac))
+
+
+def dpmpp_2m_coefficients(sched, i):
+    """Coefficients of the DPM-Solver++(2M) step from sampling index i (ᾱ_s = ᾱ[i]) to i − 1 (ᾱ_t = ᾱ_prev[i],
+    1 at i = 0): (c_x, c_d, k) with x_next = c_x·x + c_d·(D_i + k·(D_i − D_prev)). k = 0 means first order
+    (the first step, i = N − 1, and the final step to σ = 0, i = 0, where c_x = 0 and c_d = 1)."""
+    a_s, a_t = sched.alphas_cumprod[i], sched.alphas_cumprod_prev[i]
+    if i == 0:
+        return 0.0, 1.0, 0.0
+    sig_s, sig_t, al_t = np.sqrt(1.0 - a_s), np.sqrt(1.0 - a_t), np.sqrt(a_t)
+    h = _log_snr_half(a_t) - _log_snr_half(a_s)
+    c_x = sig_t / sig_s
+    c_d = -al_t * np.expm1(-h)
+    k = 0.0
+    if i < len(sched) - 1:
+        h0 = _log_snr_half(a_s) - _log_snr_half(sched.alphas_cumprod[i + 1])
+        k = h / (2.0 * h0)  # 1 / (2r), r = h0 / h
+    return c_x, c_d, k
+
+
+def dpmpp_2m_step(x, eps, sched, i, prev_x0):
+    """One DPM-Solver++(2M) step from sampling index i to i − 1. prev_x0 is the data prediction of the previous
+    step (index i + 1), None at the first step. Returns (x_next, x0) with x0 = D_i, the data prediction."""
+    x0 = predict_x0(x, eps, sched, i)
+    c_x, c_d, k = dpmpp_2m_coefficients(sched, i)
+    if i == 0:
+        return x0.clone(), x0
+    d = x0
+    if k != 0.0:
+        if prev_x0 is None:
+            raise ValueError("DPM-Solver++(2M) second-order step without the previous data prediction")
+        d = x0 + _f(k) * (x0 - prev_x0)
+    return _f(c_x) * x + _f(c_d) * d, x0
+
+
 @torch.no_grad()
 def sample(model, x_T, y, steps, sampler="ddim", eta=0.0, guidance=None, guidance_mode="all", noises=None,
            generator=None, trace=None):
@@ -131,6 +169,7 @@ def sample(model, x_T, y, steps, sampler="ddim", eta=0.0, guidance=None, guidanc
     in_ch, learn_sigma, null_class = cfg["in_channels"], cfg["learn_sigma"], cfg["num_classes"]
     sched = Schedule(steps)
     x = x_T.clone()
+    prev_x0 = None
     for i in reversed(range(len(sched))):
         out = guided_model_output(model, x, i, sched, y, null_class, guidance, guidance_mode, in_ch)
         eps, v = split_output(out, in_ch, learn_sigma)
@@ -142,6 +181,9 @@ def sample(model, x_T, y, steps, sampler="ddim", eta=0.0, guidance=None, guidanc
             x_next, x0 = ddpm_step(x, eps, v, sched, i, z)
         elif sampler == "ddim":
             x_next, x0 = ddim_step(x, eps, sched, i, eta, z)
+        elif sampler == "dpmpp_2m":
+            x_next, x0 = dpmpp_2m_step(x, eps, sched, i, prev_x0)
+            prev_x0 = x0
         else:
             raise ValueError(f"unknown sampler {sampler}")
         if trace is not None:

@@ -40,6 +40,7 @@ class DitClientTest(unittest.TestCase):
         c = dit_client.DitClient("localhost:1")
         self.assertEqual(c.enum("OutputFormat", "OUTPUT_FORMAT_IMAGE_TENSOR"), 3)
         self.assertEqual(c.enum("PreviewDecoder", "PREVIEW_DECODER_TINY"), 2)
+        self.assertEqual(c.enum("Sampler", dit_client.SAMPLERS["dpmpp-2m"]), 3)
         req = c.message("GenerateRequest")(model="m", output_formats=[1, 2, 3], preview_decoder=3)
         self.assertEqual(list(req.output_formats), [1, 2, 3])
         self.assertEqual(c.enum_name("PreviewDecoder", req.preview_decoder), "PREVIEW_DECODER_FULL")

@@ -139,6 +139,79 @@ class SamplerTest(unittest.TestCase):
         torch.testing.assert_close(out_all[:, 4:], cond[:, 4:])
 
 
+class GaussianDataModel:
+    """The exact ε of data N(0, s²) per value: ε(x, t) = σ·x / (α²s² + σ²). Its probability-flow ODE is solved in
+    closed form: x_t / √(α_t²s² + σ_t²) stays constant."""
+    S2 = 0.25
+    cfg = dict(in_channels=1, learn_sigma=False, num_classes=1)
+
+    def __init__(self):
+        self.ac = torch.tensor(alphas_cumprod(linear_betas()), dtype=torch.float64)
+
+    def __call__(self, x, t, y):
+        a = self.ac[t].view(-1, 1, 1, 1).to(x.dtype)
+        return (1 - a).sqrt() * x / (a * self.S2 + 1 - a)
+
+    def exact(self, x_T):
+        a = float(self.ac[-1])
+        return x_T.double() * (self.S2 ** 0.5 / (a * self.S2 + 1 - a) ** 0.5)
+
+
+def dpmpp_2m_float64(model, x_T, steps):
+    """DPM-Solver++(2M) written independently, in float64, in diffusers' form (docs/SAMPLERS.md): with
+    D1 = (D_i − D_{i−1}) / r, x ← (σ_t/σ_s)·x − α_t(e^{−h} − 1)·D_i − ½·α_t(e^{−h} − 1)·D1; first order at the
+    first step and the final step (to σ = 0, where x ← D)."""
+    s = Schedule(steps)
+    acs = list(s.alphas_cumprod[::-1]) + [1.0]
+    lam = [0.5 * math.log(a / (1 - a)) if a < 1 else math.inf for a in acs]
+    x, prev = x_T.double(), None
+    for j in range(steps):
+        i = steps - 1 - j
+        t = torch.full((x.shape[0],), s.timesteps[i], dtype=torch.long)
+        eps = model(x, t, None)
+        d = (x - math.sqrt(1 - acs[j]) * eps) / math.sqrt(acs[j])
+        if acs[j + 1] >= 1:
+            return d
+        h = lam[j + 1] - lam[j]
+        coef = math.sqrt(acs[j + 1]) * math.expm1(-h)
+        x_new = math.sqrt(1 - acs[j + 1]) / math.sqrt(1 - acs[j]) * x - coef * d
+        if prev is not None:
+            r = (lam[j] - lam[j - 1]) / h
+            x_new = x_new - 0.5 * coef * (d - prev) / r
+        x, prev = x_new, d
+    return x
+
+
+class DpmSolverTest(unittest.TestCase):
+    def test_matches_an_independent_float64_implementation(self):
+        m = GaussianDataModel()
+        x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+        # (2 steps jump from t = 999 straight to D, where float32 cancellation in (x − σε)/α costs ~1e-3: left out)
+        for steps in (1, 3, 8, 20):
+            got = sample(m, x, torch.zeros(3, dtype=torch.long), steps, "dpmpp_2m", guidance=1.0).double()
+            want = dpmpp_2m_float64(m, x, steps)
+            self.assertLess(float((got - want).abs().max() / want.abs().max()), 1e-4, steps)
+
+    def test_second_order_step_is_used_between_first_and_last(self):
+        # with 3 steps only the middle step is second order: dropping it (DDIM-like first order everywhere) differs
+        from dit.diffusion import dpmpp_2m_coefficients
+        s = Schedule(3)
+        self.assertEqual(dpmpp_2m_coefficients(s, 2)[2], 0.0)
+        self.assertGreater(dpmpp_2m_coefficients(s, 1)[2], 0.0)
+        self.assertEqual(dpmpp_2m_coefficients(s, 0), (0.0, 1.0, 0.0))
+
+    def test_first_order_dpm_solver_is_ddim(self):
+        # the first-order DPM-Solver++ update is DDIM (eta 0) exactly in exact arithmetic: one step from t = 999
+        from dit.diffusion import ddim_step, dpmpp_2m_step
+        m = small_model()
+        s = Schedule(10)
+        x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+        eps = m(x, torch.full((2,), s.timesteps[9], dtype=torch.long), torch.tensor([1, 2]))[:, :4]
+        a, _ = dpmpp_2m_step(x, eps, s, 9, None)
+        b, _ = ddim_step(x, eps, s, 9, 0.0, None)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 class ExportAndConverterTest(unittest.TestCase):
     def test_safetensors_round_trip(self):
         with tempfile.TemporaryDirectory() as d:
@@ -234,6 +307,36 @@ class FixtureTest(unittest.TestCase):
                 out = m.eval()(cases["forward.x"], cases["forward.t"], cases["forward.y"])
             err = float((out - cases["forward.out"]).abs().max() / cases["forward.out"].abs().max())
             self.assertLess(err, 1e-5, name)
+
+    def test_fixture_trajectories_match_reference(self):
+        # every trajectory in the metadata, rerun by the reference from its x_T and noise. Not bit-exact across
+        # machines (the model's float32 matmuls round differently on another CPU): within 1e-5 of each tensor's
+        # largest magnitude
+        root = os.path.join(TOOLS, "fixtures")
+        for name in ("pixel-tiny", "latent-tiny"):
+            folder = os.path.join(root, name)
+            with open(os.path.join(folder, "config.json")) as f:
+                cfg = json.load(f)
+            m = dit_from_config(cfg)
+            m.load_state_dict(safetensors_io.read(os.path.join(folder, "weights.safetensors"))[0])
+            m.eval()
+            cases, meta = safetensors_io.read(os.path.join(folder, "cases.safetensors"))
+            trajs = json.loads(meta["trajectories"])
+            self.assertTrue({"dpmpp_2m", "dpmpp_2m_cfg_first3", "dpmpp_2m_cfg_all"} <= set(trajs), name)
+            for traj, tm in trajs.items():
+                p = f"traj.{traj}."
+                steps = tm["steps"]
+                noise = cases[p + "noise"]
+                trace = []
+                final = sample(m, cases[p + "x"][0], cases[p + "y"], steps, sampler=tm["sampler"], eta=tm["eta"],
+                               guidance=tm["guidance"], guidance_mode=tm["guidance_mode"],
+                               noises=[noise[steps - 1 - i] for i in range(steps)], trace=trace)
+                xs = torch.stack([tr[2] for tr in trace] + [final])
+                x0s = torch.stack([tr[3] for tr in trace])
+                for what, got in (("x", xs), ("x0", x0s)):
+                    want = cases[p + what]
+                    err = float((got - want).abs().max() / want.abs().max())
+                    self.assertLess(err, 1e-5, f"{name} {traj} {what}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ No generated code: message classes are built at run time from the descriptor set
 Latent models: --format png,tensor,image-tensor (repeatable or comma-separated; default png) also saves the latent
 (MODEL-SEED.tensor.4x32x32.f32) and the decoded float image (MODEL-SEED.image.3x256x256.f32) as raw little-endian
 float32 with the shape in the name, like the Java client; --previews K saves a preview frame every K steps
-(MODEL-SEED-stepNNNN.png) and --preview-decoder linear|tiny|full picks how they are rendered.
+(MODEL-SEED-stepNNNN.png) and --preview-decoder linear|tiny|full picks how they are rendered. --sampler
+ddpm|ddim|dpmpp-2m picks the sampler (default: the model's).
 """
 import argparse
 import os
@@ -62,6 +63,7 @@ class DitClient:
 
 
 FORMATS = {"png": "OUTPUT_FORMAT_PNG", "tensor": "OUTPUT_FORMAT_TENSOR", "image-tensor": "OUTPUT_FORMAT_IMAGE_TENSOR"}
+SAMPLERS = {"ddpm": "SAMPLER_DDPM", "ddim": "SAMPLER_DDIM", "dpmpp-2m": "SAMPLER_DPMPP_2M"}
 PREVIEW_DECODERS = {"linear": "PREVIEW_DECODER_LINEAR", "tiny": "PREVIEW_DECODER_TINY", "full": "PREVIEW_DECODER_FULL"}
 
 
@@ -101,6 +103,7 @@ def main():
     ap.add_argument("--count", type=int, default=1)
     ap.add_argument("--steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="default: the model's")
     ap.add_argument("--format", action="append", default=None,
                     help="png, tensor, image-tensor; repeatable or comma-separated (default png)")
     ap.add_argument("--previews", type=int, default=0, metavar="K", help="save a preview frame every K steps")
@@ -117,6 +120,8 @@ def main():
                output_formats=[client.enum("OutputFormat", FORMATS[f]) for f in formats])
     if a.label is not None:
         req["class_id" if a.label.isdigit() else "class_name"] = int(a.label) if a.label.isdigit() else a.label
+    if a.sampler:
+        req["sampler"] = client.enum("Sampler", SAMPLERS[a.sampler])
     if a.previews:
         req["preview_interval"] = a.previews
     if a.preview_decoder:

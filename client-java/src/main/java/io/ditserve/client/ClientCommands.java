@@ -36,7 +36,7 @@ public final class ClientCommands {
         int count;
         @Option(names = "--steps", defaultValue = "0", description = "denoising steps (default: the model's)")
         int steps;
-        @Option(names = "--sampler", description = "ddpm or ddim (default: the model's)")
+        @Option(names = "--sampler", description = "ddpm, ddim or dpmpp-2m (DPM-Solver++(2M)) (default: the model's)")
         String sampler;
         @Option(names = "--eta", description = "DDIM eta in [0, 1] (default: the model's)")
         Float eta;
@@ -104,7 +104,9 @@ public final class ClientCommands {
                 b.setSampler(switch (sampler.toLowerCase()) {
                     case "ddpm" -> Sampler.SAMPLER_DDPM;
                     case "ddim" -> Sampler.SAMPLER_DDIM;
-                    default -> throw new IllegalArgumentException("--sampler must be ddpm or ddim, got " + sampler);
+                    case "dpmpp-2m", "dpmpp_2m" -> Sampler.SAMPLER_DPMPP_2M;
+                    default -> throw new IllegalArgumentException("--sampler must be ddpm, ddim or dpmpp-2m, got "
+                            + sampler);
                 });
             }
             if (eta != null) {

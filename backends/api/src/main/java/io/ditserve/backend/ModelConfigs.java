@@ -14,7 +14,7 @@ import java.util.Set;
 public final class ModelConfigs {
     public static final String CONFIG_FILE = "config.json";
     private static final ObjectMapper JSON = new ObjectMapper();
-    private static final Set<String> SAMPLERS = Set.of("ddpm", "ddim");
+    private static final Set<String> SAMPLERS = Set.of("ddpm", "ddim", "dpmpp_2m");
     private static final Set<String> GUIDANCE_MODES = Set.of("first3", "all");
     private static final Set<String> SPACES = Set.of("pixel", "latent");
 

@@ -48,6 +48,7 @@ final class ProtoMapping {
         return switch (s) {
             case SAMPLER_DDPM -> Sampler.DDPM;
             case SAMPLER_DDIM -> Sampler.DDIM;
+            case SAMPLER_DPMPP_2M -> Sampler.DPMPP_2M;
             default -> throw new IllegalArgumentException("no domain sampler for " + s);
         };
     }
@@ -56,12 +57,20 @@ final class ProtoMapping {
         return switch (s) {
             case DDPM -> io.ditserve.proto.v1.Sampler.SAMPLER_DDPM;
             case DDIM -> io.ditserve.proto.v1.Sampler.SAMPLER_DDIM;
+            case DPMPP_2M -> io.ditserve.proto.v1.Sampler.SAMPLER_DPMPP_2M;
         };
     }
 
-    /** The model's default sampler (config.json {@code defaults.sampler}, validated to ddpm or ddim at load). */
+    /**
+     * The model's default sampler (config.json {@code defaults.sampler}, validated to ddpm, ddim or dpmpp_2m at
+     * load).
+     */
     static Sampler modelSampler(ModelSpec spec) {
-        return spec.defaults().sampler().equals("ddpm") ? Sampler.DDPM : Sampler.DDIM;
+        return switch (spec.defaults().sampler()) {
+            case "ddpm" -> Sampler.DDPM;
+            case "dpmpp_2m" -> Sampler.DPMPP_2M;
+            default -> Sampler.DDIM;
+        };
     }
 
     static Samplers.GuidanceMode guidanceMode(GuidanceMode m) {

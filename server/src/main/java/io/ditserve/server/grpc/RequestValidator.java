@@ -100,7 +100,7 @@ public final class RequestValidator {
         Sampler sampler = switch (r.getSampler()) {
             case SAMPLER_UNSPECIFIED -> ProtoMapping.modelSampler(spec);
             case UNRECOGNIZED -> throw invalid("sampler", "unknown value " + r.getSamplerValue()
-                    + "; allowed SAMPLER_DDPM, SAMPLER_DDIM or unspecified");
+                    + "; allowed SAMPLER_DDPM, SAMPLER_DDIM, SAMPLER_DPMPP_2M or unspecified");
             default -> ProtoMapping.sampler(r.getSampler());
         };
 

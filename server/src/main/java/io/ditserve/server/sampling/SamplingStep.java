@@ -6,8 +6,10 @@ import java.util.Objects;
 /**
  * One generation's sampler update, as the engine runs it and as the sampler parity test checks it: combine the
  * model output of the generation's samples (its n images, then their n unconditional twins when guided) with
- * classifier-free guidance, then take the DDIM or DDPM step. Holds the generation's guidance scratch, allocated
- * once; stateless otherwise, so generations with different samplers mix freely in one forward pass.
+ * classifier-free guidance, then take the DDIM, DDPM or DPM-Solver++(2M) step. Holds the generation's guidance
+ * scratch, allocated once, and the generation's sampler state: DPM-Solver++(2M) keeps the previous step's data
+ * prediction here. Nothing is shared between instances, so generations with different samplers mix freely in one
+ * forward pass; one instance serves one generation, its steps applied in sampling order (i = N−1 down to 0).
  */
 public final class SamplingStep {
     private final ModelSpec spec;
@@ -19,6 +21,10 @@ public final class SamplingStep {
     private final int n;
     private final int hw;
     private final float[] guided;
+    /** DPM-Solver++(2M): the data prediction of the last step taken; null for the other samplers. */
+    private final float[] prevX0;
+    /** The sampling index of the last step taken, or −1 before the first. */
+    private int lastIndex = -1;
 
     public SamplingStep(ModelSpec spec, NoiseSchedule schedule, Sampler sampler, float eta, float guidance,
             Samplers.GuidanceMode mode, int n) {
@@ -31,6 +37,7 @@ public final class SamplingStep {
         this.n = n;
         this.hw = spec.inputSize() * spec.inputSize();
         this.guided = guided() ? new float[n * spec.outChannels() * hw] : null;
+        this.prevX0 = sampler == Sampler.DPMPP_2M ? new float[n * spec.inChannels() * hw] : null;
     }
 
     public boolean guided() {
@@ -52,7 +59,8 @@ public final class SamplingStep {
     }
 
     /**
-     * The step from sampling index i.
+     * The step from sampling index i. DPM-Solver++(2M) starts at i = N−1 and then needs the steps in order (each
+     * uses the previous one's data prediction): anything else is an IllegalStateException.
      *
      * @param x the current samples [n, C, H, W]
      * @param out the model output of this generation's samples [samples(), C_out, H, W]
@@ -68,10 +76,21 @@ public final class SamplingStep {
             Samplers.guide(out, n, cOut, cIn, hw, guidance, mode, guided);
             eps = guided;
         }
-        if (sampler == Sampler.DDIM) {
-            Samplers.ddimStep(schedule, i, eta, x, eps, n, cIn, cOut, hw, noise, x0, xNext);
-        } else {
-            Samplers.ddpmStep(schedule, i, spec.learnSigma(), x, eps, n, cIn, cOut, hw, noise, x0, xNext);
+        switch (sampler) {
+            case DDIM -> Samplers.ddimStep(schedule, i, eta, x, eps, n, cIn, cOut, hw, noise, x0, xNext);
+            case DDPM -> Samplers.ddpmStep(schedule, i, spec.learnSigma(), x, eps, n, cIn, cOut, hw, noise, x0,
+                    xNext);
+            case DPMPP_2M -> {
+                boolean first = i == schedule.size() - 1;
+                if (!first && lastIndex != i + 1) {
+                    throw new IllegalStateException("DPM-Solver++(2M) step from index " + i + " after "
+                            + (lastIndex < 0 ? "no step" : "the step from index " + lastIndex)
+                            + ": steps must run in order from index " + (schedule.size() - 1));
+                }
+                Samplers.dpmpp2mStep(schedule, i, x, eps, first ? null : prevX0, n, cIn, cOut, hw, x0, xNext);
+                System.arraycopy(x0, 0, prevX0, 0, prevX0.length);
+            }
         }
+        lastIndex = i;
     }
 }
