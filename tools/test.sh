@@ -4,6 +4,7 @@
 #   2. Java build and tests (Maven; unit, in-process gRPC, parity with the PyTorch fixtures)
 #   3. packaging checks (docker-compose config; no Docker engine needed)
 #   4. end-to-end: `./dit serve` as a process, `./dit generate` and the Python client against it
+#   5. a real load balancer: nginx in front of two replicas (tools/lb_test.sh; installs Debian's nginx if missing)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -34,4 +35,6 @@ echo "docker-compose config ok"
 
 echo "== end-to-end: ./dit serve + ./dit generate + Python client"
 bash tools/e2e.sh
+echo "== load balancer: nginx (grpc_pass, deploy/nginx-grpc.conf) in front of two ./dit serve replicas"
+bash tools/lb_test.sh
 echo "== all tests passed"
