@@ -123,7 +123,7 @@ final class Bench implements Callable<Integer> {
         }
         if (!noGeneration) {
             for (String name : names) {
-                generationTiming(Path.of(root), name, models.get(0).getFileName().toString());
+                generationTiming(models.get(0), name);
             }
         }
         return 0;
@@ -160,6 +160,24 @@ final class Bench implements Callable<Integer> {
         }
         Arrays.sort(ms);
         return ms[ms.length / 2];
+    }
+
+    /**
+     * A whole generation of the model in {@code modelDir} through a server. The server serves a models folder, and
+     * {@code --model} may name a folder anywhere: it gets a temporary models folder holding one link to it, under
+     * the folder's name (so only this model is loaded, and its name is the one a client asks for).
+     */
+    private void generationTiming(Path modelDir, String backend) throws Exception {
+        Path dir = modelDir.toAbsolutePath().normalize();
+        String model = dir.getFileName().toString();
+        Path root = Files.createTempDirectory("dit-bench-models");
+        Path link = Files.createSymbolicLink(root.resolve(model), dir);
+        try {
+            generationTiming(root, backend, model);
+        } finally {
+            Files.deleteIfExists(link);
+            Files.deleteIfExists(root);
+        }
     }
 
     private void generationTiming(Path modelRoot, String backend, String model) throws Exception {
