@@ -36,6 +36,10 @@ import org.slf4j.MDC;
  * alone is served first come, first served; a client with many generations waiting cannot push a newcomer of
  * another client behind all of them.
  *
+ * <p>Final VAE decodes run on a second thread of the loop, one at a time, while the loop keeps stepping the other
+ * generations; a generation waiting for or in its decode still holds its slot of {@code maxActive}, which bounds
+ * the decodes pending (and their memory) when decoding is slower than sampling.
+ *
  * <p>Loops of different models never wait for each other: each has its own thread. Batch buffers are allocated once
  * per batch size and reused; the hot path allocates nothing but the events it emits.
  */
@@ -55,6 +59,10 @@ final class ComputeLoop {
     /** Round of the generation that started last (start-time fair queuing's virtual time). */
     private long startedRound;
     private final List<Generation> active = new ArrayList<>();
+    /** Generations whose sampling is done and whose VAE decode is queued or running on {@link #decodes}. */
+    private final List<Generation> decoding = new ArrayList<>();
+    /** Final VAE decodes, one at a time, beside the stepping (threads start on first use). */
+    private final java.util.concurrent.ExecutorService decodes;
     private final List<Generation> tick = new ArrayList<>();
     private final Thread thread;
     private boolean accepting = true;
@@ -94,6 +102,8 @@ final class ComputeLoop {
         owner = new Generation[max];
         ownerSample = new int[max];
         thread = Thread.ofPlatform().name("dit-compute-" + model.name()).daemon(false).unstarted(this::run);
+        decodes = java.util.concurrent.Executors.newSingleThreadExecutor(
+                Thread.ofPlatform().name("dit-decode-" + model.name()).daemon(true).factory());
     }
 
     void start() {
@@ -131,7 +141,7 @@ final class ComputeLoop {
                         ? "model " + model.name() + " cannot compute (its compute loop failed); retry on another replica"
                         : "server is shutting down; retry on another replica"));
             }
-            boolean runsNow = active.size() < config.maxActive() && waiting.isEmpty();
+            boolean runsNow = slotsTaken() < config.maxActive() && waiting.isEmpty();
             if (!runsNow && waiting.size() >= config.maxQueued()) {
                 throw new Rejected(new Failure(Failure.Code.RESOURCE_EXHAUSTED, "server busy: " + active.size()
                         + " generations of model " + model.name() + " running and " + waiting.size()
@@ -228,7 +238,8 @@ final class ComputeLoop {
         try {
             while (true) {
                 synchronized (lock) {
-                    while (active.isEmpty() && waiting.isEmpty() && !stopped) {
+                    while (active.isEmpty() && (waiting.isEmpty() || slotsTaken() >= config.maxActive())
+                            && !stopped) {
                         lock.wait();
                     }
                     if (stopped && active.isEmpty() && waiting.isEmpty()) {
@@ -244,7 +255,16 @@ final class ComputeLoop {
                         if (g.ended) {
                             active.remove(g);
                             left(g, false);
-                            completed++;
+                            if (g.awaitingDecode() && !g.isCancelled() && !stopping) {
+                                decoding.add(g);
+                                decodes.execute(() -> decode(g));
+                            } else {
+                                if (g.awaitingDecode()) { // its listener has not been told yet
+                                    g.listener.onFailed(g.isCancelled() ? g.cancelFailure()
+                                            : Failure.unavailable("server shut down before the generation finished"));
+                                }
+                                completed++;
+                            }
                         }
                     }
                     lock.notifyAll();
@@ -283,7 +303,7 @@ final class ComputeLoop {
     /** Moves waiting generations into free slots and tells the rest their new positions. Holds the lock. */
     private void promote() {
         boolean moved = false;
-        while (active.size() < config.maxActive() && !waiting.isEmpty()) {
+        while (slotsTaken() < config.maxActive() && !waiting.isEmpty()) {
             Generation g = waiting.pollFirst();
             active.add(g);
             Ticket t = tickets.get(g);
@@ -492,6 +512,35 @@ final class ComputeLoop {
         }
     }
 
+    /** Slots of max_active in use: stepping generations and those whose final decode is pending. Holds the lock. */
+    private int slotsTaken() {
+        return active.size() + decoding.size();
+    }
+
+    /** The final VAE decode of a generation whose sampling is done, on the decode thread. */
+    private void decode(Generation g) {
+        MDC.put("rid", g.id);
+        try {
+            g.decodeAndFinish(() -> stopping);
+        } catch (BackendException.Cancelled e) {
+            g.listener.onFailed(g.isCancelled() ? g.cancelFailure()
+                    : Failure.unavailable("server shut down before the generation finished"));
+        } catch (BackendException e) {
+            g.listener.onFailed(Failure.internal("decoder of backend '" + model.backend().name() + "' failed: "
+                    + e.getMessage()));
+        } catch (Throwable e) {
+            log.error("[{}] decoding failed", g.id, e);
+            g.listener.onFailed(Failure.internal("decoding failed: " + e));
+        } finally {
+            MDC.remove("rid");
+            synchronized (lock) {
+                decoding.remove(g);
+                completed++;
+                lock.notifyAll();
+            }
+        }
+    }
+
     /** The generation's step is complete: its sampler update, events, and after the last step decoding. */
     private void finish(Generation g) {
         MDC.put("rid", g.id);
@@ -526,6 +575,9 @@ final class ComputeLoop {
             for (Generation g : active) {
                 running.add(Engine.GenerationInfo.of(g, 0, now));
             }
+            for (Generation g : decoding) {
+                running.add(Engine.GenerationInfo.of(g, 0, now));
+            }
             int pos = 1;
             for (Generation g : waiting) {
                 queued.add(Engine.GenerationInfo.of(g, pos++, now));
@@ -535,7 +587,7 @@ final class ComputeLoop {
 
     int[] counts() {
         synchronized (lock) {
-            return new int[] {active.size(), waiting.size()};
+            return new int[] {active.size() + decoding.size(), waiting.size()};
         }
     }
 
@@ -564,7 +616,7 @@ final class ComputeLoop {
     /** Whether nothing runs or waits. */
     boolean idle() {
         synchronized (lock) {
-            return active.isEmpty() && waiting.isEmpty();
+            return active.isEmpty() && waiting.isEmpty() && decoding.isEmpty();
         }
     }
 
@@ -586,9 +638,11 @@ final class ComputeLoop {
             lock.notifyAll();
         }
         neverStarted.forEach(g -> g.listener.onFailed(f));
+        decodes.shutdown(); // running decodes see `stopping` and end their generations with f's code
         if (thread.isAlive()) {
             try {
                 thread.join(waitMillis);
+                decodes.awaitTermination(waitMillis, java.util.concurrent.TimeUnit.MILLISECONDS);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }

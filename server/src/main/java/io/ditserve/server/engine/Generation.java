@@ -1,6 +1,7 @@
 package io.ditserve.server.engine;
 
 import io.ditserve.backend.BackendException;
+import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.Decoder;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
@@ -36,6 +37,7 @@ final class Generation {
     private volatile boolean cancelled;
     /** Set by the compute loop once the listener has been told the end (only the loop's thread touches it). */
     boolean ended;
+    private volatile boolean awaitingDecode;
     private volatile Failure cancelFailure = Failure.cancelled("cancelled by the client");
 
     private final ModelSpec spec;
@@ -205,12 +207,32 @@ final class Generation {
             emitPreviews();
         }
         if (last) {
-            emitResults();
+            if (plan.needsDecodedImage()) {
+                awaitingDecode = true; // the loop hands it to its decode thread: decodeAndFinish
+                return true;
+            }
+            emitResults(Cancellation.NEVER);
             observer.onImages(plan.model().name(), n);
             listener.onCompleted();
             return true;
         }
         return false;
+    }
+
+    /** Set when sampling is done and the results wait for the VAE decode ({@link #decodeAndFinish}). */
+    boolean awaitingDecode() {
+        return awaitingDecode;
+    }
+
+    /**
+     * Decodes the final latents with the VAE (batched over the images, tiled when large) and emits the results; runs
+     * on the loop's decode thread, so that other generations keep stepping meanwhile. Stops when the generation is
+     * cancelled or {@code stop} fires.
+     */
+    void decodeAndFinish(Cancellation stop) throws BackendException {
+        emitResults(() -> cancelled || stop.isCancelled());
+        observer.onImages(plan.model().name(), n);
+        listener.onCompleted();
     }
 
     /** Index of the first NaN or infinity in v, or −1. */
@@ -241,7 +263,7 @@ final class Generation {
             }
             return;
         }
-        Tensor image = decode(decoder, x0, false);
+        Tensor image = decode(decoder, x0, false, this::isCancelled);
         emitDecoded(image, (b, frame) -> listener.onEvent(
                 new GenerationEvent.Preview(b, done, plan.previewDecoder(), frame)));
     }
@@ -250,13 +272,14 @@ final class Generation {
      * Decodes all n latents of {@code src} in one call (tiled when large); the result is freshly allocated. Only the
      * final images' decoding counts as the result's decode time (previews are part of sampling).
      */
-    private Tensor decode(Decoder decoder, float[] src, boolean finalImages) throws BackendException {
+    private Tensor decode(Decoder decoder, float[] src, boolean finalImages, Cancellation cancel)
+            throws BackendException {
         int s = spec.inputSize();
         int f = decoder.spec().scaleFactor();
         Tensor latent = new Tensor(src.clone(), n, spec.inChannels(), s, s);
         Tensor image = Tensor.zeros(n, decoder.spec().outChannels(), f * s, f * s);
         long d0 = System.nanoTime();
-        TiledDecoding.decode(decoder, latent, image, tiling, this::isCancelled);
+        TiledDecoding.decode(decoder, latent, image, tiling, cancel);
         if (finalImages) {
             decodeSeconds += (System.nanoTime() - d0) / 1e9;
         }
@@ -276,11 +299,11 @@ final class Generation {
         }
     }
 
-    private void emitResults() throws BackendException {
+    private void emitResults(Cancellation decodeCancel) throws BackendException {
         int s = spec.inputSize();
         Frame[] images = new Frame[n];
         if (plan.needsDecodedImage()) {
-            emitDecoded(decode(plan.model().vaeDecoder(), x, true), (b, frame) -> images[b] = frame);
+            emitDecoded(decode(plan.model().vaeDecoder(), x, true, decodeCancel), (b, frame) -> images[b] = frame);
         }
         long now = System.nanoTime();
         GenerationEvent.Timings timings = new GenerationEvent.Timings((startNanos - acceptedNanos) / 1e9,

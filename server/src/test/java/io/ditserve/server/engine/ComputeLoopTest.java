@@ -252,6 +252,8 @@ class ComputeLoopTest {
                 io.ditserve.backend.DecoderSpec.Kind.FULL, 4, 3, List.of(8, 8), 1, List.of(), 4, 0.18215, 0, true,
                 true, 2, 0);
         final CompletableFuture<Boolean> entered = new CompletableFuture<>();
+        /** When completed, decode returns (zeros) instead of waiting for cancellation. */
+        final CompletableFuture<Boolean> release = new CompletableFuture<>();
         volatile boolean sawCancel;
 
         @Override
@@ -269,6 +271,9 @@ class ComputeLoopTest {
             entered.complete(true);
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
             while (!cancel.isCancelled()) {
+                if (release.isDone()) {
+                    return;
+                }
                 if (System.nanoTime() > deadline) {
                     throw new BackendException("never cancelled");
                 }
@@ -300,6 +305,30 @@ class ComputeLoopTest {
         assertThat(f.message()).isEqualTo("client went away");
         assertThat(vae.sawCancel).isTrue();
         assertThat(c.results()).isEmpty();
+    }
+
+    @Test
+    void otherGenerationsKeepSteppingWhileOneDecodes() throws Exception {
+        Recorder r = recorder("latent-tiny");
+        WaitingDecoder vae = new WaitingDecoder();
+        LoadedModel m = new LoadedModel(r.model(), r, 0, vae, null);
+        Engine e = new Engine(new EngineConfig(4, 4, 8, TiledDecoding.Tiling.NEVER), EngineObserver.NONE, List.of(m));
+        closers.add(e);
+        e.start();
+        Collector decoded = new Collector();
+        e.submit(new GenerationPlan(m, 1, new long[] {3}, 2, Sampler.DDIM, 0f, 1f, Samplers.GuidanceMode.ALL, 0,
+                PreviewDecoder.LINEAR, Set.of(OutputFormat.PNG), null), decoded);
+        assertThat(vae.entered.get(60, TimeUnit.SECONDS)).isTrue();
+        Collector other = new Collector();
+        e.submit(new GenerationPlan(m, 2, new long[] {4}, 6, Sampler.DDIM, 0f, 1f, Samplers.GuidanceMode.ALL, 0,
+                PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null), other);
+        assertThat(other.await()).as("a generation sampled to the end while the first one was decoding").isNull();
+        assertThat(decoded.end).isNotDone();
+        assertThat(e.status().running()).extracting(Engine.GenerationInfo::stepsDone).containsExactly(2);
+        vae.release.complete(true);
+        assertThat(decoded.await()).isNull();
+        assertThat(decoded.results()).hasSize(1);
+        assertThat(decoded.results().get(0).image()).isNotNull();
     }
 
     @Test
