@@ -21,7 +21,7 @@ USER dit
 ENV DIT_MODELS=/models
 EXPOSE 50051 9090
 ENTRYPOINT ["java", "--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED", \
-            "-XX:MaxRAMPercentage=75", "-cp", "/app/classes:/app/lib/*", \
+            "-XX:MaxRAMPercentage=75", "-XX:MaxNewSize=64m", "-cp", "/app/classes:/app/lib/*", \
             "io.ditserve.server.cli.Main", "serve"]
 # metrics on every interface of the container, so that the published port reaches them (the default is loopback)
 CMD ["--port", "50051", "--set", "metrics_host=0.0.0.0"]
