@@ -1,4 +1,4 @@
-"""Diffusion maths of DiT, written from ../shared/DIT_SPEC.md: linear schedule, respacing, DDPM (learned range and
+"""Diffusion maths of DiT, written from docs/DIT_MODEL.md: linear schedule, respacing, DDPM (learned range and
 fixed variance), DDIM with eta, DPM-Solver++(2M) (docs/SAMPLERS.md), classifier-free guidance in both modes.
 
 Coefficients are computed in float64 and cast to float32 before they touch a tensor, as the released code does; the

@@ -1,4 +1,4 @@
-"""Reference DiT (Peebles & Xie 2023), written from ../shared/DIT_SPEC.md.
+"""Reference DiT (Peebles & Xie 2023), written from docs/DIT_MODEL.md.
 
 Parameter names and shapes follow the released checkpoint layout (``blocks.i.attn.qkv.weight`` ...), and the
 constructor takes the released argument names, so a released state_dict loads with ``load_state_dict`` unchanged.

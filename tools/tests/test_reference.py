@@ -22,7 +22,7 @@ from dit.model import DiT, DiT_XL_2, dit_from_config, sincos_pos_embed  # noqa: 
 
 
 def released_layout(depth, d, c_in, p, num_classes, learn_sigma, tokens):
-    """The released checkpoint's key names and shapes, written down from DIT_SPEC.md."""
+    """The released checkpoint's key names and shapes, written down from docs/DIT_MODEL.md."""
     c_out = 2 * c_in if learn_sigma else c_in
     keys = {
         "pos_embed": (1, tokens, d),

@@ -3,7 +3,7 @@ package io.ditserve.backend;
 /**
  * One loaded model on one compute backend: computes the DiT forward pass.
  *
- * <p>Every backend computes the same function, {@code out = DiT(x, t, y)} per {@code shared/DIT_SPEC.md}; the
+ * <p>Every backend computes the same function, {@code out = DiT(x, t, y)} per {@code docs/DIT_MODEL.md}; the
  * sampler, guidance and previews live above this interface. Each sample of a batch has its own timestep and label,
  * so a caller may mix requests and classifier-free-guidance halves in one batch.
  *

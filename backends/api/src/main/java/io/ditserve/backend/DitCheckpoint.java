@@ -4,7 +4,7 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
- * The released DiT checkpoint layout (shared/DIT_SPEC.md, "Checkpoint layout") as the spec implies it: every tensor
+ * The released DiT checkpoint layout (docs/DIT_MODEL.md, "Checkpoint layout") as the spec implies it: every tensor
  * name with its shape. Backends that read {@code weights.safetensors} validate against it, so a file that does not
  * match {@code config.json} fails at load naming the tensor.
  */
@@ -14,7 +14,7 @@ public final class DitCheckpoint {
 
     private DitCheckpoint() {}
 
-    /** Every tensor of the checkpoint with its shape, in the order of DIT_SPEC.md; D = hidden size. */
+    /** Every tensor of the checkpoint with its shape, in the order of docs/DIT_MODEL.md; D = hidden size. */
     public static Map<String, long[]> expectedShapes(ModelSpec s) {
         long d = s.hiddenSize();
         long p = s.patchSize();

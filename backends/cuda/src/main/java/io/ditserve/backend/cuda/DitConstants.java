@@ -1,6 +1,6 @@
 package io.ditserve.backend.cuda;
 
-/** Constants of the DiT forward pass that the host side needs (shared/DIT_SPEC.md, "Forward pass"). */
+/** Constants of the DiT forward pass that the host side needs (docs/DIT_MODEL.md, "Forward pass"). */
 final class DitConstants {
     /** Size of the sinusoidal timestep embedding that feeds {@code t_embedder.mlp.0}. */
     static final int FREQ_DIM = 256;

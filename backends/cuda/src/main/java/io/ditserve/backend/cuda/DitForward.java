@@ -6,7 +6,7 @@ import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.cuda.ActivationLayout.Buffer;
 
 /**
- * The DiT forward pass as a sequence of kernel launches and matrix products (shared/DIT_SPEC.md, "Forward pass";
+ * The DiT forward pass as a sequence of kernel launches and matrix products (docs/DIT_MODEL.md, "Forward pass";
  * tools/dit/model.py is the reference), read top to bottom like the reference's {@code DiT.forward}. It only queues
  * work on a {@link DitOps}: the caller uploads x, t and y to their buffers before and reads {@link Buffer#OUT}
  * after.

@@ -18,7 +18,7 @@ import java.util.Map;
  * order of {@link DitCheckpoint#expectedShapes}, each starting on a 256-byte boundary. One more slot, {@link #FREQS}, holds the
  * 128 timestep frequencies that the host computes.
  *
- * <p>Shapes are those of the released checkpoint (shared/DIT_SPEC.md, "Checkpoint layout"), D = hidden size.
+ * <p>Shapes are those of the released checkpoint (docs/DIT_MODEL.md, "Checkpoint layout"), D = hidden size.
  */
 final class WeightLayout {
     /** The non-checkpoint slot of the timestep frequencies (see {@link DitConstants#timestepFrequencies}). */

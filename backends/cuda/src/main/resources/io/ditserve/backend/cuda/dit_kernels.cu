@@ -1,4 +1,4 @@
-// The element-wise and row kernels of the DiT forward pass (shared/DIT_SPEC.md, "Forward pass") and of the latent
+// The element-wise and row kernels of the DiT forward pass (docs/DIT_MODEL.md, "Forward pass") and of the latent
 // decoders (docs/DECODERS.md; see the second half of this file); the matrix products run on cuBLAS. Everything is
 // float32.
 //

@@ -5,7 +5,7 @@ import io.ditserve.backend.ModelSpec;
 
 /**
  * The DiT parameters as float32 heap arrays in the checkpoint's own layout, one array per tensor, read from a
- * safetensors file with the released DiT key names (shared/DIT_SPEC.md, "Checkpoint layout").
+ * safetensors file with the released DiT key names (docs/DIT_MODEL.md, "Checkpoint layout").
  *
  * <p>Every tensor the spec implies is checked by name and shape before anything is copied, and a tensor the model
  * would not use fails too (like PyTorch's strict {@code load_state_dict}): a checkpoint of another size must not

@@ -103,7 +103,7 @@ final class VectorDit implements DitEngine {
         }
     }
 
-    /** The forward pass on a pool thread; false when cancelled. Step numbers as in DIT_SPEC.md. */
+    /** The forward pass on a pool thread; false when cancelled. Step numbers as in docs/DIT_MODEL.md, "Forward pass". */
     private boolean compute(float[] xIn, int[] t, int[] y, int n, float[] out, Cancellation cancel) {
         Activations a = act;
         int rows = n * tokens;
