@@ -29,6 +29,7 @@ public final class JavaDecoder implements Decoder {
     /** Loads and validates the folder's weights; the file is unmapped again before this returns. */
     public static JavaDecoder create(DecoderSpec spec, BackendOptions options) throws BackendException {
         Objects.requireNonNull(spec, "spec");
+        JavaDitBackend.checkKeys(options);
         String path = options.get(JavaDitBackend.PATH_OPTION, "vector");
         DecoderEngine engine = switch (path) {
             case "vector" -> {

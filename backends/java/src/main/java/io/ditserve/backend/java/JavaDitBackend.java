@@ -25,6 +25,17 @@ public final class JavaDitBackend implements Backend {
     public static final String WEIGHTS_FILE = "weights.safetensors";
     public static final String PATH_OPTION = "java.path";
     public static final String MAX_BATCH_OPTION = "java.max_batch";
+    static final java.util.List<String> KNOWN_OPTIONS = java.util.List.of(PATH_OPTION, MAX_BATCH_OPTION);
+
+    /** A {@code java.*} key this backend does not know is an error, so that a typo such as java.pth is not ignored. */
+    static void checkKeys(BackendOptions options) throws BackendException {
+        for (String key : options.options().keySet()) {
+            if (key.startsWith("java.") && !KNOWN_OPTIONS.contains(key)) {
+                throw new BackendException("Unknown option [" + key + "] of the java backend, known options "
+                        + KNOWN_OPTIONS);
+            }
+        }
+    }
     private static final System.Logger LOG = System.getLogger(JavaDitBackend.class.getName());
 
     private final ModelSpec spec;
@@ -39,6 +50,7 @@ public final class JavaDitBackend implements Backend {
     /** Loads {@code weights.safetensors} of the model folder, checked against {@code spec}. */
     public static JavaDitBackend create(ModelSpec spec, BackendOptions options) throws BackendException {
         Objects.requireNonNull(spec, "spec");
+        checkKeys(options);
         String path = options.get(PATH_OPTION, "vector");
         if (!path.equals("vector") && !path.equals("scalar")) {
             throw new BackendException("Unknown " + PATH_OPTION + " [" + path + "] of the java backend, known options"

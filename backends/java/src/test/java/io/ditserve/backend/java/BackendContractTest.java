@@ -70,6 +70,23 @@ class BackendContractTest {
     }
 
     @Test
+    void aMisspelledJavaOptionIsAnErrorNamingTheKnownOnes() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        var options = new io.ditserve.backend.BackendOptions(1, java.util.Map.of("java.pth", "scalar"));
+        assertThatThrownBy(() -> new JavaBackendProvider().create(spec, options))
+                .isInstanceOf(BackendException.class)
+                .hasMessage("Unknown option [java.pth] of the java backend, known options [java.path, java.max_batch]");
+        assertThatThrownBy(() -> new JavaBackendProvider().createDecoder(io.ditserve.backend.DecoderConfigs.load(
+                Fixtures.repoRoot().resolve("tools/fixtures/taesd-small")), options))
+                .isInstanceOf(BackendException.class).hasMessageContaining("java.pth");
+        // keys of other backends are theirs to check
+        try (Backend b = new JavaBackendProvider().create(spec,
+                new io.ditserve.backend.BackendOptions(1, java.util.Map.of("onnx.optimization", "none")))) {
+            assertThat(b.name()).isEqualTo("java");
+        }
+    }
+
+    @Test
     void closeIsIdempotentAndForwardAfterCloseFails() throws Exception {
         ModelSpec spec = Fixtures.spec("pixel-tiny");
         Fixtures.Case c = Fixtures.forwardCase("pixel-tiny");
