@@ -31,7 +31,8 @@ import org.junit.jupiter.params.provider.MethodSource;
  * Swapping the backend does not change the images: the same request with the same seed, through the gRPC API, on
  * the java and the onnx backend gives raw tensors within 1e-3 max abs (times the sample's magnitude where that
  * exceeds 1: the random-weight fixtures) and PNGs that differ by at most one level on at least 99.9 % of the
- * pixels. Both fixture models and the bundled model, DDIM with guidance and DDPM.
+ * pixels. Both fixture models and the bundled model, DDIM with guidance and DDPM; DPM-Solver++(2M) on the latent
+ * fixture and the bundled model.
  */
 class BackendParityTest {
     static Stream<Arguments> cases() {
@@ -42,8 +43,10 @@ class BackendParityTest {
                 Arguments.of(fixtures, "pixel-tiny", Sampler.SAMPLER_DDPM, 1f, 20),
                 Arguments.of(fixtures, "latent-tiny", Sampler.SAMPLER_DDIM, 4f, 20),
                 Arguments.of(fixtures, "latent-tiny", Sampler.SAMPLER_DDPM, 4f, 20),
+                Arguments.of(fixtures, "latent-tiny", Sampler.SAMPLER_DPMPP_2M, 4f, 20),
                 Arguments.of(bundled, "fashion-dit", Sampler.SAMPLER_DDIM, 3f, 50),
-                Arguments.of(bundled, "fashion-dit", Sampler.SAMPLER_DDPM, 3f, 50));
+                Arguments.of(bundled, "fashion-dit", Sampler.SAMPLER_DDPM, 3f, 50),
+                Arguments.of(bundled, "fashion-dit", Sampler.SAMPLER_DPMPP_2M, 3f, 20));
     }
 
     @ParameterizedTest(name = "{1} {2} guidance {3}")
