@@ -33,7 +33,8 @@ public record EngineConfig(int maxActive, int maxQueued, int maxBatch, TiledDeco
 
     /**
      * The pass size for a backend: the configured one, else where the backend's measured per-sample cost stops
-     * falling (README, "Batching": java keeps gaining up to 32; onnx flattens by 16; cuda up to 64 on an H200).
+     * falling (README, "Batching across requests": java and onnx flatten from 8–16 samples on; cuda was still gaining
+     * at 16, the largest batch measured on an H200, so 64 is a guess to check on a GPU).
      */
     public int maxBatchFor(String backend) {
         if (maxBatch > 0) {
