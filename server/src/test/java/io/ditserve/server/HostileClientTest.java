@@ -272,8 +272,9 @@ class HostileClientTest {
     @Test
     void aGenerationThatHitsItsDeadlineIsCountedAsDeadlineExceeded() throws Exception {
         Running r = start(c -> { });
+        // 16 guided images × 1000 steps: many seconds on any CPU, so the 1.5 s deadline always hits first
         GenerateRequest longOne = GenerateRequest.newBuilder().setModel("latent-tiny").setClassId(1).setSteps(1000)
-                .setGuidanceScale(2).build();
+                .setNumImages(16).setGuidanceScale(2).build();
         Iterator<GenerateEvent> it = DiffusionServiceGrpc.newBlockingStub(r.channel())
                 .withDeadlineAfter(1500, TimeUnit.MILLISECONDS).generate(longOne);
         assertThat(it.next().hasAccepted()).isTrue();

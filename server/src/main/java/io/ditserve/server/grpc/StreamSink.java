@@ -40,6 +40,8 @@ final class StreamSink implements GenerationListener {
     private boolean draining;
     private boolean again;
     private boolean scheduled;
+    /** Set when the generation failed while events were still waiting: sent after them. */
+    private Status failure;
     /** The code a cancelled call ends with: CANCELLED, or DEADLINE_EXCEEDED when its deadline cancelled it. */
     private volatile Supplier<Status.Code> cancelCode = () -> Status.Code.CANCELLED;
 
@@ -65,7 +67,7 @@ final class StreamSink implements GenerationListener {
     @Override
     public void onEvent(GenerationEvent event) {
         synchronized (this) {
-            if (closed) {
+            if (closed || failure != null) {
                 return;
             }
             switch (event) {
@@ -141,15 +143,27 @@ final class StreamSink implements GenerationListener {
         cancelCode = code;
     }
 
-    /** Ends the stream with an error status now (unsent events are dropped). */
-    synchronized void onFailed(Status status) {
-        if (closed) {
-            return;
+    /**
+     * Ends the stream with an error status: at once when nothing waits to be sent (or the client has gone), else
+     * after the events that are never dropped (Accepted, Results) have been sent; unsent progress, queue and preview
+     * events are dropped.
+     */
+    void onFailed(Status status) {
+        synchronized (this) {
+            if (closed || failure != null) {
+                return;
+            }
+            if (observer.isCancelled() || (pending.isEmpty() && !draining && !scheduled)) {
+                close(status.getCode());
+                if (!observer.isCancelled()) {
+                    observer.onError(status.asRuntimeException());
+                }
+                return;
+            }
+            failure = status;
+            pending.removeIf(e -> !(e instanceof GenerationEvent.Accepted || e instanceof GenerationEvent.Result));
         }
-        close(status.getCode());
-        if (!observer.isCancelled()) {
-            observer.onError(status.asRuntimeException());
-        }
+        schedule();
     }
 
     /** Sends what the transport accepts now; called by the sender executor and from the on-ready callback. */
@@ -175,8 +189,11 @@ final class StreamSink implements GenerationListener {
         } catch (RuntimeException | Error e) {
             synchronized (this) {
                 draining = false;
+                if (!closed) {
+                    close(Status.Code.INTERNAL);
+                    observer.onError(Status.INTERNAL.withDescription("cannot send an event: " + e).asRuntimeException());
+                }
             }
-            onFailed(Status.INTERNAL.withDescription("cannot send an event: " + e));
             throw e;
         }
     }
@@ -193,7 +210,10 @@ final class StreamSink implements GenerationListener {
                     return;
                 }
                 if (pending.isEmpty()) {
-                    if (completeWhenDrained) {
+                    if (failure != null) {
+                        close(failure.getCode());
+                        observer.onError(failure.asRuntimeException());
+                    } else if (completeWhenDrained) {
                         close(Status.Code.OK);
                         observer.onCompleted();
                     }
