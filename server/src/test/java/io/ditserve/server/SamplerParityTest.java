@@ -1,5 +1,6 @@
 package io.ditserve.server;
 
+import io.ditserve.backend.GuidanceMode;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -13,7 +14,7 @@ import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
 import io.ditserve.server.model.BackendRegistry;
 import io.ditserve.server.sampling.NoiseSchedule;
-import io.ditserve.server.sampling.Sampler;
+import io.ditserve.backend.Sampler;
 import io.ditserve.server.sampling.Samplers;
 import io.ditserve.server.sampling.SamplingStep;
 import java.nio.file.Path;
@@ -67,8 +68,8 @@ class SamplerParityTest {
             int steps = m.get("steps").asInt();
             float eta = (float) m.get("eta").asDouble();
             float guidance = (float) m.get("guidance").asDouble();
-            Samplers.GuidanceMode mode = m.get("guidance_mode").asText().equals("all")
-                    ? Samplers.GuidanceMode.ALL : Samplers.GuidanceMode.FIRST_THREE;
+            GuidanceMode mode = m.get("guidance_mode").asText().equals("all")
+                    ? GuidanceMode.ALL : GuidanceMode.FIRST_THREE;
             Sampler sampler = switch (m.get("sampler").asText()) {
                 case "ddim" -> Sampler.DDIM;
                 case "ddpm" -> Sampler.DDPM;

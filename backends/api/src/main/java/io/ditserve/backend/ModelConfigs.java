@@ -8,15 +8,11 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Set;
 
 /** Reads and validates a model folder's {@code config.json}. */
 public final class ModelConfigs {
     public static final String CONFIG_FILE = "config.json";
     private static final ObjectMapper JSON = new ObjectMapper();
-    private static final Set<String> SAMPLERS = Set.of("ddpm", "ddim", "dpmpp_2m");
-    private static final Set<String> GUIDANCE_MODES = Set.of("first3", "all");
-    private static final Set<String> SPACES = Set.of("pixel", "latent");
 
     private ModelConfigs() {}
 
@@ -65,12 +61,14 @@ public final class ModelConfigs {
             }
             cn.forEach(n -> names.add(n.asText()));
         }
-        String space = r.str("space", "pixel", SPACES);
-        String mode = r.str("guidance_mode", "first3", GUIDANCE_MODES);
+        ModelSpec.Space space = r.choice("space", ModelSpec.Space.PIXEL, ModelSpec.Space.values(),
+                ModelSpec.Space::configName);
+        GuidanceMode mode = r.choice("guidance_mode", GuidanceMode.FIRST_THREE, GuidanceMode.values(),
+                GuidanceMode::configName);
         JsonNode d = root.path("defaults");
         Reader dr = new Reader(file, d.isObject() ? d : JSON.createObjectNode());
         ModelSpec.Defaults defaults = new ModelSpec.Defaults(
-                dr.str("sampler", "ddim", SAMPLERS),
+                dr.choice("sampler", Sampler.DDIM, Sampler.values(), Sampler::configName),
                 dr.intOr("steps", 50, 1, 1000),
                 dr.dbl("guidance", 1.0),
                 dr.dbl("eta", 0.0));
@@ -122,9 +120,9 @@ public final class ModelConfigs {
                 throw new BackendException(file + ": '" + key + "' names " + dir + ", which is not a folder");
             }
         }
-        if (!spec.space().equals("latent")) {
+        if (spec.space() != ModelSpec.Space.LATENT) {
             throw new BackendException(file + ": a decoder (" + dir + ") needs \"space\": \"latent\"; this model is "
-                    + spec.space());
+                    + spec.space().configName());
         }
         DecoderSpec d = DecoderConfigs.load(dir);
         if (d.kind() != kind) {
@@ -178,13 +176,21 @@ public final class ModelConfigs {
             return v.booleanValue();
         }
 
-        String str(String key, String fallback, Set<String> allowed) throws BackendException {
+        /** One of {@code values} by its config name; absent → {@code fallback}. */
+        <E> E choice(String key, E fallback, E[] values, java.util.function.Function<E, String> name)
+                throws BackendException {
             JsonNode v = node.get(key);
-            String s = v == null || v.isNull() ? fallback : v.asText();
-            if (!allowed.contains(s)) {
-                throw bad("'" + key + "' must be one of " + allowed + ", found '" + s + "'");
+            if (v == null || v.isNull()) {
+                return fallback;
             }
-            return s;
+            List<String> allowed = new ArrayList<>();
+            for (E e : values) {
+                if (name.apply(e).equals(v.asText())) {
+                    return e;
+                }
+                allowed.add(name.apply(e));
+            }
+            throw bad("'" + key + "' must be one of " + allowed + ", found '" + v.asText() + "'");
         }
     }
 }

@@ -7,8 +7,8 @@ import java.util.Objects;
 /**
  * A model folder's {@code config.json} (format documented in docs/MODEL_FORMAT.md), validated.
  *
- * <p>The constructor arguments keep the released DiT names. {@code guidanceMode} is {@code first3} (the released
- * behaviour: classifier-free guidance on the first three eps channels) or {@code all}.
+ * <p>The constructor arguments keep the released DiT names. Settings that config.json names by string (space,
+ * guidance mode, default sampler) are enums here, parsed once by {@link ModelConfigs}.
  */
 public record ModelSpec(
         Path directory,
@@ -24,16 +24,42 @@ public record ModelSpec(
         int numClasses,
         boolean learnSigma,
         List<String> classNames,
-        String space,
-        String guidanceMode,
+        Space space,
+        GuidanceMode guidanceMode,
         Defaults defaults) {
 
+    /** What the model denoises. */
+    public enum Space {
+        /** The image itself, values in [−1, 1]. */
+        PIXEL("pixel"),
+        /** An SD-VAE latent (docs/DECODERS.md). */
+        LATENT("latent");
+
+        private final String configName;
+
+        Space(String configName) {
+            this.configName = configName;
+        }
+
+        /** The name in config.json ({@code space}). */
+        public String configName() {
+            return configName;
+        }
+    }
+
     /** Sampling defaults for requests that leave a field unset. */
-    public record Defaults(String sampler, int steps, double guidance, double eta) {}
+    public record Defaults(Sampler sampler, int steps, double guidance, double eta) {
+        public Defaults {
+            java.util.Objects.requireNonNull(sampler, "sampler");
+        }
+    }
 
     public ModelSpec {
         Objects.requireNonNull(directory, "directory");
         Objects.requireNonNull(name, "name");
+        Objects.requireNonNull(space, "space");
+        Objects.requireNonNull(guidanceMode, "guidanceMode");
+        Objects.requireNonNull(defaults, "defaults");
         classNames = List.copyOf(classNames);
     }
 

@@ -1,8 +1,8 @@
 package io.ditserve.server.engine;
 
 import io.ditserve.server.model.LoadedModel;
-import io.ditserve.server.sampling.Sampler;
-import io.ditserve.server.sampling.Samplers.GuidanceMode;
+import io.ditserve.backend.Sampler;
+import io.ditserve.backend.GuidanceMode;
 import java.util.Objects;
 import java.util.Set;
 

@@ -28,7 +28,7 @@ import io.ditserve.server.engine.GenerationPlan;
 import io.ditserve.server.engine.PreviewDecoder;
 import io.ditserve.server.image.ImageCodec;
 import io.ditserve.server.model.LoadedModel;
-import io.ditserve.server.sampling.Sampler;
+import io.ditserve.backend.Sampler;
 import io.ditserve.server.sampling.Samplers;
 import io.grpc.Status;
 import java.nio.ByteBuffer;
@@ -61,36 +61,29 @@ final class ProtoMapping {
         };
     }
 
-    /**
-     * The model's default sampler (config.json {@code defaults.sampler}, validated to ddpm, ddim or dpmpp_2m at
-     * load).
-     */
+    /** The model's default sampler (config.json {@code defaults.sampler}, parsed at load). */
     static Sampler modelSampler(ModelSpec spec) {
-        return switch (spec.defaults().sampler()) {
-            case "ddpm" -> Sampler.DDPM;
-            case "dpmpp_2m" -> Sampler.DPMPP_2M;
-            default -> Sampler.DDIM;
-        };
+        return spec.defaults().sampler();
     }
 
-    static Samplers.GuidanceMode guidanceMode(GuidanceMode m) {
+    static io.ditserve.backend.GuidanceMode guidanceMode(GuidanceMode m) {
         return switch (m) {
-            case GUIDANCE_MODE_FIRST_THREE -> Samplers.GuidanceMode.FIRST_THREE;
-            case GUIDANCE_MODE_ALL -> Samplers.GuidanceMode.ALL;
+            case GUIDANCE_MODE_FIRST_THREE -> io.ditserve.backend.GuidanceMode.FIRST_THREE;
+            case GUIDANCE_MODE_ALL -> io.ditserve.backend.GuidanceMode.ALL;
             default -> throw new IllegalArgumentException("no domain guidance mode for " + m);
         };
     }
 
-    static GuidanceMode guidanceMode(Samplers.GuidanceMode m) {
+    static GuidanceMode guidanceMode(io.ditserve.backend.GuidanceMode m) {
         return switch (m) {
             case FIRST_THREE -> GuidanceMode.GUIDANCE_MODE_FIRST_THREE;
             case ALL -> GuidanceMode.GUIDANCE_MODE_ALL;
         };
     }
 
-    /** The model's default guidance mode (config.json {@code guidance_mode}, validated at load). */
-    static Samplers.GuidanceMode modelGuidanceMode(ModelSpec spec) {
-        return spec.guidanceMode().equals("all") ? Samplers.GuidanceMode.ALL : Samplers.GuidanceMode.FIRST_THREE;
+    /** The model's default guidance mode (config.json {@code guidance_mode}, parsed at load). */
+    static io.ditserve.backend.GuidanceMode modelGuidanceMode(ModelSpec spec) {
+        return spec.guidanceMode();
     }
 
     /** The domain output format, or null for values the server does not offer. */
@@ -215,7 +208,7 @@ final class ProtoMapping {
         ModelInfo.Builder b = ModelInfo.newBuilder()
                 .setName(s.name()).setDescription(s.description()).setImageSize(s.inputSize())
                 .setInChannels(s.inChannels()).setOutChannels(s.outChannels()).setLearnSigma(s.learnSigma())
-                .setSpace(s.space()).setBackend(m.backend().name()).setPatchSize(s.patchSize())
+                .setSpace(s.space().configName()).setBackend(m.backend().name()).setPatchSize(s.patchSize())
                 .setHiddenSize(s.hiddenSize()).setDepth(s.depth()).setNumHeads(s.numHeads())
                 .setParameters(m.parameters())
                 .setOutputImageSize(m.outputImageSize())

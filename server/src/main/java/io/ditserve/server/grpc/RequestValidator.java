@@ -8,7 +8,7 @@ import io.ditserve.server.engine.GenerationPlan;
 import io.ditserve.server.model.LoadedModel;
 import io.ditserve.server.model.ModelRepository;
 import io.ditserve.server.sampling.NoiseSchedule;
-import io.ditserve.server.sampling.Samplers.GuidanceMode;
+import io.ditserve.backend.GuidanceMode;
 import io.grpc.Status;
 import io.grpc.StatusException;
 import java.nio.ByteOrder;
@@ -19,7 +19,7 @@ import java.util.EnumSet;
 import java.util.List;
 import java.util.Set;
 import io.ditserve.server.engine.PreviewDecoder;
-import io.ditserve.server.sampling.Sampler;
+import io.ditserve.backend.Sampler;
 
 /**
  * Checks every field of a {@link GenerateRequest} and resolves it against the model's defaults. Every rejection is

@@ -27,7 +27,7 @@ public record LoadedModel(ModelSpec spec, Backend backend, long parameters, Deco
     }
 
     public boolean latent() {
-        return spec.space().equals("latent");
+        return spec.space() == ModelSpec.Space.LATENT;
     }
 
     public Optional<Decoder> vae() {

@@ -1,5 +1,7 @@
 package io.ditserve.server.sampling;
 
+import io.ditserve.backend.GuidanceMode;
+
 /**
  * The sampler updates of DiT (DDPM with learned-range or fixed variance, DDIM with eta, DPM-Solver++(2M)) and
  * classifier-free guidance, on flat float arrays [n, C, H, W]. Shared by every backend: backends only compute the model.
@@ -10,13 +12,6 @@ package io.ditserve.server.sampling;
 public final class Samplers {
     private Samplers() {}
 
-    /** How guidance combines the conditional and unconditional halves. */
-    public enum GuidanceMode {
-        /** Released DiT: guide eps channels 0..2; channel 3 and the variance come from the conditional half. */
-        FIRST_THREE,
-        /** Guide all eps channels; the variance comes from the conditional half. */
-        ALL
-    }
 
     /**
      * Combines a doubled-batch model output [2n, C_out, HW] (conditional half first) into the guided output

@@ -1,5 +1,7 @@
 package io.ditserve.server.sampling;
 
+import io.ditserve.backend.Sampler;
+import io.ditserve.backend.GuidanceMode;
 import io.ditserve.backend.ModelSpec;
 import java.util.Objects;
 
@@ -17,7 +19,7 @@ public final class SamplingStep {
     private final Sampler sampler;
     private final float eta;
     private final float guidance;
-    private final Samplers.GuidanceMode mode;
+    private final GuidanceMode mode;
     private final int n;
     private final int hw;
     private final float[] guided;
@@ -27,7 +29,7 @@ public final class SamplingStep {
     private int lastIndex = -1;
 
     public SamplingStep(ModelSpec spec, NoiseSchedule schedule, Sampler sampler, float eta, float guidance,
-            Samplers.GuidanceMode mode, int n) {
+            GuidanceMode mode, int n) {
         this.spec = Objects.requireNonNull(spec, "spec");
         this.schedule = Objects.requireNonNull(schedule, "schedule");
         this.sampler = Objects.requireNonNull(sampler, "sampler");

@@ -1,5 +1,6 @@
 package io.ditserve.server.engine;
 
+import io.ditserve.backend.GuidanceMode;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -10,7 +11,7 @@ import io.ditserve.backend.TiledDecoding;
 import io.ditserve.server.TestPaths;
 import io.ditserve.server.model.BackendRegistry;
 import io.ditserve.server.model.LoadedModel;
-import io.ditserve.server.sampling.Sampler;
+import io.ditserve.backend.Sampler;
 import io.ditserve.server.sampling.Samplers;
 import java.util.ArrayList;
 import java.util.List;
@@ -69,7 +70,7 @@ class ClientShareTest {
     }
 
     private static GenerationPlan plan(LoadedModel m) {
-        return new GenerationPlan(m, 1, new long[] {1}, 2, Sampler.DDIM, 0f, 1f, Samplers.GuidanceMode.ALL, 0,
+        return new GenerationPlan(m, 1, new long[] {1}, 2, Sampler.DDIM, 0f, 1f, GuidanceMode.ALL, 0,
                 PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
     }
 

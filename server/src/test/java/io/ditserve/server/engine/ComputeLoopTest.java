@@ -1,5 +1,6 @@
 package io.ditserve.server.engine;
 
+import io.ditserve.backend.GuidanceMode;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.ditserve.backend.Backend;
@@ -13,7 +14,7 @@ import io.ditserve.backend.TiledDecoding;
 import io.ditserve.server.TestPaths;
 import io.ditserve.server.model.BackendRegistry;
 import io.ditserve.server.model.LoadedModel;
-import io.ditserve.server.sampling.Sampler;
+import io.ditserve.backend.Sampler;
 import io.ditserve.server.sampling.Samplers;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -153,7 +154,7 @@ class ComputeLoopTest {
         for (int i = 0; i < images; i++) {
             seeds[i] = 100 + label * 10 + i;
         }
-        return new GenerationPlan(m, label, seeds, steps, Sampler.DDIM, 0f, guidance, Samplers.GuidanceMode.ALL, 0,
+        return new GenerationPlan(m, label, seeds, steps, Sampler.DDIM, 0f, guidance, GuidanceMode.ALL, 0,
                 PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
     }
 
@@ -297,7 +298,7 @@ class ComputeLoopTest {
         e.start();
         Collector c = new Collector();
         Engine.Handle h = e.submit(new GenerationPlan(m, 1, new long[] {3}, 2, Sampler.DDIM, 0f, 1f,
-                Samplers.GuidanceMode.ALL, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.PNG), null), c);
+                GuidanceMode.ALL, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.PNG), null), c);
         assertThat(vae.entered.get(60, TimeUnit.SECONDS)).isTrue();
         h.cancel(Failure.cancelled("client went away"));
         Failure f = c.await();
@@ -316,11 +317,11 @@ class ComputeLoopTest {
         closers.add(e);
         e.start();
         Collector decoded = new Collector();
-        e.submit(new GenerationPlan(m, 1, new long[] {3}, 2, Sampler.DDIM, 0f, 1f, Samplers.GuidanceMode.ALL, 0,
+        e.submit(new GenerationPlan(m, 1, new long[] {3}, 2, Sampler.DDIM, 0f, 1f, GuidanceMode.ALL, 0,
                 PreviewDecoder.LINEAR, Set.of(OutputFormat.PNG), null), decoded);
         assertThat(vae.entered.get(60, TimeUnit.SECONDS)).isTrue();
         Collector other = new Collector();
-        e.submit(new GenerationPlan(m, 2, new long[] {4}, 6, Sampler.DDIM, 0f, 1f, Samplers.GuidanceMode.ALL, 0,
+        e.submit(new GenerationPlan(m, 2, new long[] {4}, 6, Sampler.DDIM, 0f, 1f, GuidanceMode.ALL, 0,
                 PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null), other);
         assertThat(other.await()).as("a generation sampled to the end while the first one was decoding").isNull();
         assertThat(decoded.end).isNotDone();
@@ -358,7 +359,7 @@ class ComputeLoopTest {
         LoadedModel m = model(e, r);
         e.start();
         GenerationPlan target = new GenerationPlan(m, 3, new long[] {11, 12}, 8, Sampler.DDIM, 0f, 4f,
-                Samplers.GuidanceMode.FIRST_THREE, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
+                GuidanceMode.FIRST_THREE, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
         Collector alone = new Collector();
         e.submit(target, alone);
         assertThat(alone.await()).isNull();
@@ -369,7 +370,7 @@ class ComputeLoopTest {
             long[] seeds = java.util.Arrays.copyOf(new long[] {k, k + 50, k + 99}, 1 + k % 3);
             GenerationPlan p = new GenerationPlan(m, k % POISON, seeds, 30 + k,
                     k % 2 == 0 ? Sampler.DDPM : Sampler.DDIM, k % 3 == 0 ? 0.5f : 0f, k % 4 == 0 ? 1f : 1.5f + k,
-                    Samplers.GuidanceMode.ALL, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
+                    GuidanceMode.ALL, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
             e.submit(p, o);
             others.add(o);
         }

@@ -1,5 +1,6 @@
 package io.ditserve.server.engine;
 
+import io.ditserve.backend.GuidanceMode;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.ditserve.backend.BackendOptions;
@@ -11,7 +12,7 @@ import io.ditserve.server.engine.ComputeLoopTest.Collector;
 import io.ditserve.server.engine.ComputeLoopTest.Recorder;
 import io.ditserve.server.model.BackendRegistry;
 import io.ditserve.server.model.LoadedModel;
-import io.ditserve.server.sampling.Sampler;
+import io.ditserve.backend.Sampler;
 import io.ditserve.server.sampling.Samplers;
 import java.util.ArrayList;
 import java.util.List;
@@ -35,7 +36,7 @@ class DpmSolverEngineTest {
     }
 
     private static GenerationPlan plan(LoadedModel m, int label, long[] seeds, int steps, Sampler sampler, float eta,
-            float guidance, Samplers.GuidanceMode mode) {
+            float guidance, GuidanceMode mode) {
         return new GenerationPlan(m, label, seeds, steps, sampler, eta, guidance, mode, 0, PreviewDecoder.LINEAR,
                 Set.of(OutputFormat.TENSOR), null);
     }
@@ -50,7 +51,7 @@ class DpmSolverEngineTest {
         closers.add(e);
         e.start();
         GenerationPlan target = plan(m, 3, new long[] {11, 12}, 8, Sampler.DPMPP_2M, 0f, 4f,
-                Samplers.GuidanceMode.FIRST_THREE);
+                GuidanceMode.FIRST_THREE);
         Collector alone = new Collector();
         e.submit(target, alone);
         assertThat(alone.await()).isNull();
@@ -67,7 +68,7 @@ class DpmSolverEngineTest {
                 default -> Sampler.DDPM;
             };
             e.submit(plan(m, k, seeds, 20 + k, s, k == 4 ? 0.5f : 0f, k % 4 == 0 ? 1f : 1.5f + k,
-                    Samplers.GuidanceMode.ALL), o);
+                    GuidanceMode.ALL), o);
             others.add(o);
         }
         for (Collector o : others) {
@@ -75,7 +76,7 @@ class DpmSolverEngineTest {
         }
         Collector twin = new Collector();
         Collector batched = new Collector();
-        e.submit(plan(m, 5, new long[] {11, 12}, 8, Sampler.DPMPP_2M, 0f, 4f, Samplers.GuidanceMode.FIRST_THREE),
+        e.submit(plan(m, 5, new long[] {11, 12}, 8, Sampler.DPMPP_2M, 0f, 4f, GuidanceMode.FIRST_THREE),
                 twin);
         e.submit(target, batched);
         assertThat(batched.await()).isNull();

@@ -1,5 +1,7 @@
 package io.ditserve.server.sampling;
 
+import io.ditserve.backend.Sampler;
+import io.ditserve.backend.GuidanceMode;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -24,7 +26,7 @@ class DpmSolverStepTest {
     void stepsMustRunInOrderFromTheFirst() throws Exception {
         ModelSpec spec = ModelConfigs.load(TestPaths.fixture("pixel-tiny"));
         NoiseSchedule s = NoiseSchedule.respaced(5);
-        SamplingStep step = new SamplingStep(spec, s, Sampler.DPMPP_2M, 0f, 1f, Samplers.GuidanceMode.ALL, 1);
+        SamplingStep step = new SamplingStep(spec, s, Sampler.DPMPP_2M, 0f, 1f, GuidanceMode.ALL, 1);
         int len = spec.inChannels() * spec.inputSize() * spec.inputSize();
         float[] x = gaussian(len, 1);
         float[] out = gaussian(len, 2);

@@ -16,7 +16,8 @@ class ActivationLayoutTest {
     /** DiT-XL/2 at 256 px: 4×32×32 latents, 256 tokens, D 1152, 16 heads, depth 28. */
     static ModelSpec xl2(int inputSize) {
         return new ModelSpec(Path.of("/nowhere/xl"), "xl", "", inputSize, 2, 4, 1152, 28, 16, 4.0, 1000, true,
-                List.of(), "latent", "first3", new ModelSpec.Defaults("ddim", 50, 4.0, 0.0));
+                List.of(), ModelSpec.Space.LATENT, io.ditserve.backend.GuidanceMode.FIRST_THREE,
+                new ModelSpec.Defaults(io.ditserve.backend.Sampler.DDIM, 50, 4.0, 0.0));
     }
 
     @Test

@@ -127,7 +127,8 @@ class WeightsValidationTest {
         assertThat(io.ditserve.backend.DitCheckpoint.parameterCount(
                 ModelConfigs.load(Fixtures.repoRoot().resolve("models/fashion-dit")))).isEqualTo(7_375_376L);
         ModelSpec xl = new ModelSpec(dir, "xl", "", 32, 2, 4, 1152, 28, 16, 4.0, 1000, true, java.util.List.of(),
-                "latent", "first3", new ModelSpec.Defaults("ddpm", 250, 4.0, 0.0));
+                ModelSpec.Space.LATENT, io.ditserve.backend.GuidanceMode.FIRST_THREE,
+                new ModelSpec.Defaults(io.ditserve.backend.Sampler.DDPM, 250, 4.0, 0.0));
         assertThat(io.ditserve.backend.DitCheckpoint.parameterCount(xl)).isEqualTo(674_834_720L);
     }
 }
