@@ -2,7 +2,8 @@
 //   java -cp 'server/target/classes:server/target/lib/*' tools/lb/LbCheck.java MODE LB_PORT PORT_A PORT_B PID_B
 // MODE spread-kill: calls through the proxy are spread over both replicas; kill -9 of replica B during a stream
 //   ends that stream with an error (nginx: INTERNAL), the stream on A completes, the cut request sent again and
-//   new calls through the proxy complete (on A).
+//   new calls through the proxy complete (on A); a stream read with DitClient.generateResumable is sent again by the
+//   client itself and completes.
 // MODE drain: SIGTERM to replica B during a stream: B's health goes NOT_SERVING, new calls through the proxy all run
 //   on A, and B's running generation completes.
 import io.ditserve.client.DitClient;
@@ -17,6 +18,7 @@ import io.grpc.health.v1.HealthCheckResponse;
 import io.grpc.health.v1.HealthGrpc;
 import io.grpc.stub.StreamObserver;
 import java.util.ArrayList;
+import java.util.Iterator;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
@@ -96,13 +98,34 @@ public class LbCheck {
                 long spreadB = status(b).getGenerationsCompleted() - doneB;
                 check(spreadA + spreadB == 8 && spreadA >= 2 && spreadB >= 2,
                         "8 calls spread over both replicas: " + spreadA + " on A, " + spreadB + " on B");
-                // two long streams: round robin puts one on each replica
+                // two plain long streams, then two resumable ones, each sent once the previous one runs: round robin
+                // puts one of each kind on each replica
                 List<CompletableFuture<Status>> streams = new ArrayList<>();
                 for (int i = 0; i < 2; i++) {
                     streams.add(generate(proxy, request(1000, 100 + i)));
+                    int want = i + 1;
+                    await("stream " + i + " runs", 20,
+                            () -> status(a).getRunningCount() + status(b).getRunningCount() == want);
                 }
-                await("one stream running on each replica", 20,
-                        () -> status(a).getRunningCount() == 1 && status(b).getRunningCount() == 1);
+                List<CompletableFuture<int[]>> resumable = new ArrayList<>();
+                for (int i = 0; i < 2; i++) {
+                    GenerateRequest r = request(300, 500 + i);
+                    resumable.add(CompletableFuture.supplyAsync(() -> {
+                        int[] counts = new int[2]; // Accepted events, results
+                        Iterator<GenerateEvent> it = proxy.generateResumable(r, 4);
+                        while (it.hasNext()) {
+                            GenerateEvent e = it.next();
+                            counts[0] += e.hasAccepted() ? 1 : 0;
+                            counts[1] += e.hasResult() ? 1 : 0;
+                        }
+                        return counts;
+                    }));
+                    int want = i + 3;
+                    await("resumable stream " + i + " runs", 20,
+                            () -> status(a).getRunningCount() + status(b).getRunningCount() == want);
+                }
+                await("two streams running on each replica", 20,
+                        () -> status(a).getRunningCount() == 2 && status(b).getRunningCount() == 2);
                 check(ProcessHandle.of(pidB).orElseThrow().destroyForcibly(), "kill -9 replica B");
                 CompletableFuture.anyOf(streams.toArray(CompletableFuture[]::new)).get(30, TimeUnit.SECONDS);
                 int cutIndex = streams.get(0).isDone() ? 0 : 1;
@@ -119,6 +142,15 @@ public class LbCheck {
                 }
                 Status survivor = streams.get(1 - cutIndex).get(60, TimeUnit.SECONDS);
                 check(survivor.isOk(), "the stream on replica A completes: " + survivor);
+                // DitClient.generateResumable: the one cut with replica B is sent again (same seed) and completes on A
+                int resumed = 0;
+                for (CompletableFuture<int[]> f : resumable) {
+                    int[] counts = f.get(90, TimeUnit.SECONDS);
+                    check(counts[1] == 1, "a resumable stream completes with its one result (Accepted events: "
+                            + counts[0] + ")");
+                    resumed += counts[0] > 1 ? 1 : 0;
+                }
+                check(resumed == 1, "exactly the resumable stream on the killed replica was resumed: " + resumed);
             } else if (mode.equals("drain")) {
                 CompletableFuture<HealthCheckResponse.ServingStatus> notServing = new CompletableFuture<>();
                 HealthGrpc.newStub(b.channel()).watch(HealthCheckRequest.getDefaultInstance(), new StreamObserver<>() {

@@ -182,6 +182,77 @@ public final class DitClient implements AutoCloseable {
         return new EventStream(request, deadlineSeconds);
     }
 
+    /**
+     * Whether a failed stream was cut by the transport rather than ended by the server: UNAVAILABLE, or the reset a
+     * proxy sends when the replica behind it vanished (gRPC reports an RST_STREAM with INTERNAL_ERROR as INTERNAL,
+     * "RST_STREAM closed stream"). A server's own INTERNAL (a backend failure) is not retried.
+     */
+    public static boolean cutByTransport(io.grpc.Status status) {
+        return status.getCode() == io.grpc.Status.Code.UNAVAILABLE
+                || (status.getCode() == io.grpc.Status.Code.INTERNAL && status.getDescription() != null
+                        && status.getDescription().startsWith("RST_STREAM"));
+    }
+
+    /**
+     * A generation that survives the loss of its replica: when the stream is cut by the transport
+     * ({@link #cutByTransport}) before every result arrived, the request is sent again, up to {@code maxAttempts}
+     * times in all, with the seeds the first Accepted event resolved (so a random seed is pinned), and results
+     * already received are not delivered twice. The server's seeds make this safe: the same request gives the same
+     * images on any replica, so the retried results are those the cut stream would have sent. gRPC's own retry
+     * policy ({@link #serviceConfig}) cannot do this: it never retries a call that has received a response.
+     */
+    public Iterator<GenerateEvent> generateResumable(GenerateRequest request, int maxAttempts) {
+        return new Iterator<>() {
+            private GenerateRequest req = request;
+            private EventStream stream = new EventStream(request, 0);
+            private int attempts = 1;
+            private int expected = -1;
+            private final java.util.Set<Integer> delivered = new java.util.HashSet<>();
+            private GenerateEvent next;
+
+            @Override
+            public boolean hasNext() {
+                while (next == null) {
+                    try {
+                        if (!stream.hasNext()) {
+                            return false;
+                        }
+                        GenerateEvent e = stream.next();
+                        if (e.hasAccepted() && expected < 0) {
+                            expected = e.getAccepted().getSeedsCount();
+                            if (req.getSeed() == 0 && e.getAccepted().getSeedsCount() > 0) {
+                                req = req.toBuilder().setSeed(e.getAccepted().getSeeds(0)).build();
+                            }
+                        }
+                        if (e.hasResult() && !delivered.add(e.getResult().getImageIndex())) {
+                            continue; // already delivered by an earlier attempt
+                        }
+                        next = e;
+                    } catch (io.grpc.StatusRuntimeException e) {
+                        boolean done = expected >= 0 && delivered.size() >= expected;
+                        if (done || attempts >= maxAttempts || !cutByTransport(e.getStatus())) {
+                            throw e;
+                        }
+                        attempts++;
+                        stream.close();
+                        stream = new EventStream(req, 0);
+                    }
+                }
+                return true;
+            }
+
+            @Override
+            public GenerateEvent next() {
+                if (!hasNext()) {
+                    throw new java.util.NoSuchElementException();
+                }
+                GenerateEvent e = next;
+                next = null;
+                return e;
+            }
+        };
+    }
+
     /** Callbacks of an asynchronous generation; they run on gRPC threads, one at a time. */
     public interface Listener {
         void onEvent(GenerateEvent event);
