@@ -36,7 +36,12 @@ import org.slf4j.MDC;
  * alone is served first come, first served; a client with many generations waiting cannot push a newcomer of
  * another client behind all of them.
  *
- * <p>Final VAE decodes run on a second thread of the loop, one at a time, while the loop keeps stepping the other
+ * <p>Previews decoded with TAESD or the VAE are rendered on the loop's render thread, newest frame per generation (a
+ * waiting frame is replaced by a newer one), so they never delay a step. The same thread, in order, runs the final
+ * VAE decodes and emits the results of every generation with decoded previews, so a generation's previews always
+ * precede its results.
+ *
+ * <p>Final VAE decodes run on that second thread of the loop, one at a time, while the loop keeps stepping the other
  * generations; a generation waiting for or in its decode still holds its slot of {@code maxActive}, which bounds
  * the decodes pending (and their memory) when decoding is slower than sampling.
  *
@@ -61,8 +66,9 @@ final class ComputeLoop {
     private final List<Generation> active = new ArrayList<>();
     /** Generations whose sampling is done and whose VAE decode is queued or running on {@link #decodes}. */
     private final List<Generation> decoding = new ArrayList<>();
-    /** Final VAE decodes, one at a time, beside the stepping (threads start on first use). */
+    /** The render thread: decoded previews and final VAE decodes, in order, beside the stepping. */
     private final java.util.concurrent.ExecutorService decodes;
+
     private final List<Generation> tick = new ArrayList<>();
     private final Thread thread;
     private boolean accepting = true;
@@ -135,6 +141,13 @@ final class ComputeLoop {
      */
     void submit(Generation g, String client) throws Rejected {
         String key = client == null ? "" : client;
+        g.previewRunner(job -> {
+            try {
+                decodes.execute(job);
+            } catch (java.util.concurrent.RejectedExecutionException e) {
+                // shutting down: the frame is not rendered
+            }
+        });
         synchronized (lock) {
             if (!accepting || dead) {
                 throw new Rejected(Failure.unavailable(dead

@@ -207,8 +207,8 @@ final class Generation {
             emitPreviews();
         }
         if (last) {
-            if (plan.needsDecodedImage()) {
-                awaitingDecode = true; // the loop hands it to its decode thread: decodeAndFinish
+            if (plan.needsDecodedImage() || decodedPreviews()) {
+                awaitingDecode = true; // the loop hands it to its render thread: decodeAndFinish, after its previews
                 return true;
             }
             emitResults(Cancellation.NEVER);
@@ -219,7 +219,14 @@ final class Generation {
         return false;
     }
 
-    /** Set when sampling is done and the results wait for the VAE decode ({@link #decodeAndFinish}). */
+    private boolean decodedPreviews() {
+        return plan.previewInterval() > 0 && plan.previewDecoder() != PreviewDecoder.LINEAR;
+    }
+
+    /**
+     * Set when sampling is done and the results wait for the render thread ({@link #decodeAndFinish}): to be decoded
+     * with the VAE, or to follow the generation's decoded previews.
+     */
     boolean awaitingDecode() {
         return awaitingDecode;
     }
@@ -263,9 +270,77 @@ final class Generation {
             }
             return;
         }
-        Tensor image = decode(decoder, x0, false, this::isCancelled);
-        emitDecoded(image, (b, frame) -> listener.onEvent(
-                new GenerationEvent.Preview(b, done, plan.previewDecoder(), frame)));
+        requestDecodedPreview(x0.clone(), done);
+    }
+
+    // ---- decoded previews (TAESD or VAE), rendered on the loop's preview thread
+
+    /** Hands decoded-preview work to the loop (set by the loop before the first step). */
+    interface PreviewRunner {
+        void submit(Runnable job);
+    }
+
+    private PreviewRunner previewRunner;
+    private final Object previewLock = new Object();
+    private float[] previewLatent; // the newest estimate waiting to be decoded, or null
+    private int previewStep;
+    private boolean previewQueued;
+    private boolean resultsEmitted;
+
+    void previewRunner(PreviewRunner runner) {
+        this.previewRunner = runner;
+    }
+
+    /**
+     * Queues the decoding of a preview frame; when one is already waiting, the newer estimate replaces it (the
+     * latest frame wins), so a generation has at most one queued decode and one copy of its estimate.
+     */
+    private void requestDecodedPreview(float[] latent, int step) {
+        boolean submit;
+        synchronized (previewLock) {
+            previewLatent = latent;
+            previewStep = step;
+            submit = !previewQueued;
+            previewQueued = true;
+        }
+        if (submit) {
+            previewRunner.submit(this::renderPreview);
+        }
+    }
+
+    /**
+     * Decodes the newest waiting estimate and emits it, unless the generation has meanwhile ended or emitted its
+     * results (a preview never follows a result in the stream).
+     */
+    private void renderPreview() {
+        float[] latent;
+        int step;
+        synchronized (previewLock) {
+            latent = previewLatent;
+            step = previewStep;
+            previewLatent = null;
+            previewQueued = false;
+            if (latent == null || resultsEmitted || cancelled || !listener.wantsPreview()) {
+                return;
+            }
+        }
+        Decoder decoder = plan.previewDecoder() == PreviewDecoder.TINY ? plan.model().tinyDecoder()
+                : plan.model().vaeDecoder();
+        Tensor image;
+        try {
+            image = decode(decoder, latent, false, () -> cancelled || resultsEmitted);
+        } catch (BackendException e) {
+            if (!(e instanceof BackendException.Cancelled)) {
+                log.warn("[{}] preview at step {} not decoded: {}", id, step, e.getMessage());
+            }
+            return;
+        }
+        synchronized (previewLock) {
+            if (!resultsEmitted && !cancelled) {
+                emitDecoded(image, (b, frame) -> listener.onEvent(
+                        new GenerationEvent.Preview(b, step, plan.previewDecoder(), frame)));
+            }
+        }
     }
 
     /**
@@ -308,6 +383,9 @@ final class Generation {
         long now = System.nanoTime();
         GenerationEvent.Timings timings = new GenerationEvent.Timings((startNanos - acceptedNanos) / 1e9,
                 (now - startNanos) / 1e9, forwardSeconds, decodeSeconds);
+        synchronized (previewLock) {
+            resultsEmitted = true; // guard: no preview after a result (the render thread's order already ensures it)
+        }
         for (int b = 0; b < n; b++) {
             listener.onEvent(new GenerationEvent.Result(b, plan.seeds()[b],
                     Frame.copyOf(x, b * per, spec.inChannels(), s, s, sampleSpace()), images[b], timings));

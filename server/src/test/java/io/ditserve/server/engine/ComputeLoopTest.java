@@ -325,11 +325,56 @@ class ComputeLoopTest {
                 PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null), other);
         assertThat(other.await()).as("a generation sampled to the end while the first one was decoding").isNull();
         assertThat(decoded.end).isNotDone();
+        // the finished one leaves the loop at the end of its tick; the decoding one stays listed, all steps done
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (e.status().running().size() > 1 && System.nanoTime() < deadline) {
+            Thread.onSpinWait();
+        }
         assertThat(e.status().running()).extracting(Engine.GenerationInfo::stepsDone).containsExactly(2);
         vae.release.complete(true);
         assertThat(decoded.await()).isNull();
         assertThat(decoded.results()).hasSize(1);
         assertThat(decoded.results().get(0).image()).isNotNull();
+    }
+
+    @Test
+    void decodedPreviewsDoNotHoldUpStepsAndAlwaysPrecedeTheResults() throws Exception {
+        Recorder r = recorder("latent-tiny");
+        WaitingDecoder taesd = new WaitingDecoder();
+        LoadedModel m = new LoadedModel(r.model(), r, 0, null, taesd);
+        Engine e = new Engine(new EngineConfig(4, 4, 8, TiledDecoding.Tiling.NEVER), EngineObserver.NONE, List.of(m));
+        closers.add(e);
+        e.start();
+        Collector c = new Collector();
+        e.submit(new GenerationPlan(m, 1, new long[] {3}, 6, Sampler.DDIM, 0f, 1f, GuidanceMode.ALL, 1,
+                PreviewDecoder.TINY, Set.of(OutputFormat.TENSOR), null), c);
+        assertThat(taesd.entered.get(60, TimeUnit.SECONDS)).isTrue();
+        // the first frame is stuck in the decoder, yet the generation samples on to its last step
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (c.steps < 6) {
+            assertThat(System.nanoTime()).as("all 6 steps while the preview decoder is blocked").isLessThan(deadline);
+            Thread.onSpinWait();
+        }
+        assertThat(c.end).isNotDone();
+        taesd.release.complete(true);
+        assertThat(c.await()).isNull();
+        List<GenerationEvent> events;
+        synchronized (c.events) {
+            events = List.copyOf(c.events);
+        }
+        int lastPreview = -1;
+        int firstResult = Integer.MAX_VALUE;
+        for (int i = 0; i < events.size(); i++) {
+            if (events.get(i) instanceof GenerationEvent.Preview) {
+                lastPreview = i;
+            } else if (events.get(i) instanceof GenerationEvent.Result) {
+                firstResult = Math.min(firstResult, i);
+            }
+        }
+        assertThat(lastPreview).as("previews were rendered (the newest waiting frame)").isGreaterThanOrEqualTo(0);
+        assertThat(lastPreview).as("no preview after a result").isLessThan(firstResult);
+        long frames = events.stream().filter(ev -> ev instanceof GenerationEvent.Preview).count();
+        assertThat(frames).as("frames that waited were replaced by newer ones, not queued").isLessThan(6);
     }
 
     @Test
