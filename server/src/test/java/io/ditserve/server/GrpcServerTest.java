@@ -4,7 +4,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.google.inject.Guice;
-import com.google.inject.Stage;
 import com.google.protobuf.ByteString;
 import io.ditserve.client.DitClient;
 import io.ditserve.proto.v1.DiffusionServiceGrpc;
@@ -23,8 +22,6 @@ import io.grpc.StatusRuntimeException;
 import io.grpc.health.v1.HealthCheckRequest;
 import io.grpc.health.v1.HealthCheckResponse;
 import io.grpc.health.v1.HealthGrpc;
-import io.grpc.inprocess.InProcessChannelBuilder;
-import io.grpc.inprocess.InProcessServerBuilder;
 import io.grpc.stub.ClientCallStreamObserver;
 import io.grpc.stub.ClientResponseObserver;
 import java.nio.ByteBuffer;
@@ -50,18 +47,14 @@ class GrpcServerTest {
 
     @BeforeEach
     void start() throws Exception {
-        ServerConfig c = new ServerConfig();
-        c.models = TestPaths.repoRoot().resolve("tools/fixtures").toString();
-        c.threads = 2;
+        ServerConfig c = TestServers.config();
         c.maxActive = 1;
         c.maxQueued = 2;
         c.shutdownGraceSeconds = 2;
-        c.metricsPort = 0;
-        String name = InProcessServerBuilder.generateName();
-        server = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, InProcessServerBuilder.forName(name)))
-                .getInstance(DitServer.class).start();
-        channel = InProcessChannelBuilder.forName(name).build();
-        client = new DitClient(channel);
+        TestServers.Running r = TestServers.inProcess(c);
+        server = r.server();
+        channel = r.channel();
+        client = r.client();
     }
 
     @AfterEach

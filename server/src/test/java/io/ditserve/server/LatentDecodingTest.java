@@ -3,8 +3,6 @@ package io.ditserve.server;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import com.google.inject.Guice;
-import com.google.inject.Stage;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Decoder;
 import io.ditserve.backend.DecoderConfigs;
@@ -24,8 +22,6 @@ import io.ditserve.server.model.BackendRegistry;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
-import io.grpc.inprocess.InProcessChannelBuilder;
-import io.grpc.inprocess.InProcessServerBuilder;
 import java.awt.image.BufferedImage;
 import java.io.ByteArrayInputStream;
 import java.nio.ByteOrder;
@@ -48,6 +44,7 @@ import org.junit.jupiter.api.io.TempDir;
 class LatentDecodingTest {
     @TempDir
     Path root;
+    private TestServers.Running running;
     private DitServer server;
     private ManagedChannel channel;
     private DitClient client;
@@ -73,21 +70,18 @@ class LatentDecodingTest {
         String config = Files.readString(lat.resolve("config.json"));
         Files.writeString(lat.resolve("config.json"),
                 config.replaceFirst("\\{", "{\n  \"taesd\": \"../shared-taesd\","));
-        ServerConfig c = new ServerConfig();
+        ServerConfig c = TestServers.config();
         c.models = models.toString();
-        c.threads = 2;
         c.metricsPort = -1;
-        String name = InProcessServerBuilder.generateName();
-        server = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, InProcessServerBuilder.forName(name)))
-                .getInstance(DitServer.class).start();
-        channel = InProcessChannelBuilder.forName(name).build();
-        client = new DitClient(channel);
+        running = TestServers.inProcess(c);
+        server = running.server();
+        channel = running.channel();
+        client = running.client();
     }
 
     @AfterEach
     void stop() {
-        channel.shutdownNow();
-        server.stop();
+        running.close();
     }
 
     private List<GenerateEvent> collect(GenerateRequest r) {

@@ -14,13 +14,11 @@ import io.ditserve.proto.v1.GetServerStatusRequest;
 import io.ditserve.proto.v1.ServerStatus;
 import io.ditserve.server.config.ServerConfig;
 import io.ditserve.server.security.Transport;
-import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.health.v1.HealthCheckRequest;
 import io.grpc.health.v1.HealthCheckResponse;
 import io.grpc.health.v1.HealthGrpc;
-import io.grpc.inprocess.InProcessChannelBuilder;
 import io.grpc.inprocess.InProcessServerBuilder;
 import java.io.File;
 import java.net.URI;
@@ -50,33 +48,18 @@ class ProductionTest {
     }
 
     private static ServerConfig config() {
-        ServerConfig c = new ServerConfig();
-        c.models = TestPaths.repoRoot().resolve("tools/fixtures").toString();
-        c.threads = 2;
+        ServerConfig c = TestServers.config();
         c.maxActive = 1;
         c.maxQueued = 1;
-        c.shutdownGraceSeconds = 1;
-        c.metricsPort = 0;
-        c.authTokensEnv = null;
         return c;
     }
 
-    private record Running(DitServer server, ManagedChannel channel) {
-        DitClient client() {
-            return new DitClient(channel);
-        }
-    }
-
-    private Running inProcess(Consumer<ServerConfig> change) throws Exception {
+    private TestServers.Running inProcess(Consumer<ServerConfig> change) throws Exception {
         ServerConfig c = config();
         change.accept(c);
-        String name = InProcessServerBuilder.generateName();
-        DitServer server = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, InProcessServerBuilder.forName(name)))
-                .getInstance(DitServer.class).start();
-        ManagedChannel ch = InProcessChannelBuilder.forName(name).build();
-        closers.add(server::stop);
-        closers.add(ch::shutdownNow);
-        return new Running(server, ch);
+        TestServers.Running r = TestServers.inProcess(c);
+        closers.add(r);
+        return r;
     }
 
     private static GenerateRequest longRequest() {
@@ -86,7 +69,7 @@ class ProductionTest {
 
     @Test
     void queueLimitStatusAndQueuePositions() throws Exception {
-        Running r = inProcess(c -> { });
+        TestServers.Running r = inProcess(c -> { });
         DitClient client = r.client();
         DitClient.EventStream a = client.generate(longRequest());
         closers.add(a);
@@ -116,7 +99,7 @@ class ProductionTest {
 
     @Test
     void queuedRequestsHearTheirNewPositionAndPreviewRateIsCapped() throws Exception {
-        Running r = inProcess(c -> {
+        TestServers.Running r = inProcess(c -> {
             c.maxQueued = 2;
             c.minPreviewInterval = 5;
         });
@@ -143,7 +126,7 @@ class ProductionTest {
 
     @Test
     void backendFailureFailsOnlyThatRequest() throws Exception {
-        Running r = inProcess(c -> {
+        TestServers.Running r = inProcess(c -> {
             c.maxActive = 2;
             c.modelBackends.put("pixel-tiny", "faulty");
         });
@@ -171,7 +154,7 @@ class ProductionTest {
 
     @Test
     void shutdownDrainsThenCancelsWithUnavailable() throws Exception {
-        Running r = inProcess(c -> c.maxQueued = 4);
+        TestServers.Running r = inProcess(c -> c.maxQueued = 4);
         DitClient client = r.client();
         DitClient.EventStream running = client.generate(longRequest());
         closers.add(running);
@@ -195,7 +178,7 @@ class ProductionTest {
     void bearerTokensGuardEverythingButHealth(@TempDir Path dir) throws Exception {
         Path tokens = dir.resolve("tokens");
         Files.writeString(tokens, "# comment\ns3cret-token\n");
-        Running r = inProcess(c -> c.authTokensFile = tokens.toString());
+        TestServers.Running r = inProcess(c -> c.authTokensFile = tokens.toString());
         var health = HealthGrpc.newBlockingStub(r.channel()).check(HealthCheckRequest.getDefaultInstance());
         assertThat(health.getStatus()).isEqualTo(HealthCheckResponse.ServingStatus.SERVING);
         assertThatThrownBy(() -> r.client().listModels()).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
@@ -310,7 +293,7 @@ class ProductionTest {
         appender.start();
         root.addAppender(appender);
         try {
-            Running r = inProcess(c -> c.modelBackends.put("pixel-tiny", "faulty"));
+            TestServers.Running r = inProcess(c -> c.modelBackends.put("pixel-tiny", "faulty"));
             String id;
             try (DitClient.EventStream s = r.client().generate(GenerateRequest.newBuilder().setModel("pixel-tiny")
                     .setClassId(FaultyBackendProvider.POISON_LABEL).setSteps(3).setGuidanceScale(1).build())) {
@@ -329,7 +312,7 @@ class ProductionTest {
 
     @Test
     void metricsAreScrapedOverHttp() throws Exception {
-        Running r = inProcess(c -> { });
+        TestServers.Running r = inProcess(c -> { });
         try (DitClient.EventStream s = r.client().generate(GenerateRequest.newBuilder().setModel("pixel-tiny")
                 .setClassId(2).setNumImages(3).setSteps(5).setPreviewInterval(1).build())) {
             s.forEachRemaining(e -> { });
