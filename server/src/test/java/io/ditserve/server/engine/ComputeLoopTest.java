@@ -149,6 +149,13 @@ class ComputeLoopTest {
         return e;
     }
 
+    /** A started engine for one model (max_active 4, max_batch 8), closed after the test. */
+    private Engine started(LoadedModel m) {
+        Engine e = new Engine(new EngineConfig(4, 4, 8, TiledDecoding.Tiling.NEVER), EngineObserver.NONE, List.of(m));
+        closers.add(e);
+        return e.start();
+    }
+
     private static GenerationPlan plan(LoadedModel m, int label, int images, int steps, float guidance) {
         long[] seeds = new long[images];
         for (int i = 0; i < images; i++) {
@@ -293,9 +300,7 @@ class ComputeLoopTest {
         Recorder r = recorder("latent-tiny");
         WaitingDecoder vae = new WaitingDecoder();
         LoadedModel m = new LoadedModel(r.model(), r, 0, vae, null);
-        Engine e = new Engine(new EngineConfig(4, 4, 8, TiledDecoding.Tiling.NEVER), EngineObserver.NONE, List.of(m));
-        closers.add(e);
-        e.start();
+        Engine e = started(m);
         Collector c = new Collector();
         Engine.Handle h = e.submit(new GenerationPlan(m, 1, new long[] {3}, 2, Sampler.DDIM, 0f, 1f,
                 GuidanceMode.ALL, 0, PreviewDecoder.LINEAR, Set.of(OutputFormat.PNG), null), c);
@@ -313,9 +318,7 @@ class ComputeLoopTest {
         Recorder r = recorder("latent-tiny");
         WaitingDecoder vae = new WaitingDecoder();
         LoadedModel m = new LoadedModel(r.model(), r, 0, vae, null);
-        Engine e = new Engine(new EngineConfig(4, 4, 8, TiledDecoding.Tiling.NEVER), EngineObserver.NONE, List.of(m));
-        closers.add(e);
-        e.start();
+        Engine e = started(m);
         Collector decoded = new Collector();
         e.submit(new GenerationPlan(m, 1, new long[] {3}, 2, Sampler.DDIM, 0f, 1f, GuidanceMode.ALL, 0,
                 PreviewDecoder.LINEAR, Set.of(OutputFormat.PNG), null), decoded);
@@ -342,9 +345,7 @@ class ComputeLoopTest {
         Recorder r = recorder("latent-tiny");
         WaitingDecoder taesd = new WaitingDecoder();
         LoadedModel m = new LoadedModel(r.model(), r, 0, null, taesd);
-        Engine e = new Engine(new EngineConfig(4, 4, 8, TiledDecoding.Tiling.NEVER), EngineObserver.NONE, List.of(m));
-        closers.add(e);
-        e.start();
+        Engine e = started(m);
         Collector c = new Collector();
         e.submit(new GenerationPlan(m, 1, new long[] {3}, 6, Sampler.DDIM, 0f, 1f, GuidanceMode.ALL, 1,
                 PreviewDecoder.TINY, Set.of(OutputFormat.TENSOR), null), c);
