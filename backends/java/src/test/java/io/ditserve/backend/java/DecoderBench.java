@@ -6,6 +6,7 @@ import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.DecoderConfigs;
 import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.testkit.DecoderFixtures;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;

@@ -2,6 +2,7 @@ package io.ditserve.backend.java;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.ditserve.backend.testkit.Fixtures;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;

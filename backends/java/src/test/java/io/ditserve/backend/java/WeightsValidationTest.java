@@ -9,6 +9,7 @@ import io.ditserve.backend.BackendProvider;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
+import io.ditserve.backend.testkit.Fixtures;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;

@@ -3,6 +3,7 @@ package io.ditserve.backend.onnx;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.ditserve.backend.BackendProvider;
+import io.ditserve.backend.testkit.Fixtures;
 import java.io.File;
 import java.net.MalformedURLException;
 import java.net.URL;

@@ -9,6 +9,7 @@ import io.ditserve.backend.BackendException;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.testkit.Fixtures;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
@@ -73,7 +74,7 @@ class ExternalDataTest {
     void matchesPyTorchThroughTheOnnxBackend() throws Exception {
         ModelSpec spec = ModelConfigs.load(converted());
         Fixtures.Case c = Fixtures.forwardCase("latent-tiny");
-        try (Backend b = Fixtures.onnx(spec)) {
+        try (Backend b = OnnxBackends.onnx(spec)) {
             Tensor out = Fixtures.run(b, c.x(), c.t(), c.y());
             assertThat(c.out().maxAbs()).isPositive();
             assertThat(Fixtures.relativeError(out, c.out())).isLessThan(TOLERANCE);
@@ -85,7 +86,7 @@ class ExternalDataTest {
         Path dir = copy(converted());
         Files.delete(dir.resolve(OnnxDitBackend.DATA_FILE));
         ModelSpec spec = ModelConfigs.load(dir);
-        assertThatThrownBy(() -> Fixtures.onnx(spec)).isInstanceOf(BackendException.class)
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec)).isInstanceOf(BackendException.class)
                 .hasMessageStartingWith(dir.resolve(OnnxDitBackend.DATA_FILE) + ": missing")
                 .hasMessageContaining("external-data file");
     }
@@ -98,7 +99,7 @@ class ExternalDataTest {
             f.setLength(f.length() - 4096);
         }
         ModelSpec spec = ModelConfigs.load(dir);
-        assertThatThrownBy(() -> Fixtures.onnx(spec)).isInstanceOf(BackendException.class)
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec)).isInstanceOf(BackendException.class)
                 .hasMessageStartingWith(data + ": truncated");
     }
 
@@ -108,7 +109,7 @@ class ExternalDataTest {
         Path config = dir.resolve("config.json");
         Files.writeString(config, Files.readString(config).replace("\"input_size\": 16", "\"input_size\": 8"));
         ModelSpec spec = ModelConfigs.load(dir);
-        assertThatThrownBy(() -> Fixtures.onnx(spec)).isInstanceOf(BackendException.class)
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec)).isInstanceOf(BackendException.class)
                 .hasMessageContaining(dir.resolve(OnnxDitBackend.MODEL_FILE) + " (its weights in model.onnx.data (")
                 .hasMessageContaining("expected 8 rows (input_size)");
     }

@@ -10,6 +10,7 @@ import io.ditserve.backend.BackendException;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
 import io.ditserve.backend.onnx.OnnxModelWriter.Value;
+import io.ditserve.backend.testkit.Fixtures;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -33,7 +34,7 @@ class ModelValidationTest {
 
     /** pixel-tiny's config (1 channel, 16×16, no learned sigma) with the model file in the temporary folder. */
     private ModelSpec spec() throws BackendException {
-        return Fixtures.with(Fixtures.spec("pixel-tiny"), dir, 1);
+        return OnnxBackends.with(Fixtures.spec("pixel-tiny"), dir, 1);
     }
 
     private Path write(List<Value> inputs, List<Value> outputs) throws Exception {
@@ -44,7 +45,7 @@ class ModelValidationTest {
     @Test
     void contractModelRunsOnGrowingAndShrinkingBatches() throws Exception {
         write(List.of(X, T, Y), List.of(OUT));
-        try (Backend b = Fixtures.onnx(spec())) {
+        try (Backend b = OnnxBackends.onnx(spec())) {
             for (int n : new int[] {2, 5, 1, 5}) {
                 Fixtures.Case c = Fixtures.randomCase(b.model(), n, n);
                 Tensor out = Fixtures.run(b, c.x(), c.t(), c.y());
@@ -76,7 +77,7 @@ class ModelValidationTest {
     void contractViolationFailsAtCreate(String what, List<Value> inputs, List<Value> outputs, String expected)
             throws Exception {
         Path file = write(inputs, outputs);
-        assertThatThrownBy(() -> Fixtures.onnx(spec()))
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec()))
                 .isInstanceOf(BackendException.class)
                 .hasMessageStartingWith(file + ": ")
                 .hasMessageContaining(expected);
@@ -87,7 +88,7 @@ class ModelValidationTest {
     void outputChannelsThatDisagreeWithConfigFailAtCreate() throws Exception {
         Path file = Files.write(dir.resolve(OnnxDitBackend.MODEL_FILE), OnnxModelWriter.doubledChannels(
                 List.of(X, T, Y), List.of(new Value("out", FLOAT, "N", 2, 16, 16))));
-        assertThatThrownBy(() -> Fixtures.onnx(spec()))
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec()))
                 .isInstanceOf(BackendException.class)
                 .hasMessage(file + ": output 'out': expected 1 channels (in_channels, doubled with learn_sigma) as"
                         + " config.json says, found 2 in [N, 2, 16, 16]");
@@ -99,7 +100,7 @@ class ModelValidationTest {
         Path file = Files.write(dir.resolve(OnnxDitBackend.MODEL_FILE), OnnxModelWriter.doubledChannels(
                 List.of(new Value("x", FLOAT, "N", "C", 16, 16), T, Y),
                 List.of(new Value("out", FLOAT, "N", "C2", 16, 16))));
-        try (Backend b = Fixtures.onnx(spec())) {
+        try (Backend b = OnnxBackends.onnx(spec())) {
             Fixtures.Case c = Fixtures.randomCase(b.model(), 2, 5);
             assertThatThrownBy(() -> Fixtures.run(b, c.x(), c.t(), c.y()))
                     .isInstanceOf(BackendException.class)
@@ -112,8 +113,8 @@ class ModelValidationTest {
     @Test
     void modelThatDisagreesWithConfigFailsAtCreate() throws Exception {
         ModelSpec real = Fixtures.spec("pixel-tiny");
-        ModelSpec fourChannels = Fixtures.with(real, real.directory(), 4);
-        assertThatThrownBy(() -> Fixtures.onnx(fourChannels))
+        ModelSpec fourChannels = OnnxBackends.with(real, real.directory(), 4);
+        assertThatThrownBy(() -> OnnxBackends.onnx(fourChannels))
                 .isInstanceOf(BackendException.class)
                 .hasMessageStartingWith(real.file(OnnxDitBackend.MODEL_FILE) + ": input 'x': ")
                 .hasMessageContaining("expected 4 channels (in_channels)")
@@ -124,7 +125,7 @@ class ModelValidationTest {
     void truncatedModelFailsAtCreateWithOrtReason() throws Exception {
         byte[] model = Files.readAllBytes(Fixtures.modelDir("pixel-tiny").resolve(OnnxDitBackend.MODEL_FILE));
         Path file = Files.write(dir.resolve(OnnxDitBackend.MODEL_FILE), Arrays.copyOf(model, 1000));
-        assertThatThrownBy(() -> Fixtures.onnx(spec()))
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec()))
                 .isInstanceOf(BackendException.class)
                 .hasMessageStartingWith(file + ": ONNX Runtime cannot load it: ")
                 .hasMessageContaining("Protobuf parsing failed");
@@ -132,7 +133,7 @@ class ModelValidationTest {
 
     @Test
     void missingModelFailsAtCreate() {
-        assertThatThrownBy(() -> Fixtures.onnx(spec()))
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec()))
                 .isInstanceOf(BackendException.class)
                 .hasMessage(dir.resolve(OnnxDitBackend.MODEL_FILE) + ": missing (the onnx backend needs the exported"
                         + " model)");

@@ -7,6 +7,7 @@ import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.testkit.Fixtures;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.Map;

@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.testkit.Fixtures;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 
@@ -18,7 +19,7 @@ class OptionsTest {
     @Test
     void cudaWithoutTheCudaProviderFailsLoudly() throws Exception {
         ModelSpec spec = Fixtures.spec("pixel-tiny");
-        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of(OnnxDitBackend.PROVIDER_OPTION, "cuda")))
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec, 1, Map.of(OnnxDitBackend.PROVIDER_OPTION, "cuda")))
                 .isInstanceOf(BackendException.class)
                 .hasMessageStartingWith("CUDA execution provider not available: ")
                 .hasMessageContaining("CUDA");
@@ -27,7 +28,7 @@ class OptionsTest {
     @Test
     void unknownOptimizationLevelListsTheKnownOnes() throws Exception {
         ModelSpec spec = Fixtures.spec("pixel-tiny");
-        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of(OnnxDitBackend.OPTIMIZATION_OPTION, "bogus")))
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec, 1, Map.of(OnnxDitBackend.OPTIMIZATION_OPTION, "bogus")))
                 .isInstanceOf(BackendException.class)
                 .hasMessage("Unknown onnx.optimization [bogus] of the onnx backend, known options"
                         + " [all, extended, basic, none]");
@@ -36,7 +37,7 @@ class OptionsTest {
     @Test
     void unknownProviderListsTheKnownOnes() throws Exception {
         ModelSpec spec = Fixtures.spec("pixel-tiny");
-        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of(OnnxDitBackend.PROVIDER_OPTION, "tpu")))
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec, 1, Map.of(OnnxDitBackend.PROVIDER_OPTION, "tpu")))
                 .isInstanceOf(BackendException.class)
                 .hasMessage("Unknown onnx.provider [tpu] of the onnx backend, known options [cpu, cuda]");
     }
@@ -44,7 +45,7 @@ class OptionsTest {
     @Test
     void misspelledOptionIsNotIgnored() throws Exception {
         ModelSpec spec = Fixtures.spec("pixel-tiny");
-        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of("onnx.optimisation", "none")))
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec, 1, Map.of("onnx.optimisation", "none")))
                 .isInstanceOf(BackendException.class)
                 .hasMessage("Unknown option [onnx.optimisation] of the onnx backend, known options"
                         + " [onnx.provider, onnx.cuda.device, onnx.optimization, onnx.spinning]");
@@ -53,15 +54,15 @@ class OptionsTest {
     @Test
     void spinningIsABooleanAndBothValuesRun() throws Exception {
         ModelSpec spec = Fixtures.spec("pixel-tiny");
-        assertThatThrownBy(() -> Fixtures.onnx(spec, 1, Map.of("onnx.spinning", "yes")))
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec, 1, Map.of("onnx.spinning", "yes")))
                 .isInstanceOf(BackendException.class)
                 .hasMessage("Unknown onnx.spinning [yes] of the onnx backend, known options [false, true]");
         for (String v : new String[] {"false", "true"}) {
-            try (var b = Fixtures.onnx(spec, 2, Map.of("onnx.spinning", v))) {
+            try (var b = OnnxBackends.onnx(spec, 2, Map.of("onnx.spinning", v))) {
                 Fixtures.Case c = Fixtures.forwardCase("pixel-tiny");
                 io.ditserve.backend.Tensor out = io.ditserve.backend.Tensor.zeros(c.out().shape());
                 b.forward(c.x(), c.t(), c.y(), out, () -> false);
-                assertThat(OnnxDecoderTest.relativeError(out.data(), c.out().data())).as("spinning " + v)
+                assertThat(Fixtures.relativeError(out, c.out())).as("spinning " + v)
                         .isLessThan(1e-4);
             }
         }
@@ -71,7 +72,7 @@ class OptionsTest {
     @Test
     void invalidCudaDeviceIsRejected() throws Exception {
         ModelSpec spec = Fixtures.spec("pixel-tiny");
-        assertThatThrownBy(() -> Fixtures.onnx(spec, 1,
+        assertThatThrownBy(() -> OnnxBackends.onnx(spec, 1,
                         Map.of(OnnxDitBackend.PROVIDER_OPTION, "cuda", OnnxDitBackend.CUDA_DEVICE_OPTION, "gpu0")))
                 .isInstanceOf(BackendException.class)
                 .hasMessage("onnx.cuda.device must be a device id >= 0, found 'gpu0'");

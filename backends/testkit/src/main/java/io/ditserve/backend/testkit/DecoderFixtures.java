@@ -1,9 +1,8 @@
-package io.ditserve.backend.java;
+package io.ditserve.backend.testkit;
 
 import static org.assertj.core.api.Assertions.fail;
 
 import io.ditserve.backend.BackendException;
-import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.Decoder;
 import io.ditserve.backend.DecoderConfigs;
@@ -12,27 +11,34 @@ import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.Map;
 import java.util.Random;
 
 /**
  * The decoder fixtures of tools/make_decoder_fixtures.py (docs/DECODERS.md, "Fixtures"): small committed folders
- * under tools/fixtures, real-shape ones generated into target/decoder-fixtures.
+ * under tools/fixtures, real-shape ones (sd-vae-ft-ema and TAESD shapes, random weights) generated into
+ * target/decoder-fixtures by tools/test.sh.
  */
-final class DecoderFixtures {
-    static final String REAL_COMMAND = "/usr/bin/python3 tools/make_decoder_fixtures.py --real target/decoder-fixtures";
+public final class DecoderFixtures {
+    /** The command, run in the repository root, that writes the real-shape fixtures. */
+    public static final String REAL_COMMAND =
+            "/usr/bin/python3 tools/make_decoder_fixtures.py --real target/decoder-fixtures";
+    /** The small committed fixtures: every layer kind, h ≠ w, a batch of 2. */
+    public static final String[] SMALL = {"vae-small", "vae-small-legacy", "taesd-small"};
+    /** The real-shape fixtures under target/decoder-fixtures. */
+    public static final String[] REAL = {"vae", "taesd"};
 
     private DecoderFixtures() {}
 
     /** decode.latent and the PyTorch decode.image. */
-    record Case(Tensor latent, Tensor image) {}
+    public record Case(Tensor latent, Tensor image) {}
 
-    static Path small(String name) {
+    /** A small committed fixture folder under tools/fixtures. */
+    public static Path small(String name) {
         return Fixtures.repoRoot().resolve("tools/fixtures/" + name);
     }
 
     /** A real-shape folder ({@code vae} or {@code taesd}); fails, naming the command that writes it, when absent. */
-    static Path real(String name) {
+    public static Path real(String name) {
         Path dir = Fixtures.repoRoot().resolve("target/decoder-fixtures/" + name);
         for (String file : new String[] {"config.json", DecoderSpec.WEIGHTS_FILE, "cases.safetensors", "done"}) {
             if (!Files.isRegularFile(dir.resolve(file))) {
@@ -43,26 +49,22 @@ final class DecoderFixtures {
         return dir;
     }
 
-    static DecoderSpec spec(Path dir) throws BackendException {
+    public static DecoderSpec spec(Path dir) throws BackendException {
         return DecoderConfigs.load(dir);
     }
 
-    static Case decodeCase(Path dir) throws BackendException {
+    public static Case decodeCase(Path dir) throws BackendException {
         try (Safetensors st = Safetensors.open(dir.resolve("cases.safetensors"))) {
             return new Case(st.tensor("decode.latent"), st.tensor("decode.image"));
         }
     }
 
-    static Decoder decoder(Path dir, String path, int threads) throws BackendException {
-        return new JavaBackendProvider().createDecoder(spec(dir),
-                new BackendOptions(threads, Map.of(JavaDitBackend.PATH_OPTION, path)));
-    }
-
-    static Tensor decode(Decoder d, Tensor latent) throws BackendException {
+    /** One uncancelled decode into a fresh image tensor of the size the decoder's scale factor gives. */
+    public static Tensor decode(Decoder d, Tensor latent) throws BackendException {
         return decode(d, latent, Cancellation.NEVER);
     }
 
-    static Tensor decode(Decoder d, Tensor latent, Cancellation cancel) throws BackendException {
+    public static Tensor decode(Decoder d, Tensor latent, Cancellation cancel) throws BackendException {
         DecoderSpec s = d.spec();
         int f = s.scaleFactor();
         Tensor out = Tensor.zeros(latent.dim(0), s.outChannels(), f * latent.dim(2), f * latent.dim(3));
@@ -71,7 +73,7 @@ final class DecoderFixtures {
     }
 
     /** A latent [n, c, h, w] of N(0, 1) values. */
-    static Tensor randomLatent(long seed, int n, int c, int h, int w) {
+    public static Tensor randomLatent(long seed, int n, int c, int h, int w) {
         Random rnd = new Random(seed);
         Tensor t = Tensor.zeros(n, c, h, w);
         for (int i = 0; i < t.size(); i++) {
