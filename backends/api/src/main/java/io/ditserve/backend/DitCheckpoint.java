@@ -9,8 +9,6 @@ import java.util.Map;
  * match {@code config.json} fails at load naming the tensor.
  */
 public final class DitCheckpoint {
-    /** Size of the sinusoidal timestep embedding fed to {@code t_embedder.mlp.0}. */
-    public static final int FREQ_DIM = 256;
 
     private DitCheckpoint() {}
 
@@ -22,7 +20,7 @@ public final class DitCheckpoint {
         m.put("pos_embed", new long[] {1, s.tokens(), d});
         m.put("x_embedder.proj.weight", new long[] {d, s.inChannels(), p, p});
         m.put("x_embedder.proj.bias", new long[] {d});
-        putLinear(m, "t_embedder.mlp.0", d, FREQ_DIM);
+        putLinear(m, "t_embedder.mlp.0", d, DitConstants.FREQ_DIM);
         putLinear(m, "t_embedder.mlp.2", d, d);
         m.put("y_embedder.embedding_table.weight", new long[] {s.numClasses() + 1, d});
         for (int i = 0; i < s.depth(); i++) {

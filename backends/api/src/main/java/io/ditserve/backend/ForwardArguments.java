@@ -4,8 +4,6 @@ import java.util.Arrays;
 
 /** The argument checks every {@link Backend#forward} implementation makes, in one place. */
 public final class ForwardArguments {
-    /** Timesteps index the original 1000-step training schedule. */
-    public static final int NUM_TIMESTEPS = 1000;
 
     private ForwardArguments() {}
 
@@ -25,8 +23,8 @@ public final class ForwardArguments {
                     + t.length + " and " + y.length);
         }
         for (int i = 0; i < n; i++) {
-            if (t[i] < 0 || t[i] >= NUM_TIMESTEPS) {
-                throw new IllegalArgumentException("t[" + i + "] = " + t[i] + " is outside 0.." + (NUM_TIMESTEPS - 1));
+            if (t[i] < 0 || t[i] >= DitConstants.NUM_TIMESTEPS) {
+                throw new IllegalArgumentException("t[" + i + "] = " + t[i] + " is outside 0.." + (DitConstants.NUM_TIMESTEPS - 1));
             }
             if (y[i] < 0 || y[i] > spec.nullClass()) {
                 throw new IllegalArgumentException("y[" + i + "] = " + y[i] + " is outside 0.." + spec.nullClass()

@@ -11,7 +11,7 @@ import java.util.Arrays;
  * model with the ORIGINAL timestep {@code timesteps[i]}.
  */
 public final class NoiseSchedule {
-    public static final int TRAIN_STEPS = 1000;
+    public static final int TRAIN_STEPS = io.ditserve.backend.DitConstants.NUM_TIMESTEPS;
     public static final double BETA_START = 1e-4;
     public static final double BETA_END = 0.02;
 

@@ -1,5 +1,6 @@
 package io.ditserve.backend.cuda;
 
+import io.ditserve.backend.DitConstants;
 import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 

@@ -1,5 +1,6 @@
 package io.ditserve.backend.cuda;
 
+import io.ditserve.backend.DitConstants;
 import io.ditserve.backend.DitCheckpoint;
 import io.ditserve.backend.ModelSpec;
 import java.util.ArrayList;

@@ -1,5 +1,6 @@
 package io.ditserve.backend.cuda;
 
+import io.ditserve.backend.DitConstants;
 import java.util.ArrayList;
 import java.util.List;
 

@@ -1,5 +1,6 @@
 package io.ditserve.backend.cuda;
 
+import io.ditserve.backend.DitConstants;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.ditserve.backend.ModelSpec;

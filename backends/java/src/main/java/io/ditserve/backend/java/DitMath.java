@@ -1,5 +1,6 @@
 package io.ditserve.backend.java;
 
+import io.ditserve.backend.DitConstants;
 import io.ditserve.backend.ModelSpec;
 
 /**
@@ -9,24 +10,14 @@ import io.ditserve.backend.ModelSpec;
  */
 final class DitMath {
     /** Size of the sinusoidal timestep embedding that feeds {@code t_embedder.mlp.0}. */
-    static final int FREQ_DIM = 256;
+    static final int FREQ_DIM = DitConstants.FREQ_DIM;
     static final float LN_EPS = 1e-6f;
     /** √(2/π) of the tanh GELU, rounded to float as PyTorch does with a Python scalar. */
     static final float GELU_C = (float) Math.sqrt(2.0 / Math.PI);
     static final float GELU_A = 0.044715f;
 
-    /**
-     * freqs[k] = exp(−ln(10000)·k/128) computed step by step in float32, as the reference does with a float32
-     * {@code arange}: the scalar −ln(10000) is rounded to float, multiplied by k, divided by 128, then exp'd.
-     */
-    private static final float[] FREQS = new float[FREQ_DIM / 2];
-
-    static {
-        float negLogPeriod = (float) -Math.log(10000.0);
-        for (int k = 0; k < FREQS.length; k++) {
-            FREQS[k] = (float) Math.exp(negLogPeriod * k / (float) FREQS.length);
-        }
-    }
+    /** The timestep frequencies, computed once with the reference's float32 rounding. */
+    private static final float[] FREQS = DitConstants.timestepFrequencies();
 
     private DitMath() {}
 
