@@ -33,9 +33,12 @@ final class CudaLibraries {
             "/usr/local/cuda/targets/x86_64-linux/lib",
             "/usr/local/nvidia/lib64",
             "/usr/lib/x86_64-linux-gnu");
-    /** Python wheels of the CUDA libraries (nvidia/cublas/lib, nvidia/cuda_nvrtc/lib, nvidia/cu13/lib, ...). */
+    /**
+     * Python wheels of the CUDA libraries (nvidia/cublas/lib, nvidia/cuda_nvrtc/lib, nvidia/cu13/lib, ...) in the
+     * standard system locations; a virtual environment elsewhere is named with {@code cuda.lib_path} or
+     * {@code DIT_CUDA_LIB_PATH} (tools/gpu/run_cuda_checks.sh finds the libraries and sets it).
+     */
     static final List<String> GLOB_DIRS = List.of(
-            "/opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib",
             "/usr/local/lib/python3*/dist-packages/nvidia/*/lib",
             "/usr/local/lib/python3*/site-packages/nvidia/*/lib",
             "/usr/lib/python3/dist-packages/nvidia/*/lib");

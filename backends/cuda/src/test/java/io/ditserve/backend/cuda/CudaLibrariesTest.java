@@ -13,7 +13,9 @@ import org.junit.jupiter.api.io.TempDir;
 class CudaLibrariesTest {
     @Test
     void searchOrderIsOptionThenEnvironmentThenFixedThenPythonWheels(@TempDir Path root) throws Exception {
-        Path cu13 = Files.createDirectories(root.resolve("opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib"));
+        Path cu13 = Files.createDirectories(root.resolve("usr/local/lib/python3.12/site-packages/nvidia/cu13/lib"));
+        // a virtual environment outside the standard locations is not searched: it is named by configuration
+        Files.createDirectories(root.resolve("opt/venv/lib/python3.12/site-packages/nvidia/cu13/lib"));
         Path cublas = Files.createDirectories(root.resolve("usr/local/lib/python3.11/dist-packages/nvidia/cublas/lib"));
         Files.createDirectories(root.resolve("usr/local/lib/python3.11/dist-packages/nvidia/no-lib-here"));
         Map<String, String> env = Map.of(
@@ -25,7 +27,7 @@ class CudaLibrariesTest {
                 Path.of("/ld/one"),
                 root.resolve("usr/local/cuda/lib64"), root.resolve("usr/local/cuda/targets/x86_64-linux/lib"),
                 root.resolve("usr/local/nvidia/lib64"), root.resolve("usr/lib/x86_64-linux-gnu"),
-                cu13, cublas);
+                cublas, cu13);
     }
 
     @Test
