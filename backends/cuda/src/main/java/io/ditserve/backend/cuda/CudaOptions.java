@@ -3,10 +3,8 @@ package io.ditserve.backend.cuda;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
-import java.util.Map;
 
 /**
  * The cuda backend's options ({@code cuda.*} keys of {@link BackendOptions}), validated:
@@ -55,22 +53,11 @@ record CudaOptions(Precision precision, int maxBatch, int device, String libPath
     }
 
     static CudaOptions parse(BackendOptions options) throws BackendException {
-        for (String key : options.options().keySet()) {
-            if (key.startsWith("cuda.") && !KEYS.contains(key)) {
-                throw new BackendException("Unknown option [" + key + "] of the cuda backend, known options " + KEYS);
-            }
-        }
-        Map<String, String> o = options.options();
-        String p = o.getOrDefault(PRECISION, "fp32").trim().toLowerCase(Locale.ROOT);
-        Precision precision = Arrays.stream(Precision.values()).filter(v -> v.optionValue().equals(p)).findFirst()
-                .orElseThrow(() -> new BackendException("Unknown " + PRECISION + " [" + p + "] of the cuda backend,"
-                        + " known options " + knownPrecisions()));
-        String debug = o.getOrDefault(DEBUG_SYNC, "false").trim();
-        if (!debug.equals("true") && !debug.equals("false")) {
-            throw new BackendException(DEBUG_SYNC + " must be true or false, found '" + debug + "'");
-        }
-        return new CudaOptions(precision, intOption(o, MAX_BATCH, 32, 1), intOption(o, DEVICE, 0, 0),
-                o.get(CudaLibraries.LIB_PATH_OPTION), debug.equals("true"));
+        options.checkKeys("cuda", KEYS);
+        String p = options.choice("cuda", PRECISION, knownPrecisions());
+        Precision precision = Precision.valueOf(p.toUpperCase(Locale.ROOT));
+        return new CudaOptions(precision, options.intAtLeast(MAX_BATCH, 32, 1), options.intAtLeast(DEVICE, 0, 0),
+                options.options().get(CudaLibraries.LIB_PATH_OPTION), options.bool(DEBUG_SYNC, false));
     }
 
     private static List<String> knownPrecisions() {
@@ -81,19 +68,4 @@ record CudaOptions(Precision precision, int maxBatch, int device, String libPath
         return out;
     }
 
-    private static int intOption(Map<String, String> o, String key, int fallback, int min) throws BackendException {
-        String v = o.get(key);
-        if (v == null) {
-            return fallback;
-        }
-        try {
-            int i = Integer.parseInt(v.trim());
-            if (i >= min) {
-                return i;
-            }
-        } catch (NumberFormatException e) {
-            // reported below
-        }
-        throw new BackendException(key + " must be an integer >= " + min + ", found '" + v + "'");
-    }
 }

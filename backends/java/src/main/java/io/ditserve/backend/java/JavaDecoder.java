@@ -30,7 +30,7 @@ public final class JavaDecoder implements Decoder {
     public static JavaDecoder create(DecoderSpec spec, BackendOptions options) throws BackendException {
         Objects.requireNonNull(spec, "spec");
         JavaDitBackend.checkKeys(options);
-        String path = options.get(JavaDitBackend.PATH_OPTION, "vector");
+        String path = JavaDitBackend.path(options);
         DecoderEngine engine = switch (path) {
             case "vector" -> {
                 int upsampling = spec.kind() == DecoderSpec.Kind.FULL ? 2 : spec.upsampling();

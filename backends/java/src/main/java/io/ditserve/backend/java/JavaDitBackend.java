@@ -29,12 +29,12 @@ public final class JavaDitBackend implements Backend {
 
     /** A {@code java.*} key this backend does not know is an error, so that a typo such as java.pth is not ignored. */
     static void checkKeys(BackendOptions options) throws BackendException {
-        for (String key : options.options().keySet()) {
-            if (key.startsWith("java.") && !KNOWN_OPTIONS.contains(key)) {
-                throw new BackendException("Unknown option [" + key + "] of the java backend, known options "
-                        + KNOWN_OPTIONS);
-            }
-        }
+        options.checkKeys("java", KNOWN_OPTIONS);
+    }
+
+    /** {@code java.path}: vector (default) or scalar. */
+    static String path(BackendOptions options) throws BackendException {
+        return options.choice("java", PATH_OPTION, java.util.List.of("vector", "scalar"));
     }
     private static final System.Logger LOG = System.getLogger(JavaDitBackend.class.getName());
 
@@ -51,12 +51,8 @@ public final class JavaDitBackend implements Backend {
     public static JavaDitBackend create(ModelSpec spec, BackendOptions options) throws BackendException {
         Objects.requireNonNull(spec, "spec");
         checkKeys(options);
-        String path = options.get(PATH_OPTION, "vector");
-        if (!path.equals("vector") && !path.equals("scalar")) {
-            throw new BackendException("Unknown " + PATH_OPTION + " [" + path + "] of the java backend, known options"
-                    + " [vector, scalar]");
-        }
-        int maxBatch = intOption(options, MAX_BATCH_OPTION, 8);
+        String path = path(options);
+        int maxBatch = options.intAtLeast(MAX_BATCH_OPTION, 8, 1);
         long start = System.nanoTime();
         DitEngine engine;
         long bytes;
@@ -72,18 +68,6 @@ public final class JavaDitBackend implements Backend {
         return new JavaDitBackend(spec, engine);
     }
 
-    private static int intOption(BackendOptions options, String key, int fallback) throws BackendException {
-        String v = options.get(key, Integer.toString(fallback));
-        try {
-            int i = Integer.parseInt(v.trim());
-            if (i >= 1) {
-                return i;
-            }
-        } catch (NumberFormatException e) {
-            // reported below
-        }
-        throw new BackendException(key + " must be a positive integer, found '" + v + "'");
-    }
 
     @Override
     public String name() {

@@ -91,21 +91,16 @@ final class OnnxRunner implements AutoCloseable {
     static OnnxRunner open(Path file, BackendOptions options, String what, String threadName)
             throws BackendException {
         Objects.requireNonNull(options, "options");
-        for (String key : options.options().keySet()) {
-            if (key.startsWith("onnx.") && !KNOWN_OPTIONS.contains(key)) {
-                throw new BackendException("Unknown option [" + key + "] of the onnx backend, known options "
-                        + KNOWN_OPTIONS);
-            }
-        }
-        String provider = choice(options, PROVIDER_OPTION, PROVIDERS);
-        OptLevel optLevel = switch (choice(options, OPTIMIZATION_OPTION, OPTIMIZATIONS)) {
+        options.checkKeys("onnx", KNOWN_OPTIONS);
+        String provider = options.choice("onnx", PROVIDER_OPTION, PROVIDERS);
+        OptLevel optLevel = switch (options.choice("onnx", OPTIMIZATION_OPTION, OPTIMIZATIONS)) {
             case "all" -> OptLevel.ALL_OPT;
             case "extended" -> OptLevel.EXTENDED_OPT;
             case "basic" -> OptLevel.BASIC_OPT;
             default -> OptLevel.NO_OPT;
         };
-        int cudaDevice = cudaDevice(options);
-        boolean spinning = choice(options, SPINNING_OPTION, List.of("false", "true")).equals("true");
+        int cudaDevice = options.intAtLeast(CUDA_DEVICE_OPTION, 0, 0);
+        boolean spinning = options.choice("onnx", SPINNING_OPTION, List.of("false", "true")).equals("true");
         if (!Files.isRegularFile(file)) {
             throw new BackendException(file + ": missing (" + what + ")");
         }
@@ -151,26 +146,7 @@ final class OnnxRunner implements AutoCloseable {
         }
     }
 
-    private static String choice(BackendOptions options, String key, List<String> allowed) throws BackendException {
-        String v = options.get(key, allowed.getFirst());
-        if (!allowed.contains(v)) {
-            throw new BackendException("Unknown " + key + " [" + v + "] of the onnx backend, known options " + allowed);
-        }
-        return v;
-    }
 
-    private static int cudaDevice(BackendOptions options) throws BackendException {
-        String v = options.get(CUDA_DEVICE_OPTION, "0");
-        try {
-            int id = Integer.parseInt(v.trim());
-            if (id >= 0) {
-                return id;
-            }
-        } catch (NumberFormatException e) {
-            // reported below
-        }
-        throw new BackendException(CUDA_DEVICE_OPTION + " must be a device id >= 0, found '" + v + "'");
-    }
 
     /** The model file for messages, with its external data if it has any. */
     String source() {

@@ -75,6 +75,6 @@ class OptionsTest {
         assertThatThrownBy(() -> OnnxBackends.onnx(spec, 1,
                         Map.of(OnnxDitBackend.PROVIDER_OPTION, "cuda", OnnxDitBackend.CUDA_DEVICE_OPTION, "gpu0")))
                 .isInstanceOf(BackendException.class)
-                .hasMessage("onnx.cuda.device must be a device id >= 0, found 'gpu0'");
+                .hasMessage("onnx.cuda.device must be an integer >= 0, found 'gpu0'");
     }
 }
