@@ -411,6 +411,57 @@ final class ComputeLoop {
         }
     }
 
+    private final PassCancel passCancel = new PassCancel();
+
+    /**
+     * The cancellation of the pass being run: it fires when the loop stops or every generation with a row in the
+     * pass has been cancelled. Backends poll it (on the loop's thread), or ask to be told ({@link #onCancel}: the
+     * generations notify it when they are cancelled, so ONNX Runtime terminates a run without polling).
+     */
+    private final class PassCancel implements Cancellation {
+        private int rows;
+
+        PassCancel of(int n) {
+            rows = n;
+            return this;
+        }
+
+        @Override
+        public boolean isCancelled() {
+            if (stopping) {
+                return true;
+            }
+            for (int r = 0; r < rows; r++) {
+                if (!owner[r].isCancelled()) {
+                    return false;
+                }
+            }
+            return true;
+        }
+
+        @Override
+        public Subscription onCancel(Runnable action) {
+            // a snapshot: the callbacks run on other threads, after which the loop reuses owner[]
+            List<Generation> owners = new ArrayList<>();
+            for (int r = 0; r < rows; r++) {
+                if (owners.isEmpty() || owners.getLast() != owner[r]) {
+                    owners.add(owner[r]);
+                }
+            }
+            java.util.concurrent.atomic.AtomicBoolean fired = new java.util.concurrent.atomic.AtomicBoolean();
+            Runnable check = () -> {
+                if ((stopping || owners.stream().allMatch(Generation::isCancelled)) && fired.compareAndSet(false, true)) {
+                    action.run();
+                }
+            };
+            List<Subscription> subs = new ArrayList<>(owners.size());
+            for (Generation g : owners) {
+                subs.add(g.whenCancelled(check));
+            }
+            return () -> subs.forEach(Subscription::close);
+        }
+    }
+
     /** Runs one forward pass over the gathered rows and hands each generation its outputs. */
     private void runPass() {
         int n = rows;
@@ -424,17 +475,7 @@ final class ComputeLoop {
             System.arraycopy(ys[cap], 0, ys[n], 0, n);
         }
         Backend backend = model.backend();
-        Cancellation cancel = () -> {
-            if (stopping) {
-                return true;
-            }
-            for (int r = 0; r < n; r++) {
-                if (!owner[r].isCancelled()) {
-                    return false;
-                }
-            }
-            return true;
-        };
+        Cancellation cancel = passCancel.of(n);
         long t0 = System.nanoTime();
         try {
             backend.forward(xs[n], ts[n], ys[n], outs[n], cancel);

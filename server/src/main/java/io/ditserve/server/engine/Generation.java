@@ -35,6 +35,7 @@ final class Generation {
     private final EngineObserver observer;
     private final TiledDecoding.Tiling tiling;
     private volatile boolean cancelled;
+    private final java.util.List<Runnable> cancelListeners = new java.util.concurrent.CopyOnWriteArrayList<>();
     /** Set by the compute loop once the listener has been told the end (only the loop's thread touches it). */
     boolean ended;
     private volatile boolean awaitingDecode;
@@ -83,6 +84,18 @@ final class Generation {
     void cancel(Failure failure) {
         cancelFailure = failure;
         cancelled = true;
+        for (Runnable r : cancelListeners) {
+            r.run();
+        }
+    }
+
+    /** Told (on the cancelling thread) when this generation is cancelled; at once if it already is. */
+    Cancellation.Subscription whenCancelled(Runnable action) {
+        cancelListeners.add(action);
+        if (cancelled) {
+            action.run();
+        }
+        return () -> cancelListeners.remove(action);
     }
 
     boolean isCancelled() {

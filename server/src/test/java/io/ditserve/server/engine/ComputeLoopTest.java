@@ -378,6 +378,73 @@ class ComputeLoopTest {
         assertThat(frames).as("frames that waited were replaced by newer ones, not queued").isLessThan(6);
     }
 
+    /** A backend that waits inside forward until its cancellation notifies it (it never polls). */
+    static final class NotifiedBackend implements Backend {
+        final Backend real;
+        final CompletableFuture<Boolean> entered = new CompletableFuture<>();
+        volatile boolean told;
+
+        NotifiedBackend(Backend real) {
+            this.real = real;
+        }
+
+        @Override
+        public String name() {
+            return "java";
+        }
+
+        @Override
+        public ModelSpec model() {
+            return real.model();
+        }
+
+        @Override
+        public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
+            java.util.concurrent.CountDownLatch fired = new java.util.concurrent.CountDownLatch(1);
+            try (Cancellation.Subscription s = cancel.onCancel(fired::countDown)) {
+                assertThat(s).as("the engine's pass cancellation can notify").isNotNull();
+                entered.complete(true);
+                if (!fired.await(30, TimeUnit.SECONDS)) {
+                    throw new BackendException("never told");
+                }
+                told = true;
+                throw new BackendException.Cancelled();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new BackendException("interrupted");
+            }
+        }
+
+        @Override
+        public void close() {
+            real.close();
+        }
+    }
+
+    @Test
+    void aPassIsToldWhenEveryGenerationInItIsCancelled() throws Exception {
+        ModelSpec spec = ModelConfigs.load(TestPaths.fixture("pixel-tiny"));
+        NotifiedBackend b = new NotifiedBackend(new BackendRegistry().get("java").create(spec,
+                BackendOptions.ofThreads(1)));
+        closers.add(b);
+        LoadedModel m = new LoadedModel(spec, b, 0);
+        Engine e = new Engine(new EngineConfig(4, 4, 8, TiledDecoding.Tiling.NEVER), EngineObserver.NONE, List.of(m));
+        closers.add(e);
+        Collector one = new Collector();
+        Collector two = new Collector();
+        // both accepted before the loop starts: the first pass holds both
+        Engine.Handle h1 = e.submit(plan(m, 1, 1, 3, 1f), one);
+        Engine.Handle h2 = e.submit(plan(m, 2, 1, 3, 1f), two);
+        e.start();
+        assertThat(b.entered.get(60, TimeUnit.SECONDS)).isTrue();
+        h1.cancel(Failure.cancelled("one went away"));
+        assertThat(b.told).as("not told while one generation of the pass still wants it").isFalse();
+        h2.cancel(Failure.cancelled("two went away"));
+        assertThat(one.await().message()).isEqualTo("one went away");
+        assertThat(two.await().message()).isEqualTo("two went away");
+        assertThat(b.told).isTrue();
+    }
+
     @Test
     void shutdownWithoutStartTellsEveryListener() throws Exception {
         Recorder r = recorder("pixel-tiny");

@@ -54,7 +54,7 @@ final class OnnxRunner implements AutoCloseable {
             SPINNING_OPTION);
     private static final List<String> PROVIDERS = List.of("cpu", "cuda");
     private static final List<String> OPTIMIZATIONS = List.of("all", "extended", "basic", "none");
-    /** How often a running session looks at its {@link Cancellation}. */
+    /** How often a running session looks at a {@link Cancellation} that cannot notify. */
     private static final long CANCEL_POLL_MILLIS = 5;
 
     /** Process-wide and shared with every other ONNX Runtime user in the JVM: not ours to close. */
@@ -250,7 +250,9 @@ final class OnnxRunner implements AutoCloseable {
         }
         try (runOptions) {
             CancelWatch watch = new CancelWatch(runOptions, cancel);
-            ScheduledFuture<?> polling = cancel == Cancellation.NEVER ? null
+            // told at once when the cancellation can notify; polled every few milliseconds otherwise
+            Cancellation.Subscription told = cancel == Cancellation.NEVER ? null : cancel.onCancel(watch);
+            ScheduledFuture<?> polling = cancel == Cancellation.NEVER || told != null ? null
                     : cancelWatcher.scheduleWithFixedDelay(watch, CANCEL_POLL_MILLIS, CANCEL_POLL_MILLIS,
                             TimeUnit.MILLISECONDS);
             OrtException failure = null;
@@ -267,6 +269,9 @@ final class OnnxRunner implements AutoCloseable {
             } finally {
                 if (polling != null) {
                     polling.cancel(false);
+                }
+                if (told != null) {
+                    told.close();
                 }
                 fired = watch.stop(); // from here on the watcher leaves runOptions alone: they are closed below
             }
