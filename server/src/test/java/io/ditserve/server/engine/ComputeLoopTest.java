@@ -227,7 +227,11 @@ class ComputeLoopTest {
         Collector second = new Collector();
         e.submit(plan(m, 2, 1, 5, 1f), second);
         assertThat(second.await()).isNull();
-        boolean mixed = r.passes.stream().anyMatch(p -> p.y().length == 2 && p.t()[0] != p.t()[1]);
+        List<Pass> passes;
+        synchronized (r.passes) { // the first generation is still stepping: copy under the list's lock
+            passes = List.copyOf(r.passes);
+        }
+        boolean mixed = passes.stream().anyMatch(p -> p.y().length == 2 && p.t()[0] != p.t()[1]);
         assertThat(mixed).as("a pass held both generations at different timesteps").isTrue();
         first.end.cancel(false);
     }
