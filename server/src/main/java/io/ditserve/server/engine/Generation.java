@@ -54,10 +54,8 @@ final class Generation {
     private float[] xNext;
     private float[] x0;
     private float[] noise;
-    private float[] in;
     private float[] out;
-    private int[] t;
-    private int[] y;
+    private int timestep; // this step's original-schedule timestep, shared by all its samples
     private volatile int done;
     private long startNanos;
     private long stepStartNanos;
@@ -132,13 +130,7 @@ final class Generation {
         xNext = new float[n * per];
         x0 = new float[n * per];
         noise = new float[n * per];
-        in = new float[samples * per];
         out = new float[samples * outPer];
-        t = new int[samples];
-        y = new int[samples];
-        for (int b = 0; b < samples; b++) {
-            y[b] = b < n ? plan.label() : spec.nullClass();
-        }
         rngs = new SplittableRandom[n];
         for (int b = 0; b < n; b++) {
             rngs[b] = new SplittableRandom(plan.seeds()[b]);
@@ -159,19 +151,16 @@ final class Generation {
             start();
         }
         stepStartNanos = System.nanoTime();
-        int i = plan.steps() - 1 - done;
-        System.arraycopy(x, 0, in, 0, n * per);
-        if (samples > n) {
-            System.arraycopy(x, 0, in, n * per, n * per);
-        }
-        java.util.Arrays.fill(t, schedule.timestep(i));
+        timestep = schedule.timestep(plan.steps() - 1 - done);
     }
 
     /** Copies sample s of this step's inputs into a batch: x at {@code dst[off ..]}, its t and y. */
     void inputs(int s, float[] dst, int off, int[] tDst, int[] yDst, int row) {
-        System.arraycopy(in, s * per, dst, off, per);
-        tDst[row] = t[s];
-        yDst[row] = y[s];
+        // samples n..2n−1 are the unconditional twins of images 0..n−1: the same x, the null label
+        boolean twin = s >= n;
+        System.arraycopy(x, (twin ? s - n : s) * per, dst, off, per);
+        tDst[row] = timestep;
+        yDst[row] = twin ? spec.nullClass() : plan.label();
     }
 
     /** Takes the model output of sample s from a batch, and this sample's share of the pass time. */

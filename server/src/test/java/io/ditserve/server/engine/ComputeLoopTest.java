@@ -44,12 +44,11 @@ class ComputeLoopTest {
     /** One forward call: its labels and timesteps, in row order. */
     record Pass(int[] y, int[] t) {}
 
-    /** The java backend, recording each pass; throws a RuntimeException for passes holding the poison label. */
-    static final class Recorder implements Backend {
+    /** A real backend behind a test's forward (name, model and close are the real one's). */
+    abstract static class Wrapped implements Backend {
         final Backend real;
-        final List<Pass> passes = Collections.synchronizedList(new ArrayList<>());
 
-        Recorder(Backend real) {
+        Wrapped(Backend real) {
             this.real = real;
         }
 
@@ -64,6 +63,20 @@ class ComputeLoopTest {
         }
 
         @Override
+        public void close() {
+            real.close();
+        }
+    }
+
+    /** The java backend, recording each pass; throws a RuntimeException for passes holding the poison label. */
+    static final class Recorder extends Wrapped {
+        final List<Pass> passes = Collections.synchronizedList(new ArrayList<>());
+
+        Recorder(Backend real) {
+            super(real);
+        }
+
+        @Override
         public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
             passes.add(new Pass(y.clone(), t.clone()));
             for (int label : y) {
@@ -74,10 +87,6 @@ class ComputeLoopTest {
             real.forward(x, t, y, out, cancel);
         }
 
-        @Override
-        public void close() {
-            real.close();
-        }
     }
 
     /** Collects events; completes a future when the generation ends. */
@@ -383,23 +392,12 @@ class ComputeLoopTest {
     }
 
     /** A backend that waits inside forward until its cancellation notifies it (it never polls). */
-    static final class NotifiedBackend implements Backend {
-        final Backend real;
+    static final class NotifiedBackend extends Wrapped {
         final CompletableFuture<Boolean> entered = new CompletableFuture<>();
         volatile boolean told;
 
         NotifiedBackend(Backend real) {
-            this.real = real;
-        }
-
-        @Override
-        public String name() {
-            return "java";
-        }
-
-        @Override
-        public ModelSpec model() {
-            return real.model();
+            super(real);
         }
 
         @Override
@@ -419,10 +417,6 @@ class ComputeLoopTest {
             }
         }
 
-        @Override
-        public void close() {
-            real.close();
-        }
     }
 
     @Test
