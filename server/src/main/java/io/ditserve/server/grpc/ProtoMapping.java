@@ -117,8 +117,11 @@ final class ProtoMapping {
 
     // ---- events
 
-    /** The wire message of a domain event; encodes images (PNG) where the plan asks for them. */
-    static GenerateEvent encode(GenerationEvent event) {
+    /**
+     * The wire message of a domain event of a generation with this plan; encodes images (PNG) where the plan asks
+     * for them.
+     */
+    static GenerateEvent encode(GenerationEvent event, GenerationPlan plan) {
         GenerateEvent.Builder b = GenerateEvent.newBuilder();
         switch (event) {
             case GenerationEvent.Accepted a -> b.setAccepted(accepted(a));
@@ -128,13 +131,12 @@ final class ProtoMapping {
                     .setStepSeconds(p.stepSeconds()));
             case GenerationEvent.Preview p -> b.setPreview(Preview.newBuilder().setImageIndex(p.imageIndex())
                     .setStep(p.step()).setDecoder(previewDecoder(p.decoder())).setPng(ByteString.copyFrom(png(p.frame()))));
-            case GenerationEvent.Result r -> throw new IllegalArgumentException("results need their plan: "
-                    + "use encode(Result, plan)");
+            case GenerationEvent.Result r -> b.setResult(result(r, plan));
         }
         return b.build();
     }
 
-    static GenerateEvent encode(GenerationEvent.Result r, GenerationPlan plan) {
+    private static Result result(GenerationEvent.Result r, GenerationPlan plan) {
         var t = r.timings();
         Result.Builder b = Result.newBuilder().setImageIndex(r.imageIndex()).setSeed(r.seed())
                 .setTimings(Timings.newBuilder().setQueueSeconds(t.queueSeconds())
@@ -150,7 +152,7 @@ final class ProtoMapping {
         if (plan.outputs().contains(io.ditserve.server.engine.OutputFormat.IMAGE_TENSOR)) {
             b.setImageTensor(tensor(image));
         }
-        return GenerateEvent.newBuilder().setResult(b).build();
+        return b.build();
     }
 
     static byte[] png(Frame f) {

@@ -224,8 +224,7 @@ final class StreamSink implements GenerationListener {
                 }
                 next = pending.pollFirst();
             }
-            GenerateEvent message = next instanceof GenerationEvent.Result r
-                    ? ProtoMapping.encode(r, plan) : ProtoMapping.encode(next); // encoding outside the lock
+            GenerateEvent message = ProtoMapping.encode(next, plan); // encoding outside the lock
             synchronized (this) {
                 if (closed) {
                     return;
