@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dit import safetensors_io  # noqa: E402
-from dit.diffusion import Schedule, sample  # noqa: E402
+from dit.diffusion import Schedule, StepCache, sample  # noqa: E402
 from dit.export import make_config, write_model_folder  # noqa: E402
 from dit.model import DiT, dit_from_config  # noqa: E402
 
@@ -43,6 +43,9 @@ TRAJECTORIES = [
     ("dpmpp_2m", "dpmpp_2m", 0.0, 1.0, "all"),
     ("dpmpp_2m_cfg_first3", "dpmpp_2m", 0.0, 4.0, "first3"),
     ("dpmpp_2m_cfg_all", "dpmpp_2m", 0.0, 4.0, "all"),
+    # step caching, interval 3 (docs/STEP_CACHE.md): steps 0, 3, 6 and the last run blocks 1..depth−1
+    ("ddim_cache3_cfg_all", "ddim", 0.0, 4.0, "all", 3),
+    ("dpmpp_2m_cache3_cfg_first3", "dpmpp_2m", 0.0, 4.0, "first3", 3),
 ]
 
 
@@ -72,18 +75,38 @@ def forward_case(model, cfg, seed):
     return {"forward.x": x, "forward.t": t, "forward.y": y, "forward.out": out}
 
 
+def cached_forward_case(model, cfg, seed):
+    """Step caching in one pass (docs/STEP_CACHE.md): the forward case's 4 samples with cache_run = [0, 2] (they
+    run blocks 1..depth−1 and return their residual) while samples 1 and 3 reuse a given residual (that of another
+    input at another t, so that a backend which ran them anyway or ignored the current t would be caught)."""
+    g = torch.Generator().manual_seed(seed)
+    base = forward_case(model, cfg, seed - 50)
+    x, t, y = base["forward.x"], base["forward.t"], base["forward.y"]
+    tokens = (cfg["input_size"] // cfg["patch_size"]) ** 2
+    with torch.no_grad():
+        other = torch.randn(x.shape, generator=g)
+        all_run = torch.arange(4)
+        _, stored = model.forward_cached(other, torch.tensor([50, 600, 300, 990]), y.flip(0),
+                                         torch.zeros((4, tokens, cfg["hidden_size"])), all_run)
+        run = torch.tensor([0, 2])
+        out, residual_out = model.forward_cached(x, t, y, stored, run)
+    return {"cache.x": x, "cache.t": t, "cache.y": y, "cache.residual": stored, "cache.run": run,
+            "cache.out": out, "cache.residual_out": residual_out}
+
+
 def trajectory_cases(model, cfg, seed):
     tensors, meta = {}, {}
     shape = (len(TRAJ_LABELS), cfg["in_channels"], cfg["input_size"], cfg["input_size"])
     sched = Schedule(TRAJ_STEPS)
-    for k, (name, sampler, eta, guidance, mode) in enumerate(TRAJECTORIES):
+    for k, (name, sampler, eta, guidance, mode, *interval) in enumerate(TRAJECTORIES):
+        cache = StepCache(interval[0], TRAJ_STEPS, cfg["depth"]) if interval else None
         g = torch.Generator().manual_seed(seed + k)
         x_T = torch.randn(shape, generator=g)
         noise = torch.randn((TRAJ_STEPS,) + shape, generator=g)  # in sampling order: noise[k] is used at i = S-1-k
         y = torch.tensor(TRAJ_LABELS, dtype=torch.long)
         trace = []
         final = sample(model, x_T, y, TRAJ_STEPS, sampler=sampler, eta=eta, guidance=guidance, guidance_mode=mode,
-                       noises=[noise[TRAJ_STEPS - 1 - i] for i in range(TRAJ_STEPS)], trace=trace)
+                       noises=[noise[TRAJ_STEPS - 1 - i] for i in range(TRAJ_STEPS)], trace=trace, cache=cache)
         p = f"traj.{name}."
         tensors[p + "x"] = torch.stack([tr[2] for tr in trace] + [final])
         tensors[p + "x0"] = torch.stack([tr[3] for tr in trace])
@@ -92,6 +115,8 @@ def trajectory_cases(model, cfg, seed):
         tensors[p + "t"] = torch.tensor([tr[1] for tr in trace], dtype=torch.long)
         meta[name] = dict(sampler=sampler, steps=TRAJ_STEPS, eta=eta, guidance=guidance, guidance_mode=mode,
                           timesteps_ascending=sched.timesteps)
+        if interval:
+            meta[name]["cache_interval"] = interval[0]
     return tensors, meta
 
 
@@ -113,6 +138,7 @@ def main():
                            description="random weights: a test fixture, not a useful model")
         write_model_folder(model, folder, conf)
         tensors = forward_case(model, cfg, 200 + idx)
+        tensors.update(cached_forward_case(model, cfg, 250 + idx))
         traj, meta = trajectory_cases(model, cfg, 300 + 10 * idx)
         tensors.update(traj)
         cases = os.path.join(folder, "cases.safetensors")
@@ -135,7 +161,13 @@ def main():
         model.eval()
         name = os.path.basename(os.path.normpath(a.bundled))
         os.makedirs(a.out, exist_ok=True)
-        safetensors_io.write(os.path.join(a.out, f"{name}.forward.safetensors"), forward_case(model, cfg, 400),
+        case = forward_case(model, cfg, 400)
+        case.update(cached_forward_case(model, cfg, 450))
+        path = os.path.join(a.out, f"{name}.forward.safetensors")
+        if a.keep_existing and os.path.exists(path):
+            old, _ = safetensors_io.read(path)
+            case.update({k: old[k] for k in case if k in old})
+        safetensors_io.write(os.path.join(a.out, f"{name}.forward.safetensors"), case,
                              {"model": name, "generator": "tools/make_fixtures.py"})
         print(f"wrote forward case for {name}")
 

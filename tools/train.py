@@ -5,6 +5,10 @@
 (written atomically every --ckpt-every steps and at the end), and a CSV log of the loss of every step.
 Stops at --steps or after --time-budget seconds, whichever comes first; run it again with the same --out to resume.
 
+With --latents (the latents.pt that tools/train_vae.py --export writes) it trains a LATENT model instead: each step
+draws a fresh sample of every chosen image's VAE posterior, times the VAE's scaling_factor (so that the latents have
+unit variance), on a 4×8×8 latent with patch 2.
+
   /usr/bin/python3 tools/train.py --out runs/fmnist --steps 40000            # CPU: hours
   python3 tools/train.py --out runs/fmnist --time-budget 360 --batch 512      # one GPU: minutes
 """
@@ -40,6 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--patch", type=int, default=4)
     p.add_argument("--ckpt-every", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latents", default=None, help="train on VAE latents (latents.pt of tools/train_vae.py)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     return p.parse_args(argv)
 
@@ -57,9 +62,17 @@ def main(argv=None):
     np.random.seed(args.seed)
 
     images, labels = fmnist.load("train", args.data)
-    x_all = torch.from_numpy(fmnist.to_model_range(images)).to(dev)
     y_all = torch.from_numpy(labels).to(dev)
-    cfg = dict(input_size=28, patch_size=args.patch, in_channels=1, hidden_size=args.hidden, depth=args.depth,
+    if args.latents:
+        lat = torch.load(args.latents, map_location=dev)
+        scale = lat["scaling_factor"]
+        lat_mean, lat_std = lat["mean"] * scale, torch.exp(0.5 * lat["logvar"]) * scale
+        x_all = None
+        size, channels = lat_mean.shape[-1], lat_mean.shape[1]
+    else:
+        x_all = torch.from_numpy(fmnist.to_model_range(images)).to(dev)
+        size, channels = 28, 1
+    cfg = dict(input_size=size, patch_size=args.patch, in_channels=channels, hidden_size=args.hidden, depth=args.depth,
                num_heads=args.heads, mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=10, learn_sigma=False)
     model = DiT(**cfg).to(dev)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -107,7 +120,7 @@ def main(argv=None):
         log.flush()
 
     t0 = time.time()
-    n = x_all.shape[0]
+    n = y_all.shape[0]
     ema_params = list(ema.parameters())
     model_params = list(model.parameters())
     while step < args.steps:
@@ -117,7 +130,11 @@ def main(argv=None):
         lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = training_loss(model, x_all[idx], y_all[idx])
+        if x_all is None:
+            x0 = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, device=dev)
+        else:
+            x0 = x_all[idx]
+        loss = training_loss(model, x0, y_all[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

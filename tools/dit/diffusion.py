@@ -65,18 +65,49 @@ def _f(v):
     return torch.tensor(float(np.float32(v)), dtype=torch.float32)
 
 
-def guided_model_output(model, x, i, sched, y, null_class, guidance, guidance_mode, in_channels):
+class StepCache:
+    """Step caching with a fixed interval (docs/STEP_CACHE.md): the sampling step with step number k (0 for the
+    first step taken) runs the cached span (blocks 1..depth−1) and stores its residual when k % interval == 0 or it
+    is the last step; every other step reuses the stored residual. One residual per row of the forward batch (the
+    twin rows of guidance have their own). Counts block evaluations per row in `block_evals`."""
+
+    def __init__(self, interval, steps, depth):
+        if interval < 1:
+            raise ValueError("interval must be ≥ 1")
+        self.interval, self.steps, self.depth = interval, steps, depth
+        self.residual = None
+        self.block_evals = 0
+
+    def runs_span(self, k):
+        return k % self.interval == 0 or k == self.steps - 1
+
+    def __call__(self, model, k, x, t, y):
+        if self.residual is None:
+            d = model.hidden_size if hasattr(model, "hidden_size") else model.cfg["hidden_size"]
+            tokens = (x.shape[-1] // model.patch_size) ** 2
+            self.residual = torch.zeros((x.shape[0], tokens, d), device=x.device)
+        n = x.shape[0]
+        run = torch.arange(n, device=x.device) if self.runs_span(k) else torch.zeros(0, dtype=torch.long,
+                                                                                     device=x.device)
+        out, self.residual = model.forward_cached(x, t, y, self.residual, run)
+        self.block_evals += self.depth if self.runs_span(k) else 1
+        return out
+
+
+def guided_model_output(model, x, i, sched, y, null_class, guidance, guidance_mode, in_channels, forward=None):
     """One model evaluation at sampling index i for a batch x [B, C, H, W] with labels y [B].
     guidance <= 1 or None → plain conditional evaluation. Otherwise the batch is doubled [y ; null] in one forward
     pass and eps is guided: mode 'first3' guides the first three channels (released behaviour, channels ≥ 3 come
-    from the conditional half), mode 'all' guides all in_channels eps channels."""
+    from the conditional half), mode 'all' guides all in_channels eps channels. forward(x, t, y): the model call
+    (default: model itself; the sampler passes a StepCache-bound one)."""
+    forward = forward or model
     t = torch.full((x.shape[0],), sched.timesteps[i], dtype=torch.long, device=x.device)
     if guidance is None or guidance == 1.0:
-        return model(x, t, y)
+        return forward(x, t, y)
     xx = torch.cat([x, x], 0)
     tt = torch.cat([t, t], 0)
     yy = torch.cat([y, torch.full_like(y, null_class)], 0)
-    out = model(xx, tt, yy)
+    out = forward(xx, tt, yy)
     cond, uncond = out[: x.shape[0]], out[x.shape[0]:]
     g = min(3, in_channels) if guidance_mode == "first3" else in_channels
     guided_eps = uncond[:, :g] + guidance * (cond[:, :g] - uncond[:, :g])
@@ -162,16 +193,19 @@ def dpmpp_2m_step(x, eps, sched, i, prev_x0):
 
 @torch.no_grad()
 def sample(model, x_T, y, steps, sampler="ddim", eta=0.0, guidance=None, guidance_mode="all", noises=None,
-           generator=None, trace=None):
+           generator=None, trace=None, cache=None):
     """Runs the sampler from x_T. noises: optional list of per-step noise tensors indexed by sampling index i
-    (used when i > 0). trace: optional list that receives (i, t, x_before, x0_estimate) per step."""
+    (used when i > 0). trace: optional list that receives (i, t, x_before, x0_estimate) per step. cache: a
+    StepCache for this run (None: every step runs every block)."""
     cfg = model.config() if hasattr(model, "config") else model.cfg
     in_ch, learn_sigma, null_class = cfg["in_channels"], cfg["learn_sigma"], cfg["num_classes"]
     sched = Schedule(steps)
     x = x_T.clone()
     prev_x0 = None
     for i in reversed(range(len(sched))):
-        out = guided_model_output(model, x, i, sched, y, null_class, guidance, guidance_mode, in_ch)
+        k = len(sched) - 1 - i
+        forward = None if cache is None else (lambda xx, tt, yy, k=k: cache(model, k, xx, tt, yy))
+        out = guided_model_output(model, x, i, sched, y, null_class, guidance, guidance_mode, in_ch, forward)
         eps, v = split_output(out, in_ch, learn_sigma)
         if noises is not None:
             z = noises[i]

@@ -2,12 +2,15 @@
 
   config.json           constructor arguments, class names, noise schedule, guidance mode, sampler defaults
   weights.safetensors   the state_dict under the released key names, float32 little-endian
-  model.onnx            x [N,C,H,W] float32, t [N] int64, y [N] int64 → out [N,C_out,H,W] float32, dynamic N
+  model.onnx            x [N,C,H,W] float32, t [N] int64, y [N] int64, cache_residual [N,T,D] float32,
+                        cache_run [M] int64 → out [N,C_out,H,W] float32, cache_residual_out [N,T,D] float32;
+                        dynamic N and M (step caching: docs/STEP_CACHE.md)
   model.onnx.data       the graph's weights, when they are kept outside model.onnx: always for a graph over the
                         2 GB protobuf limit (DiT-XL/2), on request for a smaller one
 """
 import json
 import os
+import warnings
 import shutil
 import struct
 
@@ -42,7 +45,22 @@ def make_config(model, name, class_names=None, guidance_mode="all", sampler="ddi
     return out
 
 
-def export_onnx(model, path, batch=2, external_data=None):
+# The graph's I/O (docs/MODEL_FORMAT.md): DiT(x, t, y) with step caching (docs/STEP_CACHE.md): the samples listed
+# in cache_run run blocks 1..depth−1 and return their residual; the others reuse cache_residual.
+INPUTS = ("x", "t", "y", "cache_residual", "cache_run")
+OUTPUTS = ("out", "cache_residual_out")
+
+
+class _CachedForward(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t, y, cache_residual, cache_run):
+        return self.model.forward_cached(x, t, y, cache_residual, cache_run)
+
+
+def export_onnx(model, path, batch=3, external_data=None):
     """Exports the I/O contract graph to `path`. external_data: True keeps every weight over 1 KiB in one file
     beside it (ONNX_DATA_FILE, referenced by that relative name), False keeps them inside, None (default) decides
     by size (INLINE_WEIGHT_LIMIT). Returns whether the weights went to ONNX_DATA_FILE. The folder of `path` gets
@@ -56,7 +74,8 @@ def export_onnx(model, path, batch=2, external_data=None):
     x = torch.randn(batch, cfg["in_channels"], cfg["input_size"], cfg["input_size"])
     t = torch.tensor([10 * (i + 1) for i in range(batch)], dtype=torch.long)
     y = torch.tensor([i % cfg["num_classes"] for i in range(batch)], dtype=torch.long)
-    dyn = {"x": {0: "N"}, "t": {0: "N"}, "y": {0: "N"}, "out": {0: "N"}}
+    dyn = {"x": {0: "N"}, "t": {0: "N"}, "y": {0: "N"}, "cache_residual": {0: "N"}, "cache_run": {0: "M"},
+           "out": {0: "N"}, "cache_residual_out": {0: "N"}}
     folder = os.path.dirname(os.path.abspath(path))
     data_path = os.path.join(folder, ONNX_DATA_FILE)
     for stale in (path, data_path):  # onnx appends to an existing data file
@@ -66,9 +85,14 @@ def export_onnx(model, path, batch=2, external_data=None):
     os.makedirs(scratch)
     try:
         raw = os.path.join(scratch, ONNX_FILE) if external_data else path
-        with torch.no_grad():
-            torch.onnx.export(model, (x, t, y), raw, input_names=["x", "t", "y"], output_names=["out"],
-                              dynamic_axes=dyn, opset_version=ONNX_OPSET, do_constant_folding=True)
+        tokens = (cfg["input_size"] // cfg["patch_size"]) ** 2
+        residual = torch.randn(batch, tokens, cfg["hidden_size"])
+        run = torch.arange(batch - 1, dtype=torch.long)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(_CachedForward(model), (x, t, y, residual, run), raw, input_names=list(INPUTS),
+                              output_names=list(OUTPUTS), dynamic_axes=dyn, opset_version=ONNX_OPSET,
+                              do_constant_folding=True)
         if external_data:
             graph = onnx.load(raw)  # with the loose tensor files torch may have written beside it
             onnx.save_model(graph, path, save_as_external_data=True, all_tensors_to_one_file=True,
@@ -87,8 +111,8 @@ def check_onnx(path):
     onnx.checker.check_model(path)
     graph = onnx.load(path, load_external_data=False)
     names = ([i.name for i in graph.graph.input], [o.name for o in graph.graph.output])
-    if names != (["x", "t", "y"], ["out"]):
-        raise ValueError(f"{path}: inputs/outputs {names}, expected (['x', 't', 'y'], ['out'])")
+    if names != (list(INPUTS), list(OUTPUTS)):
+        raise ValueError(f"{path}: inputs/outputs {names}, expected {(list(INPUTS), list(OUTPUTS))}")
     data_path = os.path.join(os.path.dirname(os.path.abspath(path)), ONNX_DATA_FILE)
     size = os.path.getsize(data_path) if os.path.exists(data_path) else 0
     for tensor in graph.graph.initializer:

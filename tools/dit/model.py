@@ -210,6 +210,25 @@ class DiT(nn.Module):
         x = self.final_layer(x, c)
         return self.unpatchify(x)
 
+    def forward_cached(self, x, t, y, cache_residual, cache_run):
+        """The forward pass with step caching (docs/STEP_CACHE.md). Blocks 1..depth−1 are the cached span: the
+        samples listed in cache_run (int64 indices) run it, and residual_out[b] = h_after_span − h_before_span for
+        them; every other sample b skips it and continues with h_before_span + cache_residual[b]. Block 0 and the
+        final layer run for every sample with its own t and y. Returns (out, residual_out); cache_residual and
+        residual_out are [N, T, D]. Samples that run the span get h_after_span itself (not h + residual), so with
+        every sample in cache_run `out` equals forward()."""
+        h = self.x_embedder(x) + self.pos_embed
+        c = self.t_embedder(t) + self.y_embedder(y, False)
+        h = self.blocks[0](h, c)
+        ran = h.index_select(0, cache_run)
+        c_ran = c.index_select(0, cache_run)
+        before = ran
+        for block in self.blocks[1:]:
+            ran = block(ran, c_ran)
+        after = (h + cache_residual).index_copy(0, cache_run, ran)
+        residual_out = cache_residual.index_copy(0, cache_run, ran - before)
+        return self.unpatchify(self.final_layer(after, c)), residual_out
+
     def config(self):
         return dict(input_size=self.input_size, patch_size=self.patch_size, in_channels=self.in_channels,
                     hidden_size=self.hidden_size, depth=len(self.blocks), num_heads=self.num_heads,

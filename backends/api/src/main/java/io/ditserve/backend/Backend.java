@@ -29,6 +29,25 @@ public interface Backend extends AutoCloseable {
      */
     void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException;
 
+    /**
+     * Runs the model with step caching (docs/STEP_CACHE.md): per sample, blocks 1..depth−1 run, run and store their
+     * residual, or are skipped in favour of a stored residual. A {@code null} or {@link StepCache#plain() plain}
+     * cache is the plain forward pass. Backends that cannot skip blocks leave this default, which refuses any other
+     * cache; {@link #supportsStepCache()} says which is the case before a request is admitted.
+     */
+    default void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel, StepCache cache)
+            throws BackendException {
+        if (cache != null && !cache.plain()) {
+            throw new BackendException("the " + name() + " backend cannot cache steps of model " + model().name());
+        }
+        forward(x, t, y, out, cancel);
+    }
+
+    /** Whether {@link #forward(Tensor, int[], int[], Tensor, Cancellation, StepCache)} takes non-plain caches. */
+    default boolean supportsStepCache() {
+        return false;
+    }
+
     /** Releases native memory, sessions and threads. Idempotent. */
     @Override
     void close();

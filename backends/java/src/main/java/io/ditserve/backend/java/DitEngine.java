@@ -2,6 +2,7 @@ package io.ditserve.backend.java;
 
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.StepCache;
 
 /** One compute path of the Java backend. {@link JavaDitBackend} validates the arguments and serialises calls. */
 interface DitEngine extends AutoCloseable {
@@ -13,8 +14,9 @@ interface DitEngine extends AutoCloseable {
      * @param t n timesteps in 0..999
      * @param y n labels in 0..num_classes
      * @param out [n, C_out, H, W]
+     * @param cache the step cache of the pass (checked), or null for a plain pass
      */
-    void forward(float[] x, int[] t, int[] y, int n, float[] out, Cancellation cancel)
+    void forward(float[] x, int[] t, int[] y, int n, float[] out, Cancellation cancel, StepCache cache)
             throws BackendException.Cancelled;
 
     @Override

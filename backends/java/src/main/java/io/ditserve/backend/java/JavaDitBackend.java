@@ -6,6 +6,7 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ForwardArguments;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import java.util.Objects;
 
@@ -80,15 +81,28 @@ public final class JavaDitBackend implements Backend {
     }
 
     @Override
-    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel)
+    public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
+        forward(x, t, y, out, cancel, null);
+    }
+
+    @Override
+    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel, StepCache cache)
             throws BackendException {
         if (closed) {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
         int n = ForwardArguments.check(spec, x, t, y, out);
-        if (n > 0) {
-            engine.forward(x.data(), t, y, n, out.data(), cancel);
+        if (cache != null) {
+            cache.check(spec, n);
         }
+        if (n > 0) {
+            engine.forward(x.data(), t, y, n, out.data(), cancel, cache);
+        }
+    }
+
+    @Override
+    public boolean supportsStepCache() {
+        return StepCache.cacheable(spec);
     }
 
     @Override

@@ -3,6 +3,7 @@ package io.ditserve.backend.java;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.java.DitWeights.Block;
 import io.ditserve.backend.java.DitWeights.Linear;
 
@@ -25,7 +26,7 @@ final class ScalarDit implements DitEngine {
     }
 
     @Override
-    public void forward(float[] xIn, int[] t, int[] y, int n, float[] out, Cancellation cancel)
+    public void forward(float[] xIn, int[] t, int[] y, int n, float[] out, Cancellation cancel, StepCache cache)
             throws BackendException.Cancelled {
         int rows = n * tokens;
         // 1. patchify (a stride-p conv as a matrix product) + pos_embed
@@ -50,21 +51,32 @@ final class ScalarDit implements DitEngine {
             }
         }
         float[] siluC = silu(c);
-        // 4. blocks; m = shift1 | scale1 | gate1 | shift2 | scale2 | gate2 per sample
-        for (Block blk : w.blocks) {
+        // 4. blocks; with a step cache, blocks 1.. run only for the samples that run the cached span
+        boolean cached = cache != null && !cache.plain();
+        int first = cached ? StepCache.FIRST_CACHED_BLOCK : w.blocks.length;
+        for (int i = 0; i < first; i++) {
             if (cancel.isCancelled()) {
                 throw new BackendException.Cancelled();
             }
-            float[] m = linear(siluC, n, blk.adaLN());
-            float[] h = modulatedLayerNorm(x, n, m, 6 * d, 0, d);
-            float[] att = attention(linear(h, rows, blk.qkv()), n);
-            gatedAdd(x, linear(att, rows, blk.proj()), n, m, 6 * d, 2 * d);
-            h = modulatedLayerNorm(x, n, m, 6 * d, 3 * d, 4 * d);
-            float[] u = linear(h, rows, blk.fc1());
-            for (int i = 0; i < u.length; i++) {
-                u[i] = DitMath.gelu(u[i]);
+            block(w.blocks[i], x, siluC, n);
+        }
+        if (cached) {
+            int width = tokens * d;
+            int[] perm = new int[n];
+            int m = CachedSpan.order(cache, n, perm);
+            float[] xs = new float[x.length];
+            float[] cs = new float[siluC.length];
+            CachedSpan.gather(x, perm, n, width, xs);
+            CachedSpan.gather(siluC, perm, n, d, cs);
+            CachedSpan.beforeSpan(cache, perm, m, xs, width);
+            for (int i = first; i < w.blocks.length && m > 0; i++) {
+                if (cancel.isCancelled()) {
+                    throw new BackendException.Cancelled();
+                }
+                block(w.blocks[i], xs, cs, m);
             }
-            gatedAdd(x, linear(u, rows, blk.fc2()), n, m, 6 * d, 5 * d);
+            CachedSpan.finish(cache, perm, n, m, xs, width);
+            CachedSpan.scatter(xs, perm, n, width, x);
         }
         if (cancel.isCancelled()) {
             throw new BackendException.Cancelled();
@@ -73,6 +85,21 @@ final class ScalarDit implements DitEngine {
         float[] fm = linear(siluC, n, w.finalAdaLN);
         float[] h = modulatedLayerNorm(x, n, fm, 2 * d, 0, d);
         DitMath.unpatchify(spec, linear(h, rows, w.finalLinear), n, out);
+    }
+
+    /** One DiT block on the first n samples of x; m = shift1 | scale1 | gate1 | shift2 | scale2 | gate2. */
+    private void block(Block blk, float[] x, float[] siluC, int n) {
+        int rows = n * tokens;
+        float[] m = linear(siluC, n, blk.adaLN());
+        float[] h = modulatedLayerNorm(x, n, m, 6 * d, 0, d);
+        float[] att = attention(linear(h, rows, blk.qkv()), n);
+        gatedAdd(x, linear(att, rows, blk.proj()), n, m, 6 * d, 2 * d);
+        h = modulatedLayerNorm(x, n, m, 6 * d, 3 * d, 4 * d);
+        float[] u = linear(h, rows, blk.fc1());
+        for (int i = 0; i < u.length; i++) {
+            u[i] = DitMath.gelu(u[i]);
+        }
+        gatedAdd(x, linear(u, rows, blk.fc2()), n, m, 6 * d, 5 * d);
     }
 
     /** y[r, o] = b[o] + Σ_k x[r, k]·W[o, k] for {@code rows} rows. */

@@ -6,6 +6,7 @@ import static io.ditserve.backend.java.MatMul.S;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.StepCache;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
 
@@ -93,18 +94,19 @@ final class VectorDit implements DitEngine {
     }
 
     @Override
-    public void forward(float[] x, int[] t, int[] y, int n, float[] out, Cancellation cancel)
+    public void forward(float[] x, int[] t, int[] y, int n, float[] out, Cancellation cancel, StepCache cache)
             throws BackendException.Cancelled {
         if (act.capacity < n) {
             act = new Activations(n);
         }
-        if (!parallel.run(() -> compute(x, t, y, n, out, cancel))) {
+        if (!parallel.run(() -> compute(x, t, y, n, out, cancel, cache))) {
             throw new BackendException.Cancelled();
         }
     }
 
     /** The forward pass on a pool thread; false when cancelled. Step numbers as in docs/DIT_MODEL.md, "Forward pass". */
-    private boolean compute(float[] xIn, int[] t, int[] y, int n, float[] out, Cancellation cancel) {
+    private boolean compute(float[] xIn, int[] t, int[] y, int n, float[] out, Cancellation cancel,
+            StepCache cache) {
         Activations a = act;
         int rows = n * tokens;
         // 1. patchify + pos_embed
@@ -130,19 +132,34 @@ final class VectorDit implements DitEngine {
                 a.siluC[b * d + k] = ExactMath.silu(a.c[b * d + k] + yEmbedding[y[b] * d + k]);
             }
         }
-        // 4. blocks; mod = shift1 | scale1 | gate1 | shift2 | scale2 | gate2 per sample
-        for (PackedBlock blk : blocks) {
+        // 4. blocks; with a step cache, blocks 1.. run only for the samples that run the cached span
+        boolean cached = cache != null && !cache.plain();
+        int first = cached ? StepCache.FIRST_CACHED_BLOCK : blocks.length;
+        for (int i = 0; i < first; i++) {
             if (cancel.isCancelled()) {
                 return false;
             }
-            linear(a.siluC, n, blk.adaLN(), a.mod);
-            modulatedLayerNorm(rows, 6 * d, 0, d);
-            linear(a.h, rows, blk.qkv(), a.qkv);
-            attentionJob.run(n);
-            linearGatedAdd(a.att, rows, blk.proj(), 6 * d, 2 * d);
-            modulatedLayerNorm(rows, 6 * d, 3 * d, 4 * d);
-            linearGelu(a.h, rows, blk.fc1(), a.mlp);
-            linearGatedAdd(a.mlp, rows, blk.fc2(), 6 * d, 5 * d);
+            block(blocks[i], n);
+        }
+        if (cached) {
+            int width = tokens * d;
+            int m = CachedSpan.order(cache, n, a.perm);
+            CachedSpan.gather(a.x, a.perm, n, width, a.h);
+            System.arraycopy(a.h, 0, a.x, 0, n * width);
+            CachedSpan.gather(a.siluC, a.perm, n, d, a.temb);
+            System.arraycopy(a.temb, 0, a.siluC, 0, n * d);
+            CachedSpan.beforeSpan(cache, a.perm, m, a.x, width);
+            for (int i = first; i < blocks.length && m > 0; i++) {
+                if (cancel.isCancelled()) {
+                    return false;
+                }
+                block(blocks[i], m);
+            }
+            CachedSpan.finish(cache, a.perm, n, m, a.x, width);
+            CachedSpan.scatter(a.x, a.perm, n, width, a.h);
+            System.arraycopy(a.h, 0, a.x, 0, n * width);
+            CachedSpan.scatter(a.siluC, a.perm, n, d, a.temb);
+            System.arraycopy(a.temb, 0, a.siluC, 0, n * d);
         }
         if (cancel.isCancelled()) {
             return false;
@@ -153,6 +170,20 @@ final class VectorDit implements DitEngine {
         linear(a.h, rows, finalLinear, a.out);
         DitMath.unpatchify(spec, a.out, n, out);
         return true;
+    }
+
+    /** One DiT block on the first n samples; mod = shift1 | scale1 | gate1 | shift2 | scale2 | gate2 per sample. */
+    private void block(PackedBlock blk, int n) {
+        Activations a = act;
+        int rows = n * tokens;
+        linear(a.siluC, n, blk.adaLN(), a.mod);
+        modulatedLayerNorm(rows, 6 * d, 0, d);
+        linear(a.h, rows, blk.qkv(), a.qkv);
+        attentionJob.run(n);
+        linearGatedAdd(a.att, rows, blk.proj(), 6 * d, 2 * d);
+        modulatedLayerNorm(rows, 6 * d, 3 * d, 4 * d);
+        linearGelu(a.h, rows, blk.fc1(), a.mlp);
+        linearGatedAdd(a.mlp, rows, blk.fc2(), 6 * d, 5 * d);
     }
 
     /** dst = src·Wᵀ + b. */
@@ -275,6 +306,7 @@ final class VectorDit implements DitEngine {
         final float[] c; // [n, D]
         final float[] siluC; // [n, D]
         final float[] mod; // [n, 6D]
+        final int[] perm; // step caching: batch order with the samples that run the cached span first
 
         Activations(int capacity) {
             this.capacity = capacity;
@@ -292,6 +324,7 @@ final class VectorDit implements DitEngine {
             c = new float[capacity * d];
             siluC = new float[capacity * d];
             mod = new float[capacity * 6 * d];
+            perm = new int[capacity];
         }
     }
 

@@ -10,6 +10,7 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ForwardArguments;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import io.ditserve.backend.onnx.OnnxRunner.Dim;
 import java.nio.FloatBuffer;
@@ -27,9 +28,11 @@ import java.util.List;
  * ({@link ExternalData}: missing or short fails naming it) and ONNX Runtime reads it relative to the model file.
  *
  * <p>The model must follow the contract of tools/dit/export.py: inputs {@code x} [N, C_in, H, W] float32,
- * {@code t} [N] int64, {@code y} [N] int64, output {@code out} [N, C_out, H, W] float32, with a dynamic N. It is
- * checked against that contract and the {@link ModelSpec} at load, so a wrong file fails at start-up, not at the
- * first request.
+ * {@code t} [N] int64, {@code y} [N] int64, {@code cache_residual} [N, T, D] float32 and {@code cache_run} [M]
+ * int64, outputs {@code out} [N, C_out, H, W] float32 and {@code cache_residual_out} [N, T, D] float32, with dynamic
+ * N and M (step caching: docs/STEP_CACHE.md). A graph exported before step caching, with only x, t, y → out, still
+ * loads; it runs plain passes and {@link #supportsStepCache()} is false. It is checked against the contract and the
+ * {@link ModelSpec} at load, so a wrong file fails at start-up, not at the first request.
  *
  * <p>Calls to {@link #forward} are serialised (they share the I/O buffers); {@link #close} waits for a running one.
  */
@@ -45,6 +48,9 @@ public final class OnnxDitBackend implements Backend {
     private static final String T = "t";
     private static final String Y = "y";
     private static final String OUT = "out";
+    private static final String RESIDUAL = "cache_residual";
+    private static final String RUN = "cache_run";
+    private static final String RESIDUAL_OUT = "cache_residual_out";
 
     private final ModelSpec spec;
     private final OnnxRunner runner;
@@ -58,9 +64,15 @@ public final class OnnxDitBackend implements Backend {
     private FloatBuffer outBuffer;
     private boolean closed;
 
-    private OnnxDitBackend(ModelSpec spec, OnnxRunner runner) {
+    private final boolean cacheGraph; // the graph has the step-cache inputs and output
+    private FloatBuffer residualBuffer;
+    private LongBuffer runBuffer;
+    private FloatBuffer residualOutBuffer;
+
+    private OnnxDitBackend(ModelSpec spec, OnnxRunner runner, boolean cacheGraph) {
         this.spec = spec;
         this.runner = runner;
+        this.cacheGraph = cacheGraph;
     }
 
     /** Loads {@code model.onnx} of the model folder and checks it against the I/O contract and {@code spec}. */
@@ -69,18 +81,25 @@ public final class OnnxDitBackend implements Backend {
         OnnxRunner runner = OnnxRunner.open(spec.file(MODEL_FILE), options,
                 "the onnx backend needs the exported model", spec.name());
         try {
-            checkContract(spec, runner);
-            return new OnnxDitBackend(spec, runner);
+            return new OnnxDitBackend(spec, runner, checkContract(spec, runner));
         } catch (BackendException | RuntimeException e) {
             runner.close();
             throw e;
         }
     }
 
-    /** Checks names, element types and ranks against the export contract, and the static dims against the spec. */
-    private static void checkContract(ModelSpec spec, OnnxRunner runner) throws BackendException {
-        runner.checkNames(List.of(X, T, Y), List.of(OUT));
+    /**
+     * Checks names, element types and ranks against the export contract, and the static dims against the spec;
+     * returns whether the graph has the step-cache inputs and output.
+     */
+    private static boolean checkContract(ModelSpec spec, OnnxRunner runner) throws BackendException {
         Map<String, NodeInfo> inputs = runner.inputInfo();
+        boolean cacheGraph = inputs.size() != 3;
+        if (cacheGraph) {
+            runner.checkNames(List.of(X, T, Y, RESIDUAL, RUN), List.of(OUT, RESIDUAL_OUT));
+        } else {
+            runner.checkNames(List.of(X, T, Y), List.of(OUT));
+        }
         Map<String, NodeInfo> outputs = runner.outputInfo();
         int size = spec.inputSize();
         runner.checkTensor("input", inputs.get(X), OnnxJavaType.FLOAT, "[N, C_in, H, W]",
@@ -93,6 +112,14 @@ public final class OnnxDitBackend implements Backend {
                 new Dim("channels (in_channels, doubled with learn_sigma)", spec.outChannels()),
                 new Dim("rows (input_size)", size),
                 new Dim("columns (input_size)", size));
+        if (cacheGraph) {
+            Dim tokens = new Dim("tokens ((input_size / patch_size)²)", spec.tokens());
+            Dim hidden = new Dim("features (hidden_size)", spec.hiddenSize());
+            runner.checkTensor("input", inputs.get(RESIDUAL), OnnxJavaType.FLOAT, "[N, T, D]", tokens, hidden);
+            runner.checkTensor("input", inputs.get(RUN), OnnxJavaType.INT64, "[M]");
+            runner.checkTensor("output", outputs.get(RESIDUAL_OUT), OnnxJavaType.FLOAT, "[N, T, D]", tokens, hidden);
+        }
+        return cacheGraph;
     }
 
     @Override
@@ -106,12 +133,30 @@ public final class OnnxDitBackend implements Backend {
     }
 
     @Override
-    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel)
+    public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
+        forward(x, t, y, out, cancel, null);
+    }
+
+    /**
+     * With the step-cache graph every pass feeds {@code cache_run} (all samples for a plain pass) and pins
+     * {@code cache_residual_out}: a sample that runs the span gets the span's output itself, so a plain pass through
+     * this graph computes the plain function.
+     */
+    @Override
+    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel, StepCache cache)
             throws BackendException {
         if (closed) {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
         int n = ForwardArguments.check(spec, x, t, y, out);
+        boolean plain = cache == null || cache.plain();
+        if (cache != null) {
+            cache.check(spec, n);
+        }
+        if (!plain && !cacheGraph) {
+            throw new BackendException(runner.file + " has no step-cache inputs (exported before step caching): "
+                    + "re-export it with tools/convert.py to cache steps of " + spec.name());
+        }
         if (n == 0) {
             return;
         }
@@ -128,15 +173,61 @@ public final class OnnxDitBackend implements Backend {
         }
         outBuffer.clear().limit(out.size());
         long[] outShape = OnnxRunner.longs(out.shape());
-        try (OnnxTensor xTensor = OnnxTensor.createTensor(runner.env, xBuffer, OnnxRunner.longs(x.shape()));
-                OnnxTensor tTensor = OnnxTensor.createTensor(runner.env, tBuffer, new long[] {n});
-                OnnxTensor yTensor = OnnxTensor.createTensor(runner.env, yBuffer, new long[] {n});
-                OnnxTensor outTensor = OnnxTensor.createTensor(runner.env, outBuffer, outShape)) {
-            runner.run(Map.of(X, xTensor, T, tTensor, Y, yTensor), OUT, outTensor, outShape, cancel);
+        int len = StepCache.residualLength(spec);
+        long[] residualShape = {n, spec.tokens(), spec.hiddenSize()};
+        int m = 0;
+        if (cacheGraph) {
+            residualBuffer.clear().limit(n * len);
+            residualOutBuffer.clear().limit(n * len);
+            runBuffer.clear();
+            for (int b = 0; b < n; b++) {
+                if (plain || cache.use(b) != StepCache.Use.REUSE) {
+                    runBuffer.put(m++, b);
+                } else {
+                    residualBuffer.put(b * len, cache.residual(b));
+                }
+            }
+            runBuffer.limit(m);
+        }
+        List<OnnxTensor> tensors = new java.util.ArrayList<>(7);
+        try {
+            OnnxTensor xTensor = add(tensors, OnnxTensor.createTensor(runner.env, xBuffer, OnnxRunner.longs(x.shape())));
+            OnnxTensor tTensor = add(tensors, OnnxTensor.createTensor(runner.env, tBuffer, new long[] {n}));
+            OnnxTensor yTensor = add(tensors, OnnxTensor.createTensor(runner.env, yBuffer, new long[] {n}));
+            OnnxTensor outTensor = add(tensors, OnnxTensor.createTensor(runner.env, outBuffer, outShape));
+            if (cacheGraph) {
+                OnnxTensor res = add(tensors, OnnxTensor.createTensor(runner.env, residualBuffer, residualShape));
+                OnnxTensor run = add(tensors, OnnxTensor.createTensor(runner.env, runBuffer, new long[] {m}));
+                OnnxTensor resOut = add(tensors,
+                        OnnxTensor.createTensor(runner.env, residualOutBuffer, residualShape));
+                runner.run(Map.of(X, xTensor, T, tTensor, Y, yTensor, RESIDUAL, res, RUN, run),
+                        Map.of(OUT, outTensor, RESIDUAL_OUT, resOut), cancel);
+            } else {
+                runner.run(Map.of(X, xTensor, T, tTensor, Y, yTensor), OUT, outTensor, outShape, cancel);
+            }
         } catch (OrtException e) {
             throw new BackendException(runner.file + ": cannot create the run's tensors: " + e.getMessage(), e);
+        } finally {
+            tensors.forEach(OnnxTensor::close);
         }
         outBuffer.get(0, out.data());
+        if (!plain) {
+            for (int b = 0; b < n; b++) {
+                if (cache.use(b) == StepCache.Use.STORE) {
+                    residualOutBuffer.get(b * len, cache.residual(b));
+                }
+            }
+        }
+    }
+
+    @Override
+    public boolean supportsStepCache() {
+        return cacheGraph && StepCache.cacheable(spec);
+    }
+
+    private static OnnxTensor add(List<OnnxTensor> tensors, OnnxTensor t) {
+        tensors.add(t);
+        return t;
     }
 
     private void ensureCapacity(int n) {
@@ -148,6 +239,12 @@ public final class OnnxDitBackend implements Backend {
         tBuffer = OnnxRunner.directBytes(8L * n).asLongBuffer();
         yBuffer = OnnxRunner.directBytes(8L * n).asLongBuffer();
         outBuffer = OnnxRunner.directBytes(4L * n * spec.outChannels() * pixels).asFloatBuffer();
+        if (cacheGraph) {
+            long residualBytes = 4L * n * StepCache.residualLength(spec);
+            residualBuffer = OnnxRunner.directBytes(residualBytes).asFloatBuffer();
+            residualOutBuffer = OnnxRunner.directBytes(residualBytes).asFloatBuffer();
+            runBuffer = OnnxRunner.directBytes(8L * n).asLongBuffer();
+        }
         capacity = n;
     }
 
@@ -161,6 +258,9 @@ public final class OnnxDitBackend implements Backend {
         tBuffer = null;
         yBuffer = null;
         outBuffer = null;
+        residualBuffer = null;
+        residualOutBuffer = null;
+        runBuffer = null;
         capacity = 0;
         runner.close();
     }

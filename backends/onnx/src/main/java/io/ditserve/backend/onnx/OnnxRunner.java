@@ -239,6 +239,12 @@ final class OnnxRunner implements AutoCloseable {
      */
     void run(Map<String, OnnxTensor> inputs, String outName, OnnxTensor out, long[] outShape, Cancellation cancel)
             throws BackendException {
+        run(inputs, Map.of(outName, out), cancel);
+    }
+
+    /** As above, with every output pinned to a caller's tensor. */
+    void run(Map<String, OnnxTensor> inputs, Map<String, OnnxTensor> outputs, Cancellation cancel)
+            throws BackendException {
         if (closed) {
             throw new IllegalStateException(file + ": session is closed");
         }
@@ -257,12 +263,15 @@ final class OnnxRunner implements AutoCloseable {
                             TimeUnit.MILLISECONDS);
             OrtException failure = null;
             boolean fired;
-            try (OrtSession.Result result = session.run(inputs, Set.of(), Map.of(outName, out), runOptions)) {
+            try (OrtSession.Result result = session.run(inputs, Set.of(), outputs, runOptions)) {
                 // ONNX Runtime fails the run when the model's output shape differs from the pinned tensor's; here it
-                // only remains to check that the output is the pinned tensor, i.e. in the caller's buffer
-                if (result.get(outName).orElse(null) != out) {
-                    throw new IllegalStateException(file + ": ONNX Runtime returned '" + outName
-                            + "' in a tensor of its own instead of the pinned " + Arrays.toString(outShape) + " one");
+                // only remains to check that each output is the pinned tensor, i.e. in the caller's buffer
+                for (Map.Entry<String, OnnxTensor> e : outputs.entrySet()) {
+                    if (result.get(e.getKey()).orElse(null) != e.getValue()) {
+                        throw new IllegalStateException(file + ": ONNX Runtime returned '" + e.getKey()
+                                + "' in a tensor of its own instead of the pinned "
+                                + Arrays.toString(e.getValue().getInfo().getShape()) + " one");
+                    }
                 }
             } catch (OrtException e) {
                 failure = e;

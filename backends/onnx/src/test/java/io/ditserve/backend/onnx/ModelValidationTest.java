@@ -9,6 +9,7 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.onnx.OnnxModelWriter.Value;
 import io.ditserve.backend.testkit.Fixtures;
 import java.nio.file.Files;
@@ -51,6 +52,30 @@ class ModelValidationTest {
                 Tensor out = Fixtures.run(b, c.x(), c.t(), c.y());
                 assertThat(out.data()).as("batch %d", n).containsExactly(c.x().data());
             }
+        }
+    }
+
+    /**
+     * A graph exported before step caching (x, t, y → out) still serves plain passes; it says it cannot cache steps,
+     * and a pass that asks to is refused with what to do, not run wrong.
+     */
+    @Test
+    void aGraphWithoutTheCacheInputsServesPlainPassesAndRefusesCaching() throws Exception {
+        write(List.of(X, T, Y), List.of(OUT));
+        try (Backend b = OnnxBackends.onnx(spec())) {
+            assertThat(b.supportsStepCache()).isFalse();
+            Fixtures.Case c = Fixtures.randomCase(b.model(), 2, 3);
+            Tensor out = Tensor.zeros(c.out().shape());
+            int len = StepCache.residualLength(b.model());
+            b.forward(c.x(), c.t(), c.y(), out, () -> false,
+                    new StepCache(new StepCache.Use[] {StepCache.Use.RUN, StepCache.Use.RUN}, new float[2][]));
+            assertThat(out.data()).containsExactly(c.x().data());
+            StepCache reuse = new StepCache(new StepCache.Use[] {StepCache.Use.STORE, StepCache.Use.REUSE},
+                    new float[][] {new float[len], new float[len]});
+            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, () -> false, reuse))
+                    .isInstanceOf(BackendException.class)
+                    .hasMessageContaining("has no step-cache inputs")
+                    .hasMessageContaining("re-export it with tools/convert.py");
         }
     }
 

@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
@@ -174,5 +175,130 @@ public abstract class BackendConformance {
                 }
             }
         }
+    }
+
+    // ---- step caching (docs/STEP_CACHE.md) ----
+
+    /** Whether this backend skips blocks for step caching on the fixture models (the default: yes). */
+    protected boolean cachesSteps() {
+        return true;
+    }
+
+    /**
+     * One pass where two samples run and store the cached span and two reuse a residual stored at other inputs and
+     * timesteps: outputs and stored residuals match PyTorch. A backend that ran the span for the reusing samples,
+     * or used the stored step's t or y, would miss by far more than the tolerance.
+     */
+    @ParameterizedTest
+    @CsvSource({"pixel-tiny", "latent-tiny", "fashion-dit"})
+    void stepCacheMatchesPyTorch(String model) throws Exception {
+        ModelSpec spec = Fixtures.spec(model);
+        Fixtures.CacheCase c = Fixtures.cacheCase(model);
+        try (Backend b = create(spec, 2)) {
+            assertThat(b.supportsStepCache()).isEqualTo(cachesSteps());
+            org.junit.jupiter.api.Assumptions.assumeTrue(cachesSteps(), "this backend does not cache steps");
+            StepCache cache = c.stepCache();
+            Tensor out = Tensor.zeros(c.out().shape());
+            b.forward(c.x(), c.t(), c.y(), out, () -> false, cache);
+            assertThat(Fixtures.relativeError(out, c.out())).as("%s output", model).isLessThan(tolerance());
+            int len = StepCache.residualLength(spec);
+            for (int k : c.run()) {
+                float[] expected = java.util.Arrays.copyOfRange(c.residualOut().data(), k * len, (k + 1) * len);
+                assertThat(Fixtures.relativeError(cache.residual(k), expected)).as("%s residual of sample %d",
+                        model, k).isLessThan(tolerance());
+            }
+        }
+    }
+
+    /**
+     * Storing changes nothing in the pass (the storing samples get the plain output, to the batch tolerance), and
+     * reusing what was just stored at the same inputs gives the plain output again, to the parity tolerance.
+     */
+    @Test
+    void reusingWhatWasStoredAtTheSameInputsGivesThePlainOutput() throws Exception {
+        ModelSpec spec = Fixtures.spec("latent-tiny");
+        Fixtures.Case c = Fixtures.randomCase(spec, 3, 21);
+        try (Backend b = create(spec, 2)) {
+            org.junit.jupiter.api.Assumptions.assumeTrue(cachesSteps(), "this backend does not cache steps");
+            Tensor plain = Fixtures.run(b, c.x(), c.t(), c.y());
+            float[][] residuals = new float[3][StepCache.residualLength(spec)];
+            StepCache.Use[] store = {StepCache.Use.STORE, StepCache.Use.STORE, StepCache.Use.STORE};
+            Tensor stored = Tensor.zeros(plain.shape());
+            b.forward(c.x(), c.t(), c.y(), stored, () -> false, new StepCache(store, residuals));
+            assertThat(Fixtures.relativeError(stored, plain)).isLessThanOrEqualTo(batchTolerance());
+            StepCache.Use[] reuse = {StepCache.Use.REUSE, StepCache.Use.REUSE, StepCache.Use.REUSE};
+            Tensor reused = Tensor.zeros(plain.shape());
+            b.forward(c.x(), c.t(), c.y(), reused, () -> false, new StepCache(reuse, residuals));
+            assertThat(Fixtures.relativeError(reused, plain)).isLessThan(tolerance());
+        }
+    }
+
+    /**
+     * A sample with a step cache gives the same output and residual whatever it is batched with (samples that run
+     * the span, store, or reuse), within {@link #batchTolerance()}.
+     */
+    @Test
+    void cachedSamplesAreIndependentOfTheirCompanions() throws Exception {
+        ModelSpec spec = Fixtures.spec("latent-tiny");
+        int n = 5;
+        Fixtures.Case c = Fixtures.randomCase(spec, n, 31);
+        StepCache.Use[] uses = {StepCache.Use.REUSE, StepCache.Use.STORE, StepCache.Use.RUN, StepCache.Use.REUSE,
+            StepCache.Use.STORE};
+        int len = StepCache.residualLength(spec);
+        java.util.Random rnd = new java.util.Random(5);
+        float[][] given = new float[n][len];
+        for (float[] r : given) {
+            for (int i = 0; i < len; i++) {
+                r[i] = (float) rnd.nextGaussian();
+            }
+        }
+        try (Backend b = create(spec, 2)) {
+            org.junit.jupiter.api.Assumptions.assumeTrue(cachesSteps(), "this backend does not cache steps");
+            float[][] batchRes = copy(given);
+            Tensor batch = Tensor.zeros(n, spec.outChannels(), spec.inputSize(), spec.inputSize());
+            b.forward(c.x(), c.t(), c.y(), batch, () -> false, new StepCache(uses, batchRes));
+            for (int k = 0; k < n; k++) {
+                float[][] aloneRes = {given[k].clone()};
+                Tensor alone = Tensor.zeros(1, spec.outChannels(), spec.inputSize(), spec.inputSize());
+                b.forward(Fixtures.sample(c.x(), k), new int[] {c.t()[k]}, new int[] {c.y()[k]}, alone, () -> false,
+                        new StepCache(new StepCache.Use[] {uses[k]}, aloneRes));
+                if (batchTolerance() == 0) {
+                    assertThat(Fixtures.sample(batch, k).data()).as("sample %d", k).containsExactly(alone.data());
+                    assertThat(batchRes[k]).as("residual %d", k).containsExactly(aloneRes[0]);
+                } else {
+                    assertThat(Fixtures.relativeError(Fixtures.sample(batch, k), alone)).as("sample %d", k)
+                            .isLessThanOrEqualTo(batchTolerance());
+                    if (uses[k] == StepCache.Use.STORE) {
+                        assertThat(Fixtures.relativeError(batchRes[k], aloneRes[0])).as("residual %d", k)
+                                .isLessThanOrEqualTo(batchTolerance());
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void badStepCachesAreRejected() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        Fixtures.Case c = Fixtures.randomCase(spec, 2, 41);
+        try (Backend b = create(spec, 1)) {
+            org.junit.jupiter.api.Assumptions.assumeTrue(cachesSteps(), "this backend does not cache steps");
+            Tensor out = Tensor.zeros(2, spec.outChannels(), spec.inputSize(), spec.inputSize());
+            StepCache.Use[] reuse = {StepCache.Use.REUSE, StepCache.Use.REUSE};
+            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, () -> false,
+                    new StepCache(reuse, new float[][] {new float[3], new float[3]})))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("tokens × hidden");
+            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, () -> false,
+                    new StepCache(new StepCache.Use[] {StepCache.Use.RUN}, new float[1][])))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("step cache for 1 samples");
+        }
+    }
+
+    private static float[][] copy(float[][] a) {
+        float[][] r = new float[a.length][];
+        for (int i = 0; i < a.length; i++) {
+            r[i] = a[i].clone();
+        }
+        return r;
     }
 }

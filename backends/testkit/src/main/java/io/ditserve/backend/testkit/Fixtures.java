@@ -6,6 +6,7 @@ import io.ditserve.backend.BackendProvider;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -64,6 +65,37 @@ public final class Fixtures {
         try (Safetensors st = Safetensors.open(casesFile(name))) {
             return new Case(st.tensor("forward.x"), ints(st.longs("forward.t")), ints(st.longs("forward.y")),
                     st.tensor("forward.out"));
+        }
+    }
+
+    /**
+     * The step-cache case (docs/STEP_CACHE.md): inputs, the samples that run the cached span ({@code run}; they
+     * store), the residual the others reuse, and PyTorch's output and stored residuals.
+     */
+    public record CacheCase(Tensor x, int[] t, int[] y, int[] run, Tensor residual, Tensor out, Tensor residualOut) {
+        /** The StepCache of this case: the samples in {@code run} store, the others reuse {@code residual}. */
+        public StepCache stepCache() {
+            int n = t.length;
+            int len = residual.stride0();
+            StepCache.Use[] uses = new StepCache.Use[n];
+            float[][] residuals = new float[n][];
+            Arrays.fill(uses, StepCache.Use.REUSE);
+            for (int b : run) {
+                uses[b] = StepCache.Use.STORE;
+            }
+            for (int b = 0; b < n; b++) {
+                residuals[b] = uses[b] == StepCache.Use.STORE ? new float[len]
+                        : Arrays.copyOfRange(residual.data(), b * len, (b + 1) * len);
+            }
+            return new StepCache(uses, residuals);
+        }
+    }
+
+    public static CacheCase cacheCase(String name) throws BackendException {
+        try (Safetensors st = Safetensors.open(casesFile(name))) {
+            return new CacheCase(st.tensor("cache.x"), ints(st.longs("cache.t")), ints(st.longs("cache.y")),
+                    ints(st.longs("cache.run")), st.tensor("cache.residual"), st.tensor("cache.out"),
+                    st.tensor("cache.residual_out"));
         }
     }
 
