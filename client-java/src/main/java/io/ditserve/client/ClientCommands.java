@@ -38,6 +38,10 @@ public final class ClientCommands {
         int steps;
         @Option(names = "--sampler", description = "ddpm, ddim or dpmpp-2m (DPM-Solver++(2M)) (default: the model's)")
         String sampler;
+        @Option(names = "--step-cache", defaultValue = "0", paramLabel = "K",
+                description = "step caching: run every transformer block only every K-th step (and the last), reuse "
+                        + "blocks 1..depth-1 between (docs/STEP_CACHE.md); 0 = off (default)")
+        int stepCache;
         @Option(names = "--eta", description = "DDIM eta in [0, 1] (default: the model's)")
         Float eta;
         @Option(names = "--guidance", description = "classifier-free guidance scale; 1 = none (default: the model's)")
@@ -111,6 +115,10 @@ public final class ClientCommands {
             }
             if (eta != null) {
                 b.setEta(eta);
+            }
+            if (stepCache != 0) {
+                b.setStepCache(io.ditserve.proto.v1.StepCacheSettings.newBuilder()
+                        .setMethod(io.ditserve.proto.v1.StepCacheMethod.STEP_CACHE_INTERVAL).setInterval(stepCache));
             }
             if (guidance != null) {
                 b.setGuidanceScale(guidance);

@@ -14,6 +14,8 @@ import io.ditserve.proto.v1.GetModelRequest;
 import io.ditserve.proto.v1.GuidanceMode;
 import io.ditserve.proto.v1.ModelInfo;
 import io.ditserve.proto.v1.OutputFormat;
+import io.ditserve.proto.v1.StepCacheMethod;
+import io.ditserve.proto.v1.StepCacheSettings;
 import io.ditserve.proto.v1.Sampler;
 import io.ditserve.server.config.ServerConfig;
 import io.grpc.ManagedChannel;
@@ -85,6 +87,29 @@ class GrpcServerTest {
         assertThat(latent.getOutChannels()).isEqualTo(8);
         assertThat(latent.getDefaults().getGuidanceMode()).isEqualTo(GuidanceMode.GUIDANCE_MODE_FIRST_THREE);
         assertThat(latent.getParameters()).isGreaterThan(0);
+    }
+
+    /**
+     * Step caching through gRPC: Accepted echoes the setting and the block evaluations it costs; the cached image
+     * differs from the plain one (blocks really were skipped) but stays close to it; ModelInfo says the model can
+     * cache steps.
+     */
+    @Test
+    void stepCachingIsAcceptedEchoedAndChangesTheImageALittle() {
+        assertThat(client.getModel("pixel-tiny").getStepCache()).isTrue();
+        GenerateRequest plain = pixel().addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR).build();
+        GenerateRequest cached = plain.toBuilder().setStepCache(StepCacheSettings.newBuilder()
+                .setMethod(StepCacheMethod.STEP_CACHE_INTERVAL).setInterval(3)).build();
+        List<GenerateEvent> p = collect(plain);
+        List<GenerateEvent> c = collect(cached);
+        assertThat(p.get(0).getAccepted().getStepCache().getMethod()).isEqualTo(StepCacheMethod.STEP_CACHE_OFF);
+        assertThat(p.get(0).getAccepted().getBlockEvaluations()).isEqualTo(8 * 2); // pixel-tiny has 2 blocks
+        assertThat(c.get(0).getAccepted().getStepCache().getInterval()).isEqualTo(3);
+        assertThat(c.get(0).getAccepted().getBlockEvaluations()).isEqualTo(4 * 2 + 4); // steps 0, 3, 6, 7 run all
+        ByteString a = p.getLast().getResult().getTensor().getData();
+        ByteString b = c.getLast().getResult().getTensor().getData();
+        assertThat(b).isNotEqualTo(a);
+        assertThat(b.size()).isEqualTo(a.size());
     }
 
     @Test
@@ -297,6 +322,13 @@ class GrpcServerTest {
                 bad("preview_interval", b -> b.setPreviewInterval(-1)),
                 bad("output_formats[0]", b -> b.addOutputFormatsValue(0)),
                 bad("output_formats[1]", b -> b.addOutputFormats(OutputFormat.OUTPUT_FORMAT_PNG).addOutputFormatsValue(5)),
+                bad("step_cache.interval", b -> b.setStepCache(StepCacheSettings.newBuilder()
+                        .setMethod(StepCacheMethod.STEP_CACHE_INTERVAL))),
+                bad("step_cache.interval", b -> b.setStepCache(StepCacheSettings.newBuilder()
+                        .setMethod(StepCacheMethod.STEP_CACHE_INTERVAL).setInterval(9))),
+                bad("step_cache.interval", b -> b.setStepCache(StepCacheSettings.newBuilder()
+                        .setMethod(StepCacheMethod.STEP_CACHE_OFF).setInterval(2))),
+                bad("step_cache.method", b -> b.setStepCache(StepCacheSettings.newBuilder().setMethodValue(7))),
                 bad("initial_noise.shape", b -> b.setInitialNoise(FloatTensor.newBuilder().addShape(1).addShape(16))),
                 bad("initial_noise.data", b -> b.setInitialNoise(FloatTensor.newBuilder().addShape(1).addShape(1)
                         .addShape(16).addShape(16).setData(ByteString.copyFrom(new byte[12])))),

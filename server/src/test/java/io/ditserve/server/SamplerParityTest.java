@@ -11,7 +11,9 @@ import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
+import io.ditserve.server.engine.StepCaching;
 import io.ditserve.server.model.BackendRegistry;
 import io.ditserve.server.sampling.NoiseSchedule;
 import io.ditserve.backend.Sampler;
@@ -31,6 +33,8 @@ import org.junit.jupiter.params.provider.MethodSource;
  * fixture trajectory (DDIM eta 0 and 0.5, DDPM, DPM-Solver++(2M); no guidance, guidance on the first three channels
  * and on all), starting each step from the reference x, the clean-image estimate and the next x match the reference
  * within 1e-4 of the tensor's largest magnitude. Then the whole trajectory, run from x_T alone, ends within 1e-3.
+ * Trajectories with a {@code cache_interval} run with step caching (docs/STEP_CACHE.md) as the engine schedules it:
+ * each row keeps its residual of blocks 1..depth−1 from the last step that ran them.
  * One {@link SamplingStep} serves each pass over a trajectory, as one serves a generation in the engine, so that a
  * stateful sampler (DPM-Solver++ keeps the previous data prediction) is checked with its state.
  */
@@ -81,8 +85,10 @@ class SamplerParityTest {
             int hw = spec.inputSize() * spec.inputSize();
             int slice = n * per;
             NoiseSchedule sched = NoiseSchedule.respaced(steps);
+            StepCaching caching = m.has("cache_interval") ? new StepCaching(m.get("cache_interval").asInt())
+                    : StepCaching.OFF;
             Stepper stepper = new Stepper(backend, spec, sched, labels,
-                    new SamplingStep(spec, sched, sampler, eta, guidance, mode, n));
+                    new SamplingStep(spec, sched, sampler, eta, guidance, mode, n), caching);
 
             float[] x = new float[slice];
             double worstStep = 0;
@@ -98,7 +104,7 @@ class SamplerParityTest {
             }
             // the whole trajectory from x_T alone, with a fresh step (and sampler state)
             stepper = new Stepper(backend, spec, sched, labels,
-                    new SamplingStep(spec, sched, sampler, eta, guidance, mode, n));
+                    new SamplingStep(spec, sched, sampler, eta, guidance, mode, n), caching);
             System.arraycopy(xs.data(), 0, x, 0, slice);
             for (int k = 0; k < steps; k++) {
                 x = stepper.step(x, steps - 1 - k, slice(noise, k, slice), hw)[1];
@@ -113,7 +119,14 @@ class SamplerParityTest {
      * One step as the engine takes it: the generation's samples (images, then their unconditional twins) in one
      * forward pass, then the engine's own {@link SamplingStep} (guidance and the sampler update).
      */
-    record Stepper(Backend backend, ModelSpec spec, NoiseSchedule sched, long[] labels, SamplingStep stepper) {
+    record Stepper(Backend backend, ModelSpec spec, NoiseSchedule sched, long[] labels, SamplingStep stepper,
+            StepCaching caching, float[][] residuals) {
+        Stepper(Backend backend, ModelSpec spec, NoiseSchedule sched, long[] labels, SamplingStep stepper,
+                StepCaching caching) {
+            this(backend, spec, sched, labels, stepper, caching,
+                    new float[stepper.samples()][StepCache.residualLength(spec)]);
+        }
+
         float[][] step(float[] x, int i, float[] noise, int hw) throws Exception {
             int n = labels.length;
             int batch = stepper.samples();
@@ -130,7 +143,9 @@ class SamplerParityTest {
                 y[b] = b < n ? (int) labels[b] : spec.nullClass();
             }
             Tensor out = Tensor.zeros(batch, spec.outChannels(), s, s);
-            backend.forward(in, t, y, out, Cancellation.NEVER);
+            StepCache.Use[] uses = new StepCache.Use[batch];
+            java.util.Arrays.fill(uses, caching.use(sched.size() - 1 - i, sched.size()));
+            backend.forward(in, t, y, out, Cancellation.NEVER, new StepCache(uses, residuals));
             float[] x0 = new float[x.length];
             float[] next = new float[x.length];
             stepper.apply(i, x, out.data(), noise, x0, next);

@@ -4,6 +4,7 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import io.ditserve.server.model.LoadedModel;
 import java.util.ArrayList;
@@ -85,6 +86,9 @@ final class ComputeLoop {
     private final int[][] ys;
     private final Generation[] owner;
     private final int[] ownerSample;
+    // step caching: each row's use of the cached span and its residual (docs/STEP_CACHE.md)
+    private final StepCache.Use[] rowUse;
+    private final float[][] rowResidual;
     private final int per;
     private final int outPer;
     private final int maxBatch;
@@ -107,6 +111,8 @@ final class ComputeLoop {
         ys = new int[max + 1][];
         owner = new Generation[max];
         ownerSample = new int[max];
+        rowUse = new StepCache.Use[max];
+        rowResidual = new float[max][];
         thread = Thread.ofPlatform().name("dit-compute-" + model.name()).daemon(false).unstarted(this::run);
         decodes = java.util.concurrent.Executors.newSingleThreadExecutor(
                 Thread.ofPlatform().name("dit-decode-" + model.name()).daemon(true).factory());
@@ -364,6 +370,8 @@ final class ComputeLoop {
                 g.inputs(s, xs[capacityRows].data(), rows * per, ts[capacityRows], ys[capacityRows], rows);
                 owner[rows] = g;
                 ownerSample[rows] = s;
+                rowUse[rows] = g.cacheUse(s);
+                rowResidual[rows] = g.residual(s);
                 rows++;
                 if (rows == capacityRows) {
                     runPass();
@@ -478,7 +486,7 @@ final class ComputeLoop {
         Cancellation cancel = passCancel.of(n);
         long t0 = System.nanoTime();
         try {
-            backend.forward(xs[n], ts[n], ys[n], outs[n], cancel);
+            backend.forward(xs[n], ts[n], ys[n], outs[n], cancel, stepCache(0, n));
         } catch (BackendException.Cancelled e) {
             failOwners(n, null);
             return;
@@ -501,6 +509,7 @@ final class ComputeLoop {
         for (int r = 0; r < n; r++) {
             Generation g = owner[r];
             owner[r] = null;
+            rowResidual[r] = null;
             if (g.ended) {
                 continue;
             }
@@ -536,7 +545,7 @@ final class ComputeLoop {
             System.arraycopy(ts[n], start, ts[len], 0, len);
             System.arraycopy(ys[n], start, ys[len], 0, len);
             try {
-                backend.forward(xs[len], ts[len], ys[len], outs[len], g::isCancelled);
+                backend.forward(xs[len], ts[len], ys[len], outs[len], g::isCancelled, stepCache(start, len));
                 System.arraycopy(outs[len].data(), 0, outs[n].data(), start * outPer, len * outPer);
             } catch (BackendException.Cancelled e) {
                 end(g, g.isCancelled() ? g.cancelFailure()
@@ -552,11 +561,25 @@ final class ComputeLoop {
         return true;
     }
 
+    /** The step cache of rows [start, start + n), or null when they all run every block plainly. */
+    private StepCache stepCache(int start, int n) {
+        boolean plain = true;
+        for (int r = start; r < start + n && plain; r++) {
+            plain = rowUse[r] == StepCache.Use.RUN;
+        }
+        if (plain) {
+            return null;
+        }
+        return new StepCache(java.util.Arrays.copyOfRange(rowUse, start, start + n),
+                java.util.Arrays.copyOfRange(rowResidual, start, start + n));
+    }
+
     /** Ends every generation with a sample in the failed pass; null = cancelled (each with its own reason). */
     private void failOwners(int n, Failure failure) {
         for (int r = 0; r < n; r++) {
             Generation g = owner[r];
             owner[r] = null;
+            rowResidual[r] = null;
             if (!g.ended) {
                 Failure f = failure != null ? failure
                         : g.isCancelled() ? g.cancelFailure()

@@ -3,6 +3,7 @@ package io.ditserve.server.engine;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.Decoder;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
 import io.ditserve.backend.TiledDecoding;
@@ -55,6 +56,8 @@ final class Generation {
     private float[] x0;
     private float[] noise;
     private float[] out;
+    private float[][] residuals; // step caching: one per sample row (docs/STEP_CACHE.md), null when off
+    private StepCache.Use cacheUse = StepCache.Use.RUN; // this step's
     private int timestep; // this step's original-schedule timestep, shared by all its samples
     private volatile int done;
     private long startNanos;
@@ -131,6 +134,9 @@ final class Generation {
         x0 = new float[n * per];
         noise = new float[n * per];
         out = new float[samples * outPer];
+        if (plan.stepCaching().enabled()) {
+            residuals = new float[samples][StepCache.residualLength(spec)];
+        }
         rngs = new SplittableRandom[n];
         for (int b = 0; b < n; b++) {
             rngs[b] = new SplittableRandom(plan.seeds()[b]);
@@ -152,6 +158,17 @@ final class Generation {
         }
         stepStartNanos = System.nanoTime();
         timestep = schedule.timestep(plan.steps() - 1 - done);
+        cacheUse = plan.stepCaching().use(done, plan.steps());
+    }
+
+    /** What sample row s does with the cached span this step. */
+    StepCache.Use cacheUse(int s) {
+        return cacheUse;
+    }
+
+    /** Sample row s's residual of the cached span, or null when this generation does not cache steps. */
+    float[] residual(int s) {
+        return residuals == null ? null : residuals[s];
     }
 
     /** Copies sample s of this step's inputs into a batch: x at {@code dst[off ..]}, its t and y. */

@@ -15,6 +15,7 @@ import java.util.Set;
  * @param previewDecoder how previews are rendered (resolved: the model has the decoder it names)
  * @param outputs what each result carries (at least one)
  * @param initialNoise explicit x_T [n, C, H, W], or null to draw it from the seeds
+ * @param stepCaching which steps skip blocks 1..depth−1 (docs/STEP_CACHE.md); {@link StepCaching#OFF} for none
  */
 public record GenerationPlan(
         LoadedModel model,
@@ -28,7 +29,16 @@ public record GenerationPlan(
         int previewInterval,
         PreviewDecoder previewDecoder,
         Set<OutputFormat> outputs,
-        float[] initialNoise) {
+        float[] initialNoise,
+        StepCaching stepCaching) {
+
+    /** A plan without step caching. */
+    public GenerationPlan(LoadedModel model, int label, long[] seeds, int steps, Sampler sampler, float eta,
+            float guidance, GuidanceMode guidanceMode, int previewInterval, PreviewDecoder previewDecoder,
+            Set<OutputFormat> outputs, float[] initialNoise) {
+        this(model, label, seeds, steps, sampler, eta, guidance, guidanceMode, previewInterval, previewDecoder,
+                outputs, initialNoise, StepCaching.OFF);
+    }
 
     public GenerationPlan {
         Objects.requireNonNull(model, "model");
@@ -36,6 +46,7 @@ public record GenerationPlan(
         Objects.requireNonNull(sampler, "sampler");
         Objects.requireNonNull(guidanceMode, "guidanceMode");
         Objects.requireNonNull(previewDecoder, "previewDecoder");
+        Objects.requireNonNull(stepCaching, "stepCaching");
         outputs = Set.copyOf(outputs);
         if (outputs.isEmpty()) {
             throw new IllegalArgumentException("a plan needs at least one output format");

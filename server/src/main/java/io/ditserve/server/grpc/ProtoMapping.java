@@ -26,6 +26,7 @@ import io.ditserve.server.engine.Frame;
 import io.ditserve.server.engine.GenerationEvent;
 import io.ditserve.server.engine.GenerationPlan;
 import io.ditserve.server.engine.PreviewDecoder;
+import io.ditserve.server.engine.StepCaching;
 import io.ditserve.server.image.ImageCodec;
 import io.ditserve.server.model.LoadedModel;
 import io.ditserve.backend.Sampler;
@@ -178,7 +179,9 @@ final class ProtoMapping {
                 .setEta(p.eta())
                 .setGuidanceScale(p.guidance())
                 .setGuidanceMode(guidanceMode(p.guidanceMode()))
-                .setClassId(p.label());
+                .setClassId(p.label())
+                .setStepCache(stepCache(p.stepCaching()))
+                .setBlockEvaluations(p.stepCaching().blockEvaluations(p.steps(), p.model().spec().depth()));
         for (long s : p.seeds()) {
             a.addSeeds(s);
         }
@@ -186,6 +189,15 @@ final class ProtoMapping {
             a.addTimesteps(t);
         }
         return a.build();
+    }
+
+    static io.ditserve.proto.v1.StepCacheSettings stepCache(StepCaching c) {
+        return c.enabled()
+                ? io.ditserve.proto.v1.StepCacheSettings.newBuilder()
+                        .setMethod(io.ditserve.proto.v1.StepCacheMethod.STEP_CACHE_INTERVAL)
+                        .setInterval(c.interval()).build()
+                : io.ditserve.proto.v1.StepCacheSettings.newBuilder()
+                        .setMethod(io.ditserve.proto.v1.StepCacheMethod.STEP_CACHE_OFF).build();
     }
 
     // ---- descriptions
@@ -214,6 +226,7 @@ final class ProtoMapping {
                 .setHiddenSize(s.hiddenSize()).setDepth(s.depth()).setNumHeads(s.numHeads())
                 .setParameters(m.parameters())
                 .setOutputImageSize(m.outputImageSize())
+                .setStepCache(m.backend().supportsStepCache())
                 .setDefaults(ModelDefaults.newBuilder()
                         .setSampler(sampler(modelSampler(s)))
                         .setSteps(s.defaults().steps()).setGuidanceScale((float) s.defaults().guidance())

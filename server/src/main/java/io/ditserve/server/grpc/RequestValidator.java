@@ -19,6 +19,7 @@ import java.util.EnumSet;
 import java.util.List;
 import java.util.Set;
 import io.ditserve.server.engine.PreviewDecoder;
+import io.ditserve.server.engine.StepCaching;
 import io.ditserve.backend.Sampler;
 
 /**
@@ -177,6 +178,7 @@ public final class RequestValidator {
         };
 
         float[] noise = r.hasInitialNoise() ? noise(r.getInitialNoise(), n, spec) : null;
+        StepCaching caching = stepCaching(r, model, steps);
 
         long base = r.getSeed() != 0 ? r.getSeed() : randomSeed();
         long[] seedList = new long[n];
@@ -184,7 +186,41 @@ public final class RequestValidator {
             seedList[i] = base + i; // uint64 arithmetic wraps, like the proto's uint64
         }
         return new GenerationPlan(model, label, seedList, steps, sampler, eta, guidance, mode, r.getPreviewInterval(),
-                preview, outputs, noise);
+                preview, outputs, noise, caching);
+    }
+
+    private static StepCaching stepCaching(GenerateRequest r, LoadedModel model, int steps) throws StatusException {
+        if (!r.hasStepCache()) {
+            return StepCaching.OFF;
+        }
+        io.ditserve.proto.v1.StepCacheSettings c = r.getStepCache();
+        String methods = "STEP_CACHE_OFF, STEP_CACHE_INTERVAL or unspecified";
+        return switch (c.getMethod()) {
+            case STEP_CACHE_METHOD_UNSPECIFIED, STEP_CACHE_OFF -> {
+                if (c.getInterval() != 0) {
+                    throw invalid("step_cache.interval", c.getInterval() + " needs method STEP_CACHE_INTERVAL; "
+                            + "allowed 0 with " + c.getMethod());
+                }
+                yield StepCaching.OFF;
+            }
+            case STEP_CACHE_INTERVAL -> {
+                if (c.getInterval() < 1 || c.getInterval() > steps) {
+                    throw invalid("step_cache.interval", c.getInterval() + " is out of range; allowed 1.." + steps
+                            + " (the request's steps; 1 runs every block at every step)");
+                }
+                if (!model.backend().supportsStepCache()) {
+                    throw Status.FAILED_PRECONDITION.withDescription("step_cache: model " + model.name()
+                            + " on backend " + model.backend().name() + " cannot skip blocks"
+                            + (model.spec().depth() < 2 ? " (it has a single block)"
+                                    : model.backend().name().equals("onnx") ? " (its model.onnx was exported "
+                                            + "before step caching: re-export it with tools/convert.py)" : "")
+                            + "; allowed STEP_CACHE_OFF").asException();
+                }
+                yield new StepCaching(c.getInterval());
+            }
+            case UNRECOGNIZED -> throw invalid("step_cache.method", "unknown value " + c.getMethodValue()
+                    + "; allowed " + methods);
+        };
     }
 
     private long randomSeed() {

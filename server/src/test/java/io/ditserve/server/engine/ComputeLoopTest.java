@@ -9,6 +9,7 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import io.ditserve.backend.TiledDecoding;
 import io.ditserve.server.TestPaths;
@@ -41,8 +42,12 @@ class ComputeLoopTest {
         }
     }
 
-    /** One forward call: its labels and timesteps, in row order. */
-    record Pass(int[] y, int[] t) {}
+    /** One forward call: its labels and timesteps, in row order, and each row's step-cache use (null: plain). */
+    record Pass(int[] y, int[] t, StepCache.Use[] uses) {
+        Pass(int[] y, int[] t) {
+            this(y, t, null);
+        }
+    }
 
     /** A real backend behind a test's forward (name, model and close are the real one's). */
     abstract static class Wrapped implements Backend {
@@ -63,6 +68,11 @@ class ComputeLoopTest {
         }
 
         @Override
+        public boolean supportsStepCache() {
+            return real.supportsStepCache();
+        }
+
+        @Override
         public void close() {
             real.close();
         }
@@ -78,13 +88,26 @@ class ComputeLoopTest {
 
         @Override
         public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
-            passes.add(new Pass(y.clone(), t.clone()));
+            forward(x, t, y, out, cancel, null);
+        }
+
+        @Override
+        public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel, StepCache cache)
+                throws BackendException {
+            StepCache.Use[] uses = null;
+            if (cache != null) {
+                uses = new StepCache.Use[cache.size()];
+                for (int i = 0; i < uses.length; i++) {
+                    uses[i] = cache.use(i);
+                }
+            }
+            passes.add(new Pass(y.clone(), t.clone(), uses));
             for (int label : y) {
                 if (label == POISON) {
                     throw new IllegalStateException("simulated kernel bug");
                 }
             }
-            real.forward(x, t, y, out, cancel);
+            real.forward(x, t, y, out, cancel, cache);
         }
 
     }
