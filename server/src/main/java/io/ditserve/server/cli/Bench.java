@@ -60,6 +60,13 @@ final class Bench implements Callable<Integer> {
     List<Integer> clients;
     @Option(names = "--steps", defaultValue = "50", description = "DDIM steps per request for --load")
     int steps;
+    @Option(names = "--step-cache", split = ",", paramLabel = "K",
+            description = "step-caching benchmark instead: the --generation-images request (DDIM --steps, CFG) "
+                    + "through a server per backend with each step-cache interval K (0 = off), interleaved rounds, "
+                    + "median wall time and block evaluations (e.g. --step-cache 0,2,3,4)")
+    List<Integer> stepCaches;
+    @Option(names = "--rounds", defaultValue = "3", description = "timed rounds per setting for --step-cache")
+    int rounds;
     @Option(names = "--decode", description = "decoder benchmark instead: ms per image of each model's vae/ and taesd/ "
             + "at 32x32 and 64x64 latents, per backend, with peak heap with and without tiles")
     boolean decode;
@@ -83,6 +90,13 @@ final class Bench implements Callable<Integer> {
         }
         if (decode) {
             new DecodeBench(models, names, threads).run();
+            return 0;
+        }
+        if (stepCaches != null) {
+            List<String> which = backends != null ? backends : List.of("java", "onnx");
+            for (String name : which) {
+                withModelRoot(models.get(0), (dir, model) -> cacheTiming(dir, name, model));
+            }
             return 0;
         }
         System.out.printf("threads %d, %d warm-up + %d timed runs per case, median reported; %s%n", threads, warmup,
@@ -168,19 +182,28 @@ final class Bench implements Callable<Integer> {
      * the folder's name (so only this model is loaded, and its name is the one a client asks for).
      */
     private void generationTiming(Path modelDir, String backend) throws Exception {
+        withModelRoot(modelDir, (root, model) -> generationTiming(root, backend, model));
+    }
+
+    private interface ModelRootTask {
+        void run(Path root, String model) throws Exception;
+    }
+
+    /** Runs {@code task} with a temporary models folder that holds only a link to {@code modelDir}. */
+    private static void withModelRoot(Path modelDir, ModelRootTask task) throws Exception {
         Path dir = modelDir.toAbsolutePath().normalize();
         String model = dir.getFileName().toString();
         Path root = Files.createTempDirectory("dit-bench-models");
         Path link = Files.createSymbolicLink(root.resolve(model), dir);
         try {
-            generationTiming(root, backend, model);
+            task.run(root, model);
         } finally {
             Files.deleteIfExists(link);
             Files.deleteIfExists(root);
         }
     }
 
-    private void generationTiming(Path modelRoot, String backend, String model) throws Exception {
+    private DitServer server(Path modelRoot, String backend) throws Exception {
         ServerConfig c = new ServerConfig();
         c.port = 0;
         c.metricsPort = -1;
@@ -188,11 +211,73 @@ final class Bench implements Callable<Integer> {
         c.backend = backend;
         c.threads = threads;
         c.maxImages = Math.max(c.maxImages, generationImages);
-        DitServer server;
         try {
-            server = Main.startServer(c);
+            return Main.startServer(c);
         } catch (Main.StartupException e) {
             System.out.printf("generation on %s: unavailable: %s%n", backend, firstClause(e.getMessage()));
+            return null;
+        }
+    }
+
+    /**
+     * The same request with each step-cache interval, through one server: a warm-up round, then {@link #rounds}
+     * rounds that each run every interval once (interleaved, so that a noisy neighbour slows all settings alike);
+     * median wall time per interval, and its ratio to the uncached one.
+     */
+    private void cacheTiming(Path modelRoot, String backend, String model) throws Exception {
+        DitServer server = server(modelRoot, backend);
+        if (server == null) {
+            return;
+        }
+        try (DitClient client = DitClient.connect("localhost:" + server.port())) {
+            Map<Integer, double[]> walls = new LinkedHashMap<>();
+            Map<Integer, Long> blocks = new LinkedHashMap<>();
+            for (int round = -1; round < rounds; round++) {
+                for (int k : stepCaches) {
+                    GenerateRequest.Builder req = GenerateRequest.newBuilder().setModel(model).setClassId(0)
+                            .setNumImages(generationImages).setSteps(steps).setSampler(Sampler.SAMPLER_DDIM)
+                            .setGuidanceScale(3).setSeed(1);
+                    if (k > 0) {
+                        req.setStepCache(io.ditserve.proto.v1.StepCacheSettings.newBuilder()
+                                .setMethod(io.ditserve.proto.v1.StepCacheMethod.STEP_CACHE_INTERVAL).setInterval(k));
+                    }
+                    long t0 = System.nanoTime();
+                    try (DitClient.EventStream events = client.generate(req.build())) {
+                        while (events.hasNext()) {
+                            GenerateEvent e = events.next();
+                            if (e.hasAccepted()) {
+                                blocks.put(k, e.getAccepted().getBlockEvaluations());
+                            }
+                        }
+                    }
+                    if (round >= 0) {
+                        walls.computeIfAbsent(k, x -> new double[rounds])[round] = (System.nanoTime() - t0) / 1e9;
+                    }
+                }
+            }
+            double base = median(walls.get(stepCaches.getFirst()));
+            long baseBlocks = blocks.get(stepCaches.getFirst());
+            System.out.printf("step caching on %s, %s: %d images, %d DDIM steps, CFG; median of %d interleaved rounds%n",
+                    backend, model, generationImages, steps, rounds);
+            for (int k : stepCaches) {
+                double m = median(walls.get(k));
+                System.out.printf("  interval %-3s block evals/image %5d (%.2fx fewer)  wall %7.2f s  (%.2fx faster)%n",
+                        k == 0 ? "off" : k, blocks.get(k), (double) baseBlocks / blocks.get(k), m, base / m);
+            }
+        } finally {
+            server.stop();
+        }
+    }
+
+    private static double median(double[] v) {
+        double[] c = v.clone();
+        Arrays.sort(c);
+        return c[c.length / 2];
+    }
+
+    private void generationTiming(Path modelRoot, String backend, String model) throws Exception {
+        DitServer server = server(modelRoot, backend);
+        if (server == null) {
             return;
         }
         try (DitClient client = DitClient.connect("localhost:" + server.port())) {

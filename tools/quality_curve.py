@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Quality against cost for sampler and step-caching settings on the bundled model, scored by the project's judge.
+
+  /usr/bin/python3 tools/quality_curve.py --images 2000 --out docs/quality            # the README's table and plot
+  /usr/bin/python3 tools/quality_curve.py --images 200 --settings ddim:10 ddim:20:cache2 --out runs/q   # a quick look
+
+For every setting (SAMPLER:STEPS or SAMPLER:STEPS:cacheK, K the step-cache interval of docs/STEP_CACHE.md) it
+generates --images images (classes in equal shares, guidance --guidance on all channels, the model's defaults
+otherwise) with the PyTorch reference (tools/dit/), quantises them to 8 bits as the server delivers them, and scores:
+
+  * class accuracy: the fraction the judge (tools/classifier.py, tools/eval/classifier.pt) assigns to the requested
+    class;
+  * Fréchet distance in the judge's penultimate features (the 256 ReLU outputs of fc1) between the generated images
+    and the 10,000 Fashion-MNIST test images: |μ_g − μ_r|² + Tr(Σ_g + Σ_r − 2(Σ_r^½ Σ_g Σ_r^½)^½);
+  * model evaluations per image (steps, doubled by guidance) and transformer-block evaluations per image.
+
+Every setting draws x_T and labels from the same seed, except that the reference setting (--reference, DDIM 50) is
+also run --repeats times with other seeds: the spread of its Fréchet distance over those runs (max − min) is the
+run-to-run spread the comparisons use. The tool names the cheapest setting (fewest model evaluations per image)
+whose Fréchet distance is within that spread of the reference's, and for each cached setting its block saving and
+Fréchet distance against the same sampler and steps without caching. Writes quality.json, quality.md (the table)
+and quality.png (Fréchet distance against model evaluations) into --out.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import classifier as judge  # noqa: E402
+from dit import data as fmnist  # noqa: E402
+from dit.diffusion import StepCache, sample  # noqa: E402
+from evaluate import load_model, to_uint8  # noqa: E402
+
+DEFAULT_SETTINGS = ["ddim:10", "ddim:20", "ddim:50", "ddim:100", "ddpm:250", "dpmpp_2m:10", "dpmpp_2m:15",
+                    "dpmpp_2m:20", "dpmpp_2m:25", "ddim:50:cache2", "ddim:50:cache3", "ddim:50:cache4",
+                    "dpmpp_2m:20:cache2"]
+
+
+def parse_setting(s):
+    parts = s.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in ("ddim", "ddpm", "dpmpp_2m") or not parts[1].isdigit() or (
+            len(parts) == 3 and not (parts[2].startswith("cache") and parts[2][5:].isdigit())):
+        raise argparse.ArgumentTypeError(f"expected SAMPLER:STEPS[:cacheK], got '{s}'")
+    return parts[0], int(parts[1]), int(parts[2][5:]) if len(parts) == 3 else 0
+
+
+def name(setting):
+    sampler, steps, k = setting
+    return f"{sampler}:{steps}" + (f":cache{k}" if k else "")
+
+
+def features(clf, x):
+    """The judge's penultimate features (fc1 after ReLU) of images in [−1, 1], [N, 1, 28, 28]."""
+    m = clf
+    with torch.no_grad():
+        h = torch.relu(m.bn1(m.c1(x)))
+        h = torch.nn.functional.max_pool2d(torch.relu(m.bn2(m.c2(h))), 2)
+        h = torch.nn.functional.max_pool2d(torch.relu(m.bn3(m.c3(h))), 2)
+        return torch.relu(m.fc1(h.flatten(1))).double().numpy()
+
+
+def stats(f):
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def frechet(a, b):
+    """Fréchet distance between Gaussians (μ, Σ), with the matrix square roots from symmetric eigendecompositions."""
+    (mu1, s1), (mu2, s2) = a, b
+    w, v = np.linalg.eigh(s2)
+    root2 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root2 @ s1 @ root2)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sum(np.sqrt(np.clip(cross, 0, None))))
+
+
+@torch.no_grad()
+def generate(model, setting, n, guidance, seed, batch):
+    sampler, steps, k = setting
+    cfg = model.config()
+    labels = torch.arange(n) % cfg["num_classes"]
+    g = torch.Generator().manual_seed(seed)
+    x_T = torch.randn((n, cfg["in_channels"], cfg["input_size"], cfg["input_size"]), generator=g)
+    outs, blocks = [], 0
+    for i in range(0, n, batch):
+        cache = StepCache(k, steps, cfg["depth"]) if k else None
+        outs.append(sample(model, x_T[i:i + batch], labels[i:i + batch], steps, sampler=sampler, eta=0.0,
+                           guidance=guidance, guidance_mode="all", generator=g, cache=cache).clamp(-1, 1))
+        blocks = cache.block_evals if cache else steps * cfg["depth"]
+    return torch.cat(outs), labels, blocks
+
+
+def score(model, clf, ref_stats, setting, n, guidance, seed, batch):
+    t0 = time.time()
+    imgs, labels, blocks_per_row = generate(model, setting, n, guidance, seed, batch)
+    q = to_uint8(imgs).float() / 127.5 - 1.0
+    acc = float((judge.predict(clf, q) == labels).float().mean())
+    fd = frechet(stats(features(clf, q)), ref_stats)
+    evals = setting[1] * (2 if guidance != 1.0 else 1)
+    return dict(setting=name(setting), sampler=setting[0], steps=setting[1], cache_interval=setting[2],
+                model_evals_per_image=evals, block_evals_per_image=blocks_per_row * (2 if guidance != 1.0 else 1),
+                accuracy=acc, accuracy_se=math.sqrt(acc * (1 - acc) / n), frechet=fd, seed=seed,
+                seconds=round(time.time() - t0, 1))
+
+
+COLORS = {"ddim": (31, 119, 180), "ddpm": (44, 160, 44), "dpmpp_2m": (214, 39, 40)}
+
+
+def plot(rows, path, spread_band=None):
+    """Fréchet distance against model evaluations per image (log scale), one colour per sampler; cached settings
+    hollow. Drawn with PIL (no plotting library here)."""
+    W, H, L, R, T, B = 900, 560, 80, 30, 40, 70
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    xs = [r["model_evals_per_image"] for r in rows]
+    ys = [r["frechet"] for r in rows]
+    x0, x1 = math.log10(min(xs) / 1.3), math.log10(max(xs) * 1.3)
+    y1 = max(ys) * 1.1
+    px = lambda v: L + (math.log10(v) - x0) / (x1 - x0) * (W - L - R)  # noqa: E731
+    py = lambda v: H - B - v / y1 * (H - T - B)  # noqa: E731
+    d.rectangle([L, T, W - R, H - B], outline="black")
+    for e in (10, 20, 50, 100, 200, 500):
+        if 10 ** x0 <= e <= 10 ** x1:
+            d.line([px(e), H - B, px(e), H - B + 5], fill="black")
+            d.text((px(e) - 8, H - B + 8), str(e), fill="black")
+    for k in range(6):
+        v = y1 * k / 5
+        d.line([L - 5, py(v), L, py(v)], fill="black")
+        d.text((8, py(v) - 6), f"{v:.2f}", fill="black")
+    d.text((W // 2 - 140, H - 30), "model evaluations per image (log scale)", fill="black")
+    d.text((L, 12), "Frechet distance in the judge's features (lower is better); hollow = step caching",
+           fill="black")
+    if spread_band:
+        lo, hi = spread_band
+        d.rectangle([L + 1, py(hi), W - R - 1, py(lo)], fill=(235, 235, 235))
+    for sampler, color in COLORS.items():
+        pts = sorted((r["model_evals_per_image"], r["frechet"]) for r in rows
+                     if r["sampler"] == sampler and not r["cache_interval"])
+        for a, b in zip(pts, pts[1:]):
+            d.line([px(a[0]), py(a[1]), px(b[0]), py(b[1])], fill=color, width=2)
+    for r in rows:
+        c = COLORS[r["sampler"]]
+        x, y = px(r["model_evals_per_image"]), py(r["frechet"])
+        d.ellipse([x - 5, y - 5, x + 5, y + 5], outline=c, width=2, fill=None if r["cache_interval"] else c)
+        d.text((x + 7, y - 12), r["setting"], fill=c)
+    img.save(path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="models/fashion-dit")
+    ap.add_argument("--classifier", default="tools/eval/classifier.pt")
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--settings", type=parse_setting, nargs="+", default=[parse_setting(s) for s in DEFAULT_SETTINGS])
+    ap.add_argument("--reference", type=parse_setting, default=parse_setting("ddim:50"))
+    ap.add_argument("--repeats", type=int, default=3, help="runs of the reference setting, for the spread")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    os.makedirs(a.out, exist_ok=True)
+    model, _ = load_model(a.model, "cpu")
+    clf = judge.load(a.classifier, "cpu")
+    test_images, _ = fmnist.load("test")
+    ref_stats = stats(features(clf, torch.from_numpy(fmnist.to_model_range(test_images))))
+
+    rows, spread_runs = [], []
+    settings = [a.reference] + [s for s in a.settings if s != a.reference]
+    for i, s in enumerate(settings):
+        rows.append(score(model, clf, ref_stats, s, a.images, a.guidance, a.seed, a.batch))
+        print(json.dumps(rows[-1]), flush=True)
+    spread_runs.append(rows[0]["frechet"])
+    for r in range(1, a.repeats):
+        extra = score(model, clf, ref_stats, a.reference, a.images, a.guidance, a.seed + 1000 * r, a.batch)
+        print(json.dumps(extra), flush=True)
+        spread_runs.append(extra["frechet"])
+    spread = max(spread_runs) - min(spread_runs)
+    ref = rows[0]
+    within = [r for r in rows if r["frechet"] <= ref["frechet"] + spread]
+    cheapest = min(within, key=lambda r: (r["model_evals_per_image"], r["block_evals_per_image"], r["frechet"]))
+    caching = []
+    for r in rows:
+        if r["cache_interval"]:
+            base = next((b for b in rows if b["sampler"] == r["sampler"] and b["steps"] == r["steps"]
+                         and not b["cache_interval"]), None)
+            if base:
+                caching.append(dict(setting=r["setting"], base=base["setting"],
+                                    block_saving=base["block_evals_per_image"] / r["block_evals_per_image"],
+                                    frechet_increase=r["frechet"] / base["frechet"] - 1))
+    report = dict(model=os.path.basename(os.path.normpath(a.model)), images_per_setting=a.images,
+                  guidance=a.guidance, seed=a.seed, reference=name(a.reference), reference_runs=spread_runs,
+                  spread=spread, cheapest_within_spread=cheapest["setting"], caching=caching, results=rows,
+                  torch=torch.__version__, threads=torch.get_num_threads())
+    with open(os.path.join(a.out, "quality.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    lines = [f"{a.images} images per setting (classes in equal shares), guidance {a.guidance}; Fréchet distance "
+             f"against the 10,000 test images in the judge's features; reference {name(a.reference)} run "
+             f"{a.repeats}× with different seeds: {', '.join(f'{v:.3f}' for v in spread_runs)} (spread "
+             f"{spread:.3f}).", "",
+             "| setting | model evals / image | block evals / image | class accuracy | Fréchet distance |",
+             "|---|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["sampler"], r["steps"], r["cache_interval"])):
+        lines.append(f"| {r['setting']} | {r['model_evals_per_image']} | {r['block_evals_per_image']} | "
+                     f"{100 * r['accuracy']:.1f} % ± {100 * r['accuracy_se']:.1f} | {r['frechet']:.3f} |")
+    lines += ["", f"Cheapest setting within the spread of {name(a.reference)}: **{cheapest['setting']}** "
+                  f"({cheapest['model_evals_per_image']} model evaluations per image vs "
+                  f"{ref['model_evals_per_image']})."]
+    for c in caching:
+        lines.append(f"Step caching {c['setting']}: {c['block_saving']:.2f}× fewer block evaluations than "
+                     f"{c['base']}, Fréchet distance {100 * c['frechet_increase']:+.1f} %.")
+    with open(os.path.join(a.out, "quality.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    plot(rows, os.path.join(a.out, "quality.png"),
+         (min(spread_runs), ref["frechet"] + spread))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
