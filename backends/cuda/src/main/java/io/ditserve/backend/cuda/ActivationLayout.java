@@ -37,7 +37,8 @@ final class ActivationLayout {
         TMP, // [N·T, D] output of attn.proj and of mlp.fc2
         MLP, // [N·T, mlp_hidden]
         FINAL, // [N·T, p·p·C_out] output of final_layer.linear
-        OUT // [N, C_out, H, W] the output
+        OUT, // [N, C_out, H, W] the output
+        RESIDUAL // [N·T, D] step caching: the residuals of the cached span (StepCache), in the pass's sample order
     }
 
     /** Target size of the scores buffer, in floats (256 MiB); one sample's scores may exceed it. */
@@ -93,6 +94,7 @@ final class ActivationLayout {
         len.put(Buffer.MLP, n * t * s.mlpHidden());
         len.put(Buffer.FINAL, n * t * p2 * s.outChannels());
         len.put(Buffer.OUT, n * s.outChannels() * size2);
+        len.put(Buffer.RESIDUAL, n * t * d);
         Map<Buffer, long[]> slots = new EnumMap<>(Buffer.class);
         long at = 0;
         for (Buffer b : Buffer.values()) {

@@ -32,8 +32,8 @@ public final class CudaDecoder implements Decoder {
     private static final System.Logger LOG = System.getLogger(CudaDecoder.class.getName());
 
     private final DecoderSpec spec;
-    private final CudaDevice device;
-    private final CudaOps ops;
+    private final Device device;
+    private final DitOps ops;
     private final DecoderProgram program;
     private final DecoderBuffers.Budgets budgets;
     private DecoderBuffers layout;
@@ -43,11 +43,11 @@ public final class CudaDecoder implements Decoder {
     private MemorySegment stageOut;
     private boolean closed;
 
-    private CudaDecoder(DecoderSpec spec, CudaOptions options, CudaDevice device, DecoderWeights weights,
-            long weightsBase, DecoderBuffers.Budgets budgets) {
+    private CudaDecoder(DecoderSpec spec, Device device, DecoderWeights weights, long weightsBase,
+            DecoderBuffers.Budgets budgets) {
         this.spec = spec;
         this.device = device;
-        this.ops = new CudaOps(device, options.debugSync());
+        this.ops = device.ops();
         this.program = new DecoderProgram(spec, weights, weightsBase);
         this.budgets = budgets;
     }
@@ -65,13 +65,22 @@ public final class CudaDecoder implements Decoder {
             throws BackendException {
         Objects.requireNonNull(spec, "spec");
         CudaOptions options = CudaOptions.parse(backendOptions);
+        return load(spec, budgets, () -> CudaDevice.open(options, System.getenv()));
+    }
+
+    /**
+     * Checks the weights file, then opens the device with {@code opener} and uploads the weights; the device is
+     * closed again if that fails. The tests pass an emulated device.
+     */
+    static CudaDecoder load(DecoderSpec spec, DecoderBuffers.Budgets budgets, Device.Opener opener)
+            throws BackendException {
         DecoderWeights weights = new DecoderWeights(spec);
         try (Safetensors st = Safetensors.open(spec.weightsFile())) {
             Map<String, String> names = DecoderCheckpoint.resolve(st, spec);
-            CudaDevice device = CudaDevice.open(options, System.getenv());
+            Device device = opener.open();
             try {
                 long base = upload(device, st, weights, names, spec);
-                CudaDecoder d = new CudaDecoder(spec, options, device, weights, base, budgets);
+                CudaDecoder d = new CudaDecoder(spec, device, weights, base, budgets);
                 LOG.log(System.Logger.Level.INFO, "cuda backend loaded decoder " + spec.summary() + " from "
                         + spec.directory() + " on " + device.description());
                 return d;
@@ -83,18 +92,18 @@ public final class CudaDecoder implements Decoder {
     }
 
     /** Copies every weight to its slot of one device allocation; returns the allocation's address. */
-    private static long upload(CudaDevice device, Safetensors st, DecoderWeights weights, Map<String, String> names,
+    private static long upload(Device device, Safetensors st, DecoderWeights weights, Map<String, String> names,
             DecoderSpec spec) throws BackendException {
         long base = device.alloc(4 * weights.totalFloats(), "the weights of decoder " + spec.summary());
         for (DecoderWeights.Slot slot : weights.slots().values()) {
             String file = names.get(slot.name());
             long dst = base + 4 * slot.offset();
             if (st.entry(file).dtype().equals("F32")) {
-                device.driver.copyToDevice(dst, st.segment(file), 4 * slot.length(), file);
+                device.copyToDevice(dst, st.segment(file), 4 * slot.length(), file);
             } else {
                 float[] values = st.floats(file);
                 try (Arena a = Arena.ofConfined()) {
-                    device.driver.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), 4L * values.length, file);
+                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), 4L * values.length, file);
                 }
             }
         }
@@ -159,7 +168,6 @@ public final class CudaDecoder implements Decoder {
         ensureCapacity(perRun, pixels);
         perRun = Math.min(perRun, layout.samples());
         DecoderBuffers.Addresses buf = layout.at(buffersBase);
-        MemorySegment stream = device.stream();
         int inPerSample = latent.size() / n;
         int outPerSample = out.size() / n;
         for (int s0 = 0; s0 < n; s0 += perRun) {
@@ -167,7 +175,7 @@ public final class CudaDecoder implements Decoder {
             long inCount = (long) cnt * inPerSample;
             long outCount = (long) cnt * outPerSample;
             MemorySegment.copy(latent.data(), s0 * inPerSample, stageLatent, JAVA_FLOAT, 0, (int) inCount);
-            device.driver.copyToDeviceAsync(buf.latent(), stageLatent, 4 * inCount, stream, "latent");
+            device.copyToDeviceAsync(buf.latent(), stageLatent, 4 * inCount, "latent");
             long image;
             try {
                 image = program.run(ops, buf, cnt, h, w, cancel);
@@ -175,7 +183,7 @@ public final class CudaDecoder implements Decoder {
                 device.synchronize("a cancelled decode");
                 throw c;
             }
-            device.driver.copyToHostAsync(stageOut, image, 4 * outCount, stream, "image");
+            device.copyToHostAsync(stageOut, image, 4 * outCount, "image");
             device.synchronize("decoder " + spec.summary() + " (" + cnt + " latents of " + h + "×" + w + ")");
             MemorySegment.copy(stageOut, JAVA_FLOAT, 0, out.data(), s0 * outPerSample, (int) outCount);
         }

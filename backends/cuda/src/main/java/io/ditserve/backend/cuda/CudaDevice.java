@@ -21,7 +21,7 @@ import java.util.Map;
  * memory of the FFM calls comes from an arena this object owns (shared, since a backend is used from whichever
  * thread calls it); it is closed last.
  */
-final class CudaDevice implements AutoCloseable {
+final class CudaDevice implements Device {
     private static final System.Logger LOG = System.getLogger(CudaDevice.class.getName());
 
     /** A release step registered when something is acquired. */
@@ -38,6 +38,7 @@ final class CudaDevice implements AutoCloseable {
     private MemorySegment context;
     private MemorySegment stream;
     private MemorySegment blasHandle;
+    private CudaOps ops;
     private String description = "";
     private boolean closed;
 
@@ -106,6 +107,7 @@ final class CudaDevice implements AutoCloseable {
         for (Kernel k : Kernel.values()) {
             functions.put(k, driver.moduleFunction(module, k.symbol));
         }
+        ops = new CudaOps(this, options.debugSync());
         int driverVersion = driver.driverVersion();
         long[] mem = driver.memoryInfo();
         description = "device " + options.device() + " of " + count + ": " + driver.deviceName(dev)
@@ -118,12 +120,18 @@ final class CudaDevice implements AutoCloseable {
                 + options.precision().optionValue();
     }
 
-    /** One line: the device, the library versions and paths, the precision. */
-    String description() {
+    @Override
+    public DitOps ops() {
+        return ops;
+    }
+
+    @Override
+    public String description() {
         return description;
     }
 
-    void makeCurrent() throws BackendException {
+    @Override
+    public void makeCurrent() throws BackendException {
         driver.setCurrent(context);
     }
 
@@ -139,21 +147,38 @@ final class CudaDevice implements AutoCloseable {
         return functions.get(k);
     }
 
-    /** Allocates device memory, freed by {@link #free} or at the latest by {@link #close}. */
-    long alloc(long bytes, String what) throws BackendException {
+    @Override
+    public long alloc(long bytes, String what) throws BackendException {
         long p = driver.alloc(bytes, what);
         allocations.put(p, what);
         return p;
     }
 
-    void free(long devicePtr) throws BackendException {
+    @Override
+    public void free(long devicePtr) throws BackendException {
         if (allocations.remove(devicePtr) != null) {
             driver.free(devicePtr);
         }
     }
 
-    /** Waits for the stream; {@code after} says what was queued, for the error message. */
-    void synchronize(String after) throws BackendException {
+    @Override
+    public void copyToDevice(long dst, MemorySegment src, long bytes, String what) throws BackendException {
+        driver.copyToDevice(dst, src, bytes, what);
+    }
+
+    @Override
+    public void copyToDeviceAsync(long dst, MemorySegment src, long bytes, String what) throws BackendException {
+        driver.copyToDeviceAsync(dst, src, bytes, stream, what);
+    }
+
+    @Override
+    public void copyToHostAsync(MemorySegment dst, long src, long bytes, String what) throws BackendException {
+        driver.copyToHostAsync(dst, src, bytes, stream, what);
+    }
+
+    /** Waits for the stream. */
+    @Override
+    public void synchronize(String after) throws BackendException {
         driver.streamSynchronize(stream, after);
     }
 

@@ -12,12 +12,12 @@ import io.ditserve.backend.DitCheckpoint;
 import io.ditserve.backend.ForwardArguments;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import io.ditserve.backend.cuda.ActivationLayout.Buffer;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
-import java.util.Map;
 import java.util.Objects;
 
 /**
@@ -27,15 +27,23 @@ import java.util.Objects;
  * <p>The weights are uploaded once at load; the activation buffers are allocated for {@code cuda.max_batch}
  * samples and reused (a larger batch grows them). Per call only x, t and y go up and the output comes down, through
  * host staging buffers of the same capacity. Calls are serialised; {@link #close} waits for a running one.
+ *
+ * <p>Step caching (docs/STEP_CACHE.md, {@link #forward(Tensor, int[], int[], Tensor, Cancellation, StepCache)}):
+ * the samples go up reordered, those that store their residual first, then those that only run the cached span,
+ * then those that reuse a residual, so that the span runs on a prefix of the batch ({@link DitForward}); the output
+ * and the stored residuals come down and go back to the caller's order. Rows of a sample are computed the same
+ * wherever the sample is in the batch, so the reordering changes no result.
  */
 public final class CudaDitBackend implements Backend {
     public static final String WEIGHTS_FILE = "weights.safetensors";
     private static final System.Logger LOG = System.getLogger(CudaDitBackend.class.getName());
+    /** The order of the samples in a pass with a step cache (DitForward runs the cached span on a prefix). */
+    private static final StepCache.Use[] PASS_ORDER = {StepCache.Use.STORE, StepCache.Use.RUN, StepCache.Use.REUSE};
 
     private final ModelSpec spec;
-    private final CudaOptions options;
-    private final CudaDevice device;
-    private final CudaOps ops;
+    private final int maxBatch;
+    private final Device device;
+    private final DitOps ops;
     private final DitForward program;
     private ActivationLayout act;
     private long actBase;
@@ -44,14 +52,15 @@ public final class CudaDitBackend implements Backend {
     private MemorySegment stageT;
     private MemorySegment stageY;
     private MemorySegment stageOut;
+    private MemorySegment stageResidual;
+    private int[] order = new int[0];
     private boolean closed;
 
-    private CudaDitBackend(ModelSpec spec, CudaOptions options, CudaDevice device, WeightLayout layout,
-            long weights) {
+    private CudaDitBackend(ModelSpec spec, int maxBatch, Device device, WeightLayout layout, long weights) {
         this.spec = spec;
-        this.options = options;
+        this.maxBatch = maxBatch;
         this.device = device;
-        this.ops = new CudaOps(device, options.debugSync());
+        this.ops = device.ops();
         this.program = new DitForward(spec, layout, weights);
     }
 
@@ -62,15 +71,24 @@ public final class CudaDitBackend implements Backend {
     public static CudaDitBackend create(ModelSpec spec, BackendOptions backendOptions) throws BackendException {
         Objects.requireNonNull(spec, "spec");
         CudaOptions options = CudaOptions.parse(backendOptions);
+        return load(spec, options.maxBatch(), () -> CudaDevice.open(options, System.getenv()));
+    }
+
+    /**
+     * Validates the weights file, then opens the device with {@code opener}, uploads the weights and sizes the
+     * buffers for {@code maxBatch} samples; the device is closed again if that fails. The tests pass an emulated
+     * device.
+     */
+    static CudaDitBackend load(ModelSpec spec, int maxBatch, Device.Opener opener) throws BackendException {
         WeightLayout layout = new WeightLayout(spec);
         Path file = spec.file(WEIGHTS_FILE);
         try (Safetensors st = Safetensors.open(file)) {
             DitCheckpoint.validate(st, spec);
-            CudaDevice device = CudaDevice.open(options, System.getenv());
+            Device device = opener.open();
             try {
                 long weights = upload(device, st, layout, spec);
-                CudaDitBackend b = new CudaDitBackend(spec, options, device, layout, weights);
-                b.ensureCapacity(options.maxBatch());
+                CudaDitBackend b = new CudaDitBackend(spec, maxBatch, device, layout, weights);
+                b.ensureCapacity(maxBatch);
                 LOG.log(System.Logger.Level.INFO, "cuda backend loaded " + spec.name() + " on " + device.description());
                 return b;
             } catch (BackendException | RuntimeException e) {
@@ -81,7 +99,7 @@ public final class CudaDitBackend implements Backend {
     }
 
     /** Copies every weight to its slot of one device allocation; returns the allocation's address. */
-    private static long upload(CudaDevice device, Safetensors st, WeightLayout layout, ModelSpec spec)
+    private static long upload(Device device, Safetensors st, WeightLayout layout, ModelSpec spec)
             throws BackendException {
         long base = device.alloc(4 * layout.totalFloats(), "the weights of " + spec.name());
         for (WeightLayout.Slot slot : layout.slots().values()) {
@@ -89,17 +107,15 @@ public final class CudaDitBackend implements Backend {
             if (slot.name().equals(WeightLayout.FREQS)) {
                 float[] freqs = DitConstants.timestepFrequencies();
                 try (Arena a = Arena.ofConfined()) {
-                    device.driver.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, freqs), 4L * freqs.length,
-                            slot.name());
+                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, freqs), 4L * freqs.length, slot.name());
                 }
             } else if (st.entry(slot.name()).dtype().equals("F32")) {
                 // the mapped file is little-endian float32 already, as the GPU wants it
-                device.driver.copyToDevice(dst, st.segment(slot.name()), 4 * slot.length(), slot.name());
+                device.copyToDevice(dst, st.segment(slot.name()), 4 * slot.length(), slot.name());
             } else {
                 float[] values = st.floats(slot.name());
                 try (Arena a = Arena.ofConfined()) {
-                    device.driver.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), 4L * values.length,
-                            slot.name());
+                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), 4L * values.length, slot.name());
                 }
             }
         }
@@ -111,7 +127,7 @@ public final class CudaDitBackend implements Backend {
         if (act != null && n <= act.capacity()) {
             return;
         }
-        ActivationLayout next = ActivationLayout.of(spec, Math.max(n, options.maxBatch()));
+        ActivationLayout next = ActivationLayout.of(spec, Math.max(n, maxBatch));
         if (act != null) {
             device.synchronize("the previous forward pass, before growing the buffers");
             device.free(actBase);
@@ -126,6 +142,8 @@ public final class CudaDitBackend implements Backend {
         stageT = stagingArena.allocate(4 * next.length(Buffer.T), 64);
         stageY = stagingArena.allocate(4 * next.length(Buffer.Y), 64);
         stageOut = stagingArena.allocate(4 * next.length(Buffer.OUT), 64);
+        stageResidual = stagingArena.allocate(4 * next.length(Buffer.RESIDUAL), 64);
+        order = new int[next.capacity()];
         act = next;
     }
 
@@ -145,33 +163,90 @@ public final class CudaDitBackend implements Backend {
     }
 
     @Override
-    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel)
+    public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
+        forward(x, t, y, out, cancel, null);
+    }
+
+    @Override
+    public boolean supportsStepCache() {
+        return StepCache.cacheable(spec);
+    }
+
+    @Override
+    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel, StepCache cache)
             throws BackendException {
         if (closed) {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
         int n = ForwardArguments.check(spec, x, t, y, out);
+        if (cache != null) {
+            cache.check(spec, n);
+        }
         if (n == 0) {
             return;
         }
         device.makeCurrent();
         ensureCapacity(n);
-        MemorySegment stream = device.stream();
-        MemorySegment.copy(x.data(), 0, stageX, JAVA_FLOAT, 0, x.size());
-        MemorySegment.copy(t, 0, stageT, JAVA_INT, 0, n);
-        MemorySegment.copy(y, 0, stageY, JAVA_INT, 0, n);
-        device.driver.copyToDeviceAsync(at(Buffer.X_IN), stageX, 4L * x.size(), stream, "x");
-        device.driver.copyToDeviceAsync(at(Buffer.T), stageT, 4L * n, stream, "t");
-        device.driver.copyToDeviceAsync(at(Buffer.Y), stageY, 4L * n, stream, "y");
+        // order[k] = the caller's sample at position k of the pass: storing, running, then reusing samples
+        int storing = 0;
+        int running = n;
+        if (cache == null || cache.plain()) {
+            for (int k = 0; k < n; k++) {
+                order[k] = k;
+            }
+        } else {
+            int k = 0;
+            for (StepCache.Use use : PASS_ORDER) {
+                for (int b = 0; b < n; b++) {
+                    if (cache.use(b) == use) {
+                        order[k++] = b;
+                    }
+                }
+                if (use == StepCache.Use.STORE) {
+                    storing = k;
+                } else if (use == StepCache.Use.RUN) {
+                    running = k;
+                }
+            }
+        }
+        int inLen = x.size() / n;
+        int outLen = out.size() / n;
+        int resLen = StepCache.residualLength(spec);
+        for (int k = 0; k < n; k++) {
+            int b = order[k];
+            MemorySegment.copy(x.data(), b * inLen, stageX, JAVA_FLOAT, 4L * k * inLen, inLen);
+            stageT.setAtIndex(JAVA_INT, k, t[b]);
+            stageY.setAtIndex(JAVA_INT, k, y[b]);
+        }
+        for (int k = running; k < n; k++) {
+            MemorySegment.copy(cache.residual(order[k]), 0, stageResidual, JAVA_FLOAT, 4L * k * resLen, resLen);
+        }
+        device.copyToDeviceAsync(at(Buffer.X_IN), stageX, 4L * x.size(), "x");
+        device.copyToDeviceAsync(at(Buffer.T), stageT, 4L * n, "t");
+        device.copyToDeviceAsync(at(Buffer.Y), stageY, 4L * n, "y");
+        if (running < n) {
+            long off = 4L * running * resLen;
+            device.copyToDeviceAsync(at(Buffer.RESIDUAL) + off, stageResidual.asSlice(off),
+                    4L * (n - running) * resLen, "the residuals the step cache reuses");
+        }
         try {
-            program.run(ops, act, actBase, n, cancel);
+            program.run(ops, act, actBase, n, running, storing, cancel);
         } catch (BackendException.Cancelled c) {
             device.synchronize("a cancelled forward pass");
             throw c;
         }
-        device.driver.copyToHostAsync(stageOut, at(Buffer.OUT), 4L * out.size(), stream, "out");
+        device.copyToHostAsync(stageOut, at(Buffer.OUT), 4L * out.size(), "out");
+        if (storing > 0) {
+            device.copyToHostAsync(stageResidual, at(Buffer.RESIDUAL), 4L * storing * resLen,
+                    "the residuals the step cache stores");
+        }
         device.synchronize("the forward pass of " + spec.name() + " (batch " + n + ")");
-        MemorySegment.copy(stageOut, JAVA_FLOAT, 0, out.data(), 0, out.size());
+        for (int k = 0; k < n; k++) {
+            MemorySegment.copy(stageOut, JAVA_FLOAT, 4L * k * outLen, out.data(), order[k] * outLen, outLen);
+        }
+        for (int k = 0; k < storing; k++) {
+            MemorySegment.copy(stageResidual, JAVA_FLOAT, 4L * k * resLen, cache.residual(order[k]), 0, resLen);
+        }
     }
 
     private long at(Buffer b) {

@@ -8,6 +8,7 @@ import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.DecoderConfigs;
 import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -88,6 +89,38 @@ public final class CudaParityCheck {
         FixtureCases.Case c = fixtures.forwardCase(model);
         try (Backend b = cuda(model, options)) {
             return FixtureCases.relativeError(run(b, c.x(), c.t(), c.y()), c.out());
+        }
+    }
+
+    /**
+     * Relative error of a pass with a step cache on a model's PyTorch cache case (some samples run the cached span
+     * and store their residual, the others reuse a given one): the larger of the output's and the stored
+     * residuals' errors.
+     */
+    double cacheError(String model, Map<String, String> options) throws BackendException {
+        FixtureCases.CacheCase c = fixtures.cacheCase(model);
+        int n = c.t().length;
+        int len = c.residual().size() / n;
+        StepCache.Use[] uses = new StepCache.Use[n];
+        float[][] residuals = new float[n][];
+        Arrays.fill(uses, StepCache.Use.REUSE);
+        for (int b : c.run()) {
+            uses[b] = StepCache.Use.STORE;
+        }
+        for (int b = 0; b < n; b++) {
+            residuals[b] = uses[b] == StepCache.Use.STORE ? new float[len]
+                    : Arrays.copyOfRange(c.residual().data(), b * len, (b + 1) * len);
+        }
+        try (Backend b = cuda(model, options)) {
+            Tensor out = Tensor.zeros(c.out().shape());
+            b.forward(c.x(), c.t(), c.y(), out, Cancellation.NEVER, new StepCache(uses, residuals));
+            double err = FixtureCases.relativeError(out, c.out());
+            for (int k : c.run()) {
+                Tensor expected = new Tensor(Arrays.copyOfRange(c.residualOut().data(), k * len, (k + 1) * len),
+                        len);
+                err = Math.max(err, FixtureCases.relativeError(new Tensor(residuals[k], len), expected));
+            }
+            return err;
         }
     }
 
@@ -383,6 +416,10 @@ public final class CudaParityCheck {
                 checks.add(measured(model + " " + precision + " vs PyTorch", tolerance(precision),
                         () -> fixtureError(model, Map.of(CudaOptions.PRECISION, precision))));
             }
+        }
+        for (String model : FixtureCases.MODELS) {
+            checks.add(measured(model + " fp32 with a step cache (samples that store, samples that reuse) vs PyTorch",
+                    FP32_TOLERANCE, () -> cacheError(model, Map.of())));
         }
         checks.add(measured("latent-tiny fp32 vs the java backend, batch 6 of mixed t and y", FP32_TOLERANCE,
                 () -> javaBackendError("latent-tiny", Map.of())));

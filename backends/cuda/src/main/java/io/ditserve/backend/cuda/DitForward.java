@@ -4,13 +4,15 @@ import io.ditserve.backend.DitConstants;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.cuda.ActivationLayout.Buffer;
 
 /**
  * The DiT forward pass as a sequence of kernel launches and matrix products (docs/DIT_MODEL.md, "Forward pass";
  * tools/dit/model.py is the reference), read top to bottom like the reference's {@code DiT.forward}. It only queues
- * work on a {@link DitOps}: the caller uploads x, t and y to their buffers before and reads {@link Buffer#OUT}
- * after.
+ * work on a {@link DitOps}: the caller uploads x, t and y to their buffers before (with a step cache, also the
+ * residuals the reusing samples add, to {@link Buffer#RESIDUAL}) and reads {@link Buffer#OUT} (and the stored
+ * residuals) after.
  *
  * <p>Weights are addressed through {@link WeightLayout}, activations through {@link ActivationLayout}; both hold
  * element offsets, turned into byte addresses here. Every Linear is a cuBLAS GEMM without bias, and its bias is
@@ -30,12 +32,33 @@ final class DitForward {
     }
 
     /**
-     * Queues one pass over the first {@code n} samples of the input buffers. Polls {@code cancel} before each
+     * Queues one plain pass over the first {@code n} samples of the input buffers. Polls {@code cancel} before each
      * block and before the final layer ({@code depth + 1} polls), as the other backends do.
      */
     void run(DitOps ops, ActivationLayout act, long actBase, int n, Cancellation cancel) throws BackendException {
+        run(ops, act, actBase, n, n, 0, cancel);
+    }
+
+    /**
+     * Queues one pass with step caching (docs/STEP_CACHE.md), the samples ordered by what they do with the cached
+     * span, blocks {@link StepCache#FIRST_CACHED_BLOCK}..depth−1: samples {@code 0..storing−1} run it and store
+     * their residual in {@link Buffer#RESIDUAL}, samples {@code storing..running−1} run it, samples
+     * {@code running..n−1} skip it and add the residual they find in {@link Buffer#RESIDUAL} (uploaded by the
+     * caller). The span's blocks run on the first {@code running} samples only; {@code running = n, storing = 0} is
+     * the plain pass, launch for launch. Polls {@code cancel} before block 0, before each block of the span when any
+     * sample runs it, and before the final layer.
+     */
+    void run(DitOps ops, ActivationLayout act, long actBase, int n, int running, int storing, Cancellation cancel)
+            throws BackendException {
         if (n < 1 || n > act.capacity()) {
             throw new IllegalArgumentException("batch " + n + " outside 1.." + act.capacity());
+        }
+        if (storing < 0 || storing > running || running > n) {
+            throw new IllegalArgumentException("step cache: " + storing + " storing and " + running
+                    + " running samples of " + n);
+        }
+        if (running < n && spec.depth() <= StepCache.FIRST_CACHED_BLOCK) {
+            throw new IllegalArgumentException("model " + spec.name() + " has no blocks to cache");
         }
         Buffers b = new Buffers(act, actBase);
         final int tokens = spec.tokens();
@@ -77,27 +100,34 @@ final class DitForward {
                 .ptr(b.at(Buffer.MOD)).ptr(weightsBase + 4 * weights.modulationBiasOffset())
                 .i32(n * modWidth).i32(modWidth));
 
-        // 4. blocks
+        // 4. blocks; block 0 for every sample, the cached span (blocks 1..) for the samples that run it
+        final int width = tokens * d; // floats of one sample in X and RESIDUAL
         for (int i = 0; i < spec.depth(); i++) {
+            int samples = i < StepCache.FIRST_CACHED_BLOCK ? n : running;
+            if (samples == 0) {
+                break; // every sample reuses a residual: the span is skipped
+            }
             if (cancel.isCancelled()) {
                 throw new BackendException.Cancelled();
             }
-            String blk = "blocks." + i + ".";
-            int mod = weights.blockModOffset(i); // shift1, scale1, gate1, shift2, scale2, gate2 at mod + k·D
-            // h = LN(x)·(1 + scale1) + shift1; x += gate1 · attn.proj(attention(attn.qkv(h)))
-            lnModulate(ops, b, n, mod, mod + d);
-            ops.gemm(GemmCall.linear(rows, 3 * d, d), w(blk + "attn.qkv.weight"), b.at(Buffer.H), b.at(Buffer.QKV));
-            attention(ops, b, act, n, w(blk + "attn.qkv.bias"));
-            ops.gemm(GemmCall.linear(rows, d, d), w(blk + "attn.proj.weight"), b.at(Buffer.ATT), b.at(Buffer.TMP));
-            gatedResidual(ops, b, n, w(blk + "attn.proj.bias"), mod + 2 * d);
-            // h = LN(x)·(1 + scale2) + shift2; x += gate2 · mlp.fc2(GELU_tanh(mlp.fc1(h)))
-            lnModulate(ops, b, n, mod + 3 * d, mod + 4 * d);
-            int hidden = spec.mlpHidden();
-            ops.gemm(GemmCall.linear(rows, hidden, d), w(blk + "mlp.fc1.weight"), b.at(Buffer.H), b.at(Buffer.MLP));
-            launch(ops, Kernel.BIAS_GELU, LaunchConfig.elementwise((long) rows * hidden), args.reset()
-                    .ptr(b.at(Buffer.MLP)).ptr(w(blk + "mlp.fc1.bias")).i32(rows * hidden).i32(hidden));
-            ops.gemm(GemmCall.linear(rows, d, hidden), w(blk + "mlp.fc2.weight"), b.at(Buffer.MLP), b.at(Buffer.TMP));
-            gatedResidual(ops, b, n, w(blk + "mlp.fc2.bias"), mod + 5 * d);
+            if (i == StepCache.FIRST_CACHED_BLOCK && storing > 0) {
+                // the storing samples' residual starts as their input to the span
+                launch(ops, Kernel.COPY_VALUES, LaunchConfig.elementwise((long) storing * width), args.reset()
+                        .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.RESIDUAL)).i32(storing * width));
+            }
+            block(ops, b, act, i, samples);
+        }
+        if (storing > 0) {
+            // residual = x after the span − x before it
+            launch(ops, Kernel.SPAN_RESIDUAL, LaunchConfig.elementwise((long) storing * width), args.reset()
+                    .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.RESIDUAL)).i32(storing * width));
+        }
+        if (running < n) {
+            // the samples that skipped the span: x = x before the span + their residual
+            long off = 4L * running * width;
+            int total = (n - running) * width;
+            launch(ops, Kernel.ADD_BIAS, LaunchConfig.elementwise(total), args.reset()
+                    .ptr(b.at(Buffer.X) + off).ptr(b.at(Buffer.RESIDUAL) + off).i32(total).i32(total));
         }
         if (cancel.isCancelled()) {
             throw new BackendException.Cancelled();
@@ -113,6 +143,28 @@ final class DitForward {
         launch(ops, Kernel.UNPATCHIFY, LaunchConfig.elementwise(outTotal), args.reset()
                 .ptr(b.at(Buffer.FINAL)).ptr(w("final_layer.linear.bias")).ptr(b.at(Buffer.OUT))
                 .i32(outTotal).i32(spec.outChannels()).i32(size).i32(p));
+    }
+
+    /** Block i on the first n samples (their rows of X, H, ..., and of MOD). */
+    private void block(DitOps ops, Buffers b, ActivationLayout act, int i, int n) throws BackendException {
+        final int d = spec.hiddenSize();
+        final int rows = n * spec.tokens();
+        String blk = "blocks." + i + ".";
+        int mod = weights.blockModOffset(i); // shift1, scale1, gate1, shift2, scale2, gate2 at mod + k·D
+        // h = LN(x)·(1 + scale1) + shift1; x += gate1 · attn.proj(attention(attn.qkv(h)))
+        lnModulate(ops, b, n, mod, mod + d);
+        ops.gemm(GemmCall.linear(rows, 3 * d, d), w(blk + "attn.qkv.weight"), b.at(Buffer.H), b.at(Buffer.QKV));
+        attention(ops, b, act, n, w(blk + "attn.qkv.bias"));
+        ops.gemm(GemmCall.linear(rows, d, d), w(blk + "attn.proj.weight"), b.at(Buffer.ATT), b.at(Buffer.TMP));
+        gatedResidual(ops, b, n, w(blk + "attn.proj.bias"), mod + 2 * d);
+        // h = LN(x)·(1 + scale2) + shift2; x += gate2 · mlp.fc2(GELU_tanh(mlp.fc1(h)))
+        lnModulate(ops, b, n, mod + 3 * d, mod + 4 * d);
+        int hidden = spec.mlpHidden();
+        ops.gemm(GemmCall.linear(rows, hidden, d), w(blk + "mlp.fc1.weight"), b.at(Buffer.H), b.at(Buffer.MLP));
+        launch(ops, Kernel.BIAS_GELU, LaunchConfig.elementwise((long) rows * hidden), args.reset()
+                .ptr(b.at(Buffer.MLP)).ptr(w(blk + "mlp.fc1.bias")).i32(rows * hidden).i32(hidden));
+        ops.gemm(GemmCall.linear(rows, d, hidden), w(blk + "mlp.fc2.weight"), b.at(Buffer.MLP), b.at(Buffer.TMP));
+        gatedResidual(ops, b, n, w(blk + "mlp.fc2.bias"), mod + 5 * d);
     }
 
     /** H = LN(X)·(1 + mod[scaleOff..]) + mod[shiftOff..], per sample. */

@@ -11,7 +11,9 @@ import java.util.List;
 
 /**
  * The PyTorch reference cases of tools/make_fixtures.py (tools/fixtures/README.md), for the GPU parity check and
- * the tests: each model folder with one forward case, a batch of 4 whose samples differ in t and y.
+ * the tests: each model folder with one forward case, a batch of 4 whose samples differ in t and y, and one
+ * step-cache case. The tests read them through backends/testkit's Fixtures; this copy is for the GPU check
+ * programs, which run without JUnit.
  */
 final class FixtureCases {
     /** The models with a reference case: two random-weight fixtures and the bundled model. */
@@ -63,6 +65,20 @@ final class FixtureCases {
         try (Safetensors st = Safetensors.open(casesFile(name))) {
             return new Case(st.tensor("forward.x"), ints(st.longs("forward.t")), ints(st.longs("forward.y")),
                     st.tensor("forward.out"));
+        }
+    }
+
+    /**
+     * The step-cache case (docs/STEP_CACHE.md): inputs, the samples that run the cached span and store their
+     * residual ({@code run}), the residuals the others reuse, and PyTorch's output and stored residuals.
+     */
+    record CacheCase(Tensor x, int[] t, int[] y, int[] run, Tensor residual, Tensor out, Tensor residualOut) {}
+
+    CacheCase cacheCase(String name) throws BackendException {
+        try (Safetensors st = Safetensors.open(casesFile(name))) {
+            return new CacheCase(st.tensor("cache.x"), ints(st.longs("cache.t")), ints(st.longs("cache.y")),
+                    ints(st.longs("cache.run")), st.tensor("cache.residual"), st.tensor("cache.out"),
+                    st.tensor("cache.residual_out"));
         }
     }
 

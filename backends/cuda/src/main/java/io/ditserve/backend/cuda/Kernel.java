@@ -27,6 +27,9 @@ enum Kernel {
             + " int d, int tokens, int mod_stride, int gate_off"),
     UNPATCHIFY("unpatchify",
             "const float* tok, const float* bias, float* out, int total, int c_out, int size, int p"),
+    // step caching (DitForward)
+    COPY_VALUES("copy_values", "const float* src, float* dst, int total"),
+    SPAN_RESIDUAL("span_residual", "const float* x, float* r, int total"),
 
     // the latent decoders (DecoderProgram)
     LATENT_SCALE("latent_scale", "const float* in, float* out, int total, float divisor, float shift"),

@@ -206,6 +206,21 @@ extern "C" __global__ void unpatchify(const float* tok, const float* bias, float
     }
 }
 
+// Step caching (docs/STEP_CACHE.md): before the cached span, r = x (copy_values) for the samples that store their
+// residual; after it, r = x − r (span_residual), the span's residual. A sample that skips the span gets
+// x = x + r from add_bias with cols = total. total = samples·T·d.
+extern "C" __global__ void copy_values(const float* src, float* dst, int total) {
+    GRID_STRIDE_LOOP(i, total) {
+        dst[i] = src[i];
+    }
+}
+
+extern "C" __global__ void span_residual(const float* x, float* r, int total) {
+    GRID_STRIDE_LOOP(i, total) {
+        r[i] = x[i] - r[i];
+    }
+}
+
 // ---- latent decoders (docs/DECODERS.md) -------------------------------------------------------------------------
 // Activations are NCHW: [N, c, H, W] row-major, so one channel of one sample is a contiguous plane of hw = H·W
 // values. A convolution is a matrix product per sample, Y[c_out, hw] = W[c_out, c_in·k·k] · cols[c_in·k·k, hw],

@@ -9,6 +9,8 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
 import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.testkit.DecoderFixtures;
+import io.ditserve.backend.testkit.Fixtures;
 import java.net.URL;
 import java.net.URLClassLoader;
 import java.nio.file.Path;
@@ -20,8 +22,6 @@ import org.junit.jupiter.api.Test;
 
 /** Discovery is cheap, and on a machine without a usable GPU {@code create} fails fast, naming what is missing. */
 class CudaBackendProviderTest {
-    private static final FixtureCases FIXTURES = new FixtureCases(FixtureCases.findRepoRoot());
-
     /** Loads this module's classes itself (child first), so that it can tell which of them were loaded. */
     static final class IsolatingLoader extends URLClassLoader {
         IsolatingLoader(URL classes, ClassLoader parent) {
@@ -72,7 +72,7 @@ class CudaBackendProviderTest {
     @Test
     void withoutADriverCreateFailsFastNamingWhatIsMissingAndWhere() throws Exception {
         assumeTrue(!driverPresent(), "a CUDA driver library is present: the no-GPU failure cannot be shown here");
-        ModelSpec spec = FIXTURES.spec("pixel-tiny");
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
         long start = System.nanoTime();
         assertThatThrownBy(() -> new CudaBackendProvider().create(spec,
                         new BackendOptions(1, Map.of("cuda.lib_path", "/opt/my-cuda/lib"))))
@@ -89,7 +89,7 @@ class CudaBackendProviderTest {
 
     @Test
     void badOptionsFailBeforeAnyLibraryIsLooked() throws Exception {
-        ModelSpec spec = FIXTURES.spec("pixel-tiny");
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
         assertThatThrownBy(() -> new CudaBackendProvider().create(spec,
                         new BackendOptions(1, Map.of("cuda.precision", "fp8"))))
                 .isInstanceOf(BackendException.class).hasMessageContaining("[fp8]").hasMessageContaining("bf16");
@@ -97,8 +97,8 @@ class CudaBackendProviderTest {
 
     @Test
     void aWeightsFileThatDoesNotMatchTheConfigFailsBeforeTheGpu() throws Exception {
-        ModelSpec pixel = FIXTURES.spec("pixel-tiny");
-        ModelSpec latent = FIXTURES.spec("latent-tiny");
+        ModelSpec pixel = Fixtures.spec("pixel-tiny");
+        ModelSpec latent = Fixtures.spec("latent-tiny");
         // latent-tiny's config with pixel-tiny's weights
         ModelSpec mismatched = new ModelSpec(pixel.directory(), "mismatched", "", latent.inputSize(),
                 latent.patchSize(), latent.inChannels(), latent.hiddenSize(), latent.depth(), latent.numHeads(),
@@ -110,8 +110,6 @@ class CudaBackendProviderTest {
                 .hasMessageContaining("expected");
     }
 
-    private static final DecoderFixtures DECODERS = new DecoderFixtures(FixtureCases.findRepoRoot());
-
     @Test
     void decodersNeedTheirWeightsFile() {
         assertThat(new CudaBackendProvider().requiredDecoderFiles()).containsExactly(DecoderSpec.WEIGHTS_FILE);
@@ -120,7 +118,7 @@ class CudaBackendProviderTest {
     @Test
     void withoutADriverCreateDecoderFailsFastNamingWhatIsMissing() throws Exception {
         assumeTrue(!driverPresent(), "a CUDA driver library is present: the no-GPU failure cannot be shown here");
-        DecoderSpec spec = DECODERS.spec("taesd-small");
+        DecoderSpec spec = DecoderFixtures.spec(DecoderFixtures.small("taesd-small"));
         assertThatThrownBy(() -> new CudaBackendProvider().createDecoder(spec,
                         new BackendOptions(1, Map.of("cuda.lib_path", "/opt/my-cuda/lib"))))
                 .isInstanceOf(BackendException.class)
@@ -130,12 +128,12 @@ class CudaBackendProviderTest {
 
     @Test
     void decoderOptionsAndWeightsAreCheckedBeforeTheGpu() throws Exception {
-        DecoderSpec vae = DECODERS.spec("vae-small");
+        DecoderSpec vae = DecoderFixtures.spec(DecoderFixtures.small("vae-small"));
         assertThatThrownBy(() -> new CudaBackendProvider().createDecoder(vae,
                         new BackendOptions(1, Map.of("cuda.precision", "fp8"))))
                 .isInstanceOf(BackendException.class).hasMessageContaining("[fp8]");
         // taesd-small's config over vae-small's weights
-        DecoderSpec tiny = DECODERS.spec("taesd-small");
+        DecoderSpec tiny = DecoderFixtures.spec(DecoderFixtures.small("taesd-small"));
         DecoderSpec mismatched = new DecoderSpec(vae.directory(), tiny.kind(), tiny.latentChannels(),
                 tiny.outChannels(), tiny.blockOutChannels(), tiny.layersPerBlock(), tiny.numBlocks(),
                 tiny.normGroups(), tiny.scalingFactor(), tiny.shiftFactor(), tiny.postQuantConv(),

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
+import io.ditserve.backend.testkit.Fixtures;
 import java.util.Map;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
@@ -18,7 +19,7 @@ import org.junit.jupiter.params.provider.CsvSource;
  * where the backend cannot be created.
  */
 class CudaGpuTest {
-    private static final CudaParityCheck CHECK = new CudaParityCheck(new FixtureCases(FixtureCases.findRepoRoot()), Map.of());
+    private static final CudaParityCheck CHECK = new CudaParityCheck(new FixtureCases(Fixtures.repoRoot()), Map.of());
     private static String unavailable;
 
     @BeforeAll
@@ -46,6 +47,12 @@ class CudaGpuTest {
                 .isLessThan(CudaParityCheck.tolerance(precision));
     }
 
+    @ParameterizedTest(name = "{0}")
+    @CsvSource({"pixel-tiny", "latent-tiny", "fashion-dit"})
+    void stepCacheMatchesPyTorch(String model) throws Exception {
+        assertThat(CHECK.cacheError(model, Map.of())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
     @Test
     void matchesTheJavaBackendOnAMixedBatch() throws Exception {
         assertThat(CHECK.javaBackendError("latent-tiny", Map.of())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
@@ -70,7 +77,7 @@ class CudaGpuTest {
 
     @Test
     void closeIsIdempotentAndForwardAfterCloseFails() throws Exception {
-        FixtureCases.Case c = new FixtureCases(FixtureCases.findRepoRoot()).forwardCase("pixel-tiny");
+        Fixtures.Case c = Fixtures.forwardCase("pixel-tiny");
         Backend b = CHECK.cuda("pixel-tiny", Map.of());
         assertThat(b.name()).isEqualTo("cuda");
         b.close();

@@ -9,7 +9,11 @@ import io.ditserve.backend.DecoderCheckpoint;
 import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.testkit.DecoderFixtures;
+import io.ditserve.backend.testkit.Fixtures;
+import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
@@ -23,7 +27,12 @@ import org.junit.jupiter.params.provider.CsvSource;
  */
 class EmulatedDecoderTest {
     private static final double TOLERANCE = 1e-4;
-    private static final DecoderFixtures FIXTURES = new DecoderFixtures(FixtureCases.findRepoRoot());
+
+    /** The folder of a small committed or a real-shape fixture (failing, naming the command, if that is missing). */
+    private static Path dir(String fixture) {
+        return List.of(DecoderFixtures.REAL).contains(fixture) ? DecoderFixtures.real(fixture)
+                : DecoderFixtures.small(fixture);
+    }
 
     /** A decoder uploaded to an emulated device, with buffers for {@code samples} latents of {@code pixels}. */
     record Emulated(DecoderSpec spec, EmulatedDevice device, DecoderProgram program, DecoderBuffers.Addresses buf) {
@@ -41,7 +50,7 @@ class EmulatedDecoderTest {
 
     static Emulated load(String fixture, int samples, long pixels, DecoderBuffers.Budgets budgets)
             throws BackendException {
-        return load(FIXTURES.spec(fixture), samples, pixels, budgets);
+        return load(DecoderFixtures.spec(dir(fixture)), samples, pixels, budgets);
     }
 
     static Emulated load(DecoderSpec spec, int samples, long pixels, DecoderBuffers.Budgets budgets)
@@ -79,11 +88,11 @@ class EmulatedDecoderTest {
     }
 
     private static double error(String fixture, DecoderBuffers.Budgets budgets) throws BackendException {
-        DecoderFixtures.Case c = FIXTURES.decodeCase(fixture);
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir(fixture));
         Emulated e = load(fixture, FixtureShape.of(c.latent()), budgets);
         Tensor out = e.run(c.latent(), Cancellation.NEVER);
         assertThat(c.image().maxAbs()).isPositive();
-        double err = FixtureCases.relativeError(out, c.image());
+        double err = Fixtures.relativeError(out, c.image());
         System.out.printf("emulated %s (budgets %s): relative error %.3e%n", fixture, budgets, err);
         return err;
     }
@@ -116,34 +125,30 @@ class EmulatedDecoderTest {
     @ParameterizedTest(name = "{0}")
     @CsvSource({"vae", "taesd"})
     void realShapesMatchPyTorch(String fixture) throws Exception {
-        if (!FIXTURES.exists(fixture)) {
-            throw new AssertionError("the real-shape decoder fixtures are missing: run `"
-                    + DecoderFixtures.REAL_COMMAND + "` from the repository root (about 20 s)");
-        }
         assertThat(error(fixture, DecoderBuffers.DEFAULT_BUDGETS)).isLessThan(TOLERANCE);
     }
 
     /** A batch smaller than the buffers, and a smaller latent than they were sized for. */
     @Test
     void runsBelowCapacity() throws Exception {
-        DecoderFixtures.Case c = FIXTURES.decodeCase("vae-small");
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir("vae-small"));
         Emulated e = load("vae-small", 3, 64, DecoderBuffers.DEFAULT_BUDGETS);
         Tensor one = new Tensor(Arrays.copyOf(c.latent().data(), c.latent().size() / 2), 1, 4, 6, 5);
         Tensor out = e.run(one, Cancellation.NEVER);
         Tensor expected = new Tensor(Arrays.copyOf(c.image().data(), c.image().size() / 2), out.shape());
-        assertThat(FixtureCases.relativeError(out, expected)).isLessThan(TOLERANCE);
+        assertThat(Fixtures.relativeError(out, expected)).isLessThan(TOLERANCE);
     }
 
     /** Like diffusers' DecoderTiny, the soft clamp uses the constant 3 whatever the config's latent_magnitude. */
     @Test
     void theTinyClampIgnoresLatentMagnitude() throws Exception {
-        DecoderFixtures.Case c = FIXTURES.decodeCase("taesd-small");
-        DecoderSpec s = FIXTURES.spec("taesd-small");
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir("taesd-small"));
+        DecoderSpec s = DecoderFixtures.spec(dir("taesd-small"));
         DecoderSpec five = new DecoderSpec(s.directory(), s.kind(), s.latentChannels(), s.outChannels(),
                 s.blockOutChannels(), s.layersPerBlock(), s.numBlocks(), s.normGroups(), s.scalingFactor(),
                 s.shiftFactor(), s.postQuantConv(), s.midBlockAttention(), s.upsampling(), 5.0);
         Emulated e = load(five, 2, 12, DecoderBuffers.DEFAULT_BUDGETS);
-        assertThat(FixtureCases.relativeError(e.run(c.latent(), Cancellation.NEVER), c.image())).isLessThan(TOLERANCE);
+        assertThat(Fixtures.relativeError(e.run(c.latent(), Cancellation.NEVER), c.image())).isLessThan(TOLERANCE);
     }
 
     @Test
@@ -168,7 +173,7 @@ class EmulatedDecoderTest {
     @ParameterizedTest(name = "{0}")
     @CsvSource({"vae-small", "taesd-small"})
     void cancellationIsPolledBetweenLayers(String fixture) throws Exception {
-        DecoderFixtures.Case c = FIXTURES.decodeCase(fixture);
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir(fixture));
         Emulated e = load(fixture, FixtureShape.of(c.latent()), DecoderBuffers.DEFAULT_BUDGETS);
         AtomicInteger polls = new AtomicInteger();
         e.run(c.latent(), () -> polls.incrementAndGet() < 0);
@@ -187,7 +192,7 @@ class EmulatedDecoderTest {
     /** Group norms run one block per sample and group; the attention softmax one block per query row. */
     @Test
     void launchShapesFollowTheLayers() throws Exception {
-        DecoderFixtures.Case c = FIXTURES.decodeCase("vae-small");
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir("vae-small"));
         Emulated e = load("vae-small", FixtureShape.of(c.latent()), DecoderBuffers.DEFAULT_BUDGETS);
         e.run(c.latent(), Cancellation.NEVER);
         int groups = e.spec().normGroups();

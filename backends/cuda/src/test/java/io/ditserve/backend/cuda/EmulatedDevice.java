@@ -1,7 +1,11 @@
 package io.ditserve.backend.cuda;
 
 import io.ditserve.backend.DitConstants;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -12,14 +16,22 @@ import java.util.List;
  * pointer argument is checked to lie, with the extent the kernel touches, inside one allocation. Kernels are
  * line-by-line Java translations of dit_kernels.cu (one loop iteration per CUDA thread index; block reductions as
  * plain sums); matrix products follow cuBLAS's column-major definition literally. int buffers hold the int's bits.
+ *
+ * <p>As a {@link Device} it stands in for {@link CudaDevice} under {@link CudaDitBackend} and {@link CudaDecoder}:
+ * copies happen at once, {@link #synchronize} has nothing to wait for. Memory grows as needed; freed memory is not
+ * reused, and a freed allocation can no longer be addressed.
  */
-final class EmulatedDevice implements DitOps {
+final class EmulatedDevice implements Device, DitOps {
     /** Device addresses start here, so that a zero or small offset used as an address is caught. */
     static final long BASE = 0x7f00_0000_0000L;
+    /** Host memory as a copy reads and writes it: float32, little-endian, at any alignment. */
+    private static final ValueLayout.OfFloat HOST_FLOAT =
+            ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
-    private final float[] mem;
+    private float[] mem;
     private final List<long[]> allocations = new ArrayList<>(); // {first float index, length}
     private int used;
+    private boolean closed;
     final List<String> trace = new ArrayList<>();
 
     EmulatedDevice(long capacityFloats) {
@@ -28,13 +40,89 @@ final class EmulatedDevice implements DitOps {
 
     /** Allocates {@code floats} elements; returns the device address. */
     long alloc(long floats) {
+        if (closed) {
+            throw new IllegalStateException("emulated device closed");
+        }
         if (used + floats > mem.length) {
-            throw new IllegalStateException("emulated device out of memory");
+            mem = Arrays.copyOf(mem, Math.toIntExact(Math.max(used + floats, Math.min(Integer.MAX_VALUE - 64,
+                    mem.length + (long) mem.length / 2))));
         }
         allocations.add(new long[] {used, floats});
         long address = BASE + 4L * used;
         used = Math.toIntExact(used + (floats + 63) / 64 * 64);
         return address;
+    }
+
+    // ---- Device ----
+
+    @Override
+    public DitOps ops() {
+        return this;
+    }
+
+    @Override
+    public String description() {
+        return "emulated device (CPU)";
+    }
+
+    @Override
+    public void makeCurrent() {
+        if (closed) {
+            throw new IllegalStateException("emulated device closed");
+        }
+    }
+
+    @Override
+    public long alloc(long bytes, String what) {
+        if (bytes % 4 != 0) {
+            throw new IllegalArgumentException(what + ": " + bytes + " bytes");
+        }
+        return alloc(bytes / 4);
+    }
+
+    @Override
+    public void free(long address) {
+        long first = (address - BASE) / 4;
+        if (!allocations.removeIf(a -> a[0] == first && address >= BASE)) {
+            throw new IllegalArgumentException("free of 0x" + Long.toHexString(address) + ": not an allocation");
+        }
+    }
+
+    @Override
+    public void copyToDevice(long dst, MemorySegment src, long bytes, String what) {
+        View v = view(dst, bytes / 4, what);
+        for (long i = 0; i < bytes / 4; i++) {
+            v.set(i, src.get(HOST_FLOAT, 4 * i));
+        }
+    }
+
+    @Override
+    public void copyToDeviceAsync(long dst, MemorySegment src, long bytes, String what) {
+        copyToDevice(dst, src, bytes, what);
+    }
+
+    @Override
+    public void copyToHostAsync(MemorySegment dst, long src, long bytes, String what) {
+        View v = view(src, bytes / 4, what);
+        for (long i = 0; i < bytes / 4; i++) {
+            dst.set(HOST_FLOAT, 4 * i, v.get(i));
+        }
+    }
+
+    @Override
+    public void synchronize(String after) {}
+
+    /** Frees everything; the device can no longer be used. Idempotent. */
+    @Override
+    public void close() {
+        closed = true;
+        allocations.clear();
+        mem = new float[0];
+    }
+
+    /** How many allocations are live. */
+    int allocationCount() {
+        return allocations.size();
     }
 
     void write(long address, float[] values) {
@@ -150,6 +238,8 @@ final class EmulatedDevice implements DitOps {
             case HEAD_MERGE -> headMerge(a);
             case GATED_RESIDUAL -> gatedResidual(a);
             case UNPATCHIFY -> unpatchify(a);
+            case COPY_VALUES -> copyValues(a);
+            case SPAN_RESIDUAL -> spanResidual(a);
             case LATENT_SCALE -> latentScale(a);
             case TANH_CLAMP -> tanhClamp(a);
             case SCALE_SHIFT -> scaleShift(a);
@@ -351,6 +441,24 @@ final class EmulatedDevice implements DitOps {
             int gi = yy / p, aa = yy % p, gj = xx / p, b = xx % p;
             int col = (aa * p + b) * cOut + ch;
             out.set(i, tok.get((long) (sample * g * g + gi * g + gj) * rowLen + col) + bias.get(col));
+        }
+    }
+
+    private void copyValues(KernelArgs a) {
+        int total = a.intValue(2);
+        View src = view(a.value(0), total, "copy_values.src");
+        View dst = view(a.value(1), total, "copy_values.dst");
+        for (int i = 0; i < total; i++) {
+            dst.set(i, src.get(i));
+        }
+    }
+
+    private void spanResidual(KernelArgs a) {
+        int total = a.intValue(2);
+        View x = view(a.value(0), total, "span_residual.x");
+        View r = view(a.value(1), total, "span_residual.r");
+        for (int i = 0; i < total; i++) {
+            r.set(i, x.get(i) - r.get(i));
         }
     }
 

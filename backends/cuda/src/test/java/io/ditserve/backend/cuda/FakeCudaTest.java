@@ -8,8 +8,16 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.Decoder;
+import io.ditserve.backend.DecoderSpec;
+import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.testkit.BackendConformance;
+import io.ditserve.backend.testkit.DecoderConformance;
+import io.ditserve.backend.testkit.DecoderFixtures;
+import io.ditserve.backend.testkit.Fixtures;
 import java.io.IOException;
 import java.io.InputStream;
 import java.lang.foreign.Arena;
@@ -27,6 +35,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Nested;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -37,11 +46,14 @@ import org.junit.jupiter.params.provider.ValueSource;
  * fake_cuda.cpp: a CPU stand-in for libcuda, cuBLAS and NVRTC that runs the real dit_kernels.cu on the CPU and
  * checks prototypes (against cuda.h), kernel argument types, memory bounds, the current context and leaks. Built
  * with g++ against the CUDA toolkit's cuda.h; skipped where either is missing.
+ *
+ * <p>The shared conformance suites run here ({@link Backend}, {@link Decoder}), every test followed by the leak
+ * check; the tests below are what the suites do not cover: precisions, buffer growth and budgets, threads, the
+ * library calls a decoder makes, out of memory.
  */
 class FakeCudaTest {
     @TempDir
     static Path dir;
-    private static final FixtureCases FIXTURES = new FixtureCases(FixtureCases.findRepoRoot());
     private static CudaParityCheck check;
     private static MethodHandle stat;
     private static MethodHandle failAllocOver;
@@ -79,7 +91,8 @@ class FakeCudaTest {
         NativeLibrary fake = new NativeLibrary.Loader().open(lib.toString());
         stat = fake.function(FunctionDescriptor.of(JAVA_LONG, ADDRESS), "fake_cuda_stat");
         failAllocOver = fake.function(FunctionDescriptor.ofVoid(JAVA_LONG), "fake_cuda_fail_alloc_over");
-        check = new CudaParityCheck(FIXTURES, Map.of(CudaLibraries.LIB_PATH_OPTION, dir.toString()));
+        check = new CudaParityCheck(new FixtureCases(Fixtures.repoRoot()),
+                Map.of(CudaLibraries.LIB_PATH_OPTION, dir.toString()));
     }
 
     static long stat(String what) throws Throwable {
@@ -96,10 +109,39 @@ class FakeCudaTest {
         }
     }
 
-    @ParameterizedTest
-    @ValueSource(strings = {"pixel-tiny", "latent-tiny", "fashion-dit"})
-    void matchesPyTorch(String model) throws Exception {
-        assertThat(check.fixtureError(model, Map.of())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    /** Options that load the fake libraries. */
+    private static BackendOptions fakeOptions() {
+        return new BackendOptions(1, Map.of(CudaLibraries.LIB_PATH_OPTION, dir.toString()));
+    }
+
+    /**
+     * The suite through the native bindings and the real kernel source, step caching included; the fake computes
+     * each sample's rows the same wherever the sample is in the batch, so batch invariance holds bit for bit.
+     */
+    @Nested
+    class Conformance extends BackendConformance {
+        @Override
+        protected Backend create(ModelSpec spec, int threads) throws BackendException {
+            return new CudaBackendProvider().create(spec, fakeOptions());
+        }
+
+        @Override
+        protected double batchTolerance() {
+            return 0;
+        }
+    }
+
+    @Nested
+    class DecoderSuite extends DecoderConformance {
+        @Override
+        protected Decoder create(DecoderSpec spec) throws BackendException {
+            return new CudaBackendProvider().createDecoder(spec, fakeOptions());
+        }
+
+        @Override
+        protected double batchTolerance() {
+            return 0;
+        }
     }
 
     @Test
@@ -116,6 +158,12 @@ class FakeCudaTest {
         assertThat(stat("math_mode")).isEqualTo(Cublas.CUBLAS_TF32_TENSOR_OP_MATH);
         check.fixtureError("pixel-tiny", Map.of(CudaOptions.PRECISION, "fp32"));
         assertThat(stat("math_mode")).isEqualTo(Cublas.CUBLAS_DEFAULT_MATH);
+    }
+
+    /** The GPU check of step caching (CudaParityCheck, also run by tools/gpu/run_cuda_checks.sh). */
+    @Test
+    void theStepCacheCheckPasses() throws Exception {
+        assertThat(check.cacheError("fashion-dit", Map.of())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
     }
 
     @Test
@@ -136,7 +184,7 @@ class FakeCudaTest {
 
     @Test
     void forwardWorksFromAnyThreadAndCloseIsIdempotent() throws Throwable {
-        FixtureCases.Case c = FIXTURES.forwardCase("pixel-tiny");
+        Fixtures.Case c = Fixtures.forwardCase("pixel-tiny");
         Backend b = check.cuda("pixel-tiny", Map.of());
         assertThat(((CudaDitBackend) b).deviceDescription())
                 .contains("Fake CUDA device (CPU)", "compute capability 9.0", "--gpu-architecture=sm_90",
@@ -148,7 +196,7 @@ class FakeCudaTest {
                 throw new IllegalStateException(e);
             }
         }).get(60, TimeUnit.SECONDS);
-        assertThat(FixtureCases.relativeError(out, c.out())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+        assertThat(Fixtures.relativeError(out, c.out())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
         assertThat(stat("contexts")).isEqualTo(1);
         b.close();
         b.close();
@@ -170,52 +218,16 @@ class FakeCudaTest {
         }
     }
 
-    @Test
-    void argumentsAreCheckedLikeTheOtherBackends() throws Exception {
-        FixtureCases.Case c = FIXTURES.forwardCase("pixel-tiny");
-        try (Backend b = check.cuda("pixel-tiny", Map.of())) {
-            int[] badLabel = c.y().clone();
-            badLabel[0] = b.model().nullClass() + 1;
-            assertThatThrownBy(() -> CudaParityCheck.run(b, c.x(), c.t(), badLabel))
-                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("y[0]");
-            int[] badTime = c.t().clone();
-            badTime[2] = 1000;
-            assertThatThrownBy(() -> CudaParityCheck.run(b, c.x(), badTime, c.y()))
-                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("t[2]");
-        }
-    }
-
     // ---- decoders ----
-
-    private static final DecoderFixtures DECODERS = new DecoderFixtures(FixtureCases.findRepoRoot());
-
-    @ParameterizedTest
-    @ValueSource(strings = {"vae-small", "vae-small-legacy", "taesd-small"})
-    void decodersMatchPyTorch(String fixture) throws Exception {
-        assertThat(check.decoderError(fixture, Map.of())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
-    }
-
-    /** The real architectures (sd-vae-ft-*, TAESD; random weights, 5×4 latent) through the real kernel source. */
-    @ParameterizedTest
-    @ValueSource(strings = {"vae", "taesd"})
-    void realShapeDecodersMatchPyTorch(String fixture) throws Exception {
-        if (!DECODERS.exists(fixture)) {
-            throw new AssertionError("the real-shape decoder fixtures are missing: run `"
-                    + DecoderFixtures.REAL_COMMAND + "` from the repository root (about 20 s)");
-        }
-        double err = check.decoderError(fixture, Map.of());
-        System.out.printf("fake CUDA %s: relative error %.3e%n", fixture, err);
-        assertThat(err).isLessThan(CudaParityCheck.FP32_TOLERANCE);
-    }
 
     /** Runs of one sample, im2col in pixel tiles, attention scores in chunks of query rows. */
     @ParameterizedTest
     @ValueSource(strings = {"vae-small", "taesd-small"})
     void decodersInRunsTilesAndChunks(String fixture) throws Exception {
-        DecoderFixtures.Case c = DECODERS.decodeCase(fixture);
-        DecoderBuffers.Budgets small = CudaParityCheck.smallBudgets(DECODERS.spec(fixture),
+        Path dir = DecoderFixtures.small(fixture);
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir);
+        DecoderBuffers.Budgets small = CudaParityCheck.smallBudgets(DecoderFixtures.spec(dir),
                 (long) c.latent().dim(2) * c.latent().dim(3));
-        Path dir = DECODERS.dir(fixture);
         assertThat(check.decoderError(dir, dir.resolve("cases.safetensors"), Map.of(), small))
                 .isLessThan(CudaParityCheck.FP32_TOLERANCE);
     }
@@ -230,8 +242,8 @@ class FakeCudaTest {
         long allocs = stat("alloc_calls");
         long frees = stat("free_calls");
         long badFrees = stat("bad_frees");
-        DecoderFixtures.Case c = DECODERS.decodeCase("vae-small");
-        CudaDecoder d = check.decoder(DECODERS.dir("vae-small"), Map.of(), DecoderBuffers.DEFAULT_BUDGETS);
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(DecoderFixtures.small("vae-small"));
+        CudaDecoder d = check.decoder(DecoderFixtures.small("vae-small"), Map.of(), DecoderBuffers.DEFAULT_BUDGETS);
         assertThat(d.backendName()).isEqualTo("cuda");
         assertThat(d.deviceDescription()).contains("Fake CUDA device (CPU)", "precision fp32");
         for (String what : List.of("allocations", "contexts", "streams", "modules", "handles")) {
@@ -253,7 +265,7 @@ class FakeCudaTest {
         Tensor again = CudaParityCheck.decode(d, c.latent()); // reused
         assertThat(stat("alloc_calls") - allocs).isEqualTo(3);
         assertThat(again.data()).containsExactly(first.data());
-        assertThat(FixtureCases.relativeError(first, c.image())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+        assertThat(Fixtures.relativeError(first, c.image())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
 
         d.close();
         d.close();
@@ -266,7 +278,8 @@ class FakeCudaTest {
 
     @Test
     void decoderArgumentsAreCheckedBeforeAnyWork() throws Throwable {
-        try (CudaDecoder d = check.decoder(DECODERS.dir("taesd-small"), Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
+        try (CudaDecoder d = check.decoder(DecoderFixtures.small("taesd-small"), Map.of(),
+                DecoderBuffers.DEFAULT_BUDGETS)) {
             long launches = stat("launches");
             assertThatThrownBy(() -> d.decode(Tensor.zeros(1, 3, 4, 4), Tensor.zeros(1, 3, 32, 32),
                     Cancellation.NEVER)).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("latent");
@@ -287,9 +300,10 @@ class FakeCudaTest {
 
     @Test
     void decoderOutOfMemoryNamesTheBuffersAndTheDecoderStaysUsable() throws Throwable {
-        DecoderFixtures.Case c = DECODERS.decodeCase("vae-small");
-        long weightBytes = 4 * new DecoderWeights(DECODERS.spec("vae-small")).totalFloats();
-        try (CudaDecoder d = check.decoder(DECODERS.dir("vae-small"), Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
+        Path vae = DecoderFixtures.small("vae-small");
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(vae);
+        long weightBytes = 4 * new DecoderWeights(DecoderFixtures.spec(vae)).totalFloats();
+        try (CudaDecoder d = check.decoder(vae, Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
             failAllocOver.invokeExact(weightBytes + 4096);
             try {
                 assertThatThrownBy(() -> CudaParityCheck.decode(d, Tensor.zeros(1, 4, 32, 32)))
@@ -299,7 +313,7 @@ class FakeCudaTest {
             } finally {
                 failAllocOver.invokeExact(-1L);
             }
-            assertThat(FixtureCases.relativeError(CudaParityCheck.decode(d, c.latent()), c.image()))
+            assertThat(Fixtures.relativeError(CudaParityCheck.decode(d, c.latent()), c.image()))
                     .isLessThan(CudaParityCheck.FP32_TOLERANCE);
             assertThat(Arrays.stream(c.image().shape()).sum()).isPositive();
         }

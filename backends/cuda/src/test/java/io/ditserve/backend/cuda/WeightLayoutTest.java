@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
+import io.ditserve.backend.testkit.Fixtures;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
@@ -13,12 +14,10 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 class WeightLayoutTest {
-    private static final FixtureCases FIXTURES = new FixtureCases(FixtureCases.findRepoRoot());
-
     @ParameterizedTest
     @ValueSource(strings = {"pixel-tiny", "latent-tiny", "fashion-dit"})
     void expectedShapesAreExactlyTheCheckpointsTensors(String model) throws Exception {
-        ModelSpec spec = FIXTURES.spec(model);
+        ModelSpec spec = Fixtures.spec(model);
         try (Safetensors st = Safetensors.open(spec.file(CudaDitBackend.WEIGHTS_FILE))) {
             Map<String, long[]> shapes = io.ditserve.backend.DitCheckpoint.expectedShapes(spec);
             assertThat(shapes.keySet()).containsExactlyInAnyOrderElementsOf(st.entries().keySet());
@@ -29,7 +28,7 @@ class WeightLayoutTest {
     @ParameterizedTest
     @ValueSource(strings = {"pixel-tiny", "latent-tiny", "fashion-dit"})
     void modulationWeightsAndBiasesArePackedBackToBack(String model) throws Exception {
-        ModelSpec spec = FIXTURES.spec(model);
+        ModelSpec spec = Fixtures.spec(model);
         WeightLayout w = new WeightLayout(spec);
         long d = spec.hiddenSize();
         for (String suffix : List.of(".weight", ".bias")) {
@@ -48,7 +47,7 @@ class WeightLayoutTest {
     @ParameterizedTest
     @ValueSource(strings = {"pixel-tiny", "latent-tiny", "fashion-dit"})
     void slotsDoNotOverlapAndOthersAreAligned(String model) throws Exception {
-        ModelSpec spec = FIXTURES.spec(model);
+        ModelSpec spec = Fixtures.spec(model);
         WeightLayout w = new WeightLayout(spec);
         List<WeightLayout.Slot> slots = new ArrayList<>(w.slots().values());
         assertThat(slots).hasSize(io.ditserve.backend.DitCheckpoint.expectedShapes(spec).size() + 1);

@@ -177,7 +177,7 @@ FakeFunction g_functions[] = {
     KERNEL(bias_silu, false),      KERNEL(bias_gelu, false),    KERNEL(add_bias, false),
     KERNEL(condition, false),      KERNEL(ln_modulate, true),   KERNEL(qkv_split, false),
     KERNEL(softmax_rows, true),    KERNEL(head_merge, false),   KERNEL(gated_residual, false),
-    KERNEL(unpatchify, false),
+    KERNEL(unpatchify, false),     KERNEL(copy_values, false),  KERNEL(span_residual, false),
     // the decoders'
     KERNEL(latent_scale, false),   KERNEL(tanh_clamp, false),   KERNEL(scale_shift, false),
     KERNEL(channel_bias, false),   KERNEL(channel_bias_residual, false),
