@@ -40,7 +40,10 @@ def load_model(path, device):
 
 
 @torch.no_grad()
-def generate(model, labels, steps, guidance, seed, device, sampler="ddim", mode="all", batch=500):
+def generate(model, labels, steps, guidance, seed, device, sampler="ddim", mode="all", batch=500, decoder=None):
+    """Images in [−1, 1]. With a decoder (a latent model's vae/), the latents are decoded, then the decoded 32×32
+    image is cut to the central 28×28 that the judge and the Fashion-MNIST images have (the VAE was trained on
+    Fashion-MNIST padded by 2 on every side, tools/train_vae.py)."""
     g = torch.Generator(device=device).manual_seed(seed)
     cfg = model.config()
     outs = []
@@ -48,9 +51,20 @@ def generate(model, labels, steps, guidance, seed, device, sampler="ddim", mode=
         y = labels[k:k + batch].to(device)
         x = torch.randn((len(y), cfg["in_channels"], cfg["input_size"], cfg["input_size"]), generator=g,
                         device=device)
-        outs.append(sample(model, x, y, steps, sampler=sampler, guidance=guidance, guidance_mode=mode,
-                           generator=g).clamp(-1, 1).cpu())
+        z = sample(model, x, y, steps, sampler=sampler, guidance=guidance, guidance_mode=mode, generator=g)
+        if decoder is not None:
+            img = decoder(z.cpu())
+            pad = (img.shape[-1] - 28) // 2
+            z = img[..., pad:pad + 28, pad:pad + 28]
+        outs.append(z.clamp(-1, 1).cpu())
     return torch.cat(outs)
+
+
+def load_vae(model_path, vae_path=None):
+    """The model's full decoder: --vae, else the model folder's vae/ (None for a pixel model)."""
+    from dit.vae import load_decoder
+    folder = vae_path or (os.path.join(model_path, "vae") if os.path.isdir(model_path) else None)
+    return load_decoder(folder) if folder and os.path.isdir(folder) else None
 
 
 def to_uint8(x):
@@ -88,11 +102,15 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="also write a 10×10 labelled grid PNG at the first guidance")
     ap.add_argument("--grid-guidance", type=float, default=None)
+    ap.add_argument("--vae", default=None, help="latent models: the vae/ folder (default: MODEL/vae when present)")
+    ap.add_argument("--frechet", action="store_true",
+                    help="also the Fréchet distance in the judge's features against the 10,000 test images")
     a = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cpu":
         torch.set_num_threads(os.cpu_count())
     model, names = load_model(a.model, dev)
+    decoder = load_vae(a.model, a.vae)
     if os.path.exists(a.classifier):
         clf = judge.load(a.classifier, dev)
         with open(os.path.splitext(a.classifier)[0] + ".json") as f:
@@ -106,19 +124,25 @@ def main():
     labels = torch.arange(nc).repeat_interleave(a.per_class)
     for gs in (a.guidance if a.per_class > 0 else []):
         t0 = time.time()
-        imgs = generate(model, labels, a.steps, gs, a.seed, dev, a.sampler, a.mode)
+        imgs = generate(model, labels, a.steps, gs, a.seed, dev, a.sampler, a.mode, decoder=decoder)
         # judge the images as the server would deliver them: quantised to 8-bit
         q = to_uint8(imgs).float() / 127.5 - 1.0
         pred = judge.predict(clf, q)
         per = [float((pred[labels == c] == c).float().mean()) for c in range(nc)]
         res = dict(guidance=gs, accuracy=float((pred == labels).float().mean()), per_class_accuracy=per,
                    seconds=round(time.time() - t0, 1))
+        if a.frechet:
+            from quality_curve import features, frechet, stats
+            test_images, _ = fmnist.load("test")
+            ref = stats(features(clf.cpu(), torch.from_numpy(fmnist.to_model_range(test_images))))
+            res["frechet"] = frechet(stats(features(clf.cpu(), q.cpu())), ref)
         report["results"].append(res)
         print(json.dumps(res), flush=True)
     if a.grid:
         gg = a.grid_guidance if a.grid_guidance is not None else a.guidance[-1]
         grid_labels = torch.arange(nc).repeat_interleave(10)
-        save_grid(generate(model, grid_labels, a.steps, gg, a.seed + 1, dev, a.sampler, a.mode), names, a.grid)
+        save_grid(generate(model, grid_labels, a.steps, gg, a.seed + 1, dev, a.sampler, a.mode, decoder=decoder),
+                  names, a.grid)
         report["grid"] = dict(path=os.path.basename(a.grid), guidance=gg, seed=a.seed + 1)
     if a.json:
         with open(a.json, "w") as f:

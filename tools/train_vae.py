@@ -78,6 +78,8 @@ def train(a):
         ck = torch.load(ckpt, map_location="cpu")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
+        for g in opt.param_groups:  # a resumed run may continue at another learning rate
+            g["lr"] = a.lr
         step, before = ck["step"], ck["elapsed"]
         torch.set_rng_state(ck["rng"])
         print(f"resumed at step {step}", flush=True)

@@ -2,30 +2,42 @@ package io.ditserve.server.cli;
 
 import java.awt.Color;
 import java.awt.Graphics2D;
+import java.awt.RenderingHints;
 import java.awt.image.BufferedImage;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.List;
 import javax.imageio.ImageIO;
 
-/** One row of labelled, upscaled images: the demo's overview. */
+/** The demo's overview: one row of labelled images per model, every image drawn at the same size. */
 final class ContactSheet {
+    /** One model's row: its name and its images with their labels. */
+    record Row(String title, List<Path> images, List<String> labels) {}
+
+    private static final int TITLE = 130;
+
     private ContactSheet() {}
 
-    static void write(List<Path> images, List<String> labels, int scale, Path out) throws IOException {
-        BufferedImage first = ImageIO.read(images.get(0).toFile());
-        int w = first.getWidth() * scale;
-        int h = first.getHeight() * scale;
-        int cell = Math.max(w, 96);
-        BufferedImage sheet = new BufferedImage(cell * images.size(), h + 18, BufferedImage.TYPE_INT_RGB);
+    /** Draws every image as a {@code size}×{@code size} square (nearest neighbour: the pixels stay visible). */
+    static void write(List<Row> rows, int size, Path out) throws IOException {
+        int cell = Math.max(size, 96);
+        int cols = rows.stream().mapToInt(r -> r.images().size()).max().orElse(0);
+        int rowH = size + 20;
+        BufferedImage sheet = new BufferedImage(TITLE + cell * cols, rowH * rows.size(), BufferedImage.TYPE_INT_RGB);
         Graphics2D g = sheet.createGraphics();
+        g.setRenderingHint(RenderingHints.KEY_INTERPOLATION, RenderingHints.VALUE_INTERPOLATION_NEAREST_NEIGHBOR);
         g.setColor(Color.WHITE);
         g.fillRect(0, 0, sheet.getWidth(), sheet.getHeight());
         g.setColor(Color.BLACK);
-        for (int i = 0; i < images.size(); i++) {
-            BufferedImage img = ImageIO.read(images.get(i).toFile());
-            g.drawImage(img, i * cell + (cell - w) / 2, 0, w, h, null);
-            g.drawString(labels.get(i), i * cell + 4, h + 14);
+        for (int r = 0; r < rows.size(); r++) {
+            Row row = rows.get(r);
+            int y = r * rowH;
+            g.drawString(row.title(), 4, y + size / 2);
+            for (int i = 0; i < row.images().size(); i++) {
+                BufferedImage img = ImageIO.read(row.images().get(i).toFile());
+                g.drawImage(img, TITLE + i * cell + (cell - size) / 2, y, size, size, null);
+                g.drawString(row.labels().get(i), TITLE + i * cell + 4, y + size + 14);
+            }
         }
         g.dispose();
         ImageIO.write(sheet, "png", out.toFile());

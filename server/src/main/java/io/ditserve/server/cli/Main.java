@@ -145,8 +145,8 @@ public final class Main {
     }
 
     @Command(name = "demo", mixinStandardHelpOptions = true,
-            description = "Start a server with the bundled model on a free port, generate one image per class "
-                    + "with previews, print where they are, stop the server.")
+            description = "Start a server with the bundled models on a free port, generate one image per class of "
+                    + "each with previews, write a contact sheet, print where they are, stop the server.")
     static final class Demo implements Callable<Integer> {
         @CommandLine.Mixin
         ServerOptions options = new ServerOptions();
@@ -167,23 +167,27 @@ public final class Main {
                 return 2;
             }
             try (DitClient client = DitClient.connect("localhost:" + server.port())) {
-                ModelInfo model = client.listModels().get(0);
-                System.out.printf("demo: model %s (%d classes) on backend %s, port %d%n", model.getName(),
-                        model.getClassesCount(), model.getBackend(), server.port());
                 GenerationWriter writer = new GenerationWriter(System.out, 4);
-                int steps = model.getDefaults().getSteps();
-                java.util.List<Path> finals = new java.util.ArrayList<>();
-                java.util.List<String> names = new java.util.ArrayList<>();
-                for (var cls : model.getClassesList()) {
-                    GenerateRequest req = GenerateRequest.newBuilder().setModel(model.getName())
-                            .setClassId(cls.getId()).setSeed(seed + cls.getId())
-                            .setPreviewInterval(Math.max(1, steps / 10)).build();
-                    finals.add(writer.run(client, req, model, out, 0).images().get(0));
-                    names.add(cls.getName());
+                java.util.List<ContactSheet.Row> rows = new java.util.ArrayList<>();
+                for (ModelInfo model : client.listModels()) {
+                    System.out.printf("demo: model %s (%d classes, %d×%d px) on backend %s, port %d%n",
+                            model.getName(), model.getClassesCount(), model.getOutputImageSize(),
+                            model.getOutputImageSize(), model.getBackend(), server.port());
+                    int steps = model.getDefaults().getSteps();
+                    java.util.List<Path> finals = new java.util.ArrayList<>();
+                    java.util.List<String> names = new java.util.ArrayList<>();
+                    for (var cls : model.getClassesList()) {
+                        GenerateRequest req = GenerateRequest.newBuilder().setModel(model.getName())
+                                .setClassId(cls.getId()).setSeed(seed + cls.getId())
+                                .setPreviewInterval(Math.max(1, steps / 10)).build();
+                        finals.add(writer.run(client, req, model, out, 0).images().get(0));
+                        names.add(cls.getName());
+                    }
+                    rows.add(new ContactSheet.Row(model.getName(), finals, names));
                 }
                 Path sheet = out.resolve("demo-sheet.png");
-                ContactSheet.write(finals, names, 4, sheet);
-                System.out.println("demo: one image per class in " + sheet.toAbsolutePath());
+                ContactSheet.write(rows, 112, sheet);
+                System.out.println("demo: one image per class of each model in " + sheet.toAbsolutePath());
                 System.out.println("demo: images, preview frames and animations are in " + out.toAbsolutePath());
             } finally {
                 server.stop();
