@@ -36,8 +36,8 @@ RUN mvn -B -DskipTests clean package \
  && mkdir -p /out/app \
  && cp -r server/target/classes server/target/lib /out/app/ \
  && javac --release 25 -cp 'server/target/lib/*' -d /out/app/probe tools/container/HealthProbe.java \
- && jlink --add-modules "$JLINK_MODULES" --strip-debug --no-header-files --no-man-pages --compress=zip-6 \
-      --generate-cds-archive --output /out/jre
+ && jlink --add-modules "$JLINK_MODULES" --strip-java-debug-attributes --no-header-files --no-man-pages \
+      --compress=zip-6 --output /out/jre
 
 # --- BUILD=prebuilt: the same layout, from the host (tools/container_test.sh prepares it) --------------------
 FROM ${RUNTIME_BASE} AS build-prebuilt
@@ -72,5 +72,5 @@ CMD ["--port", "50051", "--set", "metrics_host=0.0.0.0"]
 # grpc.health.v1 Check over plaintext on localhost:50051 (override with DIT_HEALTH_TARGET=host:port); exit 0 when
 # SERVING. A small JVM (about 1 s of CPU) per check.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-  CMD ["java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx48m", "-Xss512k", \
-       "-cp", "/app/probe:/app/lib/*", "HealthProbe"]
+  CMD ["java", "--enable-native-access=ALL-UNNAMED", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx48m", \
+       "-Xss512k", "-cp", "/app/probe:/app/lib/*", "HealthProbe"]
