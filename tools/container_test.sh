@@ -78,13 +78,13 @@ if [ -z "${DIT_RUNTIME_BASE:-}" ] && ! podman image exists "$BASE"; then
     mkdir -p "$CACHE"
     # minbase like the official slim image: no documentation, manuals or locales; merged /usr without usrmerge
     # (which would pull in perl)
-    mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    mmdebstrap --quiet --format=tar --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
       --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
       --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
       --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
       bookworm "$ROOTFS.part" || { say "mmdebstrap failed (is the Debian mirror reachable?)"; exit 1; }
-    mv "$ROOTFS.part" "$ROOTFS"
+    mv "$ROOTFS.part" "$ROOTFS"   # complete tar files only
   fi
   podman import --quiet "$ROOTFS" "$BASE" > /dev/null
 fi
