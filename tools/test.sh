@@ -5,6 +5,8 @@
 #   3. packaging checks (docker-compose config; no Docker engine needed)
 #   4. end-to-end: `./dit serve` as a process, `./dit generate` and the Python client against it
 #   5. a real load balancer: nginx in front of two replicas (tools/lb_test.sh; installs Debian's nginx if missing)
+#   6. containers: the image built and run with podman, the compose topology with podman-compose
+#      (tools/container_test.sh; installs podman & co. if missing; skips only where podman cannot run)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -28,8 +30,9 @@ export JAVA_HOME
 mvn -B install
 touch server/target/.dit-built
 
-echo "== packaging: docker-compose.yml and the Envoy config parse"
+echo "== packaging: docker-compose.yml, deploy/compose-nginx.yml and the Envoy config parse"
 docker-compose -f docker-compose.yml config -q
+docker-compose -f deploy/compose-nginx.yml config -q
 /usr/bin/python3 -c "import yaml; yaml.safe_load(open('deploy/envoy.yaml'))"
 echo "docker-compose config ok"
 
@@ -37,4 +40,6 @@ echo "== end-to-end: ./dit serve + ./dit generate + Python client"
 bash tools/e2e.sh
 echo "== load balancer: nginx (grpc_pass, deploy/nginx-grpc.conf) in front of two ./dit serve replicas"
 bash tools/lb_test.sh
+echo "== containers: Dockerfile image with podman, deploy/compose-nginx.yml with podman-compose (tools/container_test.sh)"
+bash tools/container_test.sh
 echo "== all tests passed"

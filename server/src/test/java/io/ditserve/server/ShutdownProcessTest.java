@@ -69,7 +69,7 @@ class ShutdownProcessTest {
                 }
                 assertThat(stepping.await(60, TimeUnit.SECONDS)).as("all three generations step").isTrue();
                 int[] atTerm = {latestStep.get(0), latestStep.get(1), latestStep.get(2)};
-                server.destroy(); // SIGTERM: the shutdown hook drains
+                server.destroy(); // SIGTERM: the server drains, then exits with 0
                 for (CompletableFuture<List<GenerateEvent>> run : runs) {
                     List<GenerateEvent> events = run.get(180, TimeUnit.SECONDS);
                     GenerateEvent last = events.getLast();
@@ -81,6 +81,7 @@ class ShutdownProcessTest {
                         .as("the generations were early when SIGTERM came").isLessThan(STEPS / 2);
             }
             assertThat(server.waitFor(60, TimeUnit.SECONDS)).isTrue();
+            assertThat(server.exitValue()).as("exit code after a complete drain").isZero();
             String text = Files.readString(log);
             assertThat(text).contains("shutting down").contains("stopped").doesNotContain("Shutdown in progress");
         } finally {

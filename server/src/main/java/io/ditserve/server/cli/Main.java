@@ -138,9 +138,22 @@ public final class Main {
                 return 2;
             }
             Runtime.getRuntime().addShutdownHook(new Thread(server::stop, "dit-shutdown"));
+            // SIGTERM (kill, docker/podman stop, Kubernetes): drain, then exit 0. Left to the JVM, SIGTERM runs the
+            // hook above and exits with 143 even after a complete drain, which container runtimes and systemd
+            // report as a failure; the hook stays for SIGINT, SIGHUP and System.exit.
+            onSigterm(server::stop);
             System.out.println("dit server listening on port " + server.port());
             server.awaitTermination();
+            server.stop(); // stop is synchronized: this waits for the drain started by SIGTERM to finish
             return 0;
+        }
+
+        private static void onSigterm(Runnable drain) {
+            try {
+                sun.misc.Signal.handle(new sun.misc.Signal("TERM"), signal -> drain.run());
+            } catch (IllegalArgumentException e) {
+                // SIGTERM cannot be handled here (-Xrs, or not a POSIX platform): the shutdown hook drains instead
+            }
         }
     }
 
