@@ -83,14 +83,17 @@ def frechet(a, b):
 def generate(model, setting, n, guidance, seed, batch):
     sampler, steps, k = setting
     cfg = model.config()
+    dev = next(model.parameters()).device
     labels = torch.arange(n) % cfg["num_classes"]
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn((n, cfg["in_channels"], cfg["input_size"], cfg["input_size"]), generator=g)
+    gd = torch.Generator(device=dev).manual_seed(seed + 1)  # DDPM's per-step noise
     outs, blocks = [], 0
     for i in range(0, n, batch):
         cache = StepCache(k, steps, cfg["depth"]) if k else None
-        outs.append(sample(model, x_T[i:i + batch], labels[i:i + batch], steps, sampler=sampler, eta=0.0,
-                           guidance=guidance, guidance_mode="all", generator=g, cache=cache).clamp(-1, 1))
+        outs.append(sample(model, x_T[i:i + batch].to(dev), labels[i:i + batch].to(dev), steps, sampler=sampler,
+                           eta=0.0, guidance=guidance, guidance_mode="all", generator=gd,
+                           cache=cache).clamp(-1, 1).cpu())
         blocks = cache.block_evals if cache else steps * cfg["depth"]
     return torch.cat(outs), labels, blocks
 
@@ -169,7 +172,9 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
-    model, _ = load_model(a.model, "cpu")
+    if a.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 like the reference tests
+    model, _ = load_model(a.model, a.device)
     clf = judge.load(a.classifier, "cpu")
     test_images, _ = fmnist.load("test")
     ref_stats = stats(features(clf, torch.from_numpy(fmnist.to_model_range(test_images))))
