@@ -31,8 +31,8 @@ import org.junit.jupiter.params.provider.MethodSource;
  * Swapping the backend does not change the images: the same request with the same seed, through the gRPC API, on
  * the java and the onnx backend gives raw tensors within 1e-3 max abs (times the sample's magnitude where that
  * exceeds 1: the random-weight fixtures) and PNGs that differ by at most one level on at least 99.9 % of the
- * pixels. Both fixture models and the bundled model, DDIM with guidance and DDPM; DPM-Solver++(2M) on the latent
- * fixture and the bundled model.
+ * pixels. Both fixture models and the bundled models (the latent one's PNGs are VAE-decoded), DDIM with guidance and
+ * DDPM; DPM-Solver++(2M) on the latent fixture and the bundled model; step caching (interval 3) on both bundled models.
  */
 class BackendParityTest {
     static Stream<Arguments> cases() {
@@ -46,17 +46,26 @@ class BackendParityTest {
                 Arguments.of(fixtures, "latent-tiny", Sampler.SAMPLER_DPMPP_2M, 4f, 20),
                 Arguments.of(bundled, "fashion-dit", Sampler.SAMPLER_DDIM, 3f, 50),
                 Arguments.of(bundled, "fashion-dit", Sampler.SAMPLER_DDPM, 3f, 50),
-                Arguments.of(bundled, "fashion-dit", Sampler.SAMPLER_DPMPP_2M, 3f, 20));
+                Arguments.of(bundled, "fashion-dit", Sampler.SAMPLER_DPMPP_2M, 3f, 20),
+                Arguments.of(bundled, "fashion-dit", Sampler.SAMPLER_DDIM, 3f, -50),
+                Arguments.of(bundled, "fashion-latent-dit", Sampler.SAMPLER_DDIM, 4f, 50),
+                Arguments.of(bundled, "fashion-latent-dit", Sampler.SAMPLER_DPMPP_2M, 4f, 20),
+                Arguments.of(bundled, "fashion-latent-dit", Sampler.SAMPLER_DDIM, 4f, -50));
     }
 
-    @ParameterizedTest(name = "{1} {2} guidance {3}")
+    /** steps < 0: |steps| steps with step caching at interval 3. */
+    @ParameterizedTest(name = "{1} {2} guidance {3} steps {4}")
     @MethodSource("cases")
     void javaAndOnnxGiveTheSameImages(Path models, String model, Sampler sampler, float guidance, int steps)
             throws Exception {
-        GenerateRequest req = GenerateRequest.newBuilder().setModel(model).setClassId(3).setNumImages(3).setSeed(2024)
-                .setSteps(steps).setSampler(sampler).setGuidanceScale(guidance)
-                .addOutputFormats(OutputFormat.OUTPUT_FORMAT_PNG).addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR)
-                .build();
+        GenerateRequest.Builder b = GenerateRequest.newBuilder().setModel(model).setClassId(3).setNumImages(3)
+                .setSeed(2024).setSteps(Math.abs(steps)).setSampler(sampler).setGuidanceScale(guidance)
+                .addOutputFormats(OutputFormat.OUTPUT_FORMAT_PNG).addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR);
+        if (steps < 0) {
+            b.setStepCache(io.ditserve.proto.v1.StepCacheSettings.newBuilder()
+                    .setMethod(io.ditserve.proto.v1.StepCacheMethod.STEP_CACHE_INTERVAL).setInterval(3));
+        }
+        GenerateRequest req = b.build();
         List<Result> java = run(models, "java", req);
         List<Result> onnx = run(models, "onnx", req);
         assertThat(java).hasSize(3);
