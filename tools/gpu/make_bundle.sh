@@ -6,10 +6,13 @@
 #
 #   .bundle/jre.tar.gz   a jlink-ed Java 25 runtime (java.base, java.logging, jdk.incubator.vector), gzipped:
 #                        the device tool moves files as they are, and the runtime is half the size packed
-#   .bundle/lib/         backend-api, backend-java, backend-cuda and their dependencies (Jackson)
+#   .bundle/lib/         backend-api, backend-java, backend-cuda and their dependencies (Jackson); backend-testkit
+#                        (the fixture readers); ditserve-backend-cuda-gpu-checks.jar: the cuda module's compiled
+#                        TEST classes, where the check and bench programs live (CudaParityCheck, CudaBench; they are
+#                        not in the backend's jar). JUnit and AssertJ are not needed by the programs and not packed.
 #   .bundle/data/        only with --with-data: tools/fixtures (config, weights and cases of the two fixture
-#                        models, fashion-dit.forward.safetensors) and models/fashion-dit (config.json,
-#                        weights.safetensors), laid out like the repository
+#                        models, fashion-dit.forward.safetensors, the three small decoder folders) and
+#                        models/fashion-dit (config.json, weights.safetensors), laid out like the repository
 #
 # Without --with-data the checks read the fixtures from the repository itself, which travels to the GPU machine
 # anyway (every tracked file does): copying them into the bundle would send the same 35 MB twice, and the device
@@ -26,7 +29,7 @@ esac
 export JAVA_HOME="${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}"
 BUNDLE="$ROOT/.bundle"
 
-echo "== build (backend-api, backend-java, backend-cuda; tests skipped)"
+echo "== build (backend-api, backend-testkit, backend-java, backend-cuda; tests compiled, not run)"
 MVN_ARGS=(-B -q -pl backends/cuda -am package -DskipTests)
 mvn -o "${MVN_ARGS[@]}" || mvn "${MVN_ARGS[@]}"
 
@@ -35,8 +38,15 @@ mkdir -p "$BUNDLE/lib"
 echo "== jars"
 mvn -B -q -o -pl backends/cuda dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$BUNDLE/lib" \
   || mvn -B -q -pl backends/cuda dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$BUNDLE/lib"
-cp backends/java/target/ditserve-backend-java-*.jar backends/cuda/target/ditserve-backend-cuda-*.jar "$BUNDLE/lib/"
+# the project's own jars from this build (copy-dependencies takes them from the local repository, which may hold
+# older ones)
+cp backends/api/target/ditserve-backend-api-*.jar backends/java/target/ditserve-backend-java-*.jar \
+  backends/cuda/target/ditserve-backend-cuda-*.jar backends/testkit/target/ditserve-backend-testkit-*.jar \
+  "$BUNDLE/lib/"
 rm -f "$BUNDLE"/lib/*-sources.jar "$BUNDLE"/lib/*-tests.jar
+# the GPU check and bench programs are test sources (backends/cuda/src/test/java): pack their classes
+"$JAVA_HOME/bin/jar" --create --file "$BUNDLE/lib/ditserve-backend-cuda-gpu-checks.jar" \
+  -C backends/cuda/target/test-classes io
 ls "$BUNDLE/lib"
 
 echo "== java runtime (jlink)"
@@ -50,6 +60,11 @@ tar -C "$TMP" -czf "$BUNDLE/jre.tar.gz" jre
 
 if [ "$WITH_DATA" = 1 ]; then
   echo "== data"
+  for m in vae-small vae-small-legacy taesd-small; do
+    mkdir -p "$BUNDLE/data/tools/fixtures/$m"
+    cp "tools/fixtures/$m/config.json" "tools/fixtures/$m/diffusion_pytorch_model.safetensors" \
+      "tools/fixtures/$m/cases.safetensors" "$BUNDLE/data/tools/fixtures/$m/"
+  done
   for m in pixel-tiny latent-tiny; do
     mkdir -p "$BUNDLE/data/tools/fixtures/$m"
     cp "tools/fixtures/$m/config.json" "tools/fixtures/$m/weights.safetensors" "tools/fixtures/$m/cases.safetensors" \

@@ -20,6 +20,9 @@
 # 5. CudaBench on fashion-dit, DiT-S/2 and DiT-XL/2 (batches 1, 8, 16; fp32 and tf32; 50 steps at batch 16);
 # 6. CudaBench --decoders on the folders of step 2 (latents 32×32 and 64×64, batches 1 and 4, fp32 and tf32).
 #
+# CudaParityCheck and CudaBench are test sources of backends/cuda; make_bundle.sh packs them as
+# .bundle/lib/ditserve-backend-cuda-gpu-checks.jar beside the backend's jars.
+#
 # Everything goes to $OUT/cuda.log (./cuda.log without $OUT). Each step has its own time limit; the DiT part was
 # measured at about 4 minutes on an H200, the decoder part is estimated at 2 more (not measured yet): run
 # --decoders alone where the budget is short. Exit status: that of the parity check.

@@ -38,6 +38,7 @@ import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
@@ -255,18 +256,16 @@ class HostileClientTest {
         return HttpClient.newHttpClient().send(b.build(), HttpResponse.BodyHandlers.ofString());
     }
 
-    /** Scrapes until the body holds {@code line} (the final status is counted just after the client sees it). */
-    private static String awaitMetric(int port, String line) throws Exception {
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        String body;
-        do {
-            body = scrape("127.0.0.1", port, null).body();
-            if (body.contains(line)) {
-                return body;
-            }
-            Thread.sleep(20);
-        } while (System.nanoTime() < end);
-        throw new AssertionError("metrics never showed " + line + ":\n" + body);
+    /**
+     * Waits until the server has counted one Generate call of {@code model} ending with {@code code} (it counts just
+     * after the client sees the status), then scrapes the endpoint, which must show it; returns the body.
+     */
+    private static String awaitMetric(Running r, String model, String code) throws Exception {
+        assertThat(r.server().metrics().awaitRequests(model, code, 1, Duration.ofSeconds(30)))
+                .as("a %s call of %s counted", code, model).isTrue();
+        String body = scrape("127.0.0.1", r.server().metricsPort(), null).body();
+        assertThat(body).contains("dit_requests_total{code=\"" + code + "\",model=\"" + model + "\"} 1.0");
+        return body;
     }
 
     @Test
@@ -280,14 +279,13 @@ class HostileClientTest {
         assertThat(it.next().hasAccepted()).isTrue();
         assertThatThrownBy(() -> it.forEachRemaining(e -> { })).isInstanceOfSatisfying(StatusRuntimeException.class,
                 e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.DEADLINE_EXCEEDED));
-        String body = awaitMetric(r.server().metricsPort(),
-                "dit_requests_total{code=\"DEADLINE_EXCEEDED\",model=\"latent-tiny\"} 1.0");
+        String body = awaitMetric(r, "latent-tiny", "DEADLINE_EXCEEDED");
         assertThat(body).doesNotContain("code=\"CANCELLED\"");
         // an explicit cancel is still a cancel
         DitClient.EventStream s = r.client().generate(longOne);
         assertThat(s.next().hasAccepted()).isTrue();
         s.close();
-        awaitMetric(r.server().metricsPort(), "dit_requests_total{code=\"CANCELLED\",model=\"latent-tiny\"} 1.0");
+        awaitMetric(r, "latent-tiny", "CANCELLED");
     }
 
     @Test
@@ -384,7 +382,7 @@ class HostileClientTest {
             s.forEachRemaining(ev::add);
         }
         assertThat(ev.getLast().hasResult()).isTrue();
-        awaitMetric(r.server().metricsPort(), "dit_requests_total{code=\"INTERNAL\",model=\"nan-model\"} 1.0");
+        awaitMetric(r, "nan-model", "INTERNAL");
     }
 
     /** The safetensors file with every value of one float32 tensor set to NaN. */

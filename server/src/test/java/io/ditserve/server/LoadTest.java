@@ -158,14 +158,7 @@ class LoadTest {
     }
 
     private static void awaitIdle(DitServer server) throws InterruptedException {
-        long end = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        while (System.nanoTime() < end) {
-            var s = server.engine().snapshot();
-            if (s.running() == 0 && s.queued() == 0) {
-                return;
-            }
-            Thread.sleep(10);
-        }
-        throw new AssertionError("engine still busy: " + server.engine().snapshot());
+        assertThat(server.engine().awaitIdle(java.time.Duration.ofSeconds(30))).as("engine idle; now %s",
+                server.engine().snapshot()).isTrue();
     }
 }

@@ -78,7 +78,7 @@ class ShutdownProcessTest {
                     assertThat(last.getResult().getPng().size()).isGreaterThan(0);
                 }
                 assertThat(Arrays.stream(atTerm).max().orElseThrow())
-                        .as("the generations were early when SIGTERM came").isLessThan(STEPS / 2);
+                        .as("no generation had finished when SIGTERM came: the drain had work").isLessThan(STEPS);
             }
             assertThat(server.waitFor(60, TimeUnit.SECONDS)).isTrue();
             assertThat(server.exitValue()).as("exit code after a complete drain").isZero();

@@ -5,6 +5,7 @@ import com.google.inject.Stage;
 import io.ditserve.client.DitClient;
 import io.ditserve.server.config.ServerConfig;
 import io.grpc.ManagedChannel;
+import io.grpc.ServerInterceptor;
 import io.grpc.inprocess.InProcessChannelBuilder;
 import io.grpc.inprocess.InProcessServerBuilder;
 
@@ -37,9 +38,14 @@ public final class TestServers {
         }
     }
 
-    public static Running inProcess(ServerConfig c) throws Exception {
+    /** The same, with {@code interceptors} around every call (outermost, e.g. to see what the server sends). */
+    public static Running inProcess(ServerConfig c, ServerInterceptor... interceptors) throws Exception {
         String name = InProcessServerBuilder.generateName();
-        DitServer server = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, InProcessServerBuilder.forName(name)))
+        InProcessServerBuilder builder = InProcessServerBuilder.forName(name);
+        for (ServerInterceptor i : interceptors) {
+            builder.intercept(i);
+        }
+        DitServer server = Guice.createInjector(Stage.PRODUCTION, new ServerModule(c, builder))
                 .getInstance(DitServer.class).start();
         return new Running(server, InProcessChannelBuilder.forName(name).build());
     }

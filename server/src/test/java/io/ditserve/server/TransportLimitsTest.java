@@ -38,10 +38,10 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicInteger;
-import java.util.function.BooleanSupplier;
 import java.util.function.Consumer;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -63,7 +63,7 @@ class TransportLimitsTest {
         }
     }
 
-    /** Counts the server's connections as they open and close. */
+    /** Counts the server's connections as they open and close; a test can wait for a number of closes. */
     static final class Connections extends ServerTransportFilter {
         final AtomicInteger ready = new AtomicInteger();
         final AtomicInteger closed = new AtomicInteger();
@@ -76,7 +76,22 @@ class TransportLimitsTest {
 
         @Override
         public void transportTerminated(Attributes a) {
-            closed.incrementAndGet();
+            synchronized (this) {
+                closed.incrementAndGet();
+                notifyAll();
+            }
+        }
+
+        /** Waits until at least {@code n} connections have closed; fails naming {@code what} after 30 s. */
+        synchronized void awaitClosed(int n, String what) throws InterruptedException {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (closed.get() < n) {
+                long waitMs = (deadline - System.nanoTime()) / 1_000_000;
+                if (waitMs <= 0) {
+                    throw new AssertionError("not within 30 s: " + what);
+                }
+                wait(waitMs);
+            }
         }
     }
 
@@ -106,16 +121,6 @@ class TransportLimitsTest {
         return ch;
     }
 
-    private static void await(String what, long seconds, BooleanSupplier condition) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
-        while (!condition.getAsBoolean()) {
-            if (System.nanoTime() > deadline) {
-                throw new AssertionError("not within " + seconds + " s: " + what);
-            }
-            Thread.sleep(10);
-        }
-    }
-
     @Test
     void anIdleConnectionIsClosedAfterMaxConnectionIdle() throws Exception {
         ServerConfig c = config();
@@ -126,7 +131,8 @@ class TransportLimitsTest {
         long t0 = System.nanoTime();
         new DitClient(ch).listModels();
         assertThat(conns.ready.get()).isEqualTo(1);
-        await("the idle connection is closed", 10, () -> conns.closed.get() == 1);
+        conns.awaitClosed(1, "the idle connection is closed");
+        assertThat(conns.closed.get()).isEqualTo(1);
         assertThat((System.nanoTime() - t0) / 1e9).isGreaterThanOrEqualTo(0.9);
         // the client reconnects transparently
         assertThat(new DitClient(ch).listModels()).isNotEmpty();
@@ -160,7 +166,7 @@ class TransportLimitsTest {
         });
         Status ended = watch.get(15, TimeUnit.SECONDS);
         assertThat(ended.getCode()).isEqualTo(Status.Code.UNAVAILABLE);
-        await("the aged connection is closed", 10, () -> conns.closed.get() >= 1);
+        conns.awaitClosed(1, "the aged connection is closed");
     }
 
     /** Opens a health watch on {@code ch} and returns once the server has answered it (so its stream is open). */
@@ -242,7 +248,8 @@ class TransportLimitsTest {
                 // a watch that was opening on the closed connection
             }
         }
-        await("the resetting connection is closed", 10, () -> conns.closed.get() == 1);
+        conns.awaitClosed(1, "the resetting connection is closed");
+        assertThat(conns.closed.get()).isEqualTo(1);
         assertThat(new DitClient(ch).listModels()).isNotEmpty();
     }
 
@@ -371,12 +378,18 @@ class TransportLimitsTest {
         GenerateRequest slow = GenerateRequest.newBuilder().setModel("pixel-tiny").setClassId(1).setNumImages(4)
                 .setSteps(200).setGuidanceScale(3).setPreviewInterval(1).build();
         List<CompletableFuture<Status>> streams = new ArrayList<>();
+        CountDownLatch refusals = new CountDownLatch(90);
         for (int i = 0; i < 200; i++) {
-            streams.add(neverRead(hostile.channel(), slow));
+            CompletableFuture<Status> f = neverRead(hostile.channel(), slow);
+            f.thenAccept(s -> {
+                if (s.getCode() == Status.Code.RESOURCE_EXHAUSTED) {
+                    refusals.countDown();
+                }
+            });
+            streams.add(f);
         }
         // the first 100 reach the server: 2 run, 8 wait (its share), the others are refused at once
-        await("the hostile client's share is full", 30, () -> streams.stream().filter(f -> f.isDone()
-                && f.join().getCode() == Status.Code.RESOURCE_EXHAUSTED).count() >= 90);
+        assertThat(refusals.await(30, TimeUnit.SECONDS)).as("the hostile client's share is full").isTrue();
         Status refused = streams.stream().filter(CompletableFuture::isDone).map(CompletableFuture::join)
                 .filter(s -> s.getCode() == Status.Code.RESOURCE_EXHAUSTED).findFirst().orElseThrow();
         assertThat(refused.getDescription()).contains("max_queued_per_client = 8");

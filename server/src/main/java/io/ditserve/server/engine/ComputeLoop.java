@@ -244,6 +244,7 @@ final class ComputeLoop {
                 waiting.remove(index);
                 left(g, true);
                 notifyQueuePositions(index);
+                lock.notifyAll(); // the loop may be idle now (awaitIdle)
             }
         }
         if (removed) {
@@ -697,8 +698,22 @@ final class ComputeLoop {
         }
     }
 
-    Object lock() {
-        return lock;
+    /**
+     * Waits until nothing runs or waits here (or the loop died), at the latest until {@code deadline}
+     * ({@link System#nanoTime}). Returns whether the loop is idle. The loop notifies its lock after every tick,
+     * decode and cancellation.
+     */
+    boolean awaitIdle(long deadline) throws InterruptedException {
+        synchronized (lock) {
+            while (!idle() && !dead) {
+                long waitMs = (deadline - System.nanoTime()) / 1_000_000;
+                if (waitMs <= 0) {
+                    return false;
+                }
+                lock.wait(waitMs);
+            }
+            return idle();
+        }
     }
 
     /** Cancels what is left with {@code f}, stops the thread, and waits for it up to {@code waitMillis}. */

@@ -154,6 +154,23 @@ public final class Engine implements AutoCloseable {
     }
 
     /**
+     * Waits until no generation runs, waits or decodes on any model (a loop that died counts as idle), for at most
+     * {@code timeout}; returns whether that happened. For a drain, and for tests that need the engine quiet.
+     */
+    public boolean awaitIdle(Duration timeout) throws InterruptedException {
+        return awaitIdle(System.nanoTime() + timeout.toNanos());
+    }
+
+    private boolean awaitIdle(long deadline) throws InterruptedException {
+        for (ComputeLoop l : loops.values()) {
+            if (!l.awaitIdle(deadline)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
      * Stops accepting, lets running and queued generations finish for up to {@code grace}, then cancels what is
      * left with UNAVAILABLE and stops the threads. Safe to call when {@link #start} never ran, and more than once.
      */
@@ -166,21 +183,11 @@ public final class Engine implements AutoCloseable {
         }
         long deadline = System.nanoTime() + grace.toNanos();
         loops.values().forEach(ComputeLoop::stopAccepting);
-        for (ComputeLoop l : loops.values()) {
-            Object lock = l.lock();
-            synchronized (lock) {
-                while (!l.idle() && started && !l.dead()) {
-                    long waitMs = (deadline - System.nanoTime()) / 1_000_000;
-                    if (waitMs <= 0) {
-                        break;
-                    }
-                    try {
-                        lock.wait(waitMs);
-                    } catch (InterruptedException e) {
-                        Thread.currentThread().interrupt();
-                        break;
-                    }
-                }
+        if (started) {
+            try {
+                awaitIdle(deadline);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
             }
         }
         Failure f = Failure.unavailable("server shut down before the generation finished");

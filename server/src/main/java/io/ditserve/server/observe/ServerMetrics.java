@@ -6,6 +6,7 @@ import io.prometheus.metrics.core.metrics.Counter;
 import io.prometheus.metrics.core.metrics.GaugeWithCallback;
 import io.prometheus.metrics.core.metrics.Histogram;
 import io.prometheus.metrics.model.registry.PrometheusRegistry;
+import java.time.Duration;
 import java.util.function.Supplier;
 
 /**
@@ -27,6 +28,9 @@ public final class ServerMetrics implements EngineObserver {
     private final Histogram queueWait;
     private static final double[] BATCH_BUCKETS = {1, 2, 4, 8, 16, 32, 64, 128, 256};
     private static final double[] WAIT_BUCKETS = {0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+
+    /** Notified when a Generate call is counted ({@link #awaitRequests}). */
+    private final Object requestEnded = new Object();
 
     public ServerMetrics() {
         requests = Counter.builder().name("dit_requests_total")
@@ -66,6 +70,27 @@ public final class ServerMetrics implements EngineObserver {
 
     public void request(String model, String code) {
         requests.labelValues(model.isEmpty() ? "-" : model, code).inc();
+        synchronized (requestEnded) {
+            requestEnded.notifyAll();
+        }
+    }
+
+    /**
+     * Waits until at least {@code n} Generate calls of {@code model} have ended with {@code code} (a call is counted
+     * just after its client sees the status), for at most {@code timeout}; returns whether they have.
+     */
+    public boolean awaitRequests(String model, String code, long n, Duration timeout) throws InterruptedException {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        synchronized (requestEnded) {
+            while (requests.labelValues(model, code).get() < n) {
+                long waitMs = (deadline - System.nanoTime()) / 1_000_000;
+                if (waitMs <= 0) {
+                    return false;
+                }
+                requestEnded.wait(waitMs);
+            }
+            return true;
+        }
     }
 
     public void previewsDropped(long n) {

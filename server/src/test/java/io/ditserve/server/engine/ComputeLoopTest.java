@@ -112,7 +112,7 @@ class ComputeLoopTest {
 
     }
 
-    /** Collects events; completes a future when the generation ends. */
+    /** Collects events; completes a future when the generation ends; a test can wait for a number of steps. */
     static final class Collector implements GenerationListener {
         final List<GenerationEvent> events = Collections.synchronizedList(new ArrayList<>());
         final CompletableFuture<Failure> end = new CompletableFuture<>();
@@ -122,18 +122,42 @@ class ComputeLoopTest {
         public void onEvent(GenerationEvent event) {
             events.add(event);
             if (event instanceof GenerationEvent.Progress p) {
-                steps = p.step();
+                synchronized (this) {
+                    steps = p.step();
+                    notifyAll();
+                }
             }
         }
 
         @Override
         public void onCompleted() {
             end.complete(null);
+            synchronized (this) {
+                notifyAll();
+            }
         }
 
         @Override
         public void onFailed(Failure failure) {
             end.complete(failure);
+            synchronized (this) {
+                notifyAll();
+            }
+        }
+
+        /** Waits until the generation has completed {@code n} steps; fails if it ended first or took a minute. */
+        synchronized void awaitSteps(int n) throws Exception {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (steps < n) {
+                if (end.isDone()) {
+                    throw new AssertionError("ended after " + steps + " of " + n + " steps: " + end.get());
+                }
+                long waitMs = (deadline - System.nanoTime()) / 1_000_000;
+                if (waitMs <= 0) {
+                    throw new AssertionError(steps + " of " + n + " steps within 60 s");
+                }
+                wait(waitMs);
+            }
         }
 
         Failure await() throws Exception {
@@ -150,16 +174,7 @@ class ComputeLoopTest {
 
     /** Waits until the generation has completed a step; fails if it ended first or took a minute. */
     static void awaitStep(Collector c) throws Exception {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-        while (c.steps == 0) {
-            if (c.end.isDone()) {
-                throw new AssertionError("ended before its first step: " + c.end.get());
-            }
-            if (System.nanoTime() > deadline) {
-                throw new AssertionError("no step within 60 s");
-            }
-            Thread.onSpinWait();
-        }
+        c.awaitSteps(1);
     }
 
     private Recorder recorder(String model) throws Exception {
@@ -364,12 +379,10 @@ class ComputeLoopTest {
                 PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null), other);
         assertThat(other.await()).as("a generation sampled to the end while the first one was decoding").isNull();
         assertThat(decoded.end).isNotDone();
-        // the finished one leaves the loop at the end of its tick; the decoding one stays listed, all steps done
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-        while (e.status().running().size() > 1 && System.nanoTime() < deadline) {
-            Thread.onSpinWait();
-        }
-        assertThat(e.status().running()).extracting(Engine.GenerationInfo::stepsDone).containsExactly(2);
+        // the decoding one stays listed, all its steps done (the finished one may still be listed until the end of
+        // its tick)
+        assertThat(e.status().running()).filteredOn(g -> g.totalSteps() == 2)
+                .extracting(Engine.GenerationInfo::stepsDone).containsExactly(2);
         vae.release.complete(true);
         assertThat(decoded.await()).isNull();
         assertThat(decoded.results()).hasSize(1);
@@ -387,11 +400,7 @@ class ComputeLoopTest {
                 PreviewDecoder.TINY, Set.of(OutputFormat.TENSOR), null), c);
         assertThat(taesd.entered.get(60, TimeUnit.SECONDS)).isTrue();
         // the first frame is stuck in the decoder, yet the generation samples on to its last step
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-        while (c.steps < 6) {
-            assertThat(System.nanoTime()).as("all 6 steps while the preview decoder is blocked").isLessThan(deadline);
-            Thread.onSpinWait();
-        }
+        c.awaitSteps(6); // all 6 steps while the preview decoder is blocked
         assertThat(c.end).isNotDone();
         taesd.release.complete(true);
         assertThat(c.await()).isNull();

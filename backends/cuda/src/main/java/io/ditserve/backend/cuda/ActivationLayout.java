@@ -132,6 +132,6 @@ final class ActivationLayout {
     }
 
     long totalBytes() {
-        return totalElements * Float.BYTES;
+        return DevicePtr.floatBytes(totalElements);
     }
 }

@@ -5,18 +5,16 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 import io.ditserve.backend.BackendException;
-import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.MemorySegment;
 import java.lang.invoke.MethodHandle;
 
 /**
  * The cuBLAS functions the backend uses (signatures from cublas_api.h, exported with the {@code _v2} names that
- * cublas_v2.h maps to), with every status checked.
+ * cublas_v2.h maps to), each through {@link NativeCalls}, so every status is checked.
  *
- * <p>Device matrix pointers are passed as {@code long}: on the 64-bit ABIs CUDA supports, a pointer and a 64-bit
- * integer travel the same way, and device addresses are not host memory a {@link MemorySegment} could describe.
- * alpha and beta are host pointers (the default CUBLAS_POINTER_MODE_HOST).
+ * <p>Device matrix pointers are {@link DevicePtr}s, passed as their {@code long} address. alpha and beta are host
+ * pointers (the default CUBLAS_POINTER_MODE_HOST).
  */
 final class Cublas {
     /** cublasMath_t. */
@@ -30,6 +28,7 @@ final class Cublas {
     static final int CUBLAS_GEMM_DEFAULT = -1;
 
     private final NativeLibrary lib;
+    private final NativeCalls calls = new NativeCalls(Cublas::statusName);
     /** Set by {@link #useComputeType}: the products then go through cublasGemmEx with this compute type. */
     private int computeType = -1;
     private MethodHandle cublasGemmEx;
@@ -95,125 +94,65 @@ final class Cublas {
         };
     }
 
-    private static void check(int status, String call) throws BackendException {
-        if (status != 0) {
-            throw new BackendException(call + " failed: " + statusName(status));
-        }
-    }
-
-    private static RuntimeException unexpected(String call, Throwable t) {
-        if (t instanceof RuntimeException r) {
-            return r;
-        }
-        if (t instanceof Error e) {
-            throw e;
-        }
-        return new IllegalStateException(call, t);
-    }
-
     /** Creates a handle; needs the CUDA context current on this thread. */
     MemorySegment create() throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(ADDRESS);
-            check((int) cublasCreate.invokeExact(v), "cublasCreate_v2");
-            return v.get(ADDRESS, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cublasCreate_v2", t);
-        }
+        return calls.outAddress("cublasCreate_v2", (v, a) -> (int) cublasCreate.invokeExact(v));
     }
 
     void destroy(MemorySegment handle) throws BackendException {
-        int r;
-        try {
-            r = (int) cublasDestroy.invokeExact(handle);
-        } catch (Throwable t) {
-            throw unexpected("cublasDestroy_v2", t);
-        }
-        check(r, "cublasDestroy_v2");
+        calls.call("cublasDestroy_v2", () -> (int) cublasDestroy.invokeExact(handle));
     }
 
     void setStream(MemorySegment handle, MemorySegment stream) throws BackendException {
-        int r;
-        try {
-            r = (int) cublasSetStream.invokeExact(handle, stream);
-        } catch (Throwable t) {
-            throw unexpected("cublasSetStream_v2", t);
-        }
-        check(r, "cublasSetStream_v2");
+        calls.call("cublasSetStream_v2", () -> (int) cublasSetStream.invokeExact(handle, stream));
     }
 
     void setMathMode(MemorySegment handle, int mode) throws BackendException {
-        int r;
-        try {
-            r = (int) cublasSetMathMode.invokeExact(handle, mode);
-        } catch (Throwable t) {
-            throw unexpected("cublasSetMathMode", t);
-        }
-        check(r, "cublasSetMathMode(" + mode + ")");
+        calls.call("cublasSetMathMode(" + mode + ")", () -> (int) cublasSetMathMode.invokeExact(handle, mode));
     }
 
     /** The library version, e.g. 130100 for 13.1.0. */
     int version(MemorySegment handle) throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(JAVA_INT);
-            check((int) cublasGetVersion.invokeExact(handle, v), "cublasGetVersion_v2");
-            return v.get(JAVA_INT, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cublasGetVersion_v2", t);
-        }
+        return calls.outInt("cublasGetVersion_v2", (v, a) -> (int) cublasGetVersion.invokeExact(handle, v));
     }
 
     /**
      * Queues {@code C = alpha·op(A)·op(B) + beta·C} as {@code g} describes: {@code cublasSgemm_v2} for one product,
-     * {@code cublasSgemmStridedBatched} for several. alpha and beta point to host floats.
+     * {@code cublasSgemmStridedBatched} for several; after {@link #useComputeType}, {@code cublasGemmEx} and
+     * {@code cublasGemmStridedBatchedEx}. alpha and beta point to host floats.
      */
-    void gemm(MemorySegment handle, GemmCall g, MemorySegment alpha, long a, long b, MemorySegment beta, long c)
-            throws BackendException {
-        if (computeType >= 0) {
-            gemmEx(handle, g, alpha, a, b, beta, c);
-            return;
-        }
+    void gemm(MemorySegment handle, GemmCall g, MemorySegment alpha, DevicePtr a, DevicePtr b, MemorySegment beta,
+            DevicePtr c) throws BackendException {
+        long pa = a.address();
+        long pb = b.address();
+        long pc = c.address();
+        int ct = computeType;
         int r;
-        try {
-            if (g.batched()) {
-                r = (int) cublasSgemmStridedBatched.invokeExact(handle, g.opA(), g.opB(), g.m(), g.n(), g.k(),
-                        alpha, a, g.lda(), g.strideA(), b, g.ldb(), g.strideB(), beta, c, g.ldc(), g.strideC(),
-                        g.batch());
-            } else {
-                r = (int) cublasSgemm.invokeExact(handle, g.opA(), g.opB(), g.m(), g.n(), g.k(),
-                        alpha, a, g.lda(), b, g.ldb(), beta, c, g.ldc());
-            }
-        } catch (Throwable t) {
-            throw unexpected("cublasSgemm", t);
+        String function;
+        if (ct >= 0 && g.batched()) {
+            function = "cublasGemmStridedBatchedEx";
+            r = NativeCalls.invoke(function, () -> (int) cublasGemmStridedBatchedEx.invokeExact(handle, g.opA(),
+                    g.opB(), g.m(), g.n(), g.k(), alpha, pa, CUDA_R_32F, g.lda(), g.strideA(), pb, CUDA_R_32F,
+                    g.ldb(), g.strideB(), beta, pc, CUDA_R_32F, g.ldc(), g.strideC(), g.batch(), ct,
+                    CUBLAS_GEMM_DEFAULT));
+        } else if (ct >= 0) {
+            function = "cublasGemmEx";
+            r = NativeCalls.invoke(function, () -> (int) cublasGemmEx.invokeExact(handle, g.opA(), g.opB(), g.m(),
+                    g.n(), g.k(), alpha, pa, CUDA_R_32F, g.lda(), pb, CUDA_R_32F, g.ldb(), beta, pc, CUDA_R_32F,
+                    g.ldc(), ct, CUBLAS_GEMM_DEFAULT));
+        } else if (g.batched()) {
+            function = "cublasSgemmStridedBatched";
+            r = NativeCalls.invoke(function, () -> (int) cublasSgemmStridedBatched.invokeExact(handle, g.opA(),
+                    g.opB(), g.m(), g.n(), g.k(), alpha, pa, g.lda(), g.strideA(), pb, g.ldb(), g.strideB(), beta,
+                    pc, g.ldc(), g.strideC(), g.batch()));
+        } else {
+            function = "cublasSgemm_v2";
+            r = NativeCalls.invoke(function, () -> (int) cublasSgemm.invokeExact(handle, g.opA(), g.opB(), g.m(),
+                    g.n(), g.k(), alpha, pa, g.lda(), pb, g.ldb(), beta, pc, g.ldc()));
         }
         if (r != 0) {
-            check(r, (g.batched() ? "cublasSgemmStridedBatched" : "cublasSgemm_v2") + "(" + g + ")");
-        }
-    }
-
-    private void gemmEx(MemorySegment handle, GemmCall g, MemorySegment alpha, long a, long b, MemorySegment beta,
-            long c) throws BackendException {
-        int r;
-        try {
-            if (g.batched()) {
-                r = (int) cublasGemmStridedBatchedEx.invokeExact(handle, g.opA(), g.opB(), g.m(), g.n(), g.k(),
-                        alpha, a, CUDA_R_32F, g.lda(), g.strideA(), b, CUDA_R_32F, g.ldb(), g.strideB(), beta, c,
-                        CUDA_R_32F, g.ldc(), g.strideC(), g.batch(), computeType, CUBLAS_GEMM_DEFAULT);
-            } else {
-                r = (int) cublasGemmEx.invokeExact(handle, g.opA(), g.opB(), g.m(), g.n(), g.k(), alpha, a,
-                        CUDA_R_32F, g.lda(), b, CUDA_R_32F, g.ldb(), beta, c, CUDA_R_32F, g.ldc(), computeType,
-                        CUBLAS_GEMM_DEFAULT);
-            }
-        } catch (Throwable t) {
-            throw unexpected("cublasGemmEx", t);
-        }
-        if (r != 0) {
-            check(r, (g.batched() ? "cublasGemmStridedBatchedEx" : "cublasGemmEx") + "(" + g + ", compute type "
-                    + computeType + ")");
+            // the message is built only on failure: this runs for every product of a pass
+            calls.check(r, function + "(" + g + (ct >= 0 ? ", compute type " + ct : "") + ")");
         }
     }
 }

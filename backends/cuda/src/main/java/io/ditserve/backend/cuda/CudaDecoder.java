@@ -37,13 +37,13 @@ public final class CudaDecoder implements Decoder {
     private final DecoderProgram program;
     private final DecoderBuffers.Budgets budgets;
     private DecoderBuffers layout;
-    private long buffersBase;
+    private DevicePtr buffersBase;
     private Arena stagingArena;
     private MemorySegment stageLatent;
     private MemorySegment stageOut;
     private boolean closed;
 
-    private CudaDecoder(DecoderSpec spec, Device device, DecoderWeights weights, long weightsBase,
+    private CudaDecoder(DecoderSpec spec, Device device, DecoderWeights weights, DevicePtr weightsBase,
             DecoderBuffers.Budgets budgets) {
         this.spec = spec;
         this.device = device;
@@ -79,7 +79,7 @@ public final class CudaDecoder implements Decoder {
             Map<String, String> names = DecoderCheckpoint.resolve(st, spec);
             Device device = opener.open();
             try {
-                long base = upload(device, st, weights, names, spec);
+                DevicePtr base = upload(device, st, weights, names, spec);
                 CudaDecoder d = new CudaDecoder(spec, device, weights, base, budgets);
                 LOG.log(System.Logger.Level.INFO, "cuda backend loaded decoder " + spec.summary() + " from "
                         + spec.directory() + " on " + device.description());
@@ -92,18 +92,20 @@ public final class CudaDecoder implements Decoder {
     }
 
     /** Copies every weight to its slot of one device allocation; returns the allocation's address. */
-    private static long upload(Device device, Safetensors st, DecoderWeights weights, Map<String, String> names,
+    private static DevicePtr upload(Device device, Safetensors st, DecoderWeights weights, Map<String, String> names,
             DecoderSpec spec) throws BackendException {
-        long base = device.alloc(4 * weights.totalFloats(), "the weights of decoder " + spec.summary());
+        DevicePtr base = device.alloc(DevicePtr.floatBytes(weights.totalFloats()),
+                "the weights of decoder " + spec.summary());
         for (DecoderWeights.Slot slot : weights.slots().values()) {
             String file = names.get(slot.name());
-            long dst = base + 4 * slot.offset();
+            DevicePtr dst = base.plusFloats(slot.offset());
             if (st.entry(file).dtype().equals("F32")) {
-                device.copyToDevice(dst, st.segment(file), 4 * slot.length(), file);
+                device.copyToDevice(dst, st.segment(file), DevicePtr.floatBytes(slot.length()), file);
             } else {
                 float[] values = st.floats(file);
                 try (Arena a = Arena.ofConfined()) {
-                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), 4L * values.length, file);
+                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), DevicePtr.floatBytes(values.length),
+                            file);
                 }
             }
         }
@@ -145,8 +147,8 @@ public final class CudaDecoder implements Decoder {
                 + next.samples() + " latents of " + next.pixels() + " positions");
         DecoderBuffers.Needs needs = DecoderBuffers.needs(spec, next.pixels());
         stagingArena = Arena.ofShared();
-        stageLatent = stagingArena.allocate(4 * next.samples() * needs.latent(), 64);
-        stageOut = stagingArena.allocate(4 * next.samples() * needs.output(), 64);
+        stageLatent = stagingArena.allocate(DevicePtr.floatBytes(next.samples() * needs.latent()), 64);
+        stageOut = stagingArena.allocate(DevicePtr.floatBytes(next.samples() * needs.output()), 64);
         layout = next;
     }
 
@@ -175,15 +177,15 @@ public final class CudaDecoder implements Decoder {
             long inCount = (long) cnt * inPerSample;
             long outCount = (long) cnt * outPerSample;
             MemorySegment.copy(latent.data(), s0 * inPerSample, stageLatent, JAVA_FLOAT, 0, (int) inCount);
-            device.copyToDeviceAsync(buf.latent(), stageLatent, 4 * inCount, "latent");
-            long image;
+            device.copyToDeviceAsync(buf.latent(), stageLatent, DevicePtr.floatBytes(inCount), "latent");
+            DevicePtr image;
             try {
                 image = program.run(ops, buf, cnt, h, w, cancel);
             } catch (BackendException.Cancelled c) {
                 device.synchronize("a cancelled decode");
                 throw c;
             }
-            device.copyToHostAsync(stageOut, image, 4 * outCount, "image");
+            device.copyToHostAsync(stageOut, image, DevicePtr.floatBytes(outCount), "image");
             device.synchronize("decoder " + spec.summary() + " (" + cnt + " latents of " + h + "×" + w + ")");
             MemorySegment.copy(stageOut, JAVA_FLOAT, 0, out.data(), s0 * outPerSample, (int) outCount);
         }

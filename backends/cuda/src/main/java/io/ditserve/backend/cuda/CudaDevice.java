@@ -33,7 +33,7 @@ final class CudaDevice implements Device {
     final CudaDriver driver;
     final Cublas cublas;
     private final Deque<Release> releases = new ArrayDeque<>();
-    private final Map<Long, String> allocations = new LinkedHashMap<>();
+    private final Map<DevicePtr, String> allocations = new LinkedHashMap<>();
     private final Map<Kernel, MemorySegment> functions = new EnumMap<>(Kernel.class);
     private MemorySegment context;
     private MemorySegment stream;
@@ -148,31 +148,31 @@ final class CudaDevice implements Device {
     }
 
     @Override
-    public long alloc(long bytes, String what) throws BackendException {
-        long p = driver.alloc(bytes, what);
+    public DevicePtr alloc(long bytes, String what) throws BackendException {
+        DevicePtr p = driver.alloc(bytes, what);
         allocations.put(p, what);
         return p;
     }
 
     @Override
-    public void free(long devicePtr) throws BackendException {
+    public void free(DevicePtr devicePtr) throws BackendException {
         if (allocations.remove(devicePtr) != null) {
             driver.free(devicePtr);
         }
     }
 
     @Override
-    public void copyToDevice(long dst, MemorySegment src, long bytes, String what) throws BackendException {
+    public void copyToDevice(DevicePtr dst, MemorySegment src, long bytes, String what) throws BackendException {
         driver.copyToDevice(dst, src, bytes, what);
     }
 
     @Override
-    public void copyToDeviceAsync(long dst, MemorySegment src, long bytes, String what) throws BackendException {
+    public void copyToDeviceAsync(DevicePtr dst, MemorySegment src, long bytes, String what) throws BackendException {
         driver.copyToDeviceAsync(dst, src, bytes, stream, what);
     }
 
     @Override
-    public void copyToHostAsync(MemorySegment dst, long src, long bytes, String what) throws BackendException {
+    public void copyToHostAsync(MemorySegment dst, DevicePtr src, long bytes, String what) throws BackendException {
         driver.copyToHostAsync(dst, src, bytes, stream, what);
     }
 
@@ -199,7 +199,7 @@ final class CudaDevice implements Device {
         } catch (BackendException e) {
             LOG.log(System.Logger.Level.WARNING, "cuda backend close: " + e.getMessage());
         }
-        for (Map.Entry<Long, String> a : allocations.entrySet()) {
+        for (Map.Entry<DevicePtr, String> a : allocations.entrySet()) {
             try {
                 driver.free(a.getKey());
             } catch (BackendException e) {

@@ -46,7 +46,7 @@ public final class CudaDitBackend implements Backend {
     private final DitOps ops;
     private final DitForward program;
     private ActivationLayout act;
-    private long actBase;
+    private DevicePtr actBase;
     private Arena stagingArena;
     private MemorySegment stageX;
     private MemorySegment stageT;
@@ -56,7 +56,7 @@ public final class CudaDitBackend implements Backend {
     private int[] order = new int[0];
     private boolean closed;
 
-    private CudaDitBackend(ModelSpec spec, int maxBatch, Device device, WeightLayout layout, long weights) {
+    private CudaDitBackend(ModelSpec spec, int maxBatch, Device device, WeightLayout layout, DevicePtr weights) {
         this.spec = spec;
         this.maxBatch = maxBatch;
         this.device = device;
@@ -86,7 +86,7 @@ public final class CudaDitBackend implements Backend {
             DitCheckpoint.validate(st, spec);
             Device device = opener.open();
             try {
-                long weights = upload(device, st, layout, spec);
+                DevicePtr weights = upload(device, st, layout, spec);
                 CudaDitBackend b = new CudaDitBackend(spec, maxBatch, device, layout, weights);
                 b.ensureCapacity(maxBatch);
                 LOG.log(System.Logger.Level.INFO, "cuda backend loaded " + spec.name() + " on " + device.description());
@@ -99,23 +99,25 @@ public final class CudaDitBackend implements Backend {
     }
 
     /** Copies every weight to its slot of one device allocation; returns the allocation's address. */
-    private static long upload(Device device, Safetensors st, WeightLayout layout, ModelSpec spec)
+    private static DevicePtr upload(Device device, Safetensors st, WeightLayout layout, ModelSpec spec)
             throws BackendException {
-        long base = device.alloc(4 * layout.totalFloats(), "the weights of " + spec.name());
+        DevicePtr base = device.alloc(DevicePtr.floatBytes(layout.totalFloats()), "the weights of " + spec.name());
         for (WeightLayout.Slot slot : layout.slots().values()) {
-            long dst = base + 4 * slot.offset();
+            DevicePtr dst = base.plusFloats(slot.offset());
             if (slot.name().equals(WeightLayout.FREQS)) {
                 float[] freqs = DitConstants.timestepFrequencies();
                 try (Arena a = Arena.ofConfined()) {
-                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, freqs), 4L * freqs.length, slot.name());
+                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, freqs), DevicePtr.floatBytes(freqs.length),
+                            slot.name());
                 }
             } else if (st.entry(slot.name()).dtype().equals("F32")) {
                 // the mapped file is little-endian float32 already, as the GPU wants it
-                device.copyToDevice(dst, st.segment(slot.name()), 4 * slot.length(), slot.name());
+                device.copyToDevice(dst, st.segment(slot.name()), DevicePtr.floatBytes(slot.length()), slot.name());
             } else {
                 float[] values = st.floats(slot.name());
                 try (Arena a = Arena.ofConfined()) {
-                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), 4L * values.length, slot.name());
+                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), DevicePtr.floatBytes(values.length),
+                            slot.name());
                 }
             }
         }
@@ -138,11 +140,11 @@ public final class CudaDitBackend implements Backend {
         actBase = device.alloc(next.totalBytes(), "the activations of " + spec.name() + " for batches up to "
                 + next.capacity());
         stagingArena = Arena.ofShared();
-        stageX = stagingArena.allocate(4 * next.length(Buffer.X_IN), 64);
-        stageT = stagingArena.allocate(4 * next.length(Buffer.T), 64);
-        stageY = stagingArena.allocate(4 * next.length(Buffer.Y), 64);
-        stageOut = stagingArena.allocate(4 * next.length(Buffer.OUT), 64);
-        stageResidual = stagingArena.allocate(4 * next.length(Buffer.RESIDUAL), 64);
+        stageX = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.X_IN)), 64);
+        stageT = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.T)), 64);
+        stageY = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.Y)), 64);
+        stageOut = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.OUT)), 64);
+        stageResidual = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.RESIDUAL)), 64);
         order = new int[next.capacity()];
         act = next;
     }
@@ -214,20 +216,22 @@ public final class CudaDitBackend implements Backend {
         int resLen = StepCache.residualLength(spec);
         for (int k = 0; k < n; k++) {
             int b = order[k];
-            MemorySegment.copy(x.data(), b * inLen, stageX, JAVA_FLOAT, 4L * k * inLen, inLen);
+            MemorySegment.copy(x.data(), b * inLen, stageX, JAVA_FLOAT, DevicePtr.floatBytes((long) k * inLen), inLen);
             stageT.setAtIndex(JAVA_INT, k, t[b]);
             stageY.setAtIndex(JAVA_INT, k, y[b]);
         }
         for (int k = running; k < n; k++) {
-            MemorySegment.copy(cache.residual(order[k]), 0, stageResidual, JAVA_FLOAT, 4L * k * resLen, resLen);
+            MemorySegment.copy(cache.residual(order[k]), 0, stageResidual, JAVA_FLOAT,
+                    DevicePtr.floatBytes((long) k * resLen), resLen);
         }
-        device.copyToDeviceAsync(at(Buffer.X_IN), stageX, 4L * x.size(), "x");
-        device.copyToDeviceAsync(at(Buffer.T), stageT, 4L * n, "t");
-        device.copyToDeviceAsync(at(Buffer.Y), stageY, 4L * n, "y");
+        device.copyToDeviceAsync(at(Buffer.X_IN), stageX, DevicePtr.floatBytes(x.size()), "x");
+        device.copyToDeviceAsync(at(Buffer.T), stageT, DevicePtr.floatBytes(n), "t");
+        device.copyToDeviceAsync(at(Buffer.Y), stageY, DevicePtr.floatBytes(n), "y");
         if (running < n) {
-            long off = 4L * running * resLen;
-            device.copyToDeviceAsync(at(Buffer.RESIDUAL) + off, stageResidual.asSlice(off),
-                    4L * (n - running) * resLen, "the residuals the step cache reuses");
+            long off = (long) running * resLen;
+            device.copyToDeviceAsync(at(Buffer.RESIDUAL).plusFloats(off),
+                    stageResidual.asSlice(DevicePtr.floatBytes(off)),
+                    DevicePtr.floatBytes((long) (n - running) * resLen), "the residuals the step cache reuses");
         }
         try {
             program.run(ops, act, actBase, n, running, storing, cancel);
@@ -235,22 +239,24 @@ public final class CudaDitBackend implements Backend {
             device.synchronize("a cancelled forward pass");
             throw c;
         }
-        device.copyToHostAsync(stageOut, at(Buffer.OUT), 4L * out.size(), "out");
+        device.copyToHostAsync(stageOut, at(Buffer.OUT), DevicePtr.floatBytes(out.size()), "out");
         if (storing > 0) {
-            device.copyToHostAsync(stageResidual, at(Buffer.RESIDUAL), 4L * storing * resLen,
+            device.copyToHostAsync(stageResidual, at(Buffer.RESIDUAL), DevicePtr.floatBytes((long) storing * resLen),
                     "the residuals the step cache stores");
         }
         device.synchronize("the forward pass of " + spec.name() + " (batch " + n + ")");
         for (int k = 0; k < n; k++) {
-            MemorySegment.copy(stageOut, JAVA_FLOAT, 4L * k * outLen, out.data(), order[k] * outLen, outLen);
+            MemorySegment.copy(stageOut, JAVA_FLOAT, DevicePtr.floatBytes((long) k * outLen), out.data(),
+                    order[k] * outLen, outLen);
         }
         for (int k = 0; k < storing; k++) {
-            MemorySegment.copy(stageResidual, JAVA_FLOAT, 4L * k * resLen, cache.residual(order[k]), 0, resLen);
+            MemorySegment.copy(stageResidual, JAVA_FLOAT, DevicePtr.floatBytes((long) k * resLen),
+                    cache.residual(order[k]), 0, resLen);
         }
     }
 
-    private long at(Buffer b) {
-        return actBase + 4 * act.offset(b);
+    private DevicePtr at(Buffer b) {
+        return actBase.plusFloats(act.offset(b));
     }
 
     /** Frees the device memory, the cuBLAS handle, the module, the stream and the context reference. Idempotent. */

@@ -12,11 +12,13 @@ import java.lang.invoke.MethodHandle;
 
 /**
  * The CUDA driver API functions the backend uses, bound from {@code libcuda.so.1} (signatures from cuda.h; the
- * exported names carry the {@code _v2} suffixes that cuda.h's macros add). Every call's CUresult is checked and a
- * failure throws a {@link BackendException} naming the function, the error's name and its description.
+ * exported names carry the {@code _v2} suffixes that cuda.h's macros add). Every call goes through
+ * {@link NativeCalls}: its CUresult is checked and a failure throws a {@link BackendException} naming the function,
+ * the error's name and its description.
  *
- * <p>Types: CUresult, CUdevice, CUdevice_attribute and unsigned int are {@code int}; size_t and CUdeviceptr are
- * {@code long}; CUcontext, CUstream, CUmodule and CUfunction are opaque pointers ({@link MemorySegment}).
+ * <p>Types: CUresult, CUdevice, CUdevice_attribute and unsigned int are {@code int}; size_t is {@code long}; a
+ * CUdeviceptr is a {@link DevicePtr} (passed as its {@code long} address); CUcontext, CUstream, CUmodule and
+ * CUfunction are opaque pointers ({@link MemorySegment}).
  */
 final class CudaDriver {
     static final int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
@@ -27,6 +29,7 @@ final class CudaDriver {
     private static final FunctionDescriptor INT_OF_PTR = FunctionDescriptor.of(JAVA_INT, ADDRESS);
 
     private final String library;
+    private final NativeCalls calls = new NativeCalls(this::describe);
     private final MethodHandle cuGetErrorName;
     private final MethodHandle cuGetErrorString;
     private final MethodHandle cuInit;
@@ -96,136 +99,59 @@ final class CudaDriver {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment name = a.allocate(ADDRESS);
             MemorySegment text = a.allocate(ADDRESS);
-            int r1 = (int) cuGetErrorName.invokeExact(result, name);
-            int r2 = (int) cuGetErrorString.invokeExact(result, text);
+            int r1 = NativeCalls.invoke("cuGetErrorName", () -> (int) cuGetErrorName.invokeExact(result, name));
+            int r2 = NativeCalls.invoke("cuGetErrorString", () -> (int) cuGetErrorString.invokeExact(result, text));
             String n = r1 == 0 ? NativeLibrary.cString(name.get(ADDRESS, 0)) : "CUresult " + result;
             return r2 == 0 ? n + " (" + NativeLibrary.cString(text.get(ADDRESS, 0)) + ")" : n;
-        } catch (Throwable t) {
+        } catch (RuntimeException e) {
             return "CUresult " + result;
         }
     }
 
-    private void check(int result, String call) throws BackendException {
-        if (result != 0) {
-            throw new BackendException(call + " failed: " + describe(result));
-        }
-    }
-
-    private static RuntimeException unexpected(String call, Throwable t) {
-        if (t instanceof RuntimeException r) {
-            return r;
-        }
-        if (t instanceof Error e) {
-            throw e;
-        }
-        return new IllegalStateException(call, t);
-    }
-
     void init() throws BackendException {
-        int r;
-        try {
-            r = (int) cuInit.invokeExact(0);
-        } catch (Throwable t) {
-            throw unexpected("cuInit", t);
-        }
-        check(r, "cuInit (" + library + ")");
+        calls.call("cuInit (" + library + ")", () -> (int) cuInit.invokeExact(0));
     }
 
     /** The driver's CUDA version, e.g. 13000 for 13.0. */
     int driverVersion() throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(JAVA_INT);
-            check((int) cuDriverGetVersion.invokeExact(v), "cuDriverGetVersion");
-            return v.get(JAVA_INT, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuDriverGetVersion", t);
-        }
+        return calls.outInt("cuDriverGetVersion", (v, a) -> (int) cuDriverGetVersion.invokeExact(v));
     }
 
     int deviceCount() throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(JAVA_INT);
-            check((int) cuDeviceGetCount.invokeExact(v), "cuDeviceGetCount");
-            return v.get(JAVA_INT, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuDeviceGetCount", t);
-        }
+        return calls.outInt("cuDeviceGetCount", (v, a) -> (int) cuDeviceGetCount.invokeExact(v));
     }
 
     /** The CUdevice of an ordinal. */
     int device(int ordinal) throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(JAVA_INT);
-            check((int) cuDeviceGet.invokeExact(v, ordinal), "cuDeviceGet(" + ordinal + ")");
-            return v.get(JAVA_INT, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuDeviceGet", t);
-        }
+        return calls.outInt("cuDeviceGet(" + ordinal + ")", (v, a) -> (int) cuDeviceGet.invokeExact(v, ordinal));
     }
 
     String deviceName(int device) throws BackendException {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment buf = a.allocate(256);
-            check((int) cuDeviceGetName.invokeExact(buf, 256, device), "cuDeviceGetName");
+            calls.call("cuDeviceGetName", () -> (int) cuDeviceGetName.invokeExact(buf, 256, device));
             return buf.getString(0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuDeviceGetName", t);
         }
     }
 
     int attribute(int device, int attribute) throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(JAVA_INT);
-            check((int) cuDeviceGetAttribute.invokeExact(v, attribute, device),
-                    "cuDeviceGetAttribute(" + attribute + ")");
-            return v.get(JAVA_INT, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuDeviceGetAttribute", t);
-        }
+        return calls.outInt("cuDeviceGetAttribute(" + attribute + ")",
+                (v, a) -> (int) cuDeviceGetAttribute.invokeExact(v, attribute, device));
     }
 
     /** Retains the device's primary context (shared with other users of the device in this process). */
     MemorySegment primaryContextRetain(int device) throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(ADDRESS);
-            check((int) cuDevicePrimaryCtxRetain.invokeExact(v, device), "cuDevicePrimaryCtxRetain");
-            return v.get(ADDRESS, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuDevicePrimaryCtxRetain", t);
-        }
+        return calls.outAddress("cuDevicePrimaryCtxRetain",
+                (v, a) -> (int) cuDevicePrimaryCtxRetain.invokeExact(v, device));
     }
 
     void primaryContextRelease(int device) throws BackendException {
-        int r;
-        try {
-            r = (int) cuDevicePrimaryCtxRelease.invokeExact(device);
-        } catch (Throwable t) {
-            throw unexpected("cuDevicePrimaryCtxRelease_v2", t);
-        }
-        check(r, "cuDevicePrimaryCtxRelease_v2");
+        calls.call("cuDevicePrimaryCtxRelease_v2", () -> (int) cuDevicePrimaryCtxRelease.invokeExact(device));
     }
 
     /** Makes the context current on the calling thread (CUDA contexts are per thread). */
     void setCurrent(MemorySegment context) throws BackendException {
-        int r;
-        try {
-            r = (int) cuCtxSetCurrent.invokeExact(context);
-        } catch (Throwable t) {
-            throw unexpected("cuCtxSetCurrent", t);
-        }
-        check(r, "cuCtxSetCurrent");
+        calls.call("cuCtxSetCurrent", () -> (int) cuCtxSetCurrent.invokeExact(context));
     }
 
     /** {free, total} device memory in bytes. */
@@ -233,20 +159,16 @@ final class CudaDriver {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment free = a.allocate(JAVA_LONG);
             MemorySegment total = a.allocate(JAVA_LONG);
-            check((int) cuMemGetInfo.invokeExact(free, total), "cuMemGetInfo_v2");
+            calls.call("cuMemGetInfo_v2", () -> (int) cuMemGetInfo.invokeExact(free, total));
             return new long[] {free.get(JAVA_LONG, 0), total.get(JAVA_LONG, 0)};
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuMemGetInfo_v2", t);
         }
     }
 
-    /** Allocates device memory; {@code what} names it in the error message. */
-    long alloc(long bytes, String what) throws BackendException {
+    /** Allocates device memory; {@code what} names it in the error message, with the free memory. */
+    DevicePtr alloc(long bytes, String what) throws BackendException {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment v = a.allocate(JAVA_LONG);
-            int r = (int) cuMemAlloc.invokeExact(v, bytes);
+            int r = NativeCalls.invoke("cuMemAlloc_v2", () -> (int) cuMemAlloc.invokeExact(v, bytes));
             if (r != 0) {
                 String free = "";
                 try {
@@ -255,151 +177,79 @@ final class CudaDriver {
                 } catch (BackendException ignored) {
                     // the allocation error is the one to report
                 }
-                throw new BackendException("cuMemAlloc_v2(" + bytes + " bytes for " + what + ") failed: "
-                        + describe(r) + free);
+                throw new BackendException(calls.failure(r, "cuMemAlloc_v2(" + bytes + " bytes for " + what + ")")
+                        + free);
             }
-            return v.get(JAVA_LONG, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuMemAlloc_v2", t);
+            return new DevicePtr(v.get(JAVA_LONG, 0));
         }
     }
 
-    void free(long devicePtr) throws BackendException {
-        int r;
-        try {
-            r = (int) cuMemFree.invokeExact(devicePtr);
-        } catch (Throwable t) {
-            throw unexpected("cuMemFree_v2", t);
-        }
-        check(r, "cuMemFree_v2");
+    void free(DevicePtr p) throws BackendException {
+        calls.call("cuMemFree_v2", () -> (int) cuMemFree.invokeExact(p.address()));
     }
 
     /** Synchronous host-to-device copy (used at load time). */
-    void copyToDevice(long dst, MemorySegment src, long bytes, String what) throws BackendException {
-        int r;
-        try {
-            r = (int) cuMemcpyHtoD.invokeExact(dst, src, bytes);
-        } catch (Throwable t) {
-            throw unexpected("cuMemcpyHtoD_v2", t);
-        }
-        check(r, "cuMemcpyHtoD_v2(" + what + ", " + bytes + " bytes)");
+    void copyToDevice(DevicePtr dst, MemorySegment src, long bytes, String what) throws BackendException {
+        calls.call("cuMemcpyHtoD_v2(" + what + ", " + bytes + " bytes)",
+                () -> (int) cuMemcpyHtoD.invokeExact(dst.address(), src, bytes));
     }
 
     /**
      * Host-to-device copy queued on a stream. From pageable host memory (our staging buffers) the driver copies the
      * source before returning, so the buffer may be reused at once.
      */
-    void copyToDeviceAsync(long dst, MemorySegment src, long bytes, MemorySegment stream, String what)
+    void copyToDeviceAsync(DevicePtr dst, MemorySegment src, long bytes, MemorySegment stream, String what)
             throws BackendException {
-        int r;
-        try {
-            r = (int) cuMemcpyHtoDAsync.invokeExact(dst, src, bytes, stream);
-        } catch (Throwable t) {
-            throw unexpected("cuMemcpyHtoDAsync_v2", t);
-        }
-        check(r, "cuMemcpyHtoDAsync_v2(" + what + ", " + bytes + " bytes)");
+        calls.call("cuMemcpyHtoDAsync_v2(" + what + ", " + bytes + " bytes)",
+                () -> (int) cuMemcpyHtoDAsync.invokeExact(dst.address(), src, bytes, stream));
     }
 
     /** Device-to-host copy queued on a stream; into pageable memory it returns when the copy is done. */
-    void copyToHostAsync(MemorySegment dst, long src, long bytes, MemorySegment stream, String what)
+    void copyToHostAsync(MemorySegment dst, DevicePtr src, long bytes, MemorySegment stream, String what)
             throws BackendException {
-        int r;
-        try {
-            r = (int) cuMemcpyDtoHAsync.invokeExact(dst, src, bytes, stream);
-        } catch (Throwable t) {
-            throw unexpected("cuMemcpyDtoHAsync_v2", t);
-        }
-        check(r, "cuMemcpyDtoHAsync_v2(" + what + ", " + bytes + " bytes)");
+        calls.call("cuMemcpyDtoHAsync_v2(" + what + ", " + bytes + " bytes)",
+                () -> (int) cuMemcpyDtoHAsync.invokeExact(dst, src.address(), bytes, stream));
     }
 
     /** A stream with default flags: ordered with the legacy default stream, which the load-time copies use. */
     MemorySegment streamCreate() throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(ADDRESS);
-            check((int) cuStreamCreate.invokeExact(v, 0), "cuStreamCreate");
-            return v.get(ADDRESS, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuStreamCreate", t);
-        }
+        return calls.outAddress("cuStreamCreate", (v, a) -> (int) cuStreamCreate.invokeExact(v, 0));
     }
 
     /** Waits for the stream's work; errors of earlier asynchronous work (a faulting kernel) surface here. */
     void streamSynchronize(MemorySegment stream, String after) throws BackendException {
-        int r;
-        try {
-            r = (int) cuStreamSynchronize.invokeExact(stream);
-        } catch (Throwable t) {
-            throw unexpected("cuStreamSynchronize", t);
-        }
-        check(r, "cuStreamSynchronize after " + after);
+        calls.call("cuStreamSynchronize after " + after, () -> (int) cuStreamSynchronize.invokeExact(stream));
     }
 
     void streamDestroy(MemorySegment stream) throws BackendException {
-        int r;
-        try {
-            r = (int) cuStreamDestroy.invokeExact(stream);
-        } catch (Throwable t) {
-            throw unexpected("cuStreamDestroy_v2", t);
-        }
-        check(r, "cuStreamDestroy_v2");
+        calls.call("cuStreamDestroy_v2", () -> (int) cuStreamDestroy.invokeExact(stream));
     }
 
     /** Loads a module from a cubin or PTX image in host memory. */
     MemorySegment moduleLoadData(MemorySegment image) throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(ADDRESS);
-            check((int) cuModuleLoadData.invokeExact(v, image), "cuModuleLoadData");
-            return v.get(ADDRESS, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuModuleLoadData", t);
-        }
+        return calls.outAddress("cuModuleLoadData", (v, a) -> (int) cuModuleLoadData.invokeExact(v, image));
     }
 
     MemorySegment moduleFunction(MemorySegment module, String name) throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            MemorySegment v = a.allocate(ADDRESS);
-            check((int) cuModuleGetFunction.invokeExact(v, module, a.allocateFrom(name)),
-                    "cuModuleGetFunction(" + name + ")");
-            return v.get(ADDRESS, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("cuModuleGetFunction", t);
-        }
+        return calls.outAddress("cuModuleGetFunction(" + name + ")",
+                (v, a) -> (int) cuModuleGetFunction.invokeExact(v, module, a.allocateFrom(name)));
     }
 
     void moduleUnload(MemorySegment module) throws BackendException {
-        int r;
-        try {
-            r = (int) cuModuleUnload.invokeExact(module);
-        } catch (Throwable t) {
-            throw unexpected("cuModuleUnload", t);
-        }
-        check(r, "cuModuleUnload");
+        calls.call("cuModuleUnload", () -> (int) cuModuleUnload.invokeExact(module));
     }
 
     /**
      * Queues a kernel on a 1-D grid. {@code params} is the {@code void**} array of pointers to each argument's
      * value; the driver copies the values during the call, so the array may be reused at once.
      */
-    void launch(MemorySegment function, int grid, int block, MemorySegment stream, MemorySegment params,
+    void launch(MemorySegment function, LaunchConfig config, MemorySegment stream, MemorySegment params,
             String what) throws BackendException {
-        int r;
-        try {
-            r = (int) cuLaunchKernel.invokeExact(function, grid, 1, 1, block, 1, 1, 0, stream, params,
-                    MemorySegment.NULL);
-        } catch (Throwable t) {
-            throw unexpected("cuLaunchKernel", t);
-        }
+        int r = NativeCalls.invoke("cuLaunchKernel", () -> (int) cuLaunchKernel.invokeExact(function, config.grid(),
+                1, 1, config.block(), 1, 1, 0, stream, params, MemorySegment.NULL));
         if (r != 0) {
-            throw new BackendException("cuLaunchKernel(" + what + ", grid " + grid + ", block " + block
-                    + ") failed: " + describe(r));
+            // the message is built only on failure: this runs for every kernel of a pass
+            calls.check(r, "cuLaunchKernel(" + what + ", grid " + config.grid() + ", block " + config.block() + ")");
         }
     }
 }

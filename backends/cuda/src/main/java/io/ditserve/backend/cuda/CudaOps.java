@@ -35,8 +35,8 @@ final class CudaOps implements DitOps {
     }
 
     @Override
-    public void launch(Kernel kernel, LaunchConfig config, KernelArgs args) throws BackendException {
-        args.check(kernel);
+    public void launch(LaunchConfig config, KernelArgs args) throws BackendException {
+        Kernel kernel = args.kernel();
         for (int i = 0; i < args.count(); i++) {
             switch (args.kind(i)) {
                 case POINTER -> values.set(JAVA_LONG, 8L * i, args.value(i));
@@ -44,8 +44,7 @@ final class CudaOps implements DitOps {
                 case FLOAT -> values.set(JAVA_FLOAT, 8L * i, args.floatValue(i));
             }
         }
-        device.driver.launch(device.function(kernel), config.grid(), config.block(), device.stream(), pointers,
-                kernel.symbol);
+        device.driver.launch(device.function(kernel), config, device.stream(), pointers, kernel.symbol);
         if (debugSync) {
             device.synchronize("kernel " + kernel.symbol + " (grid " + config.grid() + ", block " + config.block()
                     + ")");
@@ -53,7 +52,7 @@ final class CudaOps implements DitOps {
     }
 
     @Override
-    public void gemm(GemmCall call, long a, long b, long c) throws BackendException {
+    public void gemm(GemmCall call, DevicePtr a, DevicePtr b, DevicePtr c) throws BackendException {
         device.cublas.gemm(device.blasHandle(), call, one, a, b, zero, c);
         if (debugSync) {
             device.synchronize("matrix product " + call);

@@ -181,16 +181,17 @@ final class DecoderBuffers {
     }
 
     long totalBytes() {
-        return totalElements * Float.BYTES;
+        return DevicePtr.floatBytes(totalElements);
     }
 
     /** The device addresses of the buffers in an allocation of {@link #totalBytes} at {@code base}. */
-    Addresses at(long base) {
-        return new Addresses(this, base + 4 * offset(Buffer.LATENT), base + 4 * offset(Buffer.X),
-                base + 4 * offset(Buffer.H1), base + 4 * offset(Buffer.H2), base + 4 * offset(Buffer.COL),
-                base + 4 * offset(Buffer.SCORES));
+    Addresses at(DevicePtr base) {
+        return new Addresses(this, base.plusFloats(offset(Buffer.LATENT)), base.plusFloats(offset(Buffer.X)),
+                base.plusFloats(offset(Buffer.H1)), base.plusFloats(offset(Buffer.H2)),
+                base.plusFloats(offset(Buffer.COL)), base.plusFloats(offset(Buffer.SCORES)));
     }
 
     /** Device addresses of the buffers of a layout (the tests may place each in its own allocation). */
-    record Addresses(DecoderBuffers layout, long latent, long x, long h1, long h2, long col, long scores) {}
+    record Addresses(DecoderBuffers layout, DevicePtr latent, DevicePtr x, DevicePtr h1, DevicePtr h2, DevicePtr col,
+            DevicePtr scores) {}
 }

@@ -30,11 +30,11 @@ final class DecoderProgram {
 
     private final DecoderSpec spec;
     private final DecoderWeights weights;
-    private final long weightsBase;
+    private final DevicePtr weightsBase;
     private final KernelArgs args = new KernelArgs();
 
     /** {@code weightsBase}: device address of the weight allocation laid out by {@code weights}. */
-    DecoderProgram(DecoderSpec spec, DecoderWeights weights, long weightsBase) {
+    DecoderProgram(DecoderSpec spec, DecoderWeights weights, DevicePtr weightsBase) {
         this.spec = spec;
         this.weights = weights;
         this.weightsBase = weightsBase;
@@ -59,9 +59,9 @@ final class DecoderProgram {
         final Cancellation cancel;
         int h;
         int w;
-        long x; // the running value
-        long a; // scratch
-        long b; // scratch
+        DevicePtr x; // the running value
+        DevicePtr a; // scratch
+        DevicePtr b; // scratch
 
         Run(DitOps ops, DecoderBuffers.Addresses buf, int n, int h, int w, Cancellation cancel) {
             this.ops = ops;
@@ -87,14 +87,14 @@ final class DecoderProgram {
 
         /** The scratch buffer {@code b} becomes the running value. */
         void takeB() {
-            long t = x;
+            DevicePtr t = x;
             x = b;
             b = t;
         }
 
         /** The scratch buffer {@code a} becomes the running value. */
         void takeA() {
-            long t = x;
+            DevicePtr t = x;
             x = a;
             a = t;
         }
@@ -105,7 +105,7 @@ final class DecoderProgram {
      *
      * @return the device address of the image [n, C_out, f·h, f·w] (one of the activation buffers)
      */
-    long run(DitOps ops, DecoderBuffers.Addresses buf, int n, int h, int w, Cancellation cancel)
+    DevicePtr run(DitOps ops, DecoderBuffers.Addresses buf, int n, int h, int w, Cancellation cancel)
             throws BackendException {
         DecoderBuffers layout = buf.layout();
         if (n < 1 || n > layout.samples()) {
@@ -132,7 +132,7 @@ final class DecoderProgram {
         r.poll();
         // z = latent / scaling_factor + shift_factor, then post_quant_conv (1×1) and conv_in
         int total = r.n * lat * r.hw();
-        launch(r, Kernel.LATENT_SCALE, LaunchConfig.elementwise(total), args.reset().ptr(r.buf.latent()).ptr(r.x)
+        r.ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.LATENT_SCALE).ptr(r.buf.latent()).ptr(r.x)
                 .i32(total).f32((float) spec.scalingFactor()).f32((float) spec.shiftFactor()));
         if (spec.postQuantConv()) {
             conv1x1(r, r.x, r.b, lat, lat, "post_quant_conv");
@@ -192,7 +192,7 @@ final class DecoderProgram {
         bias(r, r.b, out, p + ".conv1.bias", false);
         groupNorm(r, r.b, r.a, out, p + ".norm2", true);
         conv3x3(r, r.a, r.b, out, out, 1, p + ".conv2");
-        long residual = r.x;
+        DevicePtr residual = r.x;
         if (in != out) {
             conv1x1(r, r.x, r.a, in, out, p + ".conv_shortcut"); // a is free: conv2's columns are built
             bias(r, r.a, out, p + ".conv_shortcut.bias", false);
@@ -214,7 +214,7 @@ final class DecoderProgram {
         // q | k | v [n, 3C, T] = W_qkv [3C, C] · a [n, C, T], + the packed bias
         r.ops.gemm(GemmCall.convolution(t, 3 * c, c, t, t, ct, 3 * ct, r.n), r.a, w(DecoderWeights.QKV_WEIGHT), r.b);
         int total = Math.toIntExact(3 * ct * r.n);
-        launch(r, Kernel.CHANNEL_BIAS, LaunchConfig.elementwise(total), args.reset().ptr(r.b)
+        r.ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.CHANNEL_BIAS).ptr(r.b)
                 .ptr(w(DecoderWeights.QKV_BIAS)).i32(total).i32(t).i32(3 * c).i32(0));
         float scale = (float) Math.pow(c, -0.5); // dim_head ** -0.5 with one head of C
         long capacity = r.buf.layout().length(DecoderBuffers.Buffer.SCORES);
@@ -225,29 +225,29 @@ final class DecoderProgram {
             int chunk = (int) Math.min(r.n, capacity / square);
             for (int s0 = 0; s0 < r.n; s0 += chunk) {
                 int cnt = Math.min(chunk, r.n - s0);
-                long q = r.b + 4 * s0 * qkvStride;
-                long k = q + 4 * ct;
-                long v = k + 4 * ct;
+                DevicePtr q = r.b.plusFloats(s0 * qkvStride);
+                DevicePtr k = q.plusFloats(ct);
+                DevicePtr v = k.plusFloats(ct);
                 r.ops.gemm(GemmCall.channelScores(t, t, c, qkvStride, square, cnt), k, q, r.buf.scores());
-                launch(r, Kernel.SOFTMAX_ROWS, LaunchConfig.rows(cnt * t, t), args.reset().ptr(r.buf.scores())
+                r.ops.launch(LaunchConfig.rows(cnt * t, t), args.reset(Kernel.SOFTMAX_ROWS).ptr(r.buf.scores())
                         .i32(t).f32(scale));
                 r.ops.gemm(GemmCall.channelValues(t, t, c, square, qkvStride, ct, cnt), r.buf.scores(), v,
-                        r.a + 4 * s0 * ct);
+                        r.a.plusFloats(s0 * ct));
             }
         } else {
             // one sample at a time, in chunks of query rows
             int rows = aligned((int) (capacity / t));
             for (int s = 0; s < r.n; s++) {
-                long q = r.b + 4 * s * qkvStride;
-                long k = q + 4 * ct;
-                long v = k + 4 * ct;
+                DevicePtr q = r.b.plusFloats(s * qkvStride);
+                DevicePtr k = q.plusFloats(ct);
+                DevicePtr v = k.plusFloats(ct);
                 for (int i0 = 0; i0 < t; i0 += rows) {
                     int cnt = Math.min(rows, t - i0);
-                    r.ops.gemm(GemmCall.channelScores(t, cnt, c, 0, 0, 1), k, q + 4L * i0, r.buf.scores());
-                    launch(r, Kernel.SOFTMAX_ROWS, LaunchConfig.rows(cnt, t), args.reset().ptr(r.buf.scores())
+                    r.ops.gemm(GemmCall.channelScores(t, cnt, c, 0, 0, 1), k, q.plusFloats(i0), r.buf.scores());
+                    r.ops.launch(LaunchConfig.rows(cnt, t), args.reset(Kernel.SOFTMAX_ROWS).ptr(r.buf.scores())
                             .i32(t).f32(scale));
                     r.ops.gemm(GemmCall.channelValues(t, cnt, c, 0, 0, 0, 1), r.buf.scores(), v,
-                            r.a + 4 * (s * ct + i0));
+                            r.a.plusFloats(s * ct + i0));
                 }
             }
         }
@@ -265,7 +265,7 @@ final class DecoderProgram {
         r.poll();
         // tanh(x / 3) · 3, conv + ReLU
         int total = r.n * lat * r.hw();
-        launch(r, Kernel.TANH_CLAMP, LaunchConfig.elementwise(total), args.reset().ptr(r.buf.latent()).ptr(r.x)
+        r.ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.TANH_CLAMP).ptr(r.buf.latent()).ptr(r.x)
                 .i32(total).f32(TINY_CLAMP));
         int k = 0;
         conv3x3(r, r.x, r.b, lat, c, 1, "decoder.layers." + k);
@@ -301,7 +301,7 @@ final class DecoderProgram {
                 conv3x3(r, r.x, r.b, c, out, 1, "decoder.layers." + k);
                 bias(r, r.b, out, "decoder.layers." + k + ".bias", false);
                 int size = r.n * out * r.hw();
-                launch(r, Kernel.SCALE_SHIFT, LaunchConfig.elementwise(size), args.reset().ptr(r.b).i32(size)
+                r.ops.launch(LaunchConfig.elementwise(size), args.reset(Kernel.SCALE_SHIFT).ptr(r.b).i32(size)
                         .f32(2f).f32(-1f));
                 r.takeB();
             }
@@ -316,8 +316,9 @@ final class DecoderProgram {
      * {@code up} (H = up·h): im2col into the columns buffer, then W [out, in·9] · columns, in as few tiles as the
      * buffer allows: all samples, groups of samples, or pixel ranges of one sample.
      */
-    private void conv3x3(Run r, long src, long dst, int in, int out, int up, String prefix) throws BackendException {
-        long weight = w(prefix + ".weight");
+    private void conv3x3(Run r, DevicePtr src, DevicePtr dst, int in, int out, int up, String prefix)
+            throws BackendException {
+        DevicePtr weight = w(prefix + ".weight");
         int k = in * 9;
         int hw = r.hw() * up * up;
         long inStride = (long) in * r.hw();
@@ -328,54 +329,55 @@ final class DecoderProgram {
             int group = (int) Math.min(r.n, capacity / perSample);
             for (int s0 = 0; s0 < r.n; s0 += group) {
                 int cnt = Math.min(group, r.n - s0);
-                im2col(r, src + 4 * s0 * inStride, in, up, 0, hw, cnt);
+                im2col(r, src.plusFloats(s0 * inStride), in, up, 0, hw, cnt);
                 r.ops.gemm(GemmCall.convolution(hw, out, k, hw, hw, perSample, outStride, cnt), r.buf.col(), weight,
-                        dst + 4 * s0 * outStride);
+                        dst.plusFloats(s0 * outStride));
             }
         } else {
             int tile = aligned((int) (capacity / k));
             for (int s = 0; s < r.n; s++) {
                 for (int p0 = 0; p0 < hw; p0 += tile) {
                     int cnt = Math.min(tile, hw - p0);
-                    im2col(r, src + 4 * s * inStride, in, up, p0, cnt, 1);
+                    im2col(r, src.plusFloats(s * inStride), in, up, p0, cnt, 1);
                     r.ops.gemm(GemmCall.convolution(cnt, out, k, cnt, hw, 0, 0, 1), r.buf.col(), weight,
-                            dst + 4 * (s * outStride + p0));
+                            dst.plusFloats(s * outStride + p0));
                 }
             }
         }
     }
 
-    private void im2col(Run r, long src, int in, int up, int firstPixel, int tile, int samples)
+    private void im2col(Run r, DevicePtr src, int in, int up, int firstPixel, int tile, int samples)
             throws BackendException {
         int total = Math.toIntExact((long) samples * in * 9 * tile);
-        launch(r, Kernel.IM2COL_3X3, LaunchConfig.elementwise(total), args.reset().ptr(src).ptr(r.buf.col())
+        r.ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.IM2COL_3X3).ptr(src).ptr(r.buf.col())
                 .i32(total).i32(in).i32(r.h).i32(r.w).i32(up).i32(firstPixel).i32(tile));
     }
 
     /** dst [n, out, h, w] = W [out, in] · src [n, in, h, w] (a 1×1 convolution or a Linear on channel planes). */
-    private void conv1x1(Run r, long src, long dst, int in, int out, String prefix) throws BackendException {
+    private void conv1x1(Run r, DevicePtr src, DevicePtr dst, int in, int out, String prefix) throws BackendException {
         int hw = r.hw();
         r.ops.gemm(GemmCall.convolution(hw, out, in, hw, hw, (long) in * hw, (long) out * hw, r.n), src,
                 w(prefix + ".weight"), dst);
     }
 
-    private void bias(Run r, long y, int c, String name, boolean relu) throws BackendException {
+    private void bias(Run r, DevicePtr y, int c, String name, boolean relu) throws BackendException {
         int total = r.n * c * r.hw();
-        launch(r, Kernel.CHANNEL_BIAS, LaunchConfig.elementwise(total), args.reset().ptr(y).ptr(w(name)).i32(total)
+        r.ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.CHANNEL_BIAS).ptr(y).ptr(w(name)).i32(total)
                 .i32(r.hw()).i32(c).i32(relu ? 1 : 0));
     }
 
-    private void biasResidual(Run r, long y, int c, String name, long residual, boolean relu)
+    private void biasResidual(Run r, DevicePtr y, int c, String name, DevicePtr residual, boolean relu)
             throws BackendException {
         int total = r.n * c * r.hw();
-        launch(r, Kernel.CHANNEL_BIAS_RESIDUAL, LaunchConfig.elementwise(total), args.reset().ptr(y).ptr(w(name))
+        r.ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.CHANNEL_BIAS_RESIDUAL).ptr(y).ptr(w(name))
                 .ptr(residual).i32(total).i32(r.hw()).i32(c).i32(relu ? 1 : 0));
     }
 
     /** dst = GroupNorm(src) with the norm's weight and bias (+ SiLU), one block per sample and group. */
-    private void groupNorm(Run r, long src, long dst, int c, String prefix, boolean silu) throws BackendException {
+    private void groupNorm(Run r, DevicePtr src, DevicePtr dst, int c, String prefix, boolean silu)
+            throws BackendException {
         int groups = spec.normGroups();
-        launch(r, Kernel.GROUP_NORM, LaunchConfig.longRows(r.n * groups, c / groups * r.hw()), args.reset()
+        r.ops.launch(LaunchConfig.longRows(r.n * groups, c / groups * r.hw()), args.reset(Kernel.GROUP_NORM)
                 .ptr(src).ptr(dst).ptr(w(prefix + ".weight")).ptr(w(prefix + ".bias")).i32(c).i32(r.hw())
                 .i32(groups).f32(GROUP_NORM_EPS).i32(silu ? 1 : 0));
     }
@@ -389,13 +391,8 @@ final class DecoderProgram {
         return count >= WeightLayout.ALIGN ? count / WeightLayout.ALIGN * WeightLayout.ALIGN : count;
     }
 
-    private static void launch(Run r, Kernel k, LaunchConfig cfg, KernelArgs a) throws BackendException {
-        a.check(k);
-        r.ops.launch(k, cfg, a);
-    }
-
     /** Device address of a weight slot. */
-    private long w(String name) {
-        return weightsBase + 4 * weights.offset(name);
+    private DevicePtr w(String name) {
+        return weightsBase.plusFloats(weights.offset(name));
     }
 }

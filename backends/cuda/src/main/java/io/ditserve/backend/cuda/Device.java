@@ -8,8 +8,9 @@ import java.lang.foreign.MemorySegment;
  * between it and host memory, and waiting for the queued work. {@link CudaDevice} is the GPU; the unit tests run
  * both classes, host logic included, on a CPU emulation of the same operations.
  *
- * <p>Addresses are device addresses; the asynchronous copies are queued in order with the operations of
- * {@link #ops}, and their host memory must stay untouched until {@link #synchronize} returns.
+ * <p>Addresses are device addresses ({@link DevicePtr}, in bytes) and sizes are in bytes; the asynchronous copies are
+ * queued in order with the operations of {@link #ops}, and their host memory must stay untouched until
+ * {@link #synchronize} returns.
  */
 interface Device extends AutoCloseable {
     /** Opens a device, once the model's files have been checked. */
@@ -27,18 +28,18 @@ interface Device extends AutoCloseable {
     void makeCurrent() throws BackendException;
 
     /** Allocates device memory, freed by {@link #free} or at the latest by {@link #close}. */
-    long alloc(long bytes, String what) throws BackendException;
+    DevicePtr alloc(long bytes, String what) throws BackendException;
 
-    void free(long address) throws BackendException;
+    void free(DevicePtr address) throws BackendException;
 
     /** Copies {@code bytes} of host memory to the device and returns when done (weights, at load). */
-    void copyToDevice(long dst, MemorySegment src, long bytes, String what) throws BackendException;
+    void copyToDevice(DevicePtr dst, MemorySegment src, long bytes, String what) throws BackendException;
 
     /** Queues a copy of host memory to the device. */
-    void copyToDeviceAsync(long dst, MemorySegment src, long bytes, String what) throws BackendException;
+    void copyToDeviceAsync(DevicePtr dst, MemorySegment src, long bytes, String what) throws BackendException;
 
     /** Queues a copy of device memory to the host. */
-    void copyToHostAsync(MemorySegment dst, long src, long bytes, String what) throws BackendException;
+    void copyToHostAsync(MemorySegment dst, DevicePtr src, long bytes, String what) throws BackendException;
 
     /** Waits for everything queued; {@code after} says what was queued, for the error message. */
     void synchronize(String after) throws BackendException;

@@ -15,17 +15,18 @@ import io.ditserve.backend.cuda.ActivationLayout.Buffer;
  * residuals) after.
  *
  * <p>Weights are addressed through {@link WeightLayout}, activations through {@link ActivationLayout}; both hold
- * element offsets, turned into byte addresses here. Every Linear is a cuBLAS GEMM without bias, and its bias is
- * added by the element-wise kernel that consumes its output (bias + activation, bias + gated residual, ...).
+ * element offsets, turned into device addresses with {@link DevicePtr#plusFloats}. Every Linear is a cuBLAS GEMM
+ * without bias, and its bias is added by the element-wise kernel that consumes its output (bias + activation,
+ * bias + gated residual, ...).
  */
 final class DitForward {
     private final ModelSpec spec;
     private final WeightLayout weights;
-    private final long weightsBase;
+    private final DevicePtr weightsBase;
     private final KernelArgs args = new KernelArgs();
 
     /** {@code weightsBase}: device address of the weight allocation laid out by {@code weights}. */
-    DitForward(ModelSpec spec, WeightLayout weights, long weightsBase) {
+    DitForward(ModelSpec spec, WeightLayout weights, DevicePtr weightsBase) {
         this.spec = spec;
         this.weights = weights;
         this.weightsBase = weightsBase;
@@ -35,7 +36,8 @@ final class DitForward {
      * Queues one plain pass over the first {@code n} samples of the input buffers. Polls {@code cancel} before each
      * block and before the final layer ({@code depth + 1} polls), as the other backends do.
      */
-    void run(DitOps ops, ActivationLayout act, long actBase, int n, Cancellation cancel) throws BackendException {
+    void run(DitOps ops, ActivationLayout act, DevicePtr actBase, int n, Cancellation cancel)
+            throws BackendException {
         run(ops, act, actBase, n, n, 0, cancel);
     }
 
@@ -48,8 +50,8 @@ final class DitForward {
      * the plain pass, launch for launch. Polls {@code cancel} before block 0, before each block of the span when any
      * sample runs it, and before the final layer.
      */
-    void run(DitOps ops, ActivationLayout act, long actBase, int n, int running, int storing, Cancellation cancel)
-            throws BackendException {
+    void run(DitOps ops, ActivationLayout act, DevicePtr actBase, int n, int running, int storing,
+            Cancellation cancel) throws BackendException {
         if (n < 1 || n > act.capacity()) {
             throw new IllegalArgumentException("batch " + n + " outside 1.." + act.capacity());
         }
@@ -70,34 +72,35 @@ final class DitForward {
         final int modWidth = weights.modulationWidth();
 
         // 1. patchify; the stride-p convolution is a matrix product with the weight [D, C_in·p·p]; + pos_embed
-        launch(ops, Kernel.PATCHIFY, LaunchConfig.elementwise((long) rows * patchLen), args.reset()
+        ops.launch(LaunchConfig.elementwise((long) rows * patchLen), args.reset(Kernel.PATCHIFY)
                 .ptr(b.at(Buffer.X_IN)).ptr(b.at(Buffer.PATCHES)).i32(rows * patchLen)
                 .i32(spec.inChannels()).i32(size).i32(p));
         ops.gemm(GemmCall.linear(rows, d, patchLen), w("x_embedder.proj.weight"), b.at(Buffer.PATCHES),
                 b.at(Buffer.X));
-        launch(ops, Kernel.ADD_BIAS_POS, LaunchConfig.elementwise((long) rows * d), args.reset()
+        ops.launch(LaunchConfig.elementwise((long) rows * d), args.reset(Kernel.ADD_BIAS_POS)
                 .ptr(b.at(Buffer.X)).ptr(w("x_embedder.proj.bias")).ptr(w("pos_embed"))
                 .i32(rows * d).i32(d).i32(tokens));
 
         // 2-3. c = t_embedder(t) + y_embedder(y); only SiLU(c) is used, by every adaLN
-        launch(ops, Kernel.TIMESTEP_EMBEDDING, LaunchConfig.elementwise((long) n * DitConstants.FREQ_HALF),
-                args.reset().ptr(b.at(Buffer.T)).ptr(w(WeightLayout.FREQS)).ptr(b.at(Buffer.FREQ))
+        ops.launch(LaunchConfig.elementwise((long) n * DitConstants.FREQ_HALF),
+                args.reset(Kernel.TIMESTEP_EMBEDDING).ptr(b.at(Buffer.T)).ptr(w(WeightLayout.FREQS))
+                        .ptr(b.at(Buffer.FREQ))
                         .i32(n * DitConstants.FREQ_HALF));
         ops.gemm(GemmCall.linear(n, d, DitConstants.FREQ_DIM), w("t_embedder.mlp.0.weight"), b.at(Buffer.FREQ),
                 b.at(Buffer.T_HIDDEN));
-        launch(ops, Kernel.BIAS_SILU, LaunchConfig.elementwise((long) n * d), args.reset()
+        ops.launch(LaunchConfig.elementwise((long) n * d), args.reset(Kernel.BIAS_SILU)
                 .ptr(b.at(Buffer.T_HIDDEN)).ptr(w("t_embedder.mlp.0.bias")).i32(n * d).i32(d));
         ops.gemm(GemmCall.linear(n, d, d), w("t_embedder.mlp.2.weight"), b.at(Buffer.T_HIDDEN),
                 b.at(Buffer.T_OUT));
-        launch(ops, Kernel.CONDITION, LaunchConfig.elementwise((long) n * d), args.reset()
+        ops.launch(LaunchConfig.elementwise((long) n * d), args.reset(Kernel.CONDITION)
                 .ptr(b.at(Buffer.T_OUT)).ptr(w("t_embedder.mlp.2.bias")).ptr(w("y_embedder.embedding_table.weight"))
                 .ptr(b.at(Buffer.Y)).ptr(b.at(Buffer.SILU_C)).i32(n * d).i32(d));
 
         // every adaLN_modulation of the pass at once: mod [N, (6·depth + 2)·D] (WeightLayout packs the weights)
-        ops.gemm(GemmCall.linear(n, modWidth, d), weightsBase + 4 * weights.modulationWeightOffset(),
+        ops.gemm(GemmCall.linear(n, modWidth, d), weightsBase.plusFloats(weights.modulationWeightOffset()),
                 b.at(Buffer.SILU_C), b.at(Buffer.MOD));
-        launch(ops, Kernel.ADD_BIAS, LaunchConfig.elementwise((long) n * modWidth), args.reset()
-                .ptr(b.at(Buffer.MOD)).ptr(weightsBase + 4 * weights.modulationBiasOffset())
+        ops.launch(LaunchConfig.elementwise((long) n * modWidth), args.reset(Kernel.ADD_BIAS)
+                .ptr(b.at(Buffer.MOD)).ptr(weightsBase.plusFloats(weights.modulationBiasOffset()))
                 .i32(n * modWidth).i32(modWidth));
 
         // 4. blocks; block 0 for every sample, the cached span (blocks 1..) for the samples that run it
@@ -112,22 +115,23 @@ final class DitForward {
             }
             if (i == StepCache.FIRST_CACHED_BLOCK && storing > 0) {
                 // the storing samples' residual starts as their input to the span
-                launch(ops, Kernel.COPY_VALUES, LaunchConfig.elementwise((long) storing * width), args.reset()
+                ops.launch(LaunchConfig.elementwise((long) storing * width), args.reset(Kernel.COPY_VALUES)
                         .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.RESIDUAL)).i32(storing * width));
             }
             block(ops, b, act, i, samples);
         }
         if (storing > 0) {
             // residual = x after the span − x before it
-            launch(ops, Kernel.SPAN_RESIDUAL, LaunchConfig.elementwise((long) storing * width), args.reset()
+            ops.launch(LaunchConfig.elementwise((long) storing * width), args.reset(Kernel.SPAN_RESIDUAL)
                     .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.RESIDUAL)).i32(storing * width));
         }
         if (running < n) {
             // the samples that skipped the span: x = x before the span + their residual
-            long off = 4L * running * width;
+            long off = (long) running * width;
             int total = (n - running) * width;
-            launch(ops, Kernel.ADD_BIAS, LaunchConfig.elementwise(total), args.reset()
-                    .ptr(b.at(Buffer.X) + off).ptr(b.at(Buffer.RESIDUAL) + off).i32(total).i32(total));
+            ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.ADD_BIAS)
+                    .ptr(b.at(Buffer.X).plusFloats(off)).ptr(b.at(Buffer.RESIDUAL).plusFloats(off))
+                    .i32(total).i32(total));
         }
         if (cancel.isCancelled()) {
             throw new BackendException.Cancelled();
@@ -140,7 +144,7 @@ final class DitForward {
         ops.gemm(GemmCall.linear(rows, outLen, d), w("final_layer.linear.weight"), b.at(Buffer.H),
                 b.at(Buffer.FINAL));
         int outTotal = n * spec.outChannels() * size * size;
-        launch(ops, Kernel.UNPATCHIFY, LaunchConfig.elementwise(outTotal), args.reset()
+        ops.launch(LaunchConfig.elementwise(outTotal), args.reset(Kernel.UNPATCHIFY)
                 .ptr(b.at(Buffer.FINAL)).ptr(w("final_layer.linear.bias")).ptr(b.at(Buffer.OUT))
                 .i32(outTotal).i32(spec.outChannels()).i32(size).i32(p));
     }
@@ -161,7 +165,7 @@ final class DitForward {
         lnModulate(ops, b, n, mod + 3 * d, mod + 4 * d);
         int hidden = spec.mlpHidden();
         ops.gemm(GemmCall.linear(rows, hidden, d), w(blk + "mlp.fc1.weight"), b.at(Buffer.H), b.at(Buffer.MLP));
-        launch(ops, Kernel.BIAS_GELU, LaunchConfig.elementwise((long) rows * hidden), args.reset()
+        ops.launch(LaunchConfig.elementwise((long) rows * hidden), args.reset(Kernel.BIAS_GELU)
                 .ptr(b.at(Buffer.MLP)).ptr(w(blk + "mlp.fc1.bias")).i32(rows * hidden).i32(hidden));
         ops.gemm(GemmCall.linear(rows, d, hidden), w(blk + "mlp.fc2.weight"), b.at(Buffer.MLP), b.at(Buffer.TMP));
         gatedResidual(ops, b, n, w(blk + "mlp.fc2.bias"), mod + 5 * d);
@@ -170,16 +174,16 @@ final class DitForward {
     /** H = LN(X)·(1 + mod[scaleOff..]) + mod[shiftOff..], per sample. */
     private void lnModulate(DitOps ops, Buffers b, int n, int shiftOff, int scaleOff) throws BackendException {
         int d = spec.hiddenSize();
-        launch(ops, Kernel.LN_MODULATE, LaunchConfig.rows(n * spec.tokens(), d), args.reset()
+        ops.launch(LaunchConfig.rows(n * spec.tokens(), d), args.reset(Kernel.LN_MODULATE)
                 .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.H)).ptr(b.at(Buffer.MOD))
                 .i32(d).i32(spec.tokens()).i32(weights.modulationWidth()).i32(shiftOff).i32(scaleOff));
     }
 
     /** X += mod[gateOff..] · (TMP + bias), per sample. */
-    private void gatedResidual(DitOps ops, Buffers b, int n, long bias, int gateOff) throws BackendException {
+    private void gatedResidual(DitOps ops, Buffers b, int n, DevicePtr bias, int gateOff) throws BackendException {
         int d = spec.hiddenSize();
         int total = n * spec.tokens() * d;
-        launch(ops, Kernel.GATED_RESIDUAL, LaunchConfig.elementwise(total), args.reset()
+        ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.GATED_RESIDUAL)
                 .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.TMP)).ptr(bias).ptr(b.at(Buffer.MOD))
                 .i32(total).i32(d).i32(spec.tokens()).i32(weights.modulationWidth()).i32(gateOff));
     }
@@ -189,48 +193,45 @@ final class DitForward {
      * [N, heads, T, hd], then per chunk of samples S = Q·Kᵀ, softmax over each row of S, O = S·V, and the heads
      * merged back to [N·T, D].
      */
-    private void attention(DitOps ops, Buffers b, ActivationLayout act, int n, long qkvBias) throws BackendException {
+    private void attention(DitOps ops, Buffers b, ActivationLayout act, int n, DevicePtr qkvBias)
+            throws BackendException {
         int tokens = spec.tokens();
         int heads = spec.numHeads();
         int hd = spec.headDim();
         int d = spec.hiddenSize();
         int total = n * tokens * d;
-        launch(ops, Kernel.QKV_SPLIT, LaunchConfig.elementwise(3L * total), args.reset()
+        ops.launch(LaunchConfig.elementwise(3L * total), args.reset(Kernel.QKV_SPLIT)
                 .ptr(b.at(Buffer.QKV)).ptr(qkvBias).ptr(b.at(Buffer.HEADS))
                 .i32(3 * total).i32(tokens).i32(heads).i32(hd));
-        long q = b.at(Buffer.HEADS);
-        long k = q + 4L * total;
-        long v = k + 4L * total;
+        DevicePtr q = b.at(Buffer.HEADS);
+        DevicePtr k = q.plusFloats(total);
+        DevicePtr v = k.plusFloats(total);
         float scale = (float) Math.pow(hd, -0.5); // head_dim ** -0.5, rounded to float like a Python scalar
-        long perSample = 4L * heads * tokens * hd; // bytes of one sample in q, k, v and ATTN_HEADS
+        long perSample = (long) heads * tokens * hd; // floats of one sample in q, k, v and ATTN_HEADS
         for (int s0 = 0; s0 < n; s0 += act.attentionChunk()) {
             int samples = Math.min(act.attentionChunk(), n - s0);
             int pairs = samples * heads;
             long off = s0 * perSample;
-            ops.gemm(GemmCall.attentionScores(tokens, hd, pairs), k + off, q + off, b.at(Buffer.SCORES));
-            launch(ops, Kernel.SOFTMAX_ROWS, LaunchConfig.rows(pairs * tokens, tokens), args.reset()
+            ops.gemm(GemmCall.attentionScores(tokens, hd, pairs), k.plusFloats(off), q.plusFloats(off),
+                    b.at(Buffer.SCORES));
+            ops.launch(LaunchConfig.rows(pairs * tokens, tokens), args.reset(Kernel.SOFTMAX_ROWS)
                     .ptr(b.at(Buffer.SCORES)).i32(tokens).f32(scale));
-            ops.gemm(GemmCall.attentionValues(tokens, hd, pairs), v + off, b.at(Buffer.SCORES),
-                    b.at(Buffer.ATTN_HEADS) + off);
+            ops.gemm(GemmCall.attentionValues(tokens, hd, pairs), v.plusFloats(off), b.at(Buffer.SCORES),
+                    b.at(Buffer.ATTN_HEADS).plusFloats(off));
         }
-        launch(ops, Kernel.HEAD_MERGE, LaunchConfig.elementwise(total), args.reset()
+        ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.HEAD_MERGE)
                 .ptr(b.at(Buffer.ATTN_HEADS)).ptr(b.at(Buffer.ATT)).i32(total).i32(tokens).i32(heads).i32(hd));
     }
 
-    private static void launch(DitOps ops, Kernel k, LaunchConfig cfg, KernelArgs a) throws BackendException {
-        a.check(k);
-        ops.launch(k, cfg, a);
-    }
-
     /** Device address of a weight slot. */
-    private long w(String name) {
-        return weightsBase + 4 * weights.offset(name);
+    private DevicePtr w(String name) {
+        return weightsBase.plusFloats(weights.offset(name));
     }
 
     /** Device addresses of the activation buffers. */
-    private record Buffers(ActivationLayout act, long base) {
-        long at(Buffer buf) {
-            return base + 4 * act.offset(buf);
+    private record Buffers(ActivationLayout act, DevicePtr base) {
+        DevicePtr at(Buffer buf) {
+            return base.plusFloats(act.offset(buf));
         }
     }
 }

@@ -51,25 +51,23 @@ final class NativeLibrary {
          */
         NativeLibrary open(String pathOrName) throws LoadFailure {
             try (Arena a = Arena.ofConfined()) {
-                MemorySegment handle = (MemorySegment) dlopen.invokeExact(a.allocateFrom(pathOrName), RTLD_NOW);
+                MemorySegment name = a.allocateFrom(pathOrName);
+                MemorySegment handle = NativeCalls.invoke("dlopen(" + pathOrName + ")",
+                        () -> (MemorySegment) dlopen.invokeExact(name, RTLD_NOW));
                 if (handle.equals(MemorySegment.NULL)) {
-                    MemorySegment err = (MemorySegment) dlerror.invokeExact();
+                    MemorySegment err = NativeCalls.invoke("dlerror", () -> (MemorySegment) dlerror.invokeExact());
                     throw new LoadFailure(err.equals(MemorySegment.NULL) ? "dlopen failed" : cString(err));
                 }
                 return new NativeLibrary(this, pathOrName, handle);
-            } catch (LoadFailure e) {
-                throw e;
-            } catch (Throwable t) {
-                throw new IllegalStateException("dlopen(" + pathOrName + ")", t);
             }
         }
 
         private Optional<MemorySegment> symbol(MemorySegment handle, String name) {
             try (Arena a = Arena.ofConfined()) {
-                MemorySegment s = (MemorySegment) dlsym.invokeExact(handle, a.allocateFrom(name));
+                MemorySegment symbol = a.allocateFrom(name);
+                MemorySegment s = NativeCalls.invoke("dlsym(" + name + ")",
+                        () -> (MemorySegment) dlsym.invokeExact(handle, symbol));
                 return s.equals(MemorySegment.NULL) ? Optional.empty() : Optional.of(s);
-            } catch (Throwable t) {
-                throw new IllegalStateException("dlsym(" + name + ")", t);
             }
         }
     }

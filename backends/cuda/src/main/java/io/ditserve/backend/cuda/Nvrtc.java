@@ -27,6 +27,7 @@ final class Nvrtc {
     /** The kernels' source, a resource of this package. */
     static final String KERNELS_RESOURCE = "dit_kernels.cu";
 
+    private final NativeCalls calls = new NativeCalls(this::describe);
     private final MethodHandle nvrtcVersion;
     private final MethodHandle nvrtcGetErrorString;
     private final MethodHandle nvrtcCreateProgram;
@@ -77,12 +78,8 @@ final class Nvrtc {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment major = a.allocate(JAVA_INT);
             MemorySegment minor = a.allocate(JAVA_INT);
-            check((int) nvrtcVersion.invokeExact(major, minor), "nvrtcVersion", null);
+            calls.call("nvrtcVersion", () -> (int) nvrtcVersion.invokeExact(major, minor));
             return major.get(JAVA_INT, 0) + "." + minor.get(JAVA_INT, 0);
-        } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("nvrtcVersion", t);
         }
     }
 
@@ -92,65 +89,53 @@ final class Nvrtc {
      */
     byte[] compileToCubin(String source, String name, List<String> options) throws BackendException {
         try (Arena a = Arena.ofConfined()) {
-            MemorySegment progSlot = a.allocate(ADDRESS);
-            check((int) nvrtcCreateProgram.invokeExact(progSlot, a.allocateFrom(source), a.allocateFrom(name), 0,
-                    MemorySegment.NULL, MemorySegment.NULL), "nvrtcCreateProgram", null);
-            MemorySegment prog = progSlot.get(ADDRESS, 0);
+            MemorySegment prog = calls.outAddress("nvrtcCreateProgram", (slot, arena) -> (int) nvrtcCreateProgram
+                    .invokeExact(slot, arena.allocateFrom(source), arena.allocateFrom(name), 0, MemorySegment.NULL,
+                            MemorySegment.NULL));
             try {
                 MemorySegment opts = a.allocate(ADDRESS, options.size());
                 for (int i = 0; i < options.size(); i++) {
                     opts.setAtIndex(ADDRESS, i, a.allocateFrom(options.get(i)));
                 }
-                int r = (int) nvrtcCompileProgram.invokeExact(prog, options.size(), opts);
+                String call = "nvrtcCompileProgram(" + name + ", " + String.join(" ", options) + ")";
+                int r = NativeCalls.invoke(call, () -> (int) nvrtcCompileProgram.invokeExact(prog, options.size(),
+                        opts));
                 if (r != 0) {
-                    check(r, "nvrtcCompileProgram(" + name + ", " + String.join(" ", options) + ")", log(prog, a));
+                    throw new BackendException(calls.failure(r, call) + "\n" + log(prog));
                 }
-                MemorySegment size = a.allocate(JAVA_LONG);
-                check((int) nvrtcGetCUBINSize.invokeExact(prog, size), "nvrtcGetCUBINSize", null);
-                MemorySegment cubin = a.allocate(size.get(JAVA_LONG, 0));
-                check((int) nvrtcGetCUBIN.invokeExact(prog, cubin), "nvrtcGetCUBIN", null);
+                long size = calls.outLong("nvrtcGetCUBINSize",
+                        (v, arena) -> (int) nvrtcGetCUBINSize.invokeExact(prog, v));
+                MemorySegment cubin = a.allocate(size);
+                calls.call("nvrtcGetCUBIN", () -> (int) nvrtcGetCUBIN.invokeExact(prog, cubin));
                 return cubin.toArray(JAVA_BYTE);
             } finally {
-                int ignored = (int) nvrtcDestroyProgram.invokeExact(progSlot);
+                MemorySegment slot = a.allocateFrom(ADDRESS, prog);
+                int ignored = NativeCalls.invoke("nvrtcDestroyProgram",
+                        () -> (int) nvrtcDestroyProgram.invokeExact(slot));
             }
+        }
+    }
+
+    /** NVRTC's log of a program's compilation, or "(no log)". */
+    private String log(MemorySegment prog) {
+        try (Arena a = Arena.ofConfined()) {
+            long size = calls.outLong("nvrtcGetProgramLogSize",
+                    (v, arena) -> (int) nvrtcGetProgramLogSize.invokeExact(prog, v));
+            MemorySegment log = a.allocate(Math.max(1, size));
+            calls.call("nvrtcGetProgramLog", () -> (int) nvrtcGetProgramLog.invokeExact(prog, log));
+            return log.getString(0);
         } catch (BackendException e) {
-            throw e;
-        } catch (Throwable t) {
-            throw unexpected("nvrtc", t);
-        }
-    }
-
-    private String log(MemorySegment prog, Arena a) throws Throwable {
-        MemorySegment size = a.allocate(JAVA_LONG);
-        if ((int) nvrtcGetProgramLogSize.invokeExact(prog, size) != 0) {
             return "(no log)";
         }
-        MemorySegment log = a.allocate(Math.max(1, size.get(JAVA_LONG, 0)));
-        if ((int) nvrtcGetProgramLog.invokeExact(prog, log) != 0) {
-            return "(no log)";
-        }
-        return log.getString(0);
     }
 
-    private void check(int result, String call, String log) throws BackendException {
-        if (result != 0) {
-            String text;
-            try {
-                text = NativeLibrary.cString((MemorySegment) nvrtcGetErrorString.invokeExact(result));
-            } catch (Throwable t) {
-                text = "nvrtcResult " + result;
-            }
-            throw new BackendException(call + " failed: " + text + (log == null ? "" : "\n" + log));
+    /** NVRTC's text for an nvrtcResult. */
+    private String describe(int result) {
+        try {
+            return NativeLibrary.cString(NativeCalls.invoke("nvrtcGetErrorString",
+                    () -> (MemorySegment) nvrtcGetErrorString.invokeExact(result)));
+        } catch (RuntimeException e) {
+            return "nvrtcResult " + result;
         }
-    }
-
-    private static RuntimeException unexpected(String call, Throwable t) {
-        if (t instanceof RuntimeException r) {
-            return r;
-        }
-        if (t instanceof Error e) {
-            throw e;
-        }
-        return new IllegalStateException(call, t);
     }
 }

@@ -6,7 +6,9 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
+import io.ditserve.backend.testkit.DecoderFixtures;
 import io.ditserve.backend.testkit.Fixtures;
+import java.nio.file.Path;
 import java.util.Map;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
@@ -19,7 +21,7 @@ import org.junit.jupiter.params.provider.CsvSource;
  * where the backend cannot be created.
  */
 class CudaGpuTest {
-    private static final CudaParityCheck CHECK = new CudaParityCheck(new FixtureCases(Fixtures.repoRoot()), Map.of());
+    private static final CudaParityCheck CHECK = new CudaParityCheck(Map.of());
     private static String unavailable;
 
     @BeforeAll
@@ -100,9 +102,9 @@ class CudaGpuTest {
 
     @Test
     void decoderInRunsTilesAndChunks() throws Exception {
-        DecoderFixtures f = CHECK.decoderFixtures();
-        DecoderFixtures.Case c = f.decodeCase("vae-small");
-        DecoderBuffers.Budgets small = CudaParityCheck.smallBudgets(f.spec("vae-small"),
+        Path dir = DecoderFixtures.small("vae-small");
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir);
+        DecoderBuffers.Budgets small = CudaParityCheck.smallBudgets(DecoderFixtures.spec(dir),
                 (long) c.latent().dim(2) * c.latent().dim(3));
         assertThat(CHECK.decoderError("vae-small", Map.of(), small)).isLessThan(CudaParityCheck.FP32_TOLERANCE);
     }

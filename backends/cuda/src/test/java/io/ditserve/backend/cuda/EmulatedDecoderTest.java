@@ -41,7 +41,7 @@ class EmulatedDecoderTest {
             int h = latent.dim(2);
             int w = latent.dim(3);
             device.write(buf.latent(), latent.data());
-            long image = program.run(device, buf, n, h, w, cancel);
+            DevicePtr image = program.run(device, buf, n, h, w, cancel);
             int f = spec.scaleFactor();
             int[] shape = {n, spec.outChannels(), f * h, f * w};
             return new Tensor(device.read(image, Arrays.stream(shape).reduce(1, (a, b) -> a * b)), shape);
@@ -58,17 +58,17 @@ class EmulatedDecoderTest {
         DecoderWeights weights = new DecoderWeights(spec);
         DecoderBuffers layout = DecoderBuffers.of(spec, samples, pixels, budgets);
         EmulatedDevice device = new EmulatedDevice(weights.totalFloats() + layout.totalElements() + 64 * 8);
-        long base = device.alloc(weights.totalFloats());
+        DevicePtr base = device.alloc(weights.totalFloats());
         try (Safetensors st = Safetensors.open(spec.weightsFile())) {
             Map<String, String> names = DecoderCheckpoint.resolve(st, spec);
             for (DecoderWeights.Slot slot : weights.slots().values()) {
                 float[] values = st.floats(names.get(slot.name()));
                 assertThat((long) values.length).isEqualTo(slot.length());
-                device.write(base + 4 * slot.offset(), values);
+                device.write(base.plusFloats(slot.offset()), values);
             }
         }
         // every buffer in its own allocation, exactly as long as the layout says
-        long[] at = new long[DecoderBuffers.Buffer.values().length];
+        DevicePtr[] at = new DevicePtr[DecoderBuffers.Buffer.values().length];
         for (DecoderBuffers.Buffer b : DecoderBuffers.Buffer.values()) {
             at[b.ordinal()] = device.alloc(layout.length(b));
         }

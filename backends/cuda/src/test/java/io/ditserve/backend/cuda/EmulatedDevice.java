@@ -23,7 +23,7 @@ import java.util.List;
  */
 final class EmulatedDevice implements Device, DitOps {
     /** Device addresses start here, so that a zero or small offset used as an address is caught. */
-    static final long BASE = 0x7f00_0000_0000L;
+    static final DevicePtr BASE = new DevicePtr(0x7f00_0000_0000L);
     /** Host memory as a copy reads and writes it: float32, little-endian, at any alignment. */
     private static final ValueLayout.OfFloat HOST_FLOAT =
             ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
@@ -39,7 +39,7 @@ final class EmulatedDevice implements Device, DitOps {
     }
 
     /** Allocates {@code floats} elements; returns the device address. */
-    long alloc(long floats) {
+    DevicePtr alloc(long floats) {
         if (closed) {
             throw new IllegalStateException("emulated device closed");
         }
@@ -48,7 +48,7 @@ final class EmulatedDevice implements Device, DitOps {
                     mem.length + (long) mem.length / 2))));
         }
         allocations.add(new long[] {used, floats});
-        long address = BASE + 4L * used;
+        DevicePtr address = BASE.plusFloats(used);
         used = Math.toIntExact(used + (floats + 63) / 64 * 64);
         return address;
     }
@@ -73,39 +73,47 @@ final class EmulatedDevice implements Device, DitOps {
     }
 
     @Override
-    public long alloc(long bytes, String what) {
-        if (bytes % 4 != 0) {
+    public DevicePtr alloc(long bytes, String what) {
+        return alloc(elements(bytes, what));
+    }
+
+    @Override
+    public void free(DevicePtr address) {
+        long off = address.bytesFrom(BASE);
+        long first = off / DevicePtr.ELEMENT_BYTES;
+        if (!allocations.removeIf(a -> a[0] == first && off >= 0)) {
+            throw new IllegalArgumentException("free of " + address + ": not an allocation");
+        }
+    }
+
+    /** Elements of a size in bytes, which must be a whole number of them. */
+    private static long elements(long bytes, String what) {
+        if (bytes % DevicePtr.ELEMENT_BYTES != 0) {
             throw new IllegalArgumentException(what + ": " + bytes + " bytes");
         }
-        return alloc(bytes / 4);
+        return bytes / DevicePtr.ELEMENT_BYTES;
     }
 
     @Override
-    public void free(long address) {
-        long first = (address - BASE) / 4;
-        if (!allocations.removeIf(a -> a[0] == first && address >= BASE)) {
-            throw new IllegalArgumentException("free of 0x" + Long.toHexString(address) + ": not an allocation");
+    public void copyToDevice(DevicePtr dst, MemorySegment src, long bytes, String what) {
+        long n = elements(bytes, what);
+        View v = view(dst, n, what);
+        for (long i = 0; i < n; i++) {
+            v.set(i, src.get(HOST_FLOAT, DevicePtr.floatBytes(i)));
         }
     }
 
     @Override
-    public void copyToDevice(long dst, MemorySegment src, long bytes, String what) {
-        View v = view(dst, bytes / 4, what);
-        for (long i = 0; i < bytes / 4; i++) {
-            v.set(i, src.get(HOST_FLOAT, 4 * i));
-        }
-    }
-
-    @Override
-    public void copyToDeviceAsync(long dst, MemorySegment src, long bytes, String what) {
+    public void copyToDeviceAsync(DevicePtr dst, MemorySegment src, long bytes, String what) {
         copyToDevice(dst, src, bytes, what);
     }
 
     @Override
-    public void copyToHostAsync(MemorySegment dst, long src, long bytes, String what) {
-        View v = view(src, bytes / 4, what);
-        for (long i = 0; i < bytes / 4; i++) {
-            dst.set(HOST_FLOAT, 4 * i, v.get(i));
+    public void copyToHostAsync(MemorySegment dst, DevicePtr src, long bytes, String what) {
+        long n = elements(bytes, what);
+        View v = view(src, n, what);
+        for (long i = 0; i < n; i++) {
+            dst.set(HOST_FLOAT, DevicePtr.floatBytes(i), v.get(i));
         }
     }
 
@@ -125,21 +133,21 @@ final class EmulatedDevice implements Device, DitOps {
         return allocations.size();
     }
 
-    void write(long address, float[] values) {
+    void write(DevicePtr address, float[] values) {
         View v = view(address, values.length, "write");
         for (int i = 0; i < values.length; i++) {
             v.set(i, values[i]);
         }
     }
 
-    void writeInts(long address, int[] values) {
+    void writeInts(DevicePtr address, int[] values) {
         View v = view(address, values.length, "writeInts");
         for (int i = 0; i < values.length; i++) {
             v.set(i, Float.intBitsToFloat(values[i]));
         }
     }
 
-    float[] read(long address, int length) {
+    float[] read(DevicePtr address, int length) {
         View v = view(address, length, "read");
         float[] out = new float[length];
         for (int i = 0; i < length; i++) {
@@ -181,12 +189,12 @@ final class EmulatedDevice implements Device, DitOps {
     }
 
     /** The window [address, address + length floats), which must lie inside one allocation. */
-    View view(long address, long length, String what) {
-        long off = address - BASE;
-        if (off < 0 || off % 4 != 0) {
-            throw new IllegalArgumentException(what + ": bad device address 0x" + Long.toHexString(address));
+    View view(DevicePtr address, long length, String what) {
+        long off = address.bytesFrom(BASE);
+        if (off < 0 || off % DevicePtr.ELEMENT_BYTES != 0) {
+            throw new IllegalArgumentException(what + ": bad device address " + address);
         }
-        long first = off / 4;
+        long first = off / DevicePtr.ELEMENT_BYTES;
         for (long[] a : allocations) {
             if (first >= a[0] && first + length <= a[0] + a[1]) {
                 return new View(Math.toIntExact(first), length, what);
@@ -197,15 +205,17 @@ final class EmulatedDevice implements Device, DitOps {
     }
 
     @Override
-    public void gemm(GemmCall g, long a, long b, long c) {
+    public void gemm(GemmCall g, DevicePtr a, DevicePtr b, DevicePtr c) {
         trace.add("gemm " + g);
         // extents of the column-major operands as stored: A is (transA ? k×m : m×k) with ld lda, etc.
         int aCols = g.transA() ? g.m() : g.k();
         int bCols = g.transB() ? g.k() : g.n();
         for (int z = 0; z < g.batch(); z++) {
-            View av = view(a + 4 * z * g.strideA(), (long) (aCols - 1) * g.lda() + (g.transA() ? g.k() : g.m()), "A");
-            View bv = view(b + 4 * z * g.strideB(), (long) (bCols - 1) * g.ldb() + (g.transB() ? g.n() : g.k()), "B");
-            View cv = view(c + 4 * z * g.strideC(), (long) (g.n() - 1) * g.ldc() + g.m(), "C");
+            View av = view(a.plusFloats(z * g.strideA()), (long) (aCols - 1) * g.lda() + (g.transA() ? g.k() : g.m()),
+                    "A");
+            View bv = view(b.plusFloats(z * g.strideB()), (long) (bCols - 1) * g.ldb() + (g.transB() ? g.n() : g.k()),
+                    "B");
+            View cv = view(c.plusFloats(z * g.strideC()), (long) (g.n() - 1) * g.ldc() + g.m(), "C");
             // the views checked the extents; the loops index the memory directly for speed
             int a0 = av.start, b0 = bv.start, c0 = cv.start;
             long aRow = g.transA() ? g.lda() : 1, aCol = g.transA() ? 1 : g.lda(); // A(i, l) = a0 + i·aRow + l·aCol
@@ -223,8 +233,8 @@ final class EmulatedDevice implements Device, DitOps {
     }
 
     @Override
-    public void launch(Kernel k, LaunchConfig cfg, KernelArgs a) {
-        a.check(k);
+    public void launch(LaunchConfig cfg, KernelArgs a) {
+        Kernel k = a.kernel();
         trace.add("launch " + k.symbol + " " + cfg);
         switch (k) {
             case PATCHIFY -> patchify(a);
@@ -262,8 +272,8 @@ final class EmulatedDevice implements Device, DitOps {
         int total = a.intValue(2), c = a.intValue(3), size = a.intValue(4), p = a.intValue(5);
         int g = size / p, tokens = g * g, patchLen = c * p * p;
         int n = total / (tokens * patchLen);
-        View x = view(a.value(0), (long) n * c * size * size, "patchify.x");
-        View patches = view(a.value(1), total, "patchify.patches");
+        View x = view(a.pointer(0), (long) n * c * size * size, "patchify.x");
+        View patches = view(a.pointer(1), total, "patchify.patches");
         for (int i = 0; i < total; i++) {
             int row = i / patchLen, col = i % patchLen;
             int sample = row / tokens, token = row % tokens;
@@ -275,9 +285,9 @@ final class EmulatedDevice implements Device, DitOps {
 
     private void addBiasPos(KernelArgs a) {
         int total = a.intValue(3), d = a.intValue(4), tokens = a.intValue(5);
-        View x = view(a.value(0), total, "add_bias_pos.x");
-        View bias = view(a.value(1), d, "add_bias_pos.bias");
-        View pos = view(a.value(2), (long) tokens * d, "add_bias_pos.pos");
+        View x = view(a.pointer(0), total, "add_bias_pos.x");
+        View bias = view(a.pointer(1), d, "add_bias_pos.bias");
+        View pos = view(a.pointer(2), (long) tokens * d, "add_bias_pos.pos");
         for (int i = 0; i < total; i++) {
             int row = i / d, k = i % d;
             x.set(i, (x.get(i) + bias.get(k)) + pos.get((row % tokens) * d + k));
@@ -287,9 +297,9 @@ final class EmulatedDevice implements Device, DitOps {
     private void timestepEmbedding(KernelArgs a) {
         int total = a.intValue(3);
         int half = DitConstants.FREQ_HALF;
-        View t = view(a.value(0), total / half, "timestep_embedding.t");
-        View freqs = view(a.value(1), half, "timestep_embedding.freqs");
-        View out = view(a.value(2), 2L * total, "timestep_embedding.out");
+        View t = view(a.pointer(0), total / half, "timestep_embedding.t");
+        View freqs = view(a.pointer(1), half, "timestep_embedding.freqs");
+        View out = view(a.pointer(2), 2L * total, "timestep_embedding.out");
         for (int i = 0; i < total; i++) {
             int sample = i / half, k = i % half;
             float arg = (float) t.getInt(sample) * freqs.get(k);
@@ -300,8 +310,8 @@ final class EmulatedDevice implements Device, DitOps {
 
     private void biasActivation(Kernel kernel, KernelArgs a) {
         int total = a.intValue(2), cols = a.intValue(3);
-        View v = view(a.value(0), total, kernel.symbol + ".v");
-        View bias = view(a.value(1), cols, kernel.symbol + ".bias");
+        View v = view(a.pointer(0), total, kernel.symbol + ".v");
+        View bias = view(a.pointer(1), cols, kernel.symbol + ".bias");
         for (int i = 0; i < total; i++) {
             float u = v.get(i) + bias.get(i % cols);
             v.set(i, switch (kernel) {
@@ -315,15 +325,15 @@ final class EmulatedDevice implements Device, DitOps {
     private void condition(KernelArgs a) {
         int total = a.intValue(5), d = a.intValue(6);
         int n = total / d;
-        View temb = view(a.value(0), total, "condition.temb");
-        View bias = view(a.value(1), d, "condition.bias");
-        View y = view(a.value(3), n, "condition.y");
+        View temb = view(a.pointer(0), total, "condition.temb");
+        View bias = view(a.pointer(1), d, "condition.bias");
+        View y = view(a.pointer(3), n, "condition.y");
         int maxLabel = 0;
         for (int s = 0; s < n; s++) {
             maxLabel = Math.max(maxLabel, y.getInt(s));
         }
-        View table = view(a.value(2), (long) (maxLabel + 1) * d, "condition.table");
-        View siluC = view(a.value(4), total, "condition.silu_c");
+        View table = view(a.pointer(2), (long) (maxLabel + 1) * d, "condition.table");
+        View siluC = view(a.pointer(4), total, "condition.silu_c");
         for (int i = 0; i < total; i++) {
             int sample = i / d, k = i % d;
             float c = (temb.get(i) + bias.get(k)) + table.get((long) y.getInt(sample) * d + k);
@@ -337,9 +347,9 @@ final class EmulatedDevice implements Device, DitOps {
         if (shiftOff + d > modStride || scaleOff + d > modStride) {
             throw new IndexOutOfBoundsException("ln_modulate: chunk outside the modulation row");
         }
-        View x = view(a.value(0), (long) rows * d, "ln_modulate.x");
-        View h = view(a.value(1), (long) rows * d, "ln_modulate.h");
-        View mod = view(a.value(2), (long) ((rows - 1) / tokens + 1) * modStride, "ln_modulate.mod");
+        View x = view(a.pointer(0), (long) rows * d, "ln_modulate.x");
+        View h = view(a.pointer(1), (long) rows * d, "ln_modulate.h");
+        View mod = view(a.pointer(2), (long) ((rows - 1) / tokens + 1) * modStride, "ln_modulate.mod");
         for (long row = 0; row < rows; row++) {
             long xr = row * d;
             long m = (row / tokens) * modStride;
@@ -364,9 +374,9 @@ final class EmulatedDevice implements Device, DitOps {
     private void qkvSplit(KernelArgs a) {
         int total = a.intValue(3), tokens = a.intValue(4), heads = a.intValue(5), headDim = a.intValue(6);
         int d = heads * headDim, partLen = total / 3;
-        View qkv = view(a.value(0), total, "qkv_split.qkv");
-        View bias = view(a.value(1), 3L * d, "qkv_split.bias");
-        View out = view(a.value(2), total, "qkv_split.heads_out");
+        View qkv = view(a.pointer(0), total, "qkv_split.qkv");
+        View bias = view(a.pointer(1), 3L * d, "qkv_split.bias");
+        View out = view(a.pointer(2), total, "qkv_split.heads_out");
         for (int i = 0; i < total; i++) {
             int row = i / (3 * d), col = i % (3 * d);
             int part = col / d, within = col % d;
@@ -380,7 +390,7 @@ final class EmulatedDevice implements Device, DitOps {
     private void softmaxRows(KernelArgs a, int rows) {
         int len = a.intValue(1);
         float scale = a.floatValue(2);
-        View s = view(a.value(0), (long) rows * len, "softmax_rows.s");
+        View s = view(a.pointer(0), (long) rows * len, "softmax_rows.s");
         for (long row = 0; row < rows; row++) {
             long r = row * len;
             float mx = Float.NEGATIVE_INFINITY;
@@ -402,8 +412,8 @@ final class EmulatedDevice implements Device, DitOps {
     private void headMerge(KernelArgs a) {
         int total = a.intValue(2), tokens = a.intValue(3), heads = a.intValue(4), headDim = a.intValue(5);
         int d = heads * headDim;
-        View o = view(a.value(0), total, "head_merge.o");
-        View att = view(a.value(1), total, "head_merge.att");
+        View o = view(a.pointer(0), total, "head_merge.o");
+        View att = view(a.pointer(1), total, "head_merge.att");
         for (int i = 0; i < total; i++) {
             int row = i / d, within = i % d;
             int head = within / headDim, e = within % headDim;
@@ -418,10 +428,10 @@ final class EmulatedDevice implements Device, DitOps {
         if (gateOff + d > modStride) {
             throw new IndexOutOfBoundsException("gated_residual: gate chunk outside the modulation row");
         }
-        View x = view(a.value(0), total, "gated_residual.x");
-        View v = view(a.value(1), total, "gated_residual.v");
-        View bias = view(a.value(2), d, "gated_residual.bias");
-        View mod = view(a.value(3), (long) (total / d / tokens) * modStride, "gated_residual.mod");
+        View x = view(a.pointer(0), total, "gated_residual.x");
+        View v = view(a.pointer(1), total, "gated_residual.v");
+        View bias = view(a.pointer(2), d, "gated_residual.bias");
+        View mod = view(a.pointer(3), (long) (total / d / tokens) * modStride, "gated_residual.mod");
         for (int i = 0; i < total; i++) {
             int row = i / d, k = i % d;
             x.set(i, x.get(i) + mod.get((long) (row / tokens) * modStride + gateOff + k) * (v.get(i) + bias.get(k)));
@@ -432,9 +442,9 @@ final class EmulatedDevice implements Device, DitOps {
         int total = a.intValue(3), cOut = a.intValue(4), size = a.intValue(5), p = a.intValue(6);
         int g = size / p, rowLen = p * p * cOut;
         int n = total / (cOut * size * size);
-        View tok = view(a.value(0), (long) n * g * g * rowLen, "unpatchify.tok");
-        View bias = view(a.value(1), rowLen, "unpatchify.bias");
-        View out = view(a.value(2), total, "unpatchify.out");
+        View tok = view(a.pointer(0), (long) n * g * g * rowLen, "unpatchify.tok");
+        View bias = view(a.pointer(1), rowLen, "unpatchify.bias");
+        View out = view(a.pointer(2), total, "unpatchify.out");
         for (int i = 0; i < total; i++) {
             int xx = i % size, yy = (i / size) % size;
             int ch = (i / (size * size)) % cOut, sample = i / (size * size * cOut);
@@ -446,8 +456,8 @@ final class EmulatedDevice implements Device, DitOps {
 
     private void copyValues(KernelArgs a) {
         int total = a.intValue(2);
-        View src = view(a.value(0), total, "copy_values.src");
-        View dst = view(a.value(1), total, "copy_values.dst");
+        View src = view(a.pointer(0), total, "copy_values.src");
+        View dst = view(a.pointer(1), total, "copy_values.dst");
         for (int i = 0; i < total; i++) {
             dst.set(i, src.get(i));
         }
@@ -455,8 +465,8 @@ final class EmulatedDevice implements Device, DitOps {
 
     private void spanResidual(KernelArgs a) {
         int total = a.intValue(2);
-        View x = view(a.value(0), total, "span_residual.x");
-        View r = view(a.value(1), total, "span_residual.r");
+        View x = view(a.pointer(0), total, "span_residual.x");
+        View r = view(a.pointer(1), total, "span_residual.r");
         for (int i = 0; i < total; i++) {
             r.set(i, x.get(i) - r.get(i));
         }
@@ -467,8 +477,8 @@ final class EmulatedDevice implements Device, DitOps {
     private void latentScale(KernelArgs a) {
         int total = a.intValue(2);
         float divisor = a.floatValue(3), shift = a.floatValue(4);
-        View in = view(a.value(0), total, "latent_scale.in");
-        View out = view(a.value(1), total, "latent_scale.out");
+        View in = view(a.pointer(0), total, "latent_scale.in");
+        View out = view(a.pointer(1), total, "latent_scale.out");
         for (int i = 0; i < total; i++) {
             out.set(i, in.get(i) / divisor + shift);
         }
@@ -477,8 +487,8 @@ final class EmulatedDevice implements Device, DitOps {
     private void tanhClamp(KernelArgs a) {
         int total = a.intValue(2);
         float m = a.floatValue(3);
-        View in = view(a.value(0), total, "tanh_clamp.in");
-        View out = view(a.value(1), total, "tanh_clamp.out");
+        View in = view(a.pointer(0), total, "tanh_clamp.in");
+        View out = view(a.pointer(1), total, "tanh_clamp.out");
         for (int i = 0; i < total; i++) {
             out.set(i, (float) Math.tanh(in.get(i) / m) * m);
         }
@@ -487,7 +497,7 @@ final class EmulatedDevice implements Device, DitOps {
     private void scaleShift(KernelArgs a) {
         int total = a.intValue(1);
         float scale = a.floatValue(2), shift = a.floatValue(3);
-        View v = view(a.value(0), total, "scale_shift.v");
+        View v = view(a.pointer(0), total, "scale_shift.v");
         for (int i = 0; i < total; i++) {
             v.set(i, v.get(i) * scale + shift);
         }
@@ -496,8 +506,8 @@ final class EmulatedDevice implements Device, DitOps {
     private void channelBias(KernelArgs a) {
         int total = a.intValue(2), hw = a.intValue(3), c = a.intValue(4);
         boolean relu = a.intValue(5) != 0;
-        View y = view(a.value(0), total, "channel_bias.y");
-        View bias = view(a.value(1), c, "channel_bias.bias");
+        View y = view(a.pointer(0), total, "channel_bias.y");
+        View bias = view(a.pointer(1), c, "channel_bias.bias");
         for (int i = 0; i < total; i++) {
             float v = y.get(i) + bias.get((i / hw) % c);
             y.set(i, relu ? Math.max(v, 0f) : v);
@@ -507,9 +517,9 @@ final class EmulatedDevice implements Device, DitOps {
     private void channelBiasResidual(KernelArgs a) {
         int total = a.intValue(3), hw = a.intValue(4), c = a.intValue(5);
         boolean relu = a.intValue(6) != 0;
-        View y = view(a.value(0), total, "channel_bias_residual.y");
-        View bias = view(a.value(1), c, "channel_bias_residual.bias");
-        View res = view(a.value(2), total, "channel_bias_residual.res");
+        View y = view(a.pointer(0), total, "channel_bias_residual.y");
+        View bias = view(a.pointer(1), c, "channel_bias_residual.bias");
+        View res = view(a.pointer(2), total, "channel_bias_residual.res");
         for (int i = 0; i < total; i++) {
             float v = (y.get(i) + bias.get((i / hw) % c)) + res.get(i);
             y.set(i, relu ? Math.max(v, 0f) : v);
@@ -524,10 +534,10 @@ final class EmulatedDevice implements Device, DitOps {
             throw new IllegalArgumentException("group_norm: " + c + " channels in " + groups + " groups");
         }
         int perGroup = c / groups, len = perGroup * hw;
-        View x = view(a.value(0), (long) blocks * len, "group_norm.x");
-        View y = view(a.value(1), (long) blocks * len, "group_norm.y");
-        View gamma = view(a.value(2), c, "group_norm.gamma");
-        View beta = view(a.value(3), c, "group_norm.beta");
+        View x = view(a.pointer(0), (long) blocks * len, "group_norm.x");
+        View y = view(a.pointer(1), (long) blocks * len, "group_norm.y");
+        View gamma = view(a.pointer(2), c, "group_norm.gamma");
+        View beta = view(a.pointer(3), c, "group_norm.beta");
         for (int blk = 0; blk < blocks; blk++) {
             long base = (long) blk * len;
             int first = (blk % groups) * perGroup;
@@ -562,8 +572,8 @@ final class EmulatedDevice implements Device, DitOps {
         if (samples > 1 && tile != bigH * bigW) {
             throw new IllegalArgumentException("im2col_3x3: several samples in a partial tile");
         }
-        View x = view(a.value(0), (long) samples * c * h * w, "im2col_3x3.x");
-        View col = view(a.value(1), total, "im2col_3x3.col");
+        View x = view(a.pointer(0), (long) samples * c * h * w, "im2col_3x3.x");
+        View col = view(a.pointer(1), total, "im2col_3x3.col");
         for (int i = 0; i < total; i++) {
             int j = i % tile, r = (i / tile) % rows, s = i / (tile * rows);
             int p = firstPixel + j, oy = p / bigW, ox = p % bigW;

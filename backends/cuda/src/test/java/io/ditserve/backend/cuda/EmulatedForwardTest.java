@@ -30,15 +30,15 @@ class EmulatedForwardTest {
     private static final double TOLERANCE = 1e-4;
 
     /** A model uploaded to an emulated device, with its activation buffers. */
-    record Emulated(ModelSpec spec, EmulatedDevice device, DitForward program, ActivationLayout act, long actBase) {
+    record Emulated(ModelSpec spec, EmulatedDevice device, DitForward program, ActivationLayout act, DevicePtr actBase) {
         Tensor run(Fixtures.Case c, Cancellation cancel) throws BackendException {
             int n = c.x().dim(0);
-            device.write(actBase + 4 * act.offset(Buffer.X_IN), c.x().data());
-            device.writeInts(actBase + 4 * act.offset(Buffer.T), c.t());
-            device.writeInts(actBase + 4 * act.offset(Buffer.Y), c.y());
+            device.write(actBase.plusFloats(act.offset(Buffer.X_IN)), c.x().data());
+            device.writeInts(actBase.plusFloats(act.offset(Buffer.T)), c.t());
+            device.writeInts(actBase.plusFloats(act.offset(Buffer.Y)), c.y());
             program.run(device, act, actBase, n, cancel);
             int[] shape = c.out().shape();
-            return new Tensor(device.read(actBase + 4 * act.offset(Buffer.OUT), c.out().size()), shape);
+            return new Tensor(device.read(actBase.plusFloats(act.offset(Buffer.OUT)), c.out().size()), shape);
         }
     }
 
@@ -47,17 +47,17 @@ class EmulatedForwardTest {
         WeightLayout layout = new WeightLayout(spec);
         ActivationLayout act = ActivationLayout.of(spec, capacity, scoresBudget);
         EmulatedDevice device = new EmulatedDevice(layout.totalFloats() + act.totalElements() + 128);
-        long weights = device.alloc(layout.totalFloats());
+        DevicePtr weights = device.alloc(layout.totalFloats());
         try (Safetensors st = Safetensors.open(spec.file(CudaDitBackend.WEIGHTS_FILE))) {
             for (WeightLayout.Slot slot : layout.slots().values()) {
                 float[] values = slot.name().equals(WeightLayout.FREQS)
                         ? DitConstants.timestepFrequencies()
                         : st.floats(slot.name());
                 assertThat((long) values.length).isEqualTo(slot.length());
-                device.write(weights + 4 * slot.offset(), values);
+                device.write(weights.plusFloats(slot.offset()), values);
             }
         }
-        long actBase = device.alloc(act.totalElements());
+        DevicePtr actBase = device.alloc(act.totalElements());
         return new Emulated(spec, device, new DitForward(spec, layout, weights), act, actBase);
     }
 

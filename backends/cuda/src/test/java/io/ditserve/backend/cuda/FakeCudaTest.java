@@ -91,8 +91,7 @@ class FakeCudaTest {
         NativeLibrary fake = new NativeLibrary.Loader().open(lib.toString());
         stat = fake.function(FunctionDescriptor.of(JAVA_LONG, ADDRESS), "fake_cuda_stat");
         failAllocOver = fake.function(FunctionDescriptor.ofVoid(JAVA_LONG), "fake_cuda_fail_alloc_over");
-        check = new CudaParityCheck(new FixtureCases(Fixtures.repoRoot()),
-                Map.of(CudaLibraries.LIB_PATH_OPTION, dir.toString()));
+        check = new CudaParityCheck(Map.of(CudaLibraries.LIB_PATH_OPTION, dir.toString()));
     }
 
     static long stat(String what) throws Throwable {
@@ -302,7 +301,7 @@ class FakeCudaTest {
     void decoderOutOfMemoryNamesTheBuffersAndTheDecoderStaysUsable() throws Throwable {
         Path vae = DecoderFixtures.small("vae-small");
         DecoderFixtures.Case c = DecoderFixtures.decodeCase(vae);
-        long weightBytes = 4 * new DecoderWeights(DecoderFixtures.spec(vae)).totalFloats();
+        long weightBytes = DevicePtr.floatBytes(new DecoderWeights(DecoderFixtures.spec(vae)).totalFloats());
         try (CudaDecoder d = check.decoder(vae, Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
             failAllocOver.invokeExact(weightBytes + 4096);
             try {

@@ -38,7 +38,7 @@ class GemmCallTest {
         float[] x = random(rows * in);
         float[] w = random(out * in);
         EmulatedDevice dev = new EmulatedDevice(1024);
-        long xa = dev.alloc(x.length), wa = dev.alloc(w.length), ya = dev.alloc(rows * out);
+        DevicePtr xa = dev.alloc(x.length), wa = dev.alloc(w.length), ya = dev.alloc(rows * out);
         dev.write(xa, x);
         dev.write(wa, w);
         dev.gemm(GemmCall.linear(rows, out, in), wa, xa, ya);
@@ -62,8 +62,8 @@ class GemmCallTest {
         float[] v = random(pairs * tokens * hd);
         float[] p = random(pairs * tokens * tokens);
         EmulatedDevice dev = new EmulatedDevice(4096);
-        long qa = dev.alloc(q.length), ka = dev.alloc(k.length), va = dev.alloc(v.length), pa = dev.alloc(p.length);
-        long sa = dev.alloc(p.length), oa = dev.alloc(v.length);
+        DevicePtr qa = dev.alloc(q.length), ka = dev.alloc(k.length), va = dev.alloc(v.length), pa = dev.alloc(p.length);
+        DevicePtr sa = dev.alloc(p.length), oa = dev.alloc(v.length);
         dev.write(qa, q);
         dev.write(ka, k);
         dev.write(va, v);
@@ -102,7 +102,7 @@ class GemmCallTest {
         float[] x = random(2 * k * cols);
         float[] w = random(out * k);
         EmulatedDevice dev = new EmulatedDevice(4096);
-        long xa = dev.alloc(x.length), wa = dev.alloc(w.length), ya = dev.alloc(2 * out * cols);
+        DevicePtr xa = dev.alloc(x.length), wa = dev.alloc(w.length), ya = dev.alloc(2 * out * cols);
         dev.write(xa, x);
         dev.write(wa, w);
         dev.gemm(GemmCall.convolution(cols, out, k, cols, cols, (long) k * cols, (long) out * cols, 2), xa, wa, ya);
@@ -120,10 +120,10 @@ class GemmCallTest {
         }
         // a tile: columns [k, 2] (its own row length 2) into pixels 1..2 of rows of 4
         float[] tile = random(k * 2);
-        long ta = dev.alloc(tile.length), ta2 = dev.alloc(out * cols);
+        DevicePtr ta = dev.alloc(tile.length), ta2 = dev.alloc(out * cols);
         dev.write(ta, tile);
         dev.write(ta2, new float[out * cols]);
-        dev.gemm(GemmCall.convolution(2, out, k, 2, cols, 0, 0, 1), ta, wa, ta2 + 4);
+        dev.gemm(GemmCall.convolution(2, out, k, 2, cols, 0, 0, 1), ta, wa, ta2.plusFloats(1));
         float[] t = dev.read(ta2, out * cols);
         for (int o = 0; o < out; o++) {
             assertThat(t[o * cols]).isZero();
@@ -144,15 +144,15 @@ class GemmCallTest {
         int c = 3, t = 5, i0 = 1, rows = 3;
         float[] q = random(c * t), k = random(c * t), v = random(c * t), p = random(rows * t);
         EmulatedDevice dev = new EmulatedDevice(4096);
-        long qa = dev.alloc(q.length), ka = dev.alloc(k.length), va = dev.alloc(v.length);
-        long pa = dev.alloc(p.length), sa = dev.alloc(rows * t), oa = dev.alloc(c * t);
+        DevicePtr qa = dev.alloc(q.length), ka = dev.alloc(k.length), va = dev.alloc(v.length);
+        DevicePtr pa = dev.alloc(p.length), sa = dev.alloc(rows * t), oa = dev.alloc(c * t);
         dev.write(qa, q);
         dev.write(ka, k);
         dev.write(va, v);
         dev.write(pa, p);
         dev.write(oa, new float[c * t]);
-        dev.gemm(GemmCall.channelScores(t, rows, c, 0, 0, 1), ka, qa + 4L * i0, sa);
-        dev.gemm(GemmCall.channelValues(t, rows, c, 0, 0, 0, 1), pa, va, oa + 4L * i0);
+        dev.gemm(GemmCall.channelScores(t, rows, c, 0, 0, 1), ka, qa.plusFloats(i0), sa);
+        dev.gemm(GemmCall.channelValues(t, rows, c, 0, 0, 0, 1), pa, va, oa.plusFloats(i0));
         float[] s = dev.read(sa, rows * t);
         float[] o = dev.read(oa, c * t);
         for (int i = 0; i < rows; i++) {

@@ -11,6 +11,7 @@ import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Optional;
 import java.util.Random;
 
 /**
@@ -37,24 +38,48 @@ public final class DecoderFixtures {
         return Fixtures.repoRoot().resolve("tools/fixtures/" + name);
     }
 
+    /** The files of a complete real-shape folder ({@code done} is written last). */
+    private static final String[] REAL_FILES = {"config.json", DecoderSpec.WEIGHTS_FILE, "cases.safetensors", "done"};
+
     /** A real-shape folder ({@code vae} or {@code taesd}); fails, naming the command that writes it, when absent. */
     public static Path real(String name) {
-        Path dir = Fixtures.repoRoot().resolve("target/decoder-fixtures/" + name);
-        for (String file : new String[] {"config.json", DecoderSpec.WEIGHTS_FILE, "cases.safetensors", "done"}) {
+        missingRealFile(name).ifPresent(f -> fail("real-shape decoder fixture missing: " + f
+                + " (tools/test.sh writes it; run `" + REAL_COMMAND + "` in the repository root)"));
+        return realDir(name);
+    }
+
+    /** Where a real-shape folder is, made or not. */
+    public static Path realDir(String name) {
+        return Fixtures.repoRoot().resolve("target/decoder-fixtures/" + name);
+    }
+
+    /** Whether a real-shape folder was made (complete), for programs that skip what is missing. */
+    public static boolean hasReal(String name) {
+        return missingRealFile(name).isEmpty();
+    }
+
+    private static Optional<Path> missingRealFile(String name) {
+        Path dir = realDir(name);
+        for (String file : REAL_FILES) {
             if (!Files.isRegularFile(dir.resolve(file))) {
-                fail("real-shape decoder fixture missing: " + dir.resolve(file) + " (tools/test.sh writes it; run `"
-                        + REAL_COMMAND + "` in the repository root)");
+                return Optional.of(dir.resolve(file));
             }
         }
-        return dir;
+        return Optional.empty();
     }
 
     public static DecoderSpec spec(Path dir) throws BackendException {
         return DecoderConfigs.load(dir);
     }
 
+    /** The case of a fixture folder (its cases.safetensors). */
     public static Case decodeCase(Path dir) throws BackendException {
-        try (Safetensors st = Safetensors.open(dir.resolve("cases.safetensors"))) {
+        return readCase(dir.resolve("cases.safetensors"));
+    }
+
+    /** decode.latent and decode.image of a cases file (tools/gpu/make_decoder_cases.py writes several). */
+    public static Case readCase(Path casesFile) throws BackendException {
+        try (Safetensors st = Safetensors.open(casesFile)) {
             return new Case(st.tensor("decode.latent"), st.tensor("decode.image"));
         }
     }

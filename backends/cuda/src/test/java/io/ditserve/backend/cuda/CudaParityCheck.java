@@ -10,6 +10,8 @@ import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.testkit.DecoderFixtures;
+import io.ditserve.backend.testkit.Fixtures;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -18,17 +20,24 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
-import java.util.ServiceLoader;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
- * The GPU checks of the cuda backend as a program, for a GPU machine without Maven or JUnit (tools/gpu/
- * run_cuda_checks.sh runs it from a bundle); the GPU unit tests call the same checks.
+ * The GPU checks of the cuda backend, as a program for a GPU machine without Maven or JUnit and as the helpers of
+ * {@link CudaGpuTest} and {@link FakeCudaTest}. It lives in the test sources (it reads the fixtures with
+ * backends/testkit's {@link Fixtures} and {@link DecoderFixtures}); tools/gpu/make_bundle.sh packs the compiled test
+ * classes with the jars, and tools/gpu/run_cuda_checks.sh runs it from that bundle (docs/gpu/README.md):
  *
  * <pre>
- * java --enable-native-access=ALL-UNNAMED -cp ... io.ditserve.backend.cuda.CudaParityCheck [REPO_ROOT]
- *     [--decoder-cases DIR] [--decoders-only]
+ * java --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -cp '.bundle/lib/*' \
+ *     io.ditserve.backend.cuda.CudaParityCheck [REPO_ROOT] [--decoder-cases DIR] [--decoders-only]
  * </pre>
+ *
+ * With Maven on the GPU machine: the same class on the module's test class path (backends/cuda/README.md, "Tests"
+ * gives the two commands), or {@code mvn -o -pl backends/cuda test -Dtest=CudaGpuTest}, the same checks as JUnit
+ * tests.
+ *
+ * <p>REPO_ROOT (default: {@link Fixtures#repoRoot}) holds tools/fixtures and models/fashion-dit.
  *
  * The DiT checks, then the latent decoders' ({@link #decoderChecks}): the committed small fixtures, the real-shape
  * fixtures of target/decoder-fixtures when they were made, and with {@code --decoder-cases} the folders of
@@ -51,14 +60,10 @@ public final class CudaParityCheck {
     static final double DECODER_TF32_TOLERANCE = 2e-2;
     static final double DECODER_BF16_TOLERANCE = 6e-2;
 
-    private final FixtureCases fixtures;
-    private final DecoderFixtures decoderFixtures;
     private final Map<String, String> baseOptions;
 
     /** {@code baseOptions}: backend options added to every check's own (e.g. {@code cuda.lib_path}). */
-    CudaParityCheck(FixtureCases fixtures, Map<String, String> baseOptions) {
-        this.fixtures = fixtures;
-        this.decoderFixtures = new DecoderFixtures(fixtures.root());
+    CudaParityCheck(Map<String, String> baseOptions) {
         this.baseOptions = Map.copyOf(baseOptions);
     }
 
@@ -81,14 +86,14 @@ public final class CudaParityCheck {
     Backend cuda(String model, Map<String, String> options) throws BackendException {
         Map<String, String> all = new HashMap<>(baseOptions);
         all.putAll(options);
-        return new CudaBackendProvider().create(fixtures.spec(model), new BackendOptions(1, all));
+        return new CudaBackendProvider().create(Fixtures.spec(model), new BackendOptions(1, all));
     }
 
     /** Relative error of the backend on a model's PyTorch case. */
     double fixtureError(String model, Map<String, String> options) throws BackendException {
-        FixtureCases.Case c = fixtures.forwardCase(model);
+        Fixtures.Case c = Fixtures.forwardCase(model);
         try (Backend b = cuda(model, options)) {
-            return FixtureCases.relativeError(run(b, c.x(), c.t(), c.y()), c.out());
+            return Fixtures.relativeError(run(b, c.x(), c.t(), c.y()), c.out());
         }
     }
 
@@ -98,27 +103,16 @@ public final class CudaParityCheck {
      * residuals' errors.
      */
     double cacheError(String model, Map<String, String> options) throws BackendException {
-        FixtureCases.CacheCase c = fixtures.cacheCase(model);
-        int n = c.t().length;
-        int len = c.residual().size() / n;
-        StepCache.Use[] uses = new StepCache.Use[n];
-        float[][] residuals = new float[n][];
-        Arrays.fill(uses, StepCache.Use.REUSE);
-        for (int b : c.run()) {
-            uses[b] = StepCache.Use.STORE;
-        }
-        for (int b = 0; b < n; b++) {
-            residuals[b] = uses[b] == StepCache.Use.STORE ? new float[len]
-                    : Arrays.copyOfRange(c.residual().data(), b * len, (b + 1) * len);
-        }
+        Fixtures.CacheCase c = Fixtures.cacheCase(model);
+        int len = c.residual().stride0();
+        StepCache cache = c.stepCache();
         try (Backend b = cuda(model, options)) {
             Tensor out = Tensor.zeros(c.out().shape());
-            b.forward(c.x(), c.t(), c.y(), out, Cancellation.NEVER, new StepCache(uses, residuals));
-            double err = FixtureCases.relativeError(out, c.out());
+            b.forward(c.x(), c.t(), c.y(), out, Cancellation.NEVER, cache);
+            double err = Fixtures.relativeError(out, c.out());
             for (int k : c.run()) {
-                Tensor expected = new Tensor(Arrays.copyOfRange(c.residualOut().data(), k * len, (k + 1) * len),
-                        len);
-                err = Math.max(err, FixtureCases.relativeError(new Tensor(residuals[k], len), expected));
+                float[] expected = Arrays.copyOfRange(c.residualOut().data(), k * len, (k + 1) * len);
+                err = Math.max(err, Fixtures.relativeError(cache.residual(k), expected));
             }
             return err;
         }
@@ -129,7 +123,7 @@ public final class CudaParityCheck {
      * samples all differ in t and y, the null class among them.
      */
     double javaBackendError(String model, Map<String, String> options) throws BackendException {
-        ModelSpec spec = fixtures.spec(model);
+        ModelSpec spec = Fixtures.spec(model);
         Random random = new Random(11);
         Tensor x = Tensor.zeros(6, spec.inChannels(), spec.inputSize(), spec.inputSize());
         for (int i = 0; i < x.size(); i++) {
@@ -137,15 +131,13 @@ public final class CudaParityCheck {
         }
         int[] t = {0, 999, 500, 1, 250, 750};
         int[] y = {0, spec.nullClass(), spec.numClasses() - 1, 5 % spec.numClasses(), spec.nullClass(), 3};
-        BackendProvider java = ServiceLoader.load(BackendProvider.class).stream().map(ServiceLoader.Provider::get)
-                .filter(p -> p.name().equals("java")).findFirst()
-                .orElseThrow(() -> new BackendException("the java backend is not on the class path"));
+        BackendProvider java = Fixtures.provider("java");
         Tensor expected;
         try (Backend b = java.create(spec, new BackendOptions(Runtime.getRuntime().availableProcessors(), Map.of()))) {
             expected = run(b, x, t, y);
         }
         try (Backend b = cuda(model, options)) {
-            return FixtureCases.relativeError(run(b, x, t, y), expected);
+            return Fixtures.relativeError(run(b, x, t, y), expected);
         }
     }
 
@@ -155,8 +147,8 @@ public final class CudaParityCheck {
      * Returns null when all holds, else what did not.
      */
     String cancellationProblem(String model) throws BackendException {
-        ModelSpec spec = fixtures.spec(model);
-        FixtureCases.Case c = fixtures.forwardCase(model);
+        ModelSpec spec = Fixtures.spec(model);
+        Fixtures.Case c = Fixtures.forwardCase(model);
         try (Backend b = cuda(model, Map.of())) {
             AtomicInteger polls = new AtomicInteger();
             Tensor out = Tensor.zeros(c.out().shape());
@@ -173,15 +165,20 @@ public final class CudaParityCheck {
             if (polls.get() != spec.depth() + 1) {
                 return "an uncancelled pass polled " + polls.get() + " times, expected " + (spec.depth() + 1);
             }
-            double err = FixtureCases.relativeError(out, c.out());
+            double err = Fixtures.relativeError(out, c.out());
             return err < FP32_TOLERANCE ? null : "after a cancelled pass the error is " + err;
         }
     }
 
     // ---- decoders ----
 
-    DecoderFixtures decoderFixtures() {
-        return decoderFixtures;
+    /**
+     * The folder of a decoder fixture: a name of {@link DecoderFixtures#SMALL} or of {@link DecoderFixtures#REAL}
+     * (a missing real-shape one fails, naming the command that makes it).
+     */
+    static Path decoderDir(String fixture) {
+        return Arrays.asList(DecoderFixtures.REAL).contains(fixture) ? DecoderFixtures.real(fixture)
+                : DecoderFixtures.small(fixture);
     }
 
     /** A cuda decoder of a folder, through the provider (or with other buffer budgets, to force tiling). */
@@ -201,7 +198,7 @@ public final class CudaParityCheck {
             throws BackendException {
         DecoderFixtures.Case c = DecoderFixtures.readCase(cases);
         try (CudaDecoder d = decoder(dir, options, budgets)) {
-            return FixtureCases.relativeError(decode(d, c.latent()), c.image());
+            return Fixtures.relativeError(decode(d, c.latent()), c.image());
         }
     }
 
@@ -212,8 +209,7 @@ public final class CudaParityCheck {
 
     double decoderError(String fixture, Map<String, String> options, DecoderBuffers.Budgets budgets)
             throws BackendException {
-        decoderFixtures.spec(fixture); // names the command that makes a missing real-shape fixture
-        Path dir = decoderFixtures.dir(fixture);
+        Path dir = decoderDir(fixture);
         return decoderError(dir, dir.resolve("cases.safetensors"), options, budgets);
     }
 
@@ -222,12 +218,13 @@ public final class CudaParityCheck {
      * fixture's case gives the case's image. Returns the error of the second decode.
      */
     double decoderGrowthError(String fixture) throws BackendException {
-        DecoderFixtures.Case c = decoderFixtures.decodeCase(fixture);
-        try (CudaDecoder d = decoder(decoderFixtures.dir(fixture), Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
+        Path dir = decoderDir(fixture);
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir);
+        try (CudaDecoder d = decoder(dir, Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
             int h = Math.max(1, c.latent().dim(2) / 2);
             int w = Math.max(1, c.latent().dim(3) / 2);
             decode(d, Tensor.zeros(1, c.latent().dim(1), h, w));
-            return FixtureCases.relativeError(decode(d, c.latent()), c.image());
+            return Fixtures.relativeError(decode(d, c.latent()), c.image());
         }
     }
 
@@ -237,8 +234,9 @@ public final class CudaParityCheck {
      * the decoder stays usable. Returns null when all holds, else what did not.
      */
     String decoderCancellationProblem(String fixture) throws BackendException {
-        DecoderFixtures.Case c = decoderFixtures.decodeCase(fixture);
-        try (CudaDecoder d = decoder(decoderFixtures.dir(fixture), Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
+        Path dir = decoderDir(fixture);
+        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir);
+        try (CudaDecoder d = decoder(dir, Map.of(), DecoderBuffers.DEFAULT_BUDGETS)) {
             AtomicInteger polls = new AtomicInteger();
             Tensor out = Tensor.zeros(c.image().shape());
             try {
@@ -255,7 +253,7 @@ public final class CudaParityCheck {
             if (polls.get() != expected) {
                 return "an uncancelled decode polled " + polls.get() + " times, expected " + expected;
             }
-            double err = FixtureCases.relativeError(out, c.image());
+            double err = Fixtures.relativeError(out, c.image());
             return err < FP32_TOLERANCE ? null : "after a cancelled decode the error is " + err;
         }
     }
@@ -268,11 +266,7 @@ public final class CudaParityCheck {
     }
 
     static Tensor decode(CudaDecoder d, Tensor latent) throws BackendException {
-        DecoderSpec s = d.spec();
-        int f = s.scaleFactor();
-        Tensor out = Tensor.zeros(latent.dim(0), s.outChannels(), f * latent.dim(2), f * latent.dim(3));
-        d.decode(latent, out, Cancellation.NEVER);
-        return out;
+        return DecoderFixtures.decode(d, latent);
     }
 
     /**
@@ -293,9 +287,9 @@ public final class CudaParityCheck {
         for (String name : List.of("vae-small", "taesd-small")) {
             checks.add(measured("decoder " + name + " fp32, runs of one sample, column tiles, score chunks",
                     FP32_TOLERANCE, () -> {
-                        DecoderFixtures.Case c = decoderFixtures.decodeCase(name);
-                        DecoderSpec spec = decoderFixtures.spec(name);
-                        Path dir = decoderFixtures.dir(name);
+                        Path dir = DecoderFixtures.small(name);
+                        DecoderFixtures.Case c = DecoderFixtures.decodeCase(dir);
+                        DecoderSpec spec = DecoderFixtures.spec(dir);
                         return decoderError(dir, dir.resolve("cases.safetensors"), Map.of(),
                                 smallBudgets(spec, (long) c.latent().dim(2) * c.latent().dim(3)));
                     }));
@@ -307,7 +301,7 @@ public final class CudaParityCheck {
             return new Outcome(n, -1, problem == null, problem == null ? "" : problem);
         }));
         for (String name : DecoderFixtures.REAL) {
-            if (decoderFixtures.exists(name)) {
+            if (DecoderFixtures.hasReal(name)) {
                 for (String precision : List.of("fp32", "tf32")) {
                     checks.add(measured("decoder " + name + " (real shapes, 5×4 latent) " + precision + " vs PyTorch",
                             decoderTolerance(precision),
@@ -412,12 +406,12 @@ public final class CudaParityCheck {
         checks.add(measured("pixel-tiny fp32, synchronised after every kernel", FP32_TOLERANCE,
                 () -> fixtureError("pixel-tiny", Map.of(CudaOptions.DEBUG_SYNC, "true"))));
         for (String precision : List.of("fp32", "tf32", "bf16")) {
-            for (String model : FixtureCases.MODELS) {
+            for (String model : Fixtures.MODELS) {
                 checks.add(measured(model + " " + precision + " vs PyTorch", tolerance(precision),
                         () -> fixtureError(model, Map.of(CudaOptions.PRECISION, precision))));
             }
         }
-        for (String model : FixtureCases.MODELS) {
+        for (String model : Fixtures.MODELS) {
             checks.add(measured(model + " fp32 with a step cache (samples that store, samples that reuse) vs PyTorch",
                     FP32_TOLERANCE, () -> cacheError(model, Map.of())));
         }
@@ -458,15 +452,15 @@ public final class CudaParityCheck {
                 default -> root = Path.of(args[i]);
             }
         }
-        if (root == null) {
-            root = FixtureCases.findRepoRoot();
+        if (root != null) {
+            System.setProperty("repo.root", root.toString()); // where Fixtures and DecoderFixtures read
         }
         if (decoderCases != null && !Files.isDirectory(decoderCases)) {
             System.out.println("FAIL --decoder-cases " + decoderCases + " is not a folder (make it with"
                     + " tools/gpu/make_decoder_cases.py)");
             decoderCases = null;
         }
-        CudaParityCheck check = new CudaParityCheck(new FixtureCases(root), Map.of());
+        CudaParityCheck check = new CudaParityCheck(Map.of());
         try (Backend b = check.cuda("pixel-tiny", Map.of())) {
             System.out.println("cuda backend: " + ((CudaDitBackend) b).deviceDescription());
         } catch (BackendException e) {

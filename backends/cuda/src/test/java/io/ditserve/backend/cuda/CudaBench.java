@@ -17,10 +17,13 @@ import java.util.Map;
 import java.util.Random;
 
 /**
- * Forward-pass timings of the cuda backend on a GPU machine:
+ * Forward-pass timings of the cuda backend on a GPU machine. A program in the test sources, like
+ * {@link CudaParityCheck} (run from tools/gpu/make_bundle.sh's bundle by tools/gpu/run_cuda_checks.sh, or on the
+ * module's test class path: backends/cuda/README.md, "Tests"):
  *
  * <pre>
- * java --enable-native-access=ALL-UNNAMED -cp ... io.ditserve.backend.cuda.CudaBench \
+ * java --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -cp '.bundle/lib/*' \
+ *     io.ditserve.backend.cuda.CudaBench \
  *     [--batches 1,8,16] [--precisions fp32,tf32,bf16] [--iters 10] [--warmup 3] [--steps 50] MODEL_DIR...
  * </pre>
  *
