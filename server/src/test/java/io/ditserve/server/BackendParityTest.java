@@ -58,14 +58,14 @@ class BackendParityTest {
     @MethodSource("cases")
     void javaAndOnnxGiveTheSameImages(Path models, String model, Sampler sampler, float guidance, int steps)
             throws Exception {
-        GenerateRequest.Builder rb = GenerateRequest.newBuilder().setModel(model).setClassId(3).setNumImages(3)
+        GenerateRequest.Builder request = GenerateRequest.newBuilder().setModel(model).setClassId(3).setNumImages(3)
                 .setSeed(2024).setSteps(Math.abs(steps)).setSampler(sampler).setGuidanceScale(guidance)
                 .addOutputFormats(OutputFormat.OUTPUT_FORMAT_PNG).addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR);
         if (steps < 0) {
-            rb.setStepCache(io.ditserve.proto.v1.StepCacheSettings.newBuilder()
+            request.setStepCache(io.ditserve.proto.v1.StepCacheSettings.newBuilder()
                     .setMethod(io.ditserve.proto.v1.StepCacheMethod.STEP_CACHE_INTERVAL).setInterval(3));
         }
-        GenerateRequest req = rb.build();
+        GenerateRequest req = request.build();
         List<Result> java = run(models, "java", req);
         List<Result> onnx = run(models, "onnx", req);
         assertThat(java).hasSize(3);
