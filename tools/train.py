@@ -44,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--patch", type=int, default=4)
     p.add_argument("--ckpt-every", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema-reset", action="store_true",
+                   help="on resume, restart the EMA from the current weights (an EMA that still averages in the "
+                        "first steps of a short run is worse than the weights themselves)")
     p.add_argument("--latents", default=None, help="train on VAE latents (latents.pt of tools/train_vae.py)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     return p.parse_args(argv)
@@ -84,7 +87,7 @@ def main(argv=None):
         if ck["config"] != cfg:
             raise SystemExit(f"{ckpt_path}: checkpoint config {ck['config']} differs from requested {cfg}")
         model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
+        ema.load_state_dict(ck["model"] if args.ema_reset else ck["ema"])
         opt.load_state_dict(ck["opt"])
         step, elapsed_before = ck["step"], ck.get("elapsed", 0.0)
         torch.set_rng_state(ck["rng_cpu"])

@@ -69,26 +69,29 @@ def psnr(model, x, batch=500):
 def train(a):
     os.makedirs(a.out, exist_ok=True)
     torch.manual_seed(a.seed)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x_all, _ = padded("train", a.data)
-    model = AutoencoderKL(CONFIG)
+    x_all = x_all.to(dev)
+    model = AutoencoderKL(CONFIG).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     ckpt = os.path.join(a.out, "checkpoint.pt")
     step, before = 0, 0.0
     if os.path.exists(ckpt):
-        ck = torch.load(ckpt, map_location="cpu")
+        ck = torch.load(ckpt, map_location=dev)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         for g in opt.param_groups:  # a resumed run may continue at another learning rate
             g["lr"] = a.lr
         step, before = ck["step"], ck["elapsed"]
-        torch.set_rng_state(ck["rng"])
+        torch.set_rng_state(ck["rng"].cpu())
         print(f"resumed at step {step}", flush=True)
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.3f} M parameters", flush=True)
     t0 = time.time()
 
     def save():
         tmp = ckpt + ".tmp"
-        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, elapsed=before + time.time() - t0,
+        torch.save(dict(model={k: v.cpu() for k, v in model.state_dict().items()}, opt=opt.state_dict(), step=step,
+                        elapsed=before + time.time() - t0,
                         rng=torch.get_rng_state(), config=CONFIG, args=vars(a)), tmp)
         os.replace(tmp, ckpt)
 
@@ -97,7 +100,7 @@ def train(a):
         log.write("step,loss,mse,kl,elapsed_s\n")
     model.train()
     while step < a.steps and not (a.time_budget and time.time() - t0 >= a.time_budget):
-        idx = torch.randint(0, x_all.shape[0], (a.batch,))
+        idx = torch.randint(0, x_all.shape[0], (a.batch,), device=dev)
         xb = x_all[idx]
         mean, logvar = model.encode(xb)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
@@ -108,7 +111,7 @@ def train(a):
         loss.backward()
         opt.step()
         step += 1
-        log.write(f"{step},{loss.item():.6f},{mse.item():.6f},{kl.item():.3f},{before + time.time() - t0:.1f}\n")
+        log.write(f"{step},{loss.item():.6f},{mse.item():.6f},{kl.item():.3f},{before + time.time() - t0:.1f}\n")  # syncs
         if step % 50 == 0:
             log.flush()
             print(f"step {step} mse {mse.item():.5f} kl {kl.item():.1f} {before + time.time() - t0:.0f}s", flush=True)
