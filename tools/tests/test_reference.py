@@ -16,7 +16,7 @@ TOOLS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TOOLS)
 import convert  # noqa: E402
 from dit import safetensors_io  # noqa: E402
-from dit.diffusion import Schedule, alphas_cumprod, linear_betas, respace, sample  # noqa: E402
+from dit.diffusion import Schedule, StepCache, alphas_cumprod, linear_betas, respace, sample  # noqa: E402
 from dit.export import make_config, write_model_folder  # noqa: E402
 from dit.model import DiT, DiT_XL_2, dit_from_config, sincos_pos_embed  # noqa: E402
 
@@ -238,11 +238,12 @@ class ExportAndConverterTest(unittest.TestCase):
             x, t, y = torch.randn(3, 4, 8, 8), torch.tensor([0, 500, 999]), torch.tensor([0, 7, 3])
             torch.testing.assert_close(m2.eval()(x, t, y), m(x, t, y), rtol=0, atol=0)
             g = onnx.load(os.path.join(d, "model.onnx")).graph
-            self.assertEqual([i.name for i in g.input], ["x", "t", "y"])
-            self.assertEqual([o.name for o in g.output], ["out"])
+            self.assertEqual([i.name for i in g.input], ["x", "t", "y", "cache_residual", "cache_run"])
+            self.assertEqual([o.name for o in g.output], ["out", "cache_residual_out"])
             elem = {i.name: i.type.tensor_type.elem_type for i in g.input}
             self.assertEqual(elem, {"x": onnx.TensorProto.FLOAT, "t": onnx.TensorProto.INT64,
-                                    "y": onnx.TensorProto.INT64})
+                                    "y": onnx.TensorProto.INT64, "cache_residual": onnx.TensorProto.FLOAT,
+                                    "cache_run": onnx.TensorProto.INT64})
             self.assertEqual(g.input[0].type.tensor_type.shape.dim[0].dim_param, "N")
 
     def test_converter_released_pt_round_trip(self):
@@ -328,15 +329,61 @@ class FixtureTest(unittest.TestCase):
                 steps = tm["steps"]
                 noise = cases[p + "noise"]
                 trace = []
+                cache = StepCache(tm["cache_interval"], steps, cfg["depth"]) if "cache_interval" in tm else None
                 final = sample(m, cases[p + "x"][0], cases[p + "y"], steps, sampler=tm["sampler"], eta=tm["eta"],
                                guidance=tm["guidance"], guidance_mode=tm["guidance_mode"],
-                               noises=[noise[steps - 1 - i] for i in range(steps)], trace=trace)
+                               noises=[noise[steps - 1 - i] for i in range(steps)], trace=trace, cache=cache)
                 xs = torch.stack([tr[2] for tr in trace] + [final])
                 x0s = torch.stack([tr[3] for tr in trace])
                 for what, got in (("x", xs), ("x0", x0s)):
                     want = cases[p + what]
                     err = float((got - want).abs().max() / want.abs().max())
                     self.assertLess(err, 1e-5, f"{name} {traj} {what}")
+
+
+class StepCacheTest(unittest.TestCase):
+    """The reference of docs/STEP_CACHE.md: forward_cached and the interval schedule."""
+
+    def setUp(self):
+        folder = os.path.join(TOOLS, "fixtures", "latent-tiny")
+        with open(os.path.join(folder, "config.json")) as f:
+            self.cfg = json.load(f)
+        self.m = dit_from_config(self.cfg)
+        self.m.load_state_dict(safetensors_io.read(os.path.join(folder, "weights.safetensors"))[0])
+        self.m.eval()
+        self.cases, _ = safetensors_io.read(os.path.join(folder, "cases.safetensors"))
+
+    def test_running_every_sample_is_the_plain_forward_and_reusing_the_stored_residual_nearly_so(self):
+        c = self.cases
+        x, t, y = c["forward.x"], c["forward.t"], c["forward.y"]
+        tokens = (self.cfg["input_size"] // self.cfg["patch_size"]) ** 2
+        zeros = torch.zeros(4, tokens, self.cfg["hidden_size"])
+        with torch.no_grad():
+            plain = self.m(x, t, y)
+            ran, stored = self.m.forward_cached(x, t, y, zeros, torch.arange(4))
+            reused, untouched = self.m.forward_cached(x, t, y, stored, torch.zeros(0, dtype=torch.long))
+        scale = float(plain.abs().max())
+        self.assertLess(float((ran - plain).abs().max()) / scale, 1e-5)
+        self.assertLess(float((reused - plain).abs().max()) / scale, 1e-5)
+        self.assertTrue(torch.equal(untouched, stored))  # nothing ran: the residuals pass through
+
+    def test_the_committed_cache_case_is_reproduced(self):
+        c = self.cases
+        with torch.no_grad():
+            out, res = self.m.forward_cached(c["cache.x"], c["cache.t"], c["cache.y"], c["cache.residual"],
+                                             c["cache.run"])
+        self.assertLess(float((out - c["cache.out"]).abs().max() / c["cache.out"].abs().max()), 1e-5)
+        self.assertLess(float((res - c["cache.residual_out"]).abs().max() / c["cache.residual_out"].abs().max()),
+                        1e-5)
+
+    def test_the_interval_schedule_counts_block_evaluations(self):
+        cache = StepCache(3, 8, 6)
+        self.assertEqual([cache.runs_span(k) for k in range(8)], [True, False, False, True, False, False, True, True])
+        x = torch.zeros(2, 4, 16, 16)
+        y = torch.tensor([1, 2])
+        for k in range(8):
+            cache(self.m, k, x, torch.full((2,), 500), y)
+        self.assertEqual(cache.block_evals, 4 * 6 + 4 * 1)
 
 
 if __name__ == "__main__":
