@@ -157,6 +157,10 @@ public final class Main {
         }
     }
 
+    private static boolean hasDecoder(ModelInfo model, String role) {
+        return model.getDecodersList().stream().anyMatch(d -> d.getRole().equals(role));
+    }
+
     @Command(name = "demo", mixinStandardHelpOptions = true,
             description = "Start a server with the bundled models on a free port, generate one image per class of "
                     + "each with previews, write a contact sheet, print where they are, stop the server.")
@@ -190,10 +194,14 @@ public final class Main {
                     java.util.List<Path> finals = new java.util.ArrayList<>();
                     java.util.List<String> names = new java.util.ArrayList<>();
                     for (var cls : model.getClassesList()) {
-                        GenerateRequest req = GenerateRequest.newBuilder().setModel(model.getName())
+                        GenerateRequest.Builder req = GenerateRequest.newBuilder().setModel(model.getName())
                                 .setClassId(cls.getId()).setSeed(seed + cls.getId())
-                                .setPreviewInterval(Math.max(1, steps / 10)).build();
-                        finals.add(writer.run(client, req, model, out, 0).images().get(0));
+                                .setPreviewInterval(Math.max(1, steps / 10));
+                        if (hasDecoder(model, "vae") && !hasDecoder(model, "taesd")) {
+                            // a small bundled VAE decodes previews in milliseconds: show images, not latents
+                            req.setPreviewDecoder(io.ditserve.proto.v1.PreviewDecoder.PREVIEW_DECODER_FULL);
+                        }
+                        finals.add(writer.run(client, req.build(), model, out, 0).images().get(0));
                         names.add(cls.getName());
                     }
                     rows.add(new ContactSheet.Row(model.getName(), finals, names));
