@@ -89,6 +89,10 @@ final class ComputeLoop {
     // step caching: each row's use of the cached span and its residual (docs/STEP_CACHE.md)
     private final StepCache.Use[] rowUse;
     private final float[][] rowResidual;
+    // the StepCache of a pass of n rows and the arrays behind it (filled from rowUse/rowResidual for each pass)
+    private final StepCache[] stepCaches;
+    private final StepCache.Use[][] cacheUses;
+    private final float[][][] cacheResiduals;
     private final int per;
     private final int outPer;
     private final int maxBatch;
@@ -113,6 +117,9 @@ final class ComputeLoop {
         ownerSample = new int[max];
         rowUse = new StepCache.Use[max];
         rowResidual = new float[max][];
+        stepCaches = new StepCache[max + 1];
+        cacheUses = new StepCache.Use[max + 1][];
+        cacheResiduals = new float[max + 1][][];
         thread = Thread.ofPlatform().name("dit-compute-" + model.name()).daemon(false).unstarted(this::run);
         decodes = java.util.concurrent.Executors.newSingleThreadExecutor(
                 Thread.ofPlatform().name("dit-decode-" + model.name()).daemon(true).factory());
@@ -571,8 +578,14 @@ final class ComputeLoop {
         if (plain) {
             return null;
         }
-        return new StepCache(java.util.Arrays.copyOfRange(rowUse, start, start + n),
-                java.util.Arrays.copyOfRange(rowResidual, start, start + n));
+        if (stepCaches[n] == null) { // one per pass size, like the batch buffers: no allocation per pass
+            cacheUses[n] = new StepCache.Use[n];
+            cacheResiduals[n] = new float[n][];
+            stepCaches[n] = new StepCache(cacheUses[n], cacheResiduals[n]);
+        }
+        System.arraycopy(rowUse, start, cacheUses[n], 0, n);
+        System.arraycopy(rowResidual, start, cacheResiduals[n], 0, n);
+        return stepCaches[n];
     }
 
     /** Ends every generation with a sample in the failed pass; null = cancelled (each with its own reason). */
