@@ -4,9 +4,14 @@
   /usr/bin/python3 tools/quality_curve.py --images 2000 --out docs/quality            # the README's table and plot
   /usr/bin/python3 tools/quality_curve.py --images 200 --settings ddim:10 ddim:20:cache2 --out runs/q   # a quick look
 
+A latent model (one with a vae/ folder) is decoded by its VAE and the central 28×28 of the 32×32 decode is judged,
+as tools/evaluate.py does. Every scored setting is appended to OUT/rows.jsonl as soon as it is done, and a run with
+the same --out, model, image count, guidance and seed skips the settings found there: an interrupted run resumes,
+and settings can be added later. The report is rewritten after every setting.
+
 For every setting (SAMPLER:STEPS or SAMPLER:STEPS:cacheK, K the step-cache interval of docs/STEP_CACHE.md) it
-generates --images images (classes in equal shares, guidance --guidance on all channels, the model's defaults
-otherwise) with the PyTorch reference (tools/dit/), quantises them to 8 bits as the server delivers them, and scores:
+generates --images images (classes in equal shares, guidance --guidance on all channels, default the model's own,
+the model's defaults otherwise) with the PyTorch reference (tools/dit/), quantises them to 8 bits as the server delivers them, and scores:
 
   * class accuracy: the fraction the judge (tools/classifier.py, tools/eval/classifier.pt) assigns to the requested
     class;
@@ -36,11 +41,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import classifier as judge  # noqa: E402
 from dit import data as fmnist  # noqa: E402
 from dit.diffusion import StepCache, sample  # noqa: E402
-from evaluate import load_model, to_uint8  # noqa: E402
+from evaluate import load_model, load_vae, to_uint8  # noqa: E402
 
-DEFAULT_SETTINGS = ["ddim:10", "ddim:20", "ddim:50", "ddim:100", "ddpm:250", "dpmpp_2m:10", "dpmpp_2m:15",
-                    "dpmpp_2m:20", "dpmpp_2m:25", "ddim:50:cache2", "ddim:50:cache3", "ddim:50:cache4",
-                    "dpmpp_2m:20:cache2"]
+# cheapest first, so that an interrupted run has the most rows
+DEFAULT_SETTINGS = ["dpmpp_2m:10", "ddim:10", "dpmpp_2m:15", "dpmpp_2m:20", "ddim:20", "dpmpp_2m:25",
+                    "dpmpp_2m:20:cache2", "ddim:50:cache4", "ddim:50:cache3", "ddim:50:cache2", "ddim:100",
+                    "ddpm:250"]
 
 
 def parse_setting(s):
@@ -80,7 +86,8 @@ def frechet(a, b):
 
 
 @torch.no_grad()
-def generate(model, setting, n, guidance, seed, batch):
+def generate(model, setting, n, guidance, seed, batch, decoder=None):
+    """Images in [−1, 1] as the judge sees them: a latent model's samples decoded and cut to the central 28×28."""
     sampler, steps, k = setting
     cfg = model.config()
     dev = next(model.parameters()).device
@@ -91,16 +98,20 @@ def generate(model, setting, n, guidance, seed, batch):
     outs, blocks = [], 0
     for i in range(0, n, batch):
         cache = StepCache(k, steps, cfg["depth"]) if k else None
-        outs.append(sample(model, x_T[i:i + batch].to(dev), labels[i:i + batch].to(dev), steps, sampler=sampler,
-                           eta=0.0, guidance=guidance, guidance_mode="all", generator=gd,
-                           cache=cache).clamp(-1, 1).cpu())
+        z = sample(model, x_T[i:i + batch].to(dev), labels[i:i + batch].to(dev), steps, sampler=sampler, eta=0.0,
+                   guidance=guidance, guidance_mode="all", generator=gd, cache=cache).cpu()
+        if decoder is not None:
+            img = decoder(z)
+            pad = (img.shape[-1] - 28) // 2
+            z = img[..., pad:pad + 28, pad:pad + 28]
+        outs.append(z.clamp(-1, 1))
         blocks = cache.block_evals if cache else steps * cfg["depth"]
     return torch.cat(outs), labels, blocks
 
 
-def score(model, clf, ref_stats, setting, n, guidance, seed, batch):
+def score(model, clf, ref_stats, setting, n, guidance, seed, batch, decoder=None):
     t0 = time.time()
-    imgs, labels, blocks_per_row = generate(model, setting, n, guidance, seed, batch)
+    imgs, labels, blocks_per_row = generate(model, setting, n, guidance, seed, batch, decoder)
     q = to_uint8(imgs).float() / 127.5 - 1.0
     acc = float((judge.predict(clf, q) == labels).float().mean())
     fd = frechet(stats(features(clf, q)), ref_stats)
@@ -154,45 +165,13 @@ def plot(rows, path, spread_band=None):
     img.save(path)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="models/fashion-dit")
-    ap.add_argument("--classifier", default="tools/eval/classifier.pt")
-    ap.add_argument("--images", type=int, default=2000)
-    ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--settings", type=parse_setting, nargs="+", default=[parse_setting(s) for s in DEFAULT_SETTINGS])
-    ap.add_argument("--reference", type=parse_setting, default=parse_setting("ddim:50"))
-    ap.add_argument("--repeats", type=int, default=3, help="runs of the reference setting, for the spread")
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--batch", type=int, default=500)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    os.makedirs(a.out, exist_ok=True)
-    if a.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 like the reference tests
-    model, _ = load_model(a.model, a.device)
-    clf = judge.load(a.classifier, "cpu")
-    test_images, _ = fmnist.load("test")
-    ref_stats = stats(features(clf, torch.from_numpy(fmnist.to_model_range(test_images))))
-
-    rows, spread_runs = [], []
-    settings = [a.reference] + [s for s in a.settings if s != a.reference]
-    for i, s in enumerate(settings):
-        rows.append(score(model, clf, ref_stats, s, a.images, a.guidance, a.seed, a.batch))
-        print(json.dumps(rows[-1]), flush=True)
-    spread_runs.append(rows[0]["frechet"])
-    for r in range(1, a.repeats):
-        extra = score(model, clf, ref_stats, a.reference, a.images, a.guidance, a.seed + 1000 * r, a.batch)
-        print(json.dumps(extra), flush=True)
-        spread_runs.append(extra["frechet"])
-    spread = max(spread_runs) - min(spread_runs)
+def report(a, model_name, rows, ref_runs):
+    """quality.json, quality.md and quality.png from the rows scored so far (the reference first)."""
     ref = rows[0]
-    within = [r for r in rows if r["frechet"] <= ref["frechet"] + spread]
-    cheapest = min(within, key=lambda r: (r["model_evals_per_image"], r["block_evals_per_image"], r["frechet"]))
+    spread = max(ref_runs) - min(ref_runs) if len(ref_runs) > 1 else float("nan")
+    within = [r for r in rows if len(ref_runs) > 1 and r["frechet"] <= ref["frechet"] + spread]
+    cheapest = min(within, key=lambda r: (r["model_evals_per_image"], r["block_evals_per_image"], r["frechet"]),
+                   default=None)
     caching = []
     for r in rows:
         if r["cache_interval"]:
@@ -202,32 +181,97 @@ def main():
                 caching.append(dict(setting=r["setting"], base=base["setting"],
                                     block_saving=base["block_evals_per_image"] / r["block_evals_per_image"],
                                     frechet_increase=r["frechet"] / base["frechet"] - 1))
-    report = dict(model=os.path.basename(os.path.normpath(a.model)), images_per_setting=a.images,
-                  guidance=a.guidance, seed=a.seed, reference=name(a.reference), reference_runs=spread_runs,
-                  spread=spread, cheapest_within_spread=cheapest["setting"], caching=caching, results=rows,
-                  torch=torch.__version__, threads=torch.get_num_threads())
+    rep = dict(model=model_name, images_per_setting=a.images, guidance=a.guidance, seed=a.seed,
+               reference=name(a.reference), reference_runs=ref_runs, spread=spread,
+               cheapest_within_spread=cheapest["setting"] if cheapest else None, caching=caching, results=rows,
+               torch=torch.__version__, threads=torch.get_num_threads(), device=a.device)
     with open(os.path.join(a.out, "quality.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    lines = [f"{a.images} images per setting (classes in equal shares), guidance {a.guidance}; Fréchet distance "
-             f"against the 10,000 test images in the judge's features; reference {name(a.reference)} run "
-             f"{a.repeats}× with different seeds: {', '.join(f'{v:.3f}' for v in spread_runs)} (spread "
-             f"{spread:.3f}).", "",
+        json.dump(rep, f, indent=1)
+    lines = [f"{model_name}: {a.images} images per setting (classes in equal shares), guidance {a.guidance:g}; "
+             f"Fréchet distance against the 10,000 test images in the judge's features; reference "
+             f"{name(a.reference)} run {len(ref_runs)}× with different seeds: "
+             f"{', '.join(f'{v:.2f}' for v in ref_runs)} (spread {spread:.2f}).", "",
              "| setting | model evals / image | block evals / image | class accuracy | Fréchet distance |",
              "|---|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["sampler"], r["steps"], r["cache_interval"])):
         lines.append(f"| {r['setting']} | {r['model_evals_per_image']} | {r['block_evals_per_image']} | "
-                     f"{100 * r['accuracy']:.1f} % ± {100 * r['accuracy_se']:.1f} | {r['frechet']:.3f} |")
-    lines += ["", f"Cheapest setting within the spread of {name(a.reference)}: **{cheapest['setting']}** "
-                  f"({cheapest['model_evals_per_image']} model evaluations per image vs "
-                  f"{ref['model_evals_per_image']})."]
+                     f"{100 * r['accuracy']:.1f} % ± {100 * r['accuracy_se']:.1f} | {r['frechet']:.2f} |")
+    lines.append("")
+    if cheapest:
+        lines.append(f"Cheapest setting within the spread of {name(a.reference)}: **{cheapest['setting']}** "
+                     f"({cheapest['model_evals_per_image']} model evaluations per image vs "
+                     f"{ref['model_evals_per_image']}).")
     for c in caching:
         lines.append(f"Step caching {c['setting']}: {c['block_saving']:.2f}× fewer block evaluations than "
                      f"{c['base']}, Fréchet distance {100 * c['frechet_increase']:+.1f} %.")
     with open(os.path.join(a.out, "quality.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     plot(rows, os.path.join(a.out, "quality.png"),
-         (min(spread_runs), ref["frechet"] + spread))
-    print("\n".join(lines))
+         (min(ref_runs), ref["frechet"] + spread) if len(ref_runs) > 1 else None)
+    return lines
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="models/fashion-latent-dit")
+    ap.add_argument("--classifier", default="tools/eval/classifier.pt")
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--guidance", type=float, default=None, help="default: the model's own (config.json)")
+    ap.add_argument("--settings", type=parse_setting, nargs="+", default=[parse_setting(s) for s in DEFAULT_SETTINGS])
+    ap.add_argument("--reference", type=parse_setting, default=parse_setting("ddim:50"))
+    ap.add_argument("--repeats", type=int, default=3, help="runs of the reference setting, for the spread")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    os.makedirs(a.out, exist_ok=True)
+    if a.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 like the reference tests
+    model, _ = load_model(a.model, a.device)
+    if a.guidance is None:  # the model folder's default; a training checkpoint has none
+        cfg_path = os.path.join(a.model, "config.json")
+        a.guidance = 1.0
+        if os.path.isfile(cfg_path):
+            with open(cfg_path) as f:
+                a.guidance = float(json.load(f).get("defaults", {}).get("guidance", 1.0))
+    decoder = load_vae(a.model)
+    model_name = os.path.basename(os.path.normpath(a.model))
+    clf = judge.load(a.classifier, "cpu")
+    test_images, _ = fmnist.load("test")
+    ref_stats = stats(features(clf, torch.from_numpy(fmnist.to_model_range(test_images))))
+
+    # what was scored before with this model, count, guidance and seed is reused (resume, or settings added later)
+    done_path = os.path.join(a.out, "rows.jsonl")
+    done = {}
+    if os.path.exists(done_path):
+        with open(done_path) as f:
+            for line in f:
+                r = json.loads(line)
+                if (r.get("model"), r.get("images"), r.get("guidance")) == (model_name, a.images, a.guidance):
+                    done[(r["setting"], r["seed"])] = r
+
+    def scored(setting, seed):
+        key = (name(setting), seed)
+        if key not in done:
+            r = score(model, clf, ref_stats, setting, a.images, a.guidance, seed, a.batch, decoder)
+            r.update(model=model_name, images=a.images, guidance=a.guidance)
+            with open(done_path, "a") as f:
+                f.write(json.dumps(r) + "\n")
+            print(json.dumps(r), flush=True)
+            done[key] = r
+        return done[key]
+
+    rows = [scored(a.reference, a.seed)]
+    ref_runs = [rows[0]["frechet"]] + [scored(a.reference, a.seed + 1000 * r)["frechet"] for r in range(1, a.repeats)]
+    for s in a.settings:
+        if s != a.reference:
+            rows.append(scored(s, a.seed))
+            report(a, model_name, rows, ref_runs)
+    print("\n".join(report(a, model_name, rows, ref_runs)))
 
 
 if __name__ == "__main__":

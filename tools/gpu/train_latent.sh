@@ -17,7 +17,7 @@ python3 tools/train.py --out "$RUN/dit" --data .data --latents "$RUN/vae/latents
   --heads 4 --batch 512 --lr 3e-4 --warmup 500 --ema 0.9995 --time-budget "${DIT_SECONDS:-420}" --steps 1000000 \
   --ckpt-every 5000 | awk 'NR<=3 || /000 loss/ || /stopped/'
 python3 tools/evaluate.py --model "$RUN/dit/checkpoint.pt" --vae "$RUN/vae-export" \
-  --classifier tools/eval/classifier.pt --per-class 100 --guidance 1 2 3 4 --frechet --json "$RUN/eval.json"
+  --classifier tools/eval/classifier.pt --per-class 100 --guidance 1 2 3 4 5 6 --frechet --json "$RUN/eval.json"
 cp "$RUN/dit/checkpoint.pt" "$OUT/latent-checkpoint.pt"
 (cd "$RUN" && tar czf "$OUT/latent-results.tar.gz" vae-export vae/loss.csv dit/loss.csv dit/train_state.json eval.json)
 ls -la "$OUT"
