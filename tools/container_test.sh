@@ -103,14 +103,16 @@ if [ "$(cat target/container/jre.key 2> /dev/null)" != "$KEY" ]; then
   echo "$KEY" > target/container/jre.key
 fi
 CP="server/target/classes:server/target/lib/*"
-compile() { # SOURCE OUT: javac when the class is missing or older than the source
-  local cls="$2/$(basename "$1" .java).class"
-  if [ ! -f "$cls" ] || [ "$1" -nt "$cls" ] || [ server/target/.dit-built -nt "$cls" ]; then
-    rm -rf "$2"; "$JAVA_HOME/bin/javac" --release 25 -nowarn -cp "$CP" -d "$2" "$1"
+compile() { # OUT SOURCE...: javac when the first source's class is missing or older than a source or the build
+  local out="$1"; shift
+  local cls="$out/$(basename "$1" .java).class" stale=0 src
+  for src in "$@" server/target/.dit-built; do [ -f "$cls" ] && [ ! "$src" -nt "$cls" ] || stale=1; done
+  if [ "$stale" = 1 ]; then
+    rm -rf "$out"; "$JAVA_HOME/bin/javac" --release 25 -nowarn -cp "$CP" -d "$out" "$@"
   fi
 }
-compile tools/container/HealthProbe.java target/container/probe
-compile tools/container/ContainerCheck.java target/container/check
+compile target/container/probe tools/container/HealthProbe.java
+compile target/container/check tools/container/ContainerCheck.java tools/failover/Failover.java
 CHECK=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -cp "target/container/check:$CP" ContainerCheck)
 
 phase "podman build: $IMAGE (Dockerfile, BUILD=prebuilt, RUNTIME_BASE=$BASE)"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A real gRPC load balancer in front of two `./dit serve` replicas, all on loopback: nginx (Debian's package,
-# installed here if missing) with deploy/nginx-grpc.conf. tools/lb/LbCheck.java checks that calls are spread over
-# both replicas, that kill -9 of one during a stream gives its client UNAVAILABLE while calls through the proxy go
-# on, and that after SIGTERM to one its health goes NOT_SERVING, new calls go to the other and its running
-# generation finishes. Everything started here is stopped on exit. Needs a built server (./dit builds it).
+# installed here if missing) with deploy/nginx-grpc.conf. tools/lb/LbCheck.java (with the scenarios of
+# tools/failover/Failover.java) checks that calls are spread over both replicas, that kill -9 of one during a stream
+# ends that stream with an error (nginx: INTERNAL) while calls through the proxy go on and a resumable stream is sent
+# again and completes, and that after SIGTERM to one its health goes NOT_SERVING, new calls go to the other and its
+# running generations finish. Everything started here is stopped on exit. Needs a built server (./dit builds it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -52,7 +53,10 @@ sed -e "s|@PREFIX@|$WORK|g" -e "s|@PORT_A@|$PORT_A|g" -e "s|@PORT_B@|$PORT_B|g" 
 PIDS+=($!)
 wait_listening "$WORK/a.log" "$A"
 wait_listening "$WORK/b.log" "$B"
-CHECK=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -cp "server/target/classes:server/target/lib/*" tools/lb/LbCheck.java)
+CP="server/target/classes:server/target/lib/*"
+rm -rf target/lb/check
+"$JAVA_HOME/bin/javac" --release 25 -nowarn -cp "$CP" -d target/lb/check tools/lb/LbCheck.java tools/failover/Failover.java
+CHECK=("$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED -cp "target/lb/check:$CP" LbCheck)
 "${CHECK[@]}" spread-kill "$LB" "$PORT_A" "$PORT_B" "$B" || { KEEP=1; exit 1; }
 # a new replica B on the same port (nginx keeps the address), then the drain check
 serve "$PORT_B" "$WORK/b2.log"; B=$REPLICA
