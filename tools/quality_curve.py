@@ -25,6 +25,13 @@ run-to-run spread the comparisons use. The tool names the cheapest setting (fewe
 whose Fréchet distance is within that spread of the reference's, and for each cached setting its block saving and
 Fréchet distance against the same sampler and steps without caching. Writes quality.json, quality.md (the table)
 and quality.png (Fréchet distance against model evaluations) into --out.
+
+The Fréchet distance measures the distance to the data, not to what the sampler should compute: with strong
+guidance the converged samples are over-saturated, and a coarse solver that falls short of them can score a LOWER
+distance. So the tool also measures how far each deterministic setting (DDIM with eta 0, DPM-Solver++) lands from
+the converged solution of the same ODE: --converged (default DDIM 500) is run on the first --converged-images images
+(same x_T and labels for every setting), and each setting's root-mean-square difference from it, over the decoded
+pixels in [−1, 1], is its "solver error" (DDPM, being stochastic, has none).
 """
 import argparse
 import json
@@ -125,14 +132,16 @@ def score(model, clf, ref_stats, setting, n, guidance, seed, batch, decoder=None
 COLORS = {"ddim": (31, 119, 180), "ddpm": (44, 160, 44), "dpmpp_2m": (214, 39, 40)}
 
 
-def plot(rows, path, spread_band=None):
-    """Fréchet distance against model evaluations per image (log scale), one colour per sampler; cached settings
-    hollow. Drawn with PIL (no plotting library here)."""
+def plot(rows, path, spread_band=None, key="frechet",
+         title="Frechet distance in the judge's features (lower is better); hollow = step caching"):
+    """rows[key] (the Fréchet distance, or the solver error) against model evaluations per image (log scale), one
+    colour per sampler; cached settings hollow. Drawn with PIL (no plotting library here)."""
+    rows = [r for r in rows if r.get(key) is not None]
     W, H, L, R, T, B = 900, 560, 80, 30, 40, 70
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     xs = [r["model_evals_per_image"] for r in rows]
-    ys = [r["frechet"] for r in rows]
+    ys = [r[key] for r in rows]
     x0, x1 = math.log10(min(xs) / 1.3), math.log10(max(xs) * 1.3)
     y1 = max(ys) * 1.1
     px = lambda v: L + (math.log10(v) - x0) / (x1 - x0) * (W - L - R)  # noqa: E731
@@ -145,21 +154,20 @@ def plot(rows, path, spread_band=None):
     for k in range(6):
         v = y1 * k / 5
         d.line([L - 5, py(v), L, py(v)], fill="black")
-        d.text((8, py(v) - 6), f"{v:.2f}", fill="black")
+        d.text((8, py(v) - 6), f"{v:.3g}", fill="black")
     d.text((W // 2 - 140, H - 30), "model evaluations per image (log scale)", fill="black")
-    d.text((L, 12), "Frechet distance in the judge's features (lower is better); hollow = step caching",
-           fill="black")
+    d.text((L, 12), title, fill="black")
     if spread_band:
         lo, hi = spread_band
         d.rectangle([L + 1, py(hi), W - R - 1, py(lo)], fill=(235, 235, 235))
     for sampler, color in COLORS.items():
-        pts = sorted((r["model_evals_per_image"], r["frechet"]) for r in rows
+        pts = sorted((r["model_evals_per_image"], r[key]) for r in rows
                      if r["sampler"] == sampler and not r["cache_interval"])
         for a, b in zip(pts, pts[1:]):
             d.line([px(a[0]), py(a[1]), px(b[0]), py(b[1])], fill=color, width=2)
     for r in rows:
         c = COLORS[r["sampler"]]
-        x, y = px(r["model_evals_per_image"]), py(r["frechet"])
+        x, y = px(r["model_evals_per_image"]), py(r[key])
         d.ellipse([x - 5, y - 5, x + 5, y + 5], outline=c, width=2, fill=None if r["cache_interval"] else c)
         d.text((x + 7, y - 12), r["setting"], fill=c)
     img.save(path)
@@ -184,30 +192,47 @@ def report(a, model_name, rows, ref_runs):
     rep = dict(model=model_name, images_per_setting=a.images, guidance=a.guidance, seed=a.seed,
                reference=name(a.reference), reference_runs=ref_runs, spread=spread,
                cheapest_within_spread=cheapest["setting"] if cheapest else None, caching=caching, results=rows,
+               solver_error_against=name(a.converged) if any("solver_error" in r for r in rows) else None,
+               solver_error_images=a.converged_images,
                torch=torch.__version__, threads=torch.get_num_threads(), device=a.device)
-    with open(os.path.join(a.out, "quality.json"), "w") as f:
-        json.dump(rep, f, indent=1)
     lines = [f"{model_name}: {a.images} images per setting (classes in equal shares), guidance {a.guidance:g}; "
              f"Fréchet distance against the 10,000 test images in the judge's features; reference "
              f"{name(a.reference)} run {len(ref_runs)}× with different seeds: "
              f"{', '.join(f'{v:.2f}' for v in ref_runs)} (spread {spread:.2f}).", "",
-             "| setting | model evals / image | block evals / image | class accuracy | Fréchet distance |",
-             "|---|---:|---:|---:|---:|"]
+             f"| setting | model evals / image | block evals / image | class accuracy | Fréchet distance | "
+             f"solver error (RMS to {name(a.converged)}, {a.converged_images} images) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["sampler"], r["steps"], r["cache_interval"])):
+        err = r.get("solver_error")
         lines.append(f"| {r['setting']} | {r['model_evals_per_image']} | {r['block_evals_per_image']} | "
-                     f"{100 * r['accuracy']:.1f} % ± {100 * r['accuracy_se']:.1f} | {r['frechet']:.2f} |")
+                     f"{100 * r['accuracy']:.1f} % ± {100 * r['accuracy_se']:.1f} | {r['frechet']:.2f} | "
+                     f"{'—' if err is None else f'{err:.4f}'} |")
     lines.append("")
     if cheapest:
         lines.append(f"Cheapest setting within the spread of {name(a.reference)}: **{cheapest['setting']}** "
                      f"({cheapest['model_evals_per_image']} model evaluations per image vs "
                      f"{ref['model_evals_per_image']}).")
+    errs = [r for r in rows if r.get("solver_error") is not None]
+    ref_err = ref.get("solver_error")
+    closest = min((r for r in errs if r["solver_error"] <= ref_err),
+                  key=lambda r: (r["model_evals_per_image"], r["block_evals_per_image"]), default=None) \
+        if ref_err is not None else None
+    rep["cheapest_within_reference_solver_error"] = closest["setting"] if closest else None
+    if closest:
+        lines.append(f"Cheapest setting at most {name(a.reference)}'s solver error ({ref_err:.4f}): "
+                     f"**{closest['setting']}** ({closest['model_evals_per_image']} model evaluations per image).")
     for c in caching:
         lines.append(f"Step caching {c['setting']}: {c['block_saving']:.2f}× fewer block evaluations than "
                      f"{c['base']}, Fréchet distance {100 * c['frechet_increase']:+.1f} %.")
+    with open(os.path.join(a.out, "quality.json"), "w") as f:
+        json.dump(rep, f, indent=1)
     with open(os.path.join(a.out, "quality.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     plot(rows, os.path.join(a.out, "quality.png"),
          (min(ref_runs), ref["frechet"] + spread) if len(ref_runs) > 1 else None)
+    if any(r.get("solver_error") is not None for r in rows):
+        plot(rows, os.path.join(a.out, "solver_error.png"), key="solver_error",
+             title=f"solver error: RMS distance to {name(a.converged)} over the decoded pixels (lower is better)")
     return lines
 
 
@@ -224,6 +249,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--converged", type=parse_setting, default=parse_setting("ddim:500"),
+                    help="the converged solution the solver errors are measured against")
+    ap.add_argument("--converged-images", type=int, default=200, help="images for the solver errors (0 = none)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     if a.threads:
@@ -271,7 +299,47 @@ def main(argv=None):
         if s != a.reference:
             rows.append(scored(s, a.seed))
             report(a, model_name, rows, ref_runs)
+    if a.converged_images > 0:
+        errors = solver_errors(a, model, decoder, model_name, [parse_setting(r["setting"]) for r in rows])
+        for r in rows:
+            r["solver_error"] = errors.get(r["setting"])
     print("\n".join(report(a, model_name, rows, ref_runs)))
+
+
+def deterministic(setting):
+    return setting[0] in ("ddim", "dpmpp_2m")  # the tool runs DDIM with eta 0
+
+
+def solver_errors(a, model, decoder, model_name, settings):
+    """{setting name: RMS difference from a.converged over a.converged_images images}, deterministic settings only;
+    kept in OUT/solver_errors.jsonl (and the converged images in OUT/converged-*.pt) so that a rerun reuses them."""
+    k, conv = a.converged_images, name(a.converged)
+    key = dict(model=model_name, images=k, guidance=a.guidance, seed=a.seed, converged=conv)
+    path = os.path.join(a.out, "solver_errors.jsonl")
+    done = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                if all(r.get(f) == v for f, v in key.items()):
+                    done[r["setting"]] = r["rms"]
+    todo = [s for s in settings if deterministic(s) and name(s) not in done]
+    if todo:
+        ref_path = os.path.join(a.out, f"converged-{conv.replace(':', '-')}-{k}-g{a.guidance:g}-s{a.seed}.pt")
+        if os.path.exists(ref_path):
+            ref = torch.load(ref_path)
+        else:
+            t0 = time.time()
+            ref = generate(model, a.converged, k, a.guidance, a.seed, a.batch, decoder)[0]
+            torch.save(ref, ref_path)
+            print(f"converged solution {conv}, {k} images: {time.time() - t0:.0f} s", flush=True)
+        for s in todo:
+            imgs = generate(model, s, k, a.guidance, a.seed, a.batch, decoder)[0]
+            done[name(s)] = float(torch.sqrt(torch.mean((imgs.double() - ref.double()) ** 2)))
+            with open(path, "a") as f:
+                f.write(json.dumps(dict(key, setting=name(s), rms=done[name(s)])) + "\n")
+            print(f"solver error {name(s)}: {done[name(s)]:.4f}", flush=True)
+    return done
 
 
 if __name__ == "__main__":
