@@ -3,7 +3,7 @@
 
   /usr/bin/python3 tools/export_bundled.py runs/gpu/ema.pt models/fashion-dit
   /usr/bin/python3 tools/export_bundled.py runs/latent/checkpoint.pt models/fashion-latent-dit \\
-      --vae runs/vae/export --guidance 5
+      --vae runs/vae/export --guidance 6
 
 A latent model (4 input channels) needs --vae, the diffusers AutoencoderKL folder tools/train_vae.py --export wrote:
 it is copied into the model folder as vae/ (config.json, diffusion_pytorch_model.safetensors, decoder.onnx).
