@@ -133,9 +133,10 @@ COLORS = {"ddim": (31, 119, 180), "ddpm": (44, 160, 44), "dpmpp_2m": (214, 39, 4
 
 
 def plot(rows, path, spread_band=None, key="frechet",
-         title="Frechet distance in the judge's features (lower is better); hollow = step caching"):
+         title="Frechet distance in the judge's features (lower is better); hollow = step caching", from_zero=False):
     """rows[key] (the Fréchet distance, or the solver error) against model evaluations per image (log scale), one
-    colour per sampler; cached settings hollow. Drawn with PIL (no plotting library here)."""
+    colour per sampler; cached settings hollow; the y axis starts at 0 with from_zero, else just below the lowest
+    value. Drawn with PIL (no plotting library here)."""
     rows = [r for r in rows if r.get(key) is not None]
     W, H, L, R, T, B = 900, 560, 80, 30, 40, 70
     img = Image.new("RGB", (W, H), "white")
@@ -143,22 +144,23 @@ def plot(rows, path, spread_band=None, key="frechet",
     xs = [r["model_evals_per_image"] for r in rows]
     ys = [r[key] for r in rows]
     x0, x1 = math.log10(min(xs) / 1.3), math.log10(max(xs) * 1.3)
-    y1 = max(ys) * 1.1
+    y0 = 0.0 if from_zero else max(0.0, min(ys) - 0.1 * (max(ys) - min(ys)))
+    y1 = max(ys) + 0.1 * (max(ys) - y0) if max(ys) > y0 else y0 + 1.0
     px = lambda v: L + (math.log10(v) - x0) / (x1 - x0) * (W - L - R)  # noqa: E731
-    py = lambda v: H - B - v / y1 * (H - T - B)  # noqa: E731
+    py = lambda v: H - B - (v - y0) / (y1 - y0) * (H - T - B)  # noqa: E731
     d.rectangle([L, T, W - R, H - B], outline="black")
     for e in (10, 20, 50, 100, 200, 500):
         if 10 ** x0 <= e <= 10 ** x1:
             d.line([px(e), H - B, px(e), H - B + 5], fill="black")
             d.text((px(e) - 8, H - B + 8), str(e), fill="black")
     for k in range(6):
-        v = y1 * k / 5
+        v = y0 + (y1 - y0) * k / 5
         d.line([L - 5, py(v), L, py(v)], fill="black")
         d.text((8, py(v) - 6), f"{v:.3g}", fill="black")
     d.text((W // 2 - 140, H - 30), "model evaluations per image (log scale)", fill="black")
     d.text((L, 12), title, fill="black")
     if spread_band:
-        lo, hi = spread_band
+        lo, hi = max(spread_band[0], y0), min(spread_band[1], y1)
         d.rectangle([L + 1, py(hi), W - R - 1, py(lo)], fill=(235, 235, 235))
     for sampler, color in COLORS.items():
         pts = sorted((r["model_evals_per_image"], r[key]) for r in rows
@@ -232,7 +234,8 @@ def report(a, model_name, rows, ref_runs):
          (min(ref_runs), ref["frechet"] + spread) if len(ref_runs) > 1 else None)
     if any(r.get("solver_error") is not None for r in rows):
         plot(rows, os.path.join(a.out, "solver_error.png"), key="solver_error",
-             title=f"solver error: RMS distance to {name(a.converged)} over the decoded pixels (lower is better)")
+             title=f"solver error: RMS distance to {name(a.converged)} over the decoded pixels (lower is better)",
+             from_zero=True)
     return lines
 
 
@@ -295,9 +298,13 @@ def main(argv=None):
 
     rows = [scored(a.reference, a.seed)]
     ref_runs = [rows[0]["frechet"]] + [scored(a.reference, a.seed + 1000 * r)["frechet"] for r in range(1, a.repeats)]
+    known = solver_errors(a, model, decoder, model_name, [], compute=False) if a.converged_images > 0 else {}
     for s in a.settings:
         if s != a.reference:
             rows.append(scored(s, a.seed))
+            for r in rows:  # the errors measured by an earlier run, so that an interrupted run's report keeps them
+                if r["setting"] in known:
+                    r["solver_error"] = known[r["setting"]]
             report(a, model_name, rows, ref_runs)
     if a.converged_images > 0:
         errors = solver_errors(a, model, decoder, model_name, [parse_setting(r["setting"]) for r in rows])
@@ -310,9 +317,10 @@ def deterministic(setting):
     return setting[0] in ("ddim", "dpmpp_2m")  # the tool runs DDIM with eta 0
 
 
-def solver_errors(a, model, decoder, model_name, settings):
+def solver_errors(a, model, decoder, model_name, settings, compute=True):
     """{setting name: RMS difference from a.converged over a.converged_images images}, deterministic settings only;
-    kept in OUT/solver_errors.jsonl (and the converged images in OUT/converged-*.pt) so that a rerun reuses them."""
+    kept in OUT/solver_errors.jsonl (and the converged images in OUT/converged-*.pt) so that a rerun reuses them.
+    With compute=False only what is kept there."""
     k, conv = a.converged_images, name(a.converged)
     key = dict(model=model_name, images=k, guidance=a.guidance, seed=a.seed, converged=conv)
     path = os.path.join(a.out, "solver_errors.jsonl")
@@ -324,7 +332,7 @@ def solver_errors(a, model, decoder, model_name, settings):
                 if all(r.get(f) == v for f, v in key.items()):
                     done[r["setting"]] = r["rms"]
     todo = [s for s in settings if deterministic(s) and name(s) not in done]
-    if todo:
+    if todo and compute:
         ref_path = os.path.join(a.out, f"converged-{conv.replace(':', '-')}-{k}-g{a.guidance:g}-s{a.seed}.pt")
         if os.path.exists(ref_path):
             ref = torch.load(ref_path)
