@@ -10,8 +10,9 @@ the same --out, model, image count, guidance and seed skips the settings found t
 and settings can be added later. The report is rewritten after every setting.
 
 For every setting (SAMPLER:STEPS or SAMPLER:STEPS:cacheK, K the step-cache interval of docs/STEP_CACHE.md) it
-generates --images images (classes in equal shares, guidance --guidance on all channels, default the model's own,
-the model's defaults otherwise) with the PyTorch reference (tools/dit/), quantises them to 8 bits as the server delivers them, and scores:
+generates --images images (classes in equal shares, guidance --guidance on all channels, by default the model's
+own; the model's defaults otherwise) with the PyTorch reference (tools/dit/), quantises them to 8 bits as the
+server delivers them, and scores:
 
   * class accuracy: the fraction the judge (tools/classifier.py, tools/eval/classifier.pt) assigns to the requested
     class;

@@ -88,7 +88,8 @@ public class ContainerCheck {
             CompletableFuture<Void> notServing = Failover.watchNotServing(c);
             CompletableFuture<Status> stream = Failover.generate(c, Failover.request(400, 41));
             Failover.await("the stream runs", 30, () -> Failover.running(c) == 1);
-            CompletableFuture<Integer> stop = CompletableFuture.supplyAsync(() -> podman("stop", "-t", "60", container));
+            CompletableFuture<Integer> stop =
+                    CompletableFuture.supplyAsync(() -> podman("stop", "-t", "60", container));
             notServing.get(20, TimeUnit.SECONDS);
             Failover.check(true, "health went NOT_SERVING after SIGTERM (podman stop)");
             Status s = stream.get(90, TimeUnit.SECONDS);
