@@ -278,13 +278,8 @@ def main(argv=None):
 
     # what was scored before with this model, count, guidance and seed is reused (resume, or settings added later)
     done_path = os.path.join(a.out, "rows.jsonl")
-    done = {}
-    if os.path.exists(done_path):
-        with open(done_path) as f:
-            for line in f:
-                r = json.loads(line)
-                if (r.get("model"), r.get("images"), r.get("guidance")) == (model_name, a.images, a.guidance):
-                    done[(r["setting"], r["seed"])] = r
+    done = {(r["setting"], r["seed"]): r
+            for r in kept(done_path, dict(model=model_name, images=a.images, guidance=a.guidance))}
 
     def scored(setting, seed):
         key = (name(setting), seed)
@@ -314,6 +309,15 @@ def main(argv=None):
     print("\n".join(report(a, model_name, rows, ref_runs)))
 
 
+def kept(path, match):
+    """The records of a JSON-lines file (none if it does not exist) whose fields equal those of match."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if all(r.get(k) == v for k, v in match.items())]
+
+
 def deterministic(setting):
     return setting[0] in ("ddim", "dpmpp_2m")  # the tool runs DDIM with eta 0
 
@@ -325,13 +329,7 @@ def solver_errors(a, model, decoder, model_name, settings, compute=True):
     k, conv = a.converged_images, name(a.converged)
     key = dict(model=model_name, images=k, guidance=a.guidance, seed=a.seed, converged=conv)
     path = os.path.join(a.out, "solver_errors.jsonl")
-    done = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                r = json.loads(line)
-                if all(r.get(f) == v for f, v in key.items()):
-                    done[r["setting"]] = r["rms"]
+    done = {r["setting"]: r["rms"] for r in kept(path, key)}
     todo = [s for s in settings if deterministic(s) and name(s) not in done]
     if todo and compute:
         ref_path = os.path.join(a.out, f"converged-{conv.replace(':', '-')}-{k}-g{a.guidance:g}-s{a.seed}.pt")
