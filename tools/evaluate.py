@@ -53,11 +53,19 @@ def generate(model, labels, steps, guidance, seed, device, sampler="ddim", mode=
                         device=device)
         z = sample(model, x, y, steps, sampler=sampler, guidance=guidance, guidance_mode=mode, generator=g)
         if decoder is not None:
-            img = decoder(z.cpu())
-            pad = (img.shape[-1] - 28) // 2
-            z = img[..., pad:pad + 28, pad:pad + 28]
+            z = central_crop(decoder(z.cpu()))
         outs.append(z.clamp(-1, 1).cpu())
     return torch.cat(outs)
+
+
+def central_crop(img, size=28):
+    """The central size×size of images [..., H, W] (tensor or array): the judge's 28×28 out of a latent model's
+    32×32 decode (Fashion-MNIST padded by 2 on every side, tools/train_vae.py)."""
+    h, w = img.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"{w}×{h} is smaller than {size}×{size}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[..., top:top + size, left:left + size]
 
 
 def load_vae(model_path, vae_path=None):

@@ -19,16 +19,17 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import classifier as judge  # noqa: E402
+from evaluate import central_crop  # noqa: E402
 
 
 def load_images(folder):
     out = []
     for path in sorted(glob.glob(os.path.join(folder, "*.png"))):
         a = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
-        pad_h, pad_w = (a.shape[0] - 28) // 2, (a.shape[1] - 28) // 2
-        if pad_h < 0 or pad_w < 0:
-            raise SystemExit(f"{path}: {a.shape[1]}×{a.shape[0]} is smaller than 28×28")
-        out.append(a[pad_h:pad_h + 28, pad_w:pad_w + 28] / 127.5 - 1.0)
+        try:
+            out.append(central_crop(a) / 127.5 - 1.0)
+        except ValueError as e:
+            raise SystemExit(f"{path}: {e}")
     return out
 
 

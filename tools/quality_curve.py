@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import classifier as judge  # noqa: E402
 from dit import data as fmnist  # noqa: E402
 from dit.diffusion import StepCache, sample  # noqa: E402
-from evaluate import load_model, load_vae, to_uint8  # noqa: E402
+from evaluate import central_crop, load_model, load_vae, to_uint8  # noqa: E402
 
 # cheapest first, so that an interrupted run has the most rows
 DEFAULT_SETTINGS = ["dpmpp_2m:10", "ddim:10", "dpmpp_2m:15", "dpmpp_2m:20", "ddim:20", "dpmpp_2m:25",
@@ -109,9 +109,7 @@ def generate(model, setting, n, guidance, seed, batch, decoder=None):
         z = sample(model, x_T[i:i + batch].to(dev), labels[i:i + batch].to(dev), steps, sampler=sampler, eta=0.0,
                    guidance=guidance, guidance_mode="all", generator=gd, cache=cache).cpu()
         if decoder is not None:
-            img = decoder(z)
-            pad = (img.shape[-1] - 28) // 2
-            z = img[..., pad:pad + 28, pad:pad + 28]
+            z = central_crop(decoder(z))
         outs.append(z.clamp(-1, 1))
         blocks = cache.block_evals if cache else steps * cfg["depth"]
     return torch.cat(outs), labels, blocks
