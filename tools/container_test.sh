@@ -10,8 +10,9 @@
 #      ports answer, SIGKILL of one replica's container under streams (its clients get an error, the resumable
 #      stream completes on the other), the replica started again gets calls, `podman stop` of it drains it
 #      (tools/container/ContainerCheck.java).
-# Installs podman, runc, mmdebstrap and podman-compose with apt when missing (as root or with sudo). Skips, saying
-# why, only where podman cannot run containers. Everything started here is removed on exit; images stay (cache).
+# Installs the group `containers` of tools/packages.txt when missing (tools/install-packages.sh; as root or with
+# sudo; failing to install fails the test). Skips, saying why, only where podman cannot run containers. Everything
+# started here is removed on exit; images stay (cache).
 # Environment: DIT_RUNTIME_BASE=IMAGE uses that base image (e.g. debian:bookworm-slim from a registry) instead of
 # the local one; KEEP=1 keeps the logs in the scratch folder.
 set -euo pipefail
@@ -27,21 +28,9 @@ quiet() { grep --line-buffered -v -e "unable to get systemd connection" -e "fail
 
 # --- tools ------------------------------------------------------------------------------------------------------
 [ "$(uname -s)" = Linux ] || skip "not Linux ($(uname -s))"
-missing=()
-for t in podman:podman runc:runc mmdebstrap:mmdebstrap podman-compose:podman-compose; do
-  command -v "${t%%:*}" > /dev/null || missing+=("${t#*:}")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo > /dev/null && sudo -n true 2> /dev/null || skip "${missing[*]} missing and no root to install"
-    SUDO="sudo -n"
-  fi
-  command -v apt-get > /dev/null || skip "${missing[*]} missing and no apt-get"
-  phase "installing ${missing[*]} (apt)"
-  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" > /dev/null; } || skip "apt-get install ${missing[*]} failed"
-fi
+# every package of the group `containers` of tools/packages.txt, the CNI DNS plugin included (without it compose
+# services cannot reach each other by name); a package that cannot be installed fails the test, it never skips it
+bash tools/install-packages.sh containers || { say "the container packages could not be installed"; exit 1; }
 # runc with cgroupfs (crun refuses hybrid cgroups), no raised ulimits: tools/container/containers.conf
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/tools/container/containers.conf}"
 podman info > /dev/null 2>&1 || skip "\`podman info\` fails: $(podman info 2>&1 | tail -1)"
@@ -62,7 +51,7 @@ cleanup() {
     KEEP=1
   fi
   podman ps -aq --filter "name=$RUN" 2> /dev/null | xargs -r podman rm -f -t 0 > /dev/null 2>&1 || true
-  podman network rm -f "${RUN}_default" > /dev/null 2>&1 || true
+  podman network rm -f "${RUN}_default" "${RUN}_dns" > /dev/null 2>&1 || true
   if [ "${KEEP:-0}" = 0 ]; then rm -rf "$WORK"; else say "logs in $WORK"; fi
 }
 trap cleanup EXIT
@@ -89,6 +78,15 @@ if [ -z "${DIT_RUNTIME_BASE:-}" ] && ! podman image exists "$BASE"; then
   podman import --quiet "$ROOTFS" "$BASE" > /dev/null
 fi
 podman run --rm --network none "$BASE" true 2>&1 | quiet || skip "\`podman run $BASE true\` fails"
+phase "name resolution on a fresh user network (what the compose topology needs: the CNI DNS plugin)"
+podman network create "${RUN}_dns" > /dev/null
+podman run -d --name "$RUN-dns-a" --network "${RUN}_dns" "$BASE" sleep 60 2>&1 > /dev/null | quiet
+if ! podman run --rm --name "$RUN-dns-b" --network "${RUN}_dns" "$BASE" getent hosts "$RUN-dns-a" > /dev/null 2>&1; then
+  say "a container cannot resolve another by name on a user network: is the CNI DNS plugin installed (tools/packages.txt)?"
+  exit 1
+fi
+podman rm -f -t 0 "$RUN-dns-a" > /dev/null 2>&1; podman network rm -f "${RUN}_dns" > /dev/null 2>&1
+say "ok: containers on a user network resolve each other by name"
 
 phase "build outputs: server (./dit builds what is missing), Java runtime (jlink), probe and check programs"
 ./dit --version > /dev/null

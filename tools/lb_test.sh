@@ -9,12 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 START=$SECONDS
-if ! command -v nginx > /dev/null && [ ! -x /usr/sbin/nginx ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  # the package's own service is not started (policy-rc.d or no init); this test runs its own nginx
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nginx > /dev/null
-fi
+bash tools/install-packages.sh lb   # nginx (tools/packages.txt); its own service is not started here
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 export JAVA_HOME="${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}"
 WORK="$(mktemp -d)"
