@@ -117,7 +117,8 @@ def infer_config(sd, num_heads=None, input_size=None):
     heads = num_heads or KNOWN_HEADS.get(hidden, max(1, hidden // 64))
     return dict(input_size=input_size, patch_size=p, in_channels=in_ch, hidden_size=hidden, depth=depth,
                 num_heads=heads, mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / hidden, class_dropout_prob=0.1,
-                num_classes=sd["y_embedder.embedding_table.weight"].shape[0] - 1, learn_sigma=out_ch == 2 * in_ch)
+                num_classes=sd["y_embedder.embedding_table.weight"].shape[0] - 1, learn_sigma=out_ch == 2 * in_ch,
+                qk_norm="blocks.0.attn.q_norm.weight" in sd)
 
 
 def convert(src, num_heads=None, input_size=None):

@@ -13,6 +13,9 @@ import torch
 import torch.nn as nn
 
 LN_EPS = 1e-6
+# qk-norm (REPA's --qk-norm): timm's Attention builds nn.LayerNorm(head_dim) with torch's default eps, 1e-5 (not the
+# 1e-6 of the blocks' own parameter-free norms)
+QK_NORM_EPS = 1e-5
 FREQ_DIM = 256  # timestep frequency embedding size
 
 
@@ -31,12 +34,22 @@ def layer_norm(x):
     return xc / torch.sqrt(var + LN_EPS)
 
 
+def affine_layer_norm(x, weight, bias, eps):
+    """LayerNorm over the last dimension with a per-element weight and bias, written out (ONNX opset 14):
+    (x − mean) / √(var + eps) · weight + bias, biased variance, as torch.nn.LayerNorm computes it."""
+    mean = x.mean(dim=-1, keepdim=True)
+    xc = x - mean
+    var = (xc * xc).mean(dim=-1, keepdim=True)
+    return xc / torch.sqrt(var + eps) * weight + bias
+
+
 def modulate(x, shift, scale):
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
 def timestep_embedding(t, dim=FREQ_DIM, max_period=10000):
-    """128 cosines then 128 sines of t·exp(−ln(10000)·k/128)."""
+    """128 cosines then 128 sines of t·exp(−ln(10000)·k/128). t is taken as given, converted to float32 (an int64
+    DiT timestep, or the float32 time of a flow model: nothing rounds it)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / half).to(t.device)
     args = t[:, None].float() * freqs[None]
@@ -95,18 +108,37 @@ class LabelEmbedder(nn.Module):
         return self.embedding_table(y)
 
 
+class HeadNorm(nn.Module):
+    """qk-norm of one of q or k: an affine LayerNorm over the head dimension, the same weight and bias for every
+    head (timm's Attention q_norm/k_norm: nn.LayerNorm(head_dim), eps 1e-5)."""
+
+    def __init__(self, head_dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(head_dim))
+        self.bias = nn.Parameter(torch.zeros(head_dim))
+
+    def forward(self, x):
+        return affine_layer_norm(x, self.weight, self.bias, QK_NORM_EPS)
+
+
 class Attention(nn.Module):
-    def __init__(self, dim, num_heads):
+    def __init__(self, dim, num_heads, qk_norm=False):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        if qk_norm:  # created only when used, so that a model without it has exactly the released keys
+            self.q_norm = HeadNorm(self.head_dim)
+            self.k_norm = HeadNorm(self.head_dim)
+        self.qk_norm = qk_norm
         self.proj = nn.Linear(dim, dim, bias=True)
 
     def forward(self, x):
         n, t, d = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # [N, heads, T, hd]
+        if self.qk_norm:  # per head, after the split, before the scores (timm's Attention)
+            q, k = self.q_norm(q), self.k_norm(k)
         att = (q @ k.transpose(-2, -1)) * (self.head_dim ** -0.5)
         att = att.softmax(dim=-1)
         out = (att @ v).transpose(1, 2).reshape(n, t, d)
@@ -124,9 +156,9 @@ class Mlp(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
+    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0, qk_norm=False):
         super().__init__()
-        self.attn = Attention(hidden_size, num_heads)
+        self.attn = Attention(hidden_size, num_heads, qk_norm)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
 
@@ -150,7 +182,9 @@ class FinalLayer(nn.Module):
 
 class DiT(nn.Module):
     def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16,
-                 mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True):
+                 mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True, qk_norm=False):
+        """qk_norm: REPA's --qk-norm (blocks.N.attn.q_norm/k_norm). The same network serves DiT, SiT and REPA: they
+        differ only in what t means and what the output means (tools/dit/flow.py)."""
         super().__init__()
         assert input_size % patch_size == 0, "input_size must be a multiple of patch_size"
         assert hidden_size % num_heads == 0 and hidden_size % 4 == 0
@@ -162,12 +196,13 @@ class DiT(nn.Module):
         self.num_heads = num_heads
         self.num_classes = num_classes
         self.learn_sigma = learn_sigma
+        self.qk_norm = bool(qk_norm)
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         grid = input_size // patch_size
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid, hidden_size), requires_grad=False)
-        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self.initialize_weights()
 
@@ -234,15 +269,16 @@ class DiT(nn.Module):
                     hidden_size=self.hidden_size, depth=len(self.blocks), num_heads=self.num_heads,
                     mlp_ratio=self.blocks[0].mlp.fc1.out_features / self.hidden_size if len(self.blocks) else 4.0,
                     class_dropout_prob=self.y_embedder.dropout_prob, num_classes=self.num_classes,
-                    learn_sigma=self.learn_sigma)
+                    learn_sigma=self.learn_sigma, qk_norm=self.qk_norm)
 
 
+# the constructor arguments a format-1 config.json holds (qk_norm is a format-2 key, absent means false)
 CONSTRUCTOR_ARGS = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_ratio",
                     "class_dropout_prob", "num_classes", "learn_sigma")
 
 
 def dit_from_config(cfg):
-    return DiT(**{k: cfg[k] for k in CONSTRUCTOR_ARGS})
+    return DiT(**{k: cfg[k] for k in CONSTRUCTOR_ARGS}, qk_norm=cfg.get("qk_norm", False))
 
 
 def DiT_XL_2(**kw):
