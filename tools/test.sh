@@ -7,9 +7,12 @@
 #   5. a real load balancer: nginx in front of two replicas (tools/lb_test.sh; installs Debian's nginx if missing)
 #   6. containers: the image built and run with podman, the compose topology with podman-compose
 #      (tools/container_test.sh; installs podman & co. if missing; skips only where podman cannot run)
+# `./dit test --fresh` instead runs tools/fresh_test.sh: the README's commands (this suite included) in a fresh
+# Debian root made with mmdebstrap from a clean clone of HEAD, with only what a new machine has.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+if [ "${1:-}" = --fresh ]; then shift; exec bash tools/fresh_test.sh "$@"; fi
 
 echo "== python reference tests"
 bash tools/setup-deps.sh
