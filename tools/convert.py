@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Converts a DiT checkpoint into the project's model folder (config.json, weights.safetensors, model.onnx).
+"""Converts a DiT, SiT or REPA checkpoint into the project's model folder (config.json, weights.safetensors,
+model.onnx).
 
-Accepted inputs:
+--family dit (the default; config.json format_version 1, as before) accepts:
   * a released-layout PyTorch state_dict (`DiT-XL-2-256x256.pt`, or a training checkpoint holding it under
     "ema" or "model"),
   * a diffusers-layout safetensors (`transformer/diffusion_pytorch_model.safetensors`; its `config.json`, if next
@@ -10,6 +11,20 @@ Accepted inputs:
 
   /usr/bin/python3 tools/convert.py CHECKPOINT OUT_DIR [--name NAME] [--num-heads H] [--class-names FILE]
       [--space latent|pixel] [--guidance-mode first3|all] [--no-onnx] [--onnx-external-data]
+
+--family sit|repa (flow models, config.json format_version 2 with family and process; docs/MODEL_FAMILIES.md):
+
+  /usr/bin/python3 tools/convert.py --family sit SiT-XL-2-256x256.pt OUT_DIR
+  /usr/bin/python3 tools/convert.py --family repa last.pt OUT_DIR
+      [--sampler euler|heun|euler_maruyama|dpmpp_2m] [--steps N] [--guidance G] [--guidance-interval LO HI |
+      --no-guidance-interval] [--timestep-shift S] [--guidance-mode first3|all] [--num-heads H] ...
+
+  * sit: SiT's released state_dict (or a training checkpoint's "ema"); the learned-σ half of final_layer.linear is
+    dropped (C output channels kept per pixel); guidance on the first 3 channels, as its forward_with_cfg;
+  * repa: REPA's last.pt, its "ema" state_dict (not "model"); projectors.* are dropped (training only) with a line
+    saying so; blocks.N.attn.{q,k}_norm.* (--qk-norm models) give qk_norm true; guidance on all channels.
+  A checkpoint key that the model does not use, or a key it needs that is missing, fails the conversion naming it.
+  The graph's t input is float32 (the family's network time).
 
 A graph over the 2 GB protobuf limit (DiT-XL/2) keeps its weights in one file beside it, model.onnx.data;
 --onnx-external-data does that for a smaller one too. The folder is written into a temporary folder next to
@@ -41,7 +56,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dit import safetensors_io  # noqa: E402
-from dit.export import make_config, write_model_folder  # noqa: E402
+from dit.export import make_config, make_config_v2, write_model_folder  # noqa: E402
+from dit.flow import FLOW_SAMPLERS, VP_SAMPLERS  # noqa: E402
 from dit.model import DiT, sincos_pos_embed  # noqa: E402
 from dit import vae  # noqa: E402
 
@@ -142,6 +158,129 @@ def convert(src, num_heads=None, input_size=None):
     if missing or unexpected:
         raise ValueError(f"{src}: missing keys {missing[:8]}, unexpected keys {unexpected[:8]}")
     return model.eval(), cfg
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Flow families (--family sit|repa): docs/MODEL_FAMILIES.md
+
+# what each family's config gets when the command line does not say otherwise
+FLOW_DEFAULTS = {
+    # SiT's sample.py: cfg-scale 4.0, 250 steps; its SDE mode (Euler–Maruyama, diffusion "sigma", last step "Mean"
+    # of 0.04) is our euler_maruyama exactly (its ODE default, adaptive dopri5, is not one of our solvers)
+    "sit": dict(sampler="euler_maruyama", steps=250, guidance=4.0, guidance_mode="first3", guidance_interval=None),
+    # REPA's FID runs (generate.py --mode sde --num-steps 250 --cfg-scale 1.8 --guidance-high 0.7)
+    "repa": dict(sampler="euler_maruyama", steps=250, guidance=1.8, guidance_mode="all", guidance_interval=[0.0, 0.7]),
+}
+REPA_HEADS = {"S": 6, "B": 12, "L": 16, "XL": 16}  # SiT_models in REPA's models/sit.py, by size
+
+
+def _arg(args, name):
+    if isinstance(args, dict):
+        return args.get(name)
+    return getattr(args, name, None)
+
+
+def load_flow_state_dict(path, family):
+    """(state_dict, args or None, notes) of a SiT or REPA checkpoint as released."""
+    notes = []
+    if path.endswith(".safetensors"):
+        sd, _ = safetensors_io.read(path)
+        obj = sd
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: not a checkpoint dict ({type(obj).__name__})")
+    args = None
+    if family == "repa":
+        if not isinstance(obj.get("ema"), dict):
+            raise ValueError(f"{path}: a REPA checkpoint holds its weights under \"ema\"; this one has the entries "
+                             f"{sorted(obj)[:8]}")
+        sd, args = obj["ema"], obj.get("args")
+        notes.append(f"using the \"ema\" state_dict of {os.path.basename(path)}"
+                     + (f" (steps {obj['steps']})" if "steps" in obj else ""))
+    elif "ema" in obj and isinstance(obj["ema"], dict):  # a SiT training checkpoint (model/ema/opt/args)
+        sd, args = obj["ema"], obj.get("args")
+        notes.append(f"using the \"ema\" state_dict of {os.path.basename(path)}")
+    else:
+        sd = obj
+    not_tensors = sorted(k for k, v in sd.items() if not torch.is_tensor(v))
+    if not_tensors:
+        raise ValueError(f"{path}: entries that are not tensors: {not_tensors[:8]}")
+    return dict(sd), args, notes
+
+
+def convert_flow(src, family, num_heads=None):
+    """Returns (DiT-shaped model with the checkpoint's weights, constructor config, notes to print). The model is
+    the network only: family decides what t and the output mean (tools/dit/flow.py)."""
+    sd, args, notes = load_flow_state_dict(src, family)
+    if args is not None:
+        path_type, prediction = _arg(args, "path_type"), _arg(args, "prediction")
+        if path_type is not None and path_type != "linear":
+            raise ValueError(f"{src}: trained with path_type {path_type!r}; only the linear path is supported")
+        if prediction is not None and prediction not in ("v", "velocity"):
+            raise ValueError(f"{src}: trained with prediction {prediction!r}; only velocity (v) is supported")
+    if family == "repa":
+        dropped = sorted(k for k in sd if k.startswith("projectors."))
+        for k in dropped:
+            del sd[k]
+        notes.append(f"dropped {len(dropped)} tensors projectors.* (REPA's training-only projection heads onto the "
+                     f"encoder features; sampling does not use them)")
+    needed = ("x_embedder.proj.weight", "final_layer.linear.weight", "final_layer.linear.bias",
+              "y_embedder.embedding_table.weight", "blocks.0.mlp.fc1.weight", "pos_embed")
+    missing = [k for k in needed if k not in sd]
+    if missing:
+        raise ValueError(f"{src}: missing keys {missing}")
+    w = sd["x_embedder.proj.weight"]
+    hidden, c, p = w.shape[0], w.shape[1], w.shape[2]
+    rows = sd["final_layer.linear.weight"].shape[0]
+    if family == "sit" and rows == p * p * 2 * c:  # learned σ: per pixel (a, b) the rows (a·p + b)·2C + [C, 2C)
+        weight = sd["final_layer.linear.weight"].reshape(p * p, 2 * c, hidden)
+        bias = sd["final_layer.linear.bias"].reshape(p * p, 2 * c)
+        sd["final_layer.linear.weight"] = weight[:, :c].reshape(p * p * c, hidden).clone()
+        sd["final_layer.linear.bias"] = bias[:, :c].reshape(p * p * c).clone()
+        notes.append(f"dropped the learned-σ half of final_layer.linear: {2 * c} → {c} output channels per pixel "
+                     f"(a flow sampler does not use it)")
+    elif rows != p * p * c:
+        raise ValueError(f"{src}: final_layer.linear has {rows} outputs; a {family} model with {c} channels and "
+                         f"patch {p} has {p * p * c}" + (f" (or {2 * p * p * c} with learned σ)"
+                                                         if family == "sit" else ""))
+    qk_norm = "blocks.0.attn.q_norm.weight" in sd
+    if args is not None and _arg(args, "qk_norm") is not None and bool(_arg(args, "qk_norm")) != qk_norm:
+        raise ValueError(f"{src}: args.qk_norm is {_arg(args, 'qk_norm')} but the weights "
+                         f"{'have' if qk_norm else 'lack'} blocks.N.attn.q_norm")
+    heads = num_heads
+    if qk_norm:  # the norm's size is the head dimension: it fixes the head count
+        from_norm = hidden // sd["blocks.0.attn.q_norm.weight"].shape[0]
+        if heads is not None and heads != from_norm:
+            raise ValueError(f"{src}: --num-heads {heads}, but the qk-norm weights have head dimension "
+                             f"{hidden // from_norm} (→ {from_norm} heads)")
+        heads = from_norm
+    if heads is None and args is not None and isinstance(_arg(args, "model"), str):
+        m = re.fullmatch(r"SiT-(S|B|L|XL)/\d+", _arg(args, "model"))
+        heads = REPA_HEADS[m.group(1)] if m else None
+    cfg = infer_config(sd, heads)
+    cfg.update(learn_sigma=False, qk_norm=qk_norm)
+    if args is not None and _arg(args, "num_classes") is not None and _arg(args, "num_classes") != cfg["num_classes"]:
+        raise ValueError(f"{src}: args.num_classes is {_arg(args, 'num_classes')} but y_embedder has "
+                         f"{cfg['num_classes'] + 1} rows (classes + the null class)")
+    model = DiT(**cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    unused = sorted(set(sd) - set(expected))
+    missing = sorted(set(expected) - set(sd))
+    if unused or missing:
+        parts = []
+        if unused:
+            parts.append(f"{len(unused)} keys the {family} model does not use: {unused[:8]}"
+                         + (" …" if len(unused) > 8 else ""))
+        if missing:
+            parts.append(f"{len(missing)} keys it needs are missing: {missing[:8]}"
+                         + (" …" if len(missing) > 8 else ""))
+        raise ValueError(f"{src}: " + "; ".join(parts))
+    wrong = [f"{k} {list(sd[k].shape)} (expected {list(s)})" for k, s in expected.items() if tuple(sd[k].shape) != s]
+    if wrong:
+        raise ValueError(f"{src}: tensors of the wrong shape: {wrong[:8]}")
+    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    return model.eval(), cfg, notes
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -315,6 +454,8 @@ def main(argv=None):
     ap.add_argument("checkpoint")
     ap.add_argument("out_dir")
     ap.add_argument("--vae", action="store_true", help="convert an image decoder (VAE or TAESD), not a DiT")
+    ap.add_argument("--family", choices=["dit", "sit", "repa"], default="dit",
+                    help="dit (default): DiT, config format 1 as before; sit / repa: flow models (format 2)")
     ap.add_argument("--scaling-factor", type=float, default=None,
                     help="--vae from an LDM checkpoint: the latent scaling (default 0.18215)")
     ap.add_argument("--norm-num-groups", type=int, default=None,
@@ -325,10 +466,18 @@ def main(argv=None):
     ap.add_argument("--class-names", default=None, help="text file, one class name per line")
     ap.add_argument("--space", choices=["latent", "pixel"], default=None,
                     help="default: latent for 4-channel models, else pixel")
-    ap.add_argument("--guidance-mode", choices=["first3", "all"], default="first3")
-    ap.add_argument("--guidance", type=float, default=4.0)
-    ap.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp_2m"], default="ddpm")
+    ap.add_argument("--guidance-mode", choices=["first3", "all"], default=None,
+                    help="default: first3 (dit, sit), all (repa)")
+    ap.add_argument("--guidance", type=float, default=None, help="default: 4.0 (dit, sit), 1.8 (repa)")
+    ap.add_argument("--sampler", choices=sorted(set(VP_SAMPLERS) | set(FLOW_SAMPLERS)), default=None,
+                    help="default: ddpm (dit), euler_maruyama (sit, repa); dit takes ddpm|ddim|dpmpp_2m, sit and repa "
+                         "euler|heun|euler_maruyama|dpmpp_2m")
     ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                    help="sit/repa: guide only steps whose network time τ is in [LO, HI] (default: repa [0, 0.7], "
+                         "sit none)")
+    ap.add_argument("--no-guidance-interval", action="store_true", help="sit/repa: guide every step")
+    ap.add_argument("--timestep-shift", type=float, default=1.0, help="sit/repa: default timestep shift")
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--onnx-external-data", action="store_true",
                     help="keep the ONNX graph's weights in model.onnx.data beside it even when the graph is under "
@@ -339,6 +488,16 @@ def main(argv=None):
         module = convert_vae(a.checkpoint, a.out_dir, a.scaling_factor, a.norm_num_groups, onnx=not a.no_onnx)
         print(f"wrote {a.out_dir}: {module.class_name} f={module.scale_factor} {module.config}")
         return
+    if a.family != "dit":
+        convert_flow_main(a)
+        return
+    if a.guidance_interval is not None or a.no_guidance_interval or a.timestep_shift != 1.0:
+        ap.error("--guidance-interval, --no-guidance-interval and --timestep-shift are for --family sit|repa")
+    if a.sampler is not None and a.sampler not in VP_SAMPLERS:
+        ap.error(f"--sampler {a.sampler} does not fit a dit model: it takes {', '.join(VP_SAMPLERS)}")
+    a.sampler = a.sampler or "ddpm"
+    a.guidance = 4.0 if a.guidance is None else a.guidance
+    a.guidance_mode = a.guidance_mode or "first3"
     model, cfg = convert(a.checkpoint, a.num_heads, a.input_size)
     names = None
     if a.class_names:
@@ -357,6 +516,37 @@ def main(argv=None):
             raise RuntimeError(f"unexpected files in the model folder: {extra}")
     print(describe(a.out_dir, sizes, cfg))
 
+
+def convert_flow_main(a):
+    d = FLOW_DEFAULTS[a.family]
+    if a.sampler is not None and a.sampler not in FLOW_SAMPLERS:
+        raise SystemExit(f"convert.py: --sampler {a.sampler} does not fit a {a.family} model: it takes "
+                         f"{', '.join(FLOW_SAMPLERS)}")
+    if a.input_size is not None:
+        raise SystemExit("convert.py: --input-size is for checkpoints without pos_embed; SiT and REPA have one")
+    model, cfg, notes = convert_flow(a.checkpoint, a.family, a.num_heads)
+    for line in notes:
+        print(line)
+    names = None
+    if a.class_names:
+        with open(a.class_names) as f:
+            names = [line.strip() for line in f if line.strip()]
+    interval = None if a.no_guidance_interval else (a.guidance_interval or d["guidance_interval"])
+    conf = make_config_v2(model, a.name or os.path.basename(os.path.normpath(a.out_dir)), a.family, names,
+                          guidance_mode=a.guidance_mode or d["guidance_mode"], sampler=a.sampler or d["sampler"],
+                          steps=a.steps if a.steps is not None else d["steps"],
+                          guidance=a.guidance if a.guidance is not None else d["guidance"],
+                          guidance_interval=interval, timestep_shift=a.timestep_shift,
+                          space=a.space or ("latent" if cfg["in_channels"] == 4 else "pixel"),
+                          description=f"converted from {os.path.basename(a.checkpoint)} ({a.family})")
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    with vae.staged_folder(a.out_dir) as tmp:
+        sizes = write_model_folder(model, tmp, conf, onnx=not a.no_onnx,
+                                   onnx_external_data=a.onnx_external_data or None)
+        extra = sorted(set(os.listdir(tmp)) - set(sizes))
+        if extra:
+            raise RuntimeError(f"unexpected files in the model folder: {extra}")
+    print(describe(a.out_dir, sizes, cfg))
 
 
 if __name__ == "__main__":
