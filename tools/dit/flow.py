@@ -57,7 +57,11 @@ def velocity_sign(process):
 
 
 def shift_s(s, shift):
-    """Timestep shift of one grid point, float64: shift·s / (1 + (shift − 1)·s); shift 1 returns s exactly."""
+    """Timestep shift of one grid point, float64: shift·s / (1 + (shift − 1)·s) (the product shift·s, the
+    denominator 1 + (shift − 1)·s, the division); the ends are kept exactly: s = 1 → 1 and s = 0 → 0 (the formula
+    gives 0.9999999999999998 at s = 1 for shift 1/0.3). shift 1 returns every s exactly."""
+    if s >= 1.0 or s <= 0.0:
+        return s
     return shift * s / (1.0 + (shift - 1.0) * s)
 
 
@@ -66,7 +70,7 @@ def grid(steps, sampler, shift=1.0):
     euler, heun, dpmpp_2m: s_i = 1.0 − i / N (float64 division, then the subtraction).
     euler_maruyama: s_i = 1.0 − 0.96·i / (N − 1) for i = 0..N − 2 (the product 0.96·i first, then the division),
     s_{N−1} = 0.04 exactly, s_N = 0 (N = 1: [1, 0]).
-    Then every point, ends included, is replaced by shift_s(s, shift) (1 and 0 stay 1 and 0)."""
+    Then every point is replaced by shift_s(s, shift) (1 and 0 stay exactly 1 and 0)."""
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
     if shift <= 0 or not math.isfinite(shift):

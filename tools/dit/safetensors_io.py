@@ -22,6 +22,8 @@ def write(path, tensors, metadata=None):
             dt = "I64"
         elif arr.dtype == np.float16:
             dt = "F16"
+        elif arr.dtype == np.float64:
+            dt = "F64"
         else:
             raise ValueError(f"unsupported dtype {arr.dtype} for {name}")
         b = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
