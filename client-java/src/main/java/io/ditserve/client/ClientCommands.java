@@ -36,8 +36,16 @@ public final class ClientCommands {
         int count;
         @Option(names = "--steps", defaultValue = "0", description = "denoising steps (default: the model's)")
         int steps;
-        @Option(names = "--sampler", description = "ddpm, ddim or dpmpp-2m (DPM-Solver++(2M)) (default: the model's)")
+        @Option(names = "--sampler", description = "VP models (DiT): ddpm, ddim or dpmpp-2m (DPM-Solver++(2M)); flow "
+                + "models (SiT, REPA): euler, heun, euler-maruyama or dpmpp-2m (default: the model's)")
         String sampler;
+        @Option(names = "--guidance-interval", paramLabel = "LOW,HIGH", split = ",",
+                description = "flow models: guide only the steps whose start time lies in [LOW, HIGH], in the "
+                        + "network's own time (default: the model's)")
+        List<Float> guidanceInterval;
+        @Option(names = "--timestep-shift", description = "flow models: shift the time grid, s -> k·s/(1+(k-1)·s) "
+                + "(default: the model's; 1 = none)")
+        Float timestepShift;
         @Option(names = "--step-cache", defaultValue = "0", paramLabel = "K",
                 description = "step caching: run every transformer block only every K-th step (and the last), reuse "
                         + "blocks 1..depth-1 between (docs/STEP_CACHE.md); 0 = off (default)")
@@ -109,9 +117,22 @@ public final class ClientCommands {
                     case "ddpm" -> Sampler.SAMPLER_DDPM;
                     case "ddim" -> Sampler.SAMPLER_DDIM;
                     case "dpmpp-2m", "dpmpp_2m" -> Sampler.SAMPLER_DPMPP_2M;
-                    default -> throw new IllegalArgumentException("--sampler must be ddpm, ddim or dpmpp-2m, got "
-                            + sampler);
+                    case "euler" -> Sampler.SAMPLER_EULER;
+                    case "heun" -> Sampler.SAMPLER_HEUN;
+                    case "euler-maruyama", "euler_maruyama" -> Sampler.SAMPLER_EULER_MARUYAMA;
+                    default -> throw new IllegalArgumentException("--sampler must be ddpm, ddim, dpmpp-2m, euler, heun "
+                            + "or euler-maruyama, got " + sampler);
                 });
+            }
+            if (guidanceInterval != null) {
+                if (guidanceInterval.size() != 2) {
+                    throw new IllegalArgumentException("--guidance-interval takes LOW,HIGH, got " + guidanceInterval);
+                }
+                b.setGuidanceInterval(io.ditserve.proto.v1.GuidanceInterval.newBuilder()
+                        .setLow(guidanceInterval.get(0)).setHigh(guidanceInterval.get(1)));
+            }
+            if (timestepShift != null) {
+                b.setTimestepShift(timestepShift);
             }
             if (eta != null) {
                 b.setEta(eta);

@@ -1,5 +1,7 @@
 package io.ditserve.server;
 
+import io.ditserve.backend.ForwardBatch;
+
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
@@ -47,13 +49,13 @@ public final class FaultyBackendProvider implements BackendProvider {
             }
 
             @Override
-            public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
-                for (int label : y) {
+            public void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
+                for (int label : batch.labels()) {
                     if (label == POISON_LABEL) {
                         throw new BackendException("simulated device fault");
                     }
                 }
-                real.forward(x, t, y, out, cancel);
+                real.forward(batch, out, cancel);
             }
 
             @Override

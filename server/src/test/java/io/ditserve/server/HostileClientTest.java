@@ -162,7 +162,7 @@ class HostileClientTest {
                     assertThat(e.getStatus().getDescription())
                             .startsWith("class_name: 'a\\u000D\\u0000\\u202Eb\\u005C\\u0027c' is not a class");
                 });
-        assertThat(r.client().listModels()).hasSize(2); // the server carries on
+        assertThat(r.client().listModels()).hasSize(TestServers.FIXTURE_MODELS); // the server carries on
         List<String> lines = logLines();
         assertThat(lines).anySatisfy(l -> assertThat(l).contains("rejected request for model 'x\\u000A12:00"));
         assertThat(lines).allSatisfy(l -> assertThat(l).doesNotContain("\n").doesNotContain("\r")

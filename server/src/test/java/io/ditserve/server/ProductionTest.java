@@ -194,7 +194,7 @@ class ProductionTest {
                 });
         var right = DiffusionServiceGrpc.newBlockingStub(r.channel()).withCallCredentials(new TestToken("s3cret-token"));
         assertThat(right.listModels(io.ditserve.proto.v1.ListModelsRequest.getDefaultInstance()).getModelsCount())
-                .isEqualTo(2);
+                .isEqualTo(TestServers.FIXTURE_MODELS);
     }
 
     /** Sends a fixed bearer token. */
@@ -230,7 +230,7 @@ class ProductionTest {
         String target = "localhost:" + server.port();
         try (DitClient ok = DitClient.connect(target, pki.ca.toFile(), pki.clientCert.toFile(), pki.clientKey.toFile(),
                 "tls-token")) {
-            assertThat(ok.listModels()).hasSize(2);
+            assertThat(ok.listModels()).hasSize(TestServers.FIXTURE_MODELS);
         }
         // without a client certificate the TLS handshake fails
         try (DitClient noCert = DitClient.connect(target, pki.ca.toFile(), null, null, "tls-token")) {
@@ -283,7 +283,7 @@ class ProductionTest {
                             com.google.protobuf.ByteString.copyFrom(new byte[2 << 20]))).build();
             assertThatThrownBy(() -> client.generate(huge).next()).isInstanceOfSatisfying(StatusRuntimeException.class,
                     e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED));
-            assertThat(client.listModels()).hasSize(2); // the server carries on
+            assertThat(client.listModels()).hasSize(TestServers.FIXTURE_MODELS); // the server carries on
         }
     }
 

@@ -1,5 +1,8 @@
 package io.ditserve.server;
 
+import io.ditserve.backend.ForwardBatch;
+import io.ditserve.backend.Conditioning;
+
 import io.ditserve.backend.GuidanceMode;
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -136,7 +139,7 @@ class SamplerParityTest {
             if (batch > n) {
                 System.arraycopy(x, 0, in.data(), x.length, x.length);
             }
-            int[] t = new int[batch];
+            float[] t = new float[batch];
             int[] y = new int[batch];
             for (int b = 0; b < batch; b++) {
                 t[b] = sched.timestep(i);
@@ -145,7 +148,7 @@ class SamplerParityTest {
             Tensor out = Tensor.zeros(batch, spec.outChannels(), s, s);
             StepCache.Use[] uses = new StepCache.Use[batch];
             java.util.Arrays.fill(uses, caching.use(sched.size() - 1 - i, sched.size()));
-            backend.forward(in, t, y, out, Cancellation.NEVER, new StepCache(uses, residuals));
+            backend.forward(new ForwardBatch(in, t, new Conditioning.ClassLabels(y), new StepCache(uses, residuals)), out, Cancellation.NEVER);
             float[] x0 = new float[x.length];
             float[] next = new float[x.length];
             stepper.apply(i, x, out.data(), noise, x0, next);

@@ -13,6 +13,9 @@ import io.grpc.inprocess.InProcessServerBuilder;
 public final class TestServers {
     private TestServers() {}
 
+    /** The models that tools/fixtures serves: pixel-tiny and latent-tiny (DiT), sit-tiny and repa-tiny (flow). */
+    public static final int FIXTURE_MODELS = 4;
+
     /** The fixture models, 2 threads, a free metrics port, a 1 s drain, and no tokens from the environment. */
     public static ServerConfig config() {
         ServerConfig c = new ServerConfig();

@@ -27,6 +27,13 @@ public final class DitCheckpoint {
             String b = "blocks." + i + ".";
             putLinear(m, b + "adaLN_modulation.1", 6 * d, d);
             putLinear(m, b + "attn.qkv", 3 * d, d);
+            if (s.qkNorm()) { // LayerNorm over the head dimension of q and k (REPA with --qk-norm)
+                long hd = s.headDim();
+                m.put(b + "attn.q_norm.weight", new long[] {hd});
+                m.put(b + "attn.q_norm.bias", new long[] {hd});
+                m.put(b + "attn.k_norm.weight", new long[] {hd});
+                m.put(b + "attn.k_norm.bias", new long[] {hd});
+            }
             putLinear(m, b + "attn.proj", d, d);
             putLinear(m, b + "mlp.fc1", s.mlpHidden(), d);
             putLinear(m, b + "mlp.fc2", d, s.mlpHidden());
@@ -65,7 +72,8 @@ public final class DitCheckpoint {
         for (String name : st.entries().keySet()) {
             if (!expected.containsKey(name)) {
                 throw new BackendException(st.file() + ": unexpected tensor '" + name + "' for a model with depth "
-                        + spec.depth() + " (config.json and the weights do not match)");
+                        + spec.depth() + (spec.qkNorm() ? "" : " and no qk_norm")
+                        + " (config.json and the weights do not match)");
             }
         }
     }

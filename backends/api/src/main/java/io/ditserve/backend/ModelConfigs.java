@@ -12,11 +12,34 @@ import java.util.List;
 /** Reads and validates a model folder's {@code config.json}. */
 public final class ModelConfigs {
     public static final String CONFIG_FILE = "config.json";
+    /** The default folder names of a model's decoders, and the config.json keys that may point elsewhere. */
+    public static final String VAE_KEY = "vae";
+    public static final String TAESD_KEY = "taesd";
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private ModelConfigs() {}
 
-    /** Parses {@code dir/config.json}; the model's name is the folder's name. */
+    /** The config.json formats this server reads: 1 (DiT, written before flow families) and 2 (with a process). */
+    public static final int FORMAT_MIN = 1;
+    public static final int FORMAT_MAX = 2;
+    private static final java.util.Set<String> KEYS_V1 = java.util.Set.of("format_version", "name", "description",
+            "input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_ratio",
+            "class_dropout_prob", "num_classes", "learn_sigma", "class_names", "schedule", "variance", "space",
+            "guidance_mode", "defaults", VAE_KEY, TAESD_KEY);
+    private static final java.util.Set<String> KEYS_V2 = union(KEYS_V1, "family", "process", "qk_norm");
+    private static final java.util.Set<String> PROCESS_KEYS = java.util.Set.of("prediction", "path", "time_input",
+            "velocity", "time_scale");
+    private static final java.util.Set<String> DEFAULTS_KEYS = java.util.Set.of("sampler", "steps", "guidance", "eta",
+            "guidance_interval", "timestep_shift");
+    private static final java.util.Set<String> SCHEDULE_KEYS = java.util.Set.of("type", "beta_start", "beta_end",
+            "num_train_timesteps", "respacing");
+    private static final java.util.Set<String> FAMILIES = java.util.Set.of("dit", "sit", "repa");
+
+    /**
+     * Parses {@code dir/config.json}; the model's name is the folder's name. Every key is checked: an unknown one is
+     * an error naming the known ones, so that a folder declaring something this server does not implement (another
+     * schedule, another process) fails at load instead of sampling wrongly.
+     */
     public static ModelSpec load(Path dir) throws BackendException {
         Path file = dir.resolve(CONFIG_FILE);
         JsonNode root;
@@ -30,7 +53,13 @@ public final class ModelConfigs {
         if (root == null || !root.isObject()) {
             throw new BackendException(file + ": expected a JSON object");
         }
-        Reader r = new Reader(file, root);
+        Reader r = new Reader(file, "", root);
+        int format = r.intOr("format_version", FORMAT_MIN, Integer.MIN_VALUE, Integer.MAX_VALUE);
+        if (format < FORMAT_MIN || format > FORMAT_MAX) {
+            throw r.bad("format_version " + format + " is not one this server reads (" + FORMAT_MIN + ".." + FORMAT_MAX
+                    + "); convert the model with this version's tools/convert.py");
+        }
+        r.onlyKeys(format == 1 ? KEYS_V1 : KEYS_V2);
         int inputSize = r.intIn("input_size", 1, 4096);
         int patch = r.intIn("patch_size", 1, 64);
         int inCh = r.intIn("in_channels", 1, 64);
@@ -38,6 +67,7 @@ public final class ModelConfigs {
         int depth = r.intIn("depth", 0, 1024);
         int heads = r.intIn("num_heads", 1, 1024);
         double mlpRatio = r.dbl("mlp_ratio", 4.0);
+        r.dbl("class_dropout_prob", 0.0); // a training setting: checked, not used
         int numClasses = r.intIn("num_classes", 1, 1_000_000);
         boolean learnSigma = r.bool("learn_sigma");
         if (inputSize % patch != 0) {
@@ -59,28 +89,118 @@ public final class ModelConfigs {
             if (!cn.isArray() || cn.size() != numClasses) {
                 throw r.bad("class_names must be an array of num_classes (" + numClasses + ") strings");
             }
-            cn.forEach(n -> names.add(n.asText()));
+            for (JsonNode n : cn) {
+                if (!n.isTextual()) {
+                    throw r.bad("class_names must hold strings, found " + n);
+                }
+                names.add(n.asText());
+            }
         }
         ModelSpec.Space space = r.choice("space", ModelSpec.Space.PIXEL, ModelSpec.Space.values(),
                 ModelSpec.Space::configName);
         GuidanceMode mode = r.choice("guidance_mode", GuidanceMode.FIRST_THREE, GuidanceMode.values(),
                 GuidanceMode::configName);
-        JsonNode d = root.path("defaults");
-        Reader dr = new Reader(file, d.isObject() ? d : JSON.createObjectNode());
-        ModelSpec.Defaults defaults = new ModelSpec.Defaults(
-                dr.choice("sampler", Sampler.DDIM, Sampler.values(), Sampler::configName),
-                dr.intOr("steps", 50, 1, 1000),
-                dr.dbl("guidance", 1.0),
-                dr.dbl("eta", 0.0));
+        String family = format == 1 ? "dit" : r.text("family", FAMILIES);
+        ModelSpec.Process process = format == 1 ? ModelSpec.Process.DIT : process(r.object("process"));
+        boolean qkNorm = format > 1 && root.has("qk_norm") && r.bool("qk_norm");
+        if (process.flow()) {
+            if (learnSigma) {
+                throw r.bad("learn_sigma must be false for a flow model (the converter drops the sigma half)");
+            }
+            for (String vpOnly : List.of("schedule", "variance")) {
+                if (root.has(vpOnly)) {
+                    throw r.bad("'" + vpOnly + "' belongs to vp_linear models; this model's path is linear");
+                }
+            }
+        } else {
+            checkSchedule(r, root, learnSigma);
+        }
+        JsonNode dn = root.get("defaults");
+        if (dn != null && !dn.isObject()) {
+            throw r.bad("'defaults' must be an object, found " + dn);
+        }
+        ModelSpec.Defaults defaults = defaults(new Reader(file, "defaults.", dn == null ? JSON.createObjectNode() : dn),
+                process);
         // the folder name is the model name: it is what clients ask for
-        return new ModelSpec(dir, dir.getFileName().toString(),
-                root.path("description").asText(""), inputSize, patch, inCh, hidden, depth, heads, mlpRatio,
-                numClasses, learnSigma, names, space, mode, defaults);
+        return new ModelSpec(dir, dir.getFileName().toString(), root.path("description").asText(""), inputSize, patch,
+                inCh, hidden, depth, heads, mlpRatio, numClasses, learnSigma, names, space, mode, defaults, family,
+                process, qkNorm);
     }
 
-    /** The default folder names of a model's decoders, and the config.json keys that may point elsewhere. */
-    public static final String VAE_KEY = "vae";
-    public static final String TAESD_KEY = "taesd";
+    private static ModelSpec.Process process(Reader p) throws BackendException {
+        p.onlyKeys(PROCESS_KEYS);
+        ModelSpec.Prediction prediction = p.required("prediction", ModelSpec.Prediction.values());
+        ModelSpec.NoisePath path = p.required("path", ModelSpec.NoisePath.values());
+        ModelSpec.TimeInput time = p.required("time_input", ModelSpec.TimeInput.values());
+        ModelSpec.Velocity velocity = p.choice("velocity", ModelSpec.Velocity.NONE, ModelSpec.Velocity.values(),
+                ModelSpec.Velocity::configName);
+        double scale = p.dbl("time_scale", 1.0);
+        try {
+            return new ModelSpec.Process(prediction, path, time, velocity, scale);
+        } catch (IllegalArgumentException e) {
+            throw p.bad(e.getMessage());
+        }
+    }
+
+    /** The VP schedule: only DiT's linear betas 1e-4..0.02 over 1000 steps are implemented; say so for any other. */
+    private static void checkSchedule(Reader r, JsonNode root, boolean learnSigma) throws BackendException {
+        JsonNode sched = root.get("schedule");
+        if (sched != null) {
+            Reader s = new Reader(r.file(), "schedule.", sched);
+            if (!sched.isObject()) {
+                throw r.bad("'schedule' must be an object, found " + sched);
+            }
+            s.onlyKeys(SCHEDULE_KEYS);
+            s.text("type", java.util.Set.of("linear"));
+            s.text("respacing", java.util.Set.of("dit"));
+            if (s.dbl("beta_start", 1e-4) != 1e-4 || s.dbl("beta_end", 0.02) != 0.02
+                    || s.intOr("num_train_timesteps", 1000, 1, 1_000_000) != 1000) {
+                throw s.bad("only DiT's schedule is implemented: linear betas 0.0001..0.02 over 1000 steps");
+            }
+        }
+        if (root.has("variance")) {
+            String expected = learnSigma ? "learned_range" : "fixed_small";
+            String v = r.text("variance", java.util.Set.of("learned_range", "fixed_small"));
+            if (!v.equals(expected)) {
+                throw r.bad("'variance' is " + v + " but learn_sigma is " + learnSigma + " (expected " + expected + ")");
+            }
+        }
+    }
+
+    private static ModelSpec.Defaults defaults(Reader d, ModelSpec.Process process) throws BackendException {
+        d.onlyKeys(DEFAULTS_KEYS);
+        Sampler fallback = process.flow() ? Sampler.EULER : Sampler.DDIM;
+        Sampler sampler = d.choice("sampler", fallback, Sampler.values(), Sampler::configName);
+        if (!sampler.samples(process)) {
+            throw d.bad("'sampler' " + sampler.configName() + " cannot sample a " + process.path().configName()
+                    + " model; it takes " + Sampler.forProcess(process).stream().map(Sampler::configName).toList());
+        }
+        ModelSpec.GuidanceInterval interval = null;
+        JsonNode gi = d.node().get("guidance_interval");
+        if (gi != null && !gi.isNull()) {
+            if (!gi.isArray() || gi.size() != 2 || !gi.get(0).isNumber() || !gi.get(1).isNumber()
+                    || !(gi.get(0).doubleValue() <= gi.get(1).doubleValue())) {
+                throw d.bad("'guidance_interval' must be [low, high] with low <= high, found " + gi);
+            }
+            interval = new ModelSpec.GuidanceInterval(gi.get(0).doubleValue(), gi.get(1).doubleValue());
+        }
+        double shift = d.dbl("timestep_shift", 1.0);
+        if (!(shift > 0)) {
+            throw d.bad("'timestep_shift' must be > 0, found " + shift);
+        }
+        if (!process.flow() && (interval != null || shift != 1.0)) {
+            throw d.bad("guidance_interval and timestep_shift are flow-model settings");
+        }
+        return new ModelSpec.Defaults(sampler, d.intOr("steps", 50, 1, 1000), d.dbl("guidance", 1.0),
+                d.dbl("eta", 0.0), interval, shift);
+    }
+
+    private static java.util.Set<String> union(java.util.Set<String> a, String... more) {
+        java.util.Set<String> s = new java.util.TreeSet<>(a);
+        s.addAll(List.of(more));
+        return java.util.Set.copyOf(s);
+    }
+
 
     /**
      * Finds a latent model's decoders. {@code config.json} may name each folder by a path relative to the model
@@ -136,19 +256,55 @@ public final class ModelConfigs {
         return d;
     }
 
-    private record Reader(Path file, JsonNode node) {
+    private record Reader(Path file, String prefix, JsonNode node) {
         BackendException bad(String msg) {
             return new BackendException(file + ": " + msg);
+        }
+
+        /** Fails on the first key not in {@code known}, naming the known ones. */
+        void onlyKeys(java.util.Set<String> known) throws BackendException {
+            var it = node.fieldNames();
+            while (it.hasNext()) {
+                String k = it.next();
+                if (!known.contains(k)) {
+                    throw bad("unknown key '" + prefix + k + "'; known keys" + (prefix.isEmpty() ? "" : " of '"
+                            + prefix.substring(0, prefix.length() - 1) + "'") + ": " + new java.util.TreeSet<>(known));
+                }
+            }
+        }
+
+        Reader object(String key) throws BackendException {
+            JsonNode v = node.get(key);
+            if (v == null || !v.isObject()) {
+                throw bad("'" + prefix + key + "' must be an object, found " + v);
+            }
+            return new Reader(file, prefix + key + ".", v);
+        }
+
+        String text(String key, java.util.Set<String> allowed) throws BackendException {
+            JsonNode v = node.get(key);
+            if (v == null || !v.isTextual() || !allowed.contains(v.asText())) {
+                throw bad("'" + prefix + key + "' must be one of " + new java.util.TreeSet<>(allowed) + ", found " + v);
+            }
+            return v.asText();
+        }
+
+        <E extends Enum<E> & ModelSpec.Named> E required(String key, E[] values) throws BackendException {
+            if (!node.has(key)) {
+                throw bad("'" + prefix + key + "' is missing; one of "
+                        + java.util.Arrays.stream(values).map(ModelSpec.Named::configName).toList());
+            }
+            return choice(key, values[0], values, ModelSpec.Named::configName);
         }
 
         int intIn(String key, int min, int max) throws BackendException {
             JsonNode v = node.get(key);
             if (v == null || !v.canConvertToInt() || !v.isIntegralNumber()) {
-                throw bad("'" + key + "' must be an integer in " + min + ".." + max + ", found " + v);
+                throw bad("'" + prefix + key + "' must be an integer in " + min + ".." + max + ", found " + v);
             }
             int i = v.intValue();
             if (i < min || i > max) {
-                throw bad("'" + key + "' must be in " + min + ".." + max + ", found " + i);
+                throw bad("'" + prefix + key + "' must be in " + min + ".." + max + ", found " + i);
             }
             return i;
         }
@@ -163,7 +319,7 @@ public final class ModelConfigs {
                 return fallback;
             }
             if (!v.isNumber() || !Double.isFinite(v.doubleValue())) {
-                throw bad("'" + key + "' must be a finite number, found " + v);
+                throw bad("'" + prefix + key + "' must be a finite number, found " + v);
             }
             return v.doubleValue();
         }
@@ -171,7 +327,7 @@ public final class ModelConfigs {
         boolean bool(String key) throws BackendException {
             JsonNode v = node.get(key);
             if (v == null || !v.isBoolean()) {
-                throw bad("'" + key + "' must be true or false, found " + v);
+                throw bad("'" + prefix + key + "' must be true or false, found " + v);
             }
             return v.booleanValue();
         }
@@ -190,7 +346,7 @@ public final class ModelConfigs {
                 }
                 allowed.add(name.apply(e));
             }
-            throw bad("'" + key + "' must be one of " + allowed + ", found '" + v.asText() + "'");
+            throw bad("'" + prefix + key + "' must be one of " + allowed + ", found '" + v.asText() + "'");
         }
     }
 }

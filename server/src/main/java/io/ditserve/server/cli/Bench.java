@@ -1,5 +1,7 @@
 package io.ditserve.server.cli;
 
+import io.ditserve.backend.ForwardBatch;
+
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
@@ -156,7 +158,7 @@ final class Bench implements Callable<Integer> {
         for (int i = 0; i < d.length; i++) {
             d[i] = (float) rnd.nextGaussian();
         }
-        int[] t = new int[batch];
+        float[] t = new float[batch];
         int[] y = new int[batch];
         for (int b = 0; b < batch; b++) {
             t[b] = (b * 137 + 11) % 1000;
@@ -164,12 +166,12 @@ final class Bench implements Callable<Integer> {
         }
         Tensor out = Tensor.zeros(batch, spec.outChannels(), s, s);
         for (int i = 0; i < warmup; i++) {
-            backend.forward(x, t, y, out, Cancellation.NEVER);
+            backend.forward(ForwardBatch.ofLabels(x, t, y), out, Cancellation.NEVER);
         }
         double[] ms = new double[iterations];
         for (int i = 0; i < iterations; i++) {
             long t0 = System.nanoTime();
-            backend.forward(x, t, y, out, Cancellation.NEVER);
+            backend.forward(ForwardBatch.ofLabels(x, t, y), out, Cancellation.NEVER);
             ms[i] = (System.nanoTime() - t0) / 1e6;
         }
         Arrays.sort(ms);

@@ -1,5 +1,7 @@
 package io.ditserve.server.cli;
 
+import io.ditserve.backend.ForwardBatch;
+
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
@@ -117,7 +119,7 @@ final class LoadBench {
         int s = spec.inputSize();
         Tensor x = Tensor.zeros(batch, spec.inChannels(), s, s);
         Tensor out = Tensor.zeros(batch, spec.outChannels(), s, s);
-        int[] t = new int[batch];
+        float[] t = new float[batch];
         int[] y = new int[batch];
         for (int i = 0; i < batch; i++) {
             t[i] = (i * 131 + 7) % 1000;
@@ -125,13 +127,13 @@ final class LoadBench {
             x.data()[i] = 0.1f * i;
         }
         for (int i = 0; i < 3; i++) {
-            backend.forward(x, t, y, out, Cancellation.NEVER);
+            backend.forward(ForwardBatch.ofLabels(x, t, y), out, Cancellation.NEVER);
         }
         int runs = Math.max(3, 32 / batch);
         double[] ms = new double[runs];
         for (int i = 0; i < runs; i++) {
             long t0 = System.nanoTime();
-            backend.forward(x, t, y, out, Cancellation.NEVER);
+            backend.forward(ForwardBatch.ofLabels(x, t, y), out, Cancellation.NEVER);
             ms[i] = (System.nanoTime() - t0) / 1e6;
         }
         Arrays.sort(ms);

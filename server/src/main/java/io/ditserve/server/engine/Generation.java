@@ -2,29 +2,30 @@ package io.ditserve.server.engine;
 
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
-import io.ditserve.backend.Decoder;
-import io.ditserve.backend.StepCache;
 import io.ditserve.backend.ModelSpec;
-import io.ditserve.backend.Tensor;
+import io.ditserve.backend.StepCache;
 import io.ditserve.backend.TiledDecoding;
-import io.ditserve.server.sampling.NoiseSchedule;
-import io.ditserve.server.sampling.SamplingStep;
+import io.ditserve.server.sampling.Guidance;
+import io.ditserve.server.sampling.Solver;
+import io.ditserve.server.sampling.Solvers;
 import java.util.SplittableRandom;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * One request's sampling state, advanced one denoising step per tick by its {@link ComputeLoop}: the loop gathers
- * {@link #inputs} of every active generation into shared forward passes, hands each its slice of the output back
- * ({@link #output}), then calls {@link #finishStep}, which applies this generation's own sampler update and emits
- * its events.
+ * One request's sampling state, advanced one model evaluation per tick by its {@link ComputeLoop}: the loop gathers
+ * {@link #inputs} of every active generation's next evaluation into shared forward passes, hands each its slice of
+ * the output back ({@link #output}), then calls {@link #finishEvaluation}, which gives the output to this
+ * generation's own {@link Solver} and, when that completes a step, emits the step's events. A solver with two
+ * evaluations per step (Heun) thus takes two ticks per step, each a pass shared with other generations.
  *
  * <p>Noise: image i draws from {@code new SplittableRandom(seeds[i])}: first x_T (C·H·W standard normal values,
- * row-major, {@code nextGaussian}), then, in sampling order, each step's noise where the sampler needs it (DDPM at
- * i > 0, DDIM with eta > 0 at i > 0). With an explicit initial noise, x_T comes from the request instead. Nothing
- * here depends on which other generations share a pass: the same request gives the same bytes in any company.
+ * row-major, {@code nextGaussian}), then, in sampling order, each step's noise where the solver needs it (DDPM at
+ * i > 0, DDIM with eta > 0 at i > 0, Euler–Maruyama before its last step). With an explicit initial noise, x_T comes
+ * from the request instead. Nothing here depends on which other generations share a pass: the same request gives
+ * the same bytes in any company.
  *
- * <p>All buffers are allocated once, when the generation starts.
+ * <p>All buffers are allocated once, when the generation starts; decoding and previews are {@link GenerationOutput}'s.
  */
 final class Generation {
     private static final Logger log = LoggerFactory.getLogger(Generation.class);
@@ -33,8 +34,8 @@ final class Generation {
     final GenerationPlan plan;
     final GenerationListener listener;
     final long acceptedNanos;
-    private final EngineObserver observer;
-    private final TiledDecoding.Tiling tiling;
+    final EngineObserver observer;
+    final GenerationOutput rendering;
     private volatile boolean cancelled;
     private final java.util.List<Runnable> cancelListeners = new java.util.concurrent.CopyOnWriteArrayList<>();
     /** Set by the compute loop once the listener has been told the end (only the loop's thread touches it). */
@@ -42,32 +43,30 @@ final class Generation {
     private volatile boolean awaitingDecode;
     private volatile Failure cancelFailure = Failure.cancelled("cancelled by the client");
 
-    private final ModelSpec spec;
-    private final int n;
-    private final int samples;
-    private final int per;
+    final ModelSpec spec;
+    final int n;
+    final int per;
     private final int outPer;
-    private final int hw;
-    private SamplingStep stepper;
-    private NoiseSchedule schedule;
+    private Solver solver;
+    private Solver.Evaluation evaluation;
+    private int samples;
     private SplittableRandom[] rngs;
-    private float[] x;
+    float[] x;
     private float[] xNext;
-    private float[] x0;
+    float[] x0;
     private float[] noise;
     private float[] out;
     private float[][] residuals; // step caching: one per sample row (docs/STEP_CACHE.md), null when off
-    private StepCache.Use cacheUse = StepCache.Use.RUN; // this step's
-    private int timestep; // this step's original-schedule timestep, shared by all its samples
+    private StepCache.Use cacheUse = StepCache.Use.RUN; // this evaluation's
     private volatile int done;
-    private long startNanos;
+    private int evaluationsDone;
+    private boolean midStep;
+    long startNanos;
     private long stepStartNanos;
-    private double forwardSeconds;
-    private double decodeSeconds;
+    double forwardSeconds;
 
     Generation(String id, long order, GenerationPlan plan, GenerationListener listener, EngineObserver observer,
             TiledDecoding.Tiling tiling) {
-        this.tiling = tiling;
         this.id = id;
         this.order = order;
         this.plan = plan;
@@ -76,10 +75,10 @@ final class Generation {
         this.acceptedNanos = System.nanoTime();
         this.spec = plan.model().spec();
         this.n = plan.numImages();
-        this.samples = plan.samples();
-        this.hw = spec.inputSize() * spec.inputSize();
+        int hw = spec.inputSize() * spec.inputSize();
         this.per = spec.inChannels() * hw;
         this.outPer = spec.outChannels() * hw;
+        this.rendering = new GenerationOutput(this, tiling);
     }
 
     void cancel(Failure failure) {
@@ -115,27 +114,25 @@ final class Generation {
         return done;
     }
 
-    /** Samples this generation puts into each step's forward passes. */
+    /** Samples this generation puts into this tick's forward passes (its images, doubled when guided). */
     int samples() {
         return samples;
     }
 
     boolean started() {
-        return schedule != null;
+        return solver != null;
     }
 
     private void start() {
         startNanos = System.nanoTime();
-        schedule = NoiseSchedule.respaced(plan.steps());
-        stepper = new SamplingStep(spec, schedule, plan.sampler(), plan.eta(), plan.guidance(), plan.guidanceMode(),
-                n);
+        solver = Solvers.create(spec, plan.solverSettings(), n);
         x = new float[n * per];
         xNext = new float[n * per];
         x0 = new float[n * per];
         noise = new float[n * per];
-        out = new float[samples * outPer];
+        out = new float[plan.samples() * outPer];
         if (plan.stepCaching().enabled()) {
-            residuals = new float[samples][StepCache.residualLength(spec)];
+            residuals = new float[plan.samples()][StepCache.residualLength(spec)];
         }
         rngs = new SplittableRandom[n];
         for (int b = 0; b < n; b++) {
@@ -151,17 +148,20 @@ final class Generation {
         }
     }
 
-    /** Prepares this tick's model inputs (starting the generation on its first tick). */
+    /** Prepares this tick's evaluation (starting the generation on its first tick). */
     void prepareStep() {
-        if (schedule == null) {
+        if (solver == null) {
             start();
         }
-        stepStartNanos = System.nanoTime();
-        timestep = schedule.timestep(plan.steps() - 1 - done);
-        cacheUse = plan.stepCaching().use(done, plan.steps());
+        if (!midStep) {
+            stepStartNanos = System.nanoTime();
+        }
+        evaluation = solver.next(done, x);
+        samples = Guidance.samples(n, evaluation.guided());
+        cacheUse = plan.stepCaching().use(evaluationsDone, solver.evaluations());
     }
 
-    /** What sample row s does with the cached span this step. */
+    /** What sample row s does with the cached span this evaluation. */
     StepCache.Use cacheUse(int s) {
         return cacheUse;
     }
@@ -171,12 +171,12 @@ final class Generation {
         return residuals == null ? null : residuals[s];
     }
 
-    /** Copies sample s of this step's inputs into a batch: x at {@code dst[off ..]}, its t and y. */
-    void inputs(int s, float[] dst, int off, int[] tDst, int[] yDst, int row) {
-        // samples n..2n−1 are the unconditional twins of images 0..n−1: the same x, the null label
+    /** Copies sample s of this evaluation's inputs into a batch: x at {@code dst[off ..]}, its time and label. */
+    void inputs(int s, float[] dst, int off, float[] tDst, int[] yDst, int row) {
+        // samples n..2n−1 are the unconditional twins of images 0..n−1: the same input, the null label
         boolean twin = s >= n;
-        System.arraycopy(x, (twin ? s - n : s) * per, dst, off, per);
-        tDst[row] = timestep;
+        System.arraycopy(evaluation.input(), (twin ? s - n : s) * per, dst, off, per);
+        tDst[row] = evaluation.time();
         yDst[row] = twin ? spec.nullClass() : plan.label();
     }
 
@@ -187,27 +187,32 @@ final class Generation {
     }
 
     /**
-     * Applies the sampler update to this step's model output and emits the step's events; after the last step
-     * decodes (when the plan needs pixels of a latent model) and emits the results.
+     * Gives this evaluation's output to the solver; when that completes a step, emits the step's events and after
+     * the last step decodes (when the plan needs pixels of a latent model) and emits the results.
      *
      * @return true when the generation has ended (the listener has been told): after its last step, or when the
      *     step gave a NaN or infinity (INTERNAL naming the step; a scan of the new sample, cheap next to the pass)
      */
     boolean finishStep() throws BackendException {
-        int i = plan.steps() - 1 - done;
-        if (stepper.needsNoise(i)) {
+        int k = done;
+        if (!midStep && solver.needsNoise(k)) { // once per step, at its first evaluation, in sampling order
             for (int b = 0; b < n; b++) {
-                for (int k = 0; k < per; k++) {
-                    noise[b * per + k] = (float) rngs[b].nextGaussian();
+                for (int j = 0; j < per; j++) {
+                    noise[b * per + j] = (float) rngs[b].nextGaussian();
                 }
             }
         }
-        stepper.apply(i, x, out, noise, x0, xNext);
+        boolean stepDone = solver.consume(k, x, out, noise, x0, xNext);
+        evaluationsDone++;
+        midStep = !stepDone;
+        if (!stepDone) {
+            return false;
+        }
         int bad = firstNonFinite(xNext);
         if (bad >= 0) {
-            Failure f = Failure.internal("step " + (done + 1) + " of " + plan.steps() + " (timestep "
-                    + schedule.timestep(i) + ") produced a non-finite sample value (" + xNext[bad] + " in image "
-                    + bad / per + "): the model's weights or its numerics are broken");
+            Failure f = Failure.internal("step " + (done + 1) + " of " + plan.steps() + " (time " + solver.time(k)
+                    + ") produced a non-finite sample value (" + xNext[bad] + " in image " + bad / per
+                    + "): the model's weights or its numerics are broken");
             log.warn("[{}] {}", id, f.message());
             listener.onFailed(f);
             return true;
@@ -219,27 +224,23 @@ final class Generation {
         long now = System.nanoTime();
         double stepSeconds = (now - stepStartNanos) / 1e9;
         observer.onStep(plan.model().name(), plan.model().backend().name(), stepSeconds);
-        listener.onEvent(new GenerationEvent.Progress(done, plan.steps(), schedule.timestep(i),
+        listener.onEvent(new GenerationEvent.Progress(done, plan.steps(), solver.timestep(k), solver.time(k),
                 (now - startNanos) / 1e9, stepSeconds));
         boolean last = done == plan.steps();
         if (plan.previewInterval() > 0 && (done % plan.previewInterval() == 0 || last) && listener.wantsPreview()) {
-            emitPreviews();
+            rendering.emitPreviews(done);
         }
         if (last) {
-            if (plan.needsDecodedImage() || decodedPreviews()) {
+            if (plan.needsDecodedImage() || rendering.decodedPreviews()) {
                 awaitingDecode = true; // the loop hands it to its render thread: decodeAndFinish, after its previews
                 return true;
             }
-            emitResults(Cancellation.NEVER);
+            rendering.emitResults(Cancellation.NEVER);
             observer.onImages(plan.model().name(), n);
             listener.onCompleted();
             return true;
         }
         return false;
-    }
-
-    private boolean decodedPreviews() {
-        return plan.previewInterval() > 0 && plan.previewDecoder() != PreviewDecoder.LINEAR;
     }
 
     /**
@@ -256,9 +257,14 @@ final class Generation {
      * cancelled or {@code stop} fires.
      */
     void decodeAndFinish(Cancellation stop) throws BackendException {
-        emitResults(() -> cancelled || stop.isCancelled());
+        rendering.emitResults(() -> cancelled || stop.isCancelled());
         observer.onImages(plan.model().name(), n);
         listener.onCompleted();
+    }
+
+    /** Hands decoded-preview work to the loop (set by the loop before the first step). */
+    void previewRunner(GenerationOutput.PreviewRunner runner) {
+        rendering.previewRunner(runner);
     }
 
     /** Index of the first NaN or infinity in v, or −1. */
@@ -269,145 +275,5 @@ final class Generation {
             }
         }
         return -1;
-    }
-
-    private Frame.Space sampleSpace() {
-        return plan.model().latent() ? Frame.Space.LATENT : Frame.Space.IMAGE;
-    }
-
-    private void emitPreviews() throws BackendException {
-        int s = spec.inputSize();
-        Decoder decoder = switch (plan.previewDecoder()) {
-            case LINEAR -> null;
-            case TINY -> plan.model().tinyDecoder();
-            case FULL -> plan.model().vaeDecoder();
-        };
-        if (decoder == null) {
-            for (int b = 0; b < n; b++) {
-                listener.onEvent(new GenerationEvent.Preview(b, done, PreviewDecoder.LINEAR,
-                        Frame.copyOf(x0, b * per, spec.inChannels(), s, s, sampleSpace())));
-            }
-            return;
-        }
-        requestDecodedPreview(x0.clone(), done);
-    }
-
-    // ---- decoded previews (TAESD or VAE), rendered on the loop's preview thread
-
-    /** Hands decoded-preview work to the loop (set by the loop before the first step). */
-    interface PreviewRunner {
-        void submit(Runnable job);
-    }
-
-    private PreviewRunner previewRunner;
-    private final Object previewLock = new Object();
-    private float[] previewLatent; // the newest estimate waiting to be decoded, or null
-    private int previewStep;
-    private boolean previewQueued;
-    private boolean resultsEmitted;
-
-    void previewRunner(PreviewRunner runner) {
-        this.previewRunner = runner;
-    }
-
-    /**
-     * Queues the decoding of a preview frame; when one is already waiting, the newer estimate replaces it (the
-     * latest frame wins), so a generation has at most one queued decode and one copy of its estimate.
-     */
-    private void requestDecodedPreview(float[] latent, int step) {
-        boolean submit;
-        synchronized (previewLock) {
-            previewLatent = latent;
-            previewStep = step;
-            submit = !previewQueued;
-            previewQueued = true;
-        }
-        if (submit) {
-            previewRunner.submit(this::renderPreview);
-        }
-    }
-
-    /**
-     * Decodes the newest waiting estimate and emits it, unless the generation has meanwhile ended or emitted its
-     * results (a preview never follows a result in the stream).
-     */
-    private void renderPreview() {
-        float[] latent;
-        int step;
-        synchronized (previewLock) {
-            latent = previewLatent;
-            step = previewStep;
-            previewLatent = null;
-            previewQueued = false;
-            if (latent == null || resultsEmitted || cancelled || !listener.wantsPreview()) {
-                return;
-            }
-        }
-        Decoder decoder = plan.previewDecoder() == PreviewDecoder.TINY ? plan.model().tinyDecoder()
-                : plan.model().vaeDecoder();
-        Tensor image;
-        try {
-            image = decode(decoder, latent, false, () -> cancelled || resultsEmitted);
-        } catch (BackendException e) {
-            if (!(e instanceof BackendException.Cancelled)) {
-                log.warn("[{}] preview at step {} not decoded: {}", id, step, e.getMessage());
-            }
-            return;
-        }
-        synchronized (previewLock) {
-            if (!resultsEmitted && !cancelled) {
-                emitDecoded(image, (b, frame) -> listener.onEvent(
-                        new GenerationEvent.Preview(b, step, plan.previewDecoder(), frame)));
-            }
-        }
-    }
-
-    /**
-     * Decodes all n latents of {@code src} in one call (tiled when large); the result is freshly allocated. Only the
-     * final images' decoding counts as the result's decode time (previews are part of sampling).
-     */
-    private Tensor decode(Decoder decoder, float[] src, boolean finalImages, Cancellation cancel)
-            throws BackendException {
-        int s = spec.inputSize();
-        int f = decoder.spec().scaleFactor();
-        Tensor latent = new Tensor(src.clone(), n, spec.inChannels(), s, s);
-        Tensor image = Tensor.zeros(n, decoder.spec().outChannels(), f * s, f * s);
-        long d0 = System.nanoTime();
-        TiledDecoding.decode(decoder, latent, image, tiling, cancel);
-        if (finalImages) {
-            decodeSeconds += (System.nanoTime() - d0) / 1e9;
-        }
-        return image;
-    }
-
-    private interface FrameSink {
-        void accept(int imageIndex, Frame frame);
-    }
-
-    private static void emitDecoded(Tensor image, FrameSink sink) {
-        int c = image.dim(1);
-        int h = image.dim(2);
-        int w = image.dim(3);
-        for (int b = 0; b < image.dim(0); b++) {
-            sink.accept(b, Frame.copyOf(image.data(), b * image.stride0(), c, h, w, Frame.Space.IMAGE));
-        }
-    }
-
-    private void emitResults(Cancellation decodeCancel) throws BackendException {
-        int s = spec.inputSize();
-        Frame[] images = new Frame[n];
-        if (plan.needsDecodedImage()) {
-            emitDecoded(decode(plan.model().vaeDecoder(), x, true, decodeCancel), (b, frame) -> images[b] = frame);
-        }
-        long now = System.nanoTime();
-        GenerationEvent.Timings timings = new GenerationEvent.Timings((startNanos - acceptedNanos) / 1e9,
-                (now - startNanos) / 1e9, forwardSeconds, decodeSeconds);
-        synchronized (previewLock) {
-            resultsEmitted = true; // guard: no preview after a result (the render thread's order already ensures it)
-        }
-        for (int b = 0; b < n; b++) {
-            listener.onEvent(new GenerationEvent.Result(b, plan.seeds()[b],
-                    Frame.copyOf(x, b * per, spec.inChannels(), s, s, sampleSpace()), images[b], timings));
-        }
     }
 }

@@ -7,14 +7,23 @@ package io.ditserve.server.engine;
  */
 public sealed interface GenerationEvent {
 
-    /** @param timesteps original-schedule timesteps in sampling order (first = noisiest) */
-    record Accepted(String requestId, int queuePosition, GenerationPlan plan, int[] timesteps)
+    /**
+     * @param times the network time of each step's start in sampling order (first = noisiest); for VP models the
+     *     original-schedule timesteps
+     * @param evaluations model evaluations per image over all steps
+     */
+    record Accepted(String requestId, int queuePosition, GenerationPlan plan, float[] times, int evaluations)
             implements GenerationEvent {}
 
     record Queued(int queuePosition) implements GenerationEvent {}
 
-    /** After a denoising step; {@code step} counts completed steps from 1. */
-    record Progress(int step, int totalSteps, int timestep, double elapsedSeconds, double stepSeconds)
+    /**
+     * After a denoising step; {@code step} counts completed steps from 1.
+     *
+     * @param timestep VP models: the step's original-schedule timestep; −1 for flow models
+     * @param time the network time at the step's start
+     */
+    record Progress(int step, int totalSteps, int timestep, float time, double elapsedSeconds, double stepSeconds)
             implements GenerationEvent {}
 
     /** The clean-image estimate of one image after {@code step} steps, rendered by {@code decoder}. */

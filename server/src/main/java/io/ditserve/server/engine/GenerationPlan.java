@@ -1,6 +1,9 @@
 package io.ditserve.server.engine;
 
+import io.ditserve.backend.ModelSpec;
 import io.ditserve.server.model.LoadedModel;
+import io.ditserve.server.sampling.Guidance;
+import io.ditserve.server.sampling.SolverSettings;
 import io.ditserve.backend.Sampler;
 import io.ditserve.backend.GuidanceMode;
 import java.util.Objects;
@@ -15,7 +18,9 @@ import java.util.Set;
  * @param previewDecoder how previews are rendered (resolved: the model has the decoder it names)
  * @param outputs what each result carries (at least one)
  * @param initialNoise explicit x_T [n, C, H, W], or null to draw it from the seeds
- * @param stepCaching which steps skip blocks 1..depth−1 (docs/STEP_CACHE.md); {@link StepCaching#OFF} for none
+ * @param stepCaching which evaluations skip blocks 1..depth−1 (docs/STEP_CACHE.md); {@link StepCaching#OFF} for none
+ * @param guidanceInterval flow models: the network times at which steps are guided; null for every step
+ * @param timestepShift flow models: the grid's shift (1 = none)
  */
 public record GenerationPlan(
         LoadedModel model,
@@ -30,7 +35,17 @@ public record GenerationPlan(
         PreviewDecoder previewDecoder,
         Set<OutputFormat> outputs,
         float[] initialNoise,
-        StepCaching stepCaching) {
+        StepCaching stepCaching,
+        ModelSpec.GuidanceInterval guidanceInterval,
+        double timestepShift) {
+
+    /** A plan on every step's guidance and the unshifted grid. */
+    public GenerationPlan(LoadedModel model, int label, long[] seeds, int steps, Sampler sampler, float eta,
+            float guidance, GuidanceMode guidanceMode, int previewInterval, PreviewDecoder previewDecoder,
+            Set<OutputFormat> outputs, float[] initialNoise, StepCaching stepCaching) {
+        this(model, label, seeds, steps, sampler, eta, guidance, guidanceMode, previewInterval, previewDecoder,
+                outputs, initialNoise, stepCaching, null, 1.0);
+    }
 
     /** A plan without step caching. */
     public GenerationPlan(LoadedModel model, int label, long[] seeds, int steps, Sampler sampler, float eta,
@@ -58,12 +73,17 @@ public record GenerationPlan(
     }
 
     public boolean guided() {
-        return guidance != 1.0f;
+        return Guidance.active(guidance);
     }
 
-    /** Samples per forward pass: the images, doubled for the unconditional half when guided. */
+    /** The most samples one of its evaluations puts into a pass: the images, doubled when guided. */
     public int samples() {
-        return guided() ? 2 * numImages() : numImages();
+        return Guidance.samples(numImages(), guided());
+    }
+
+    /** The sampling settings its solver is made from. */
+    public SolverSettings solverSettings() {
+        return new SolverSettings(sampler, steps, eta, guidance, guidanceMode, guidanceInterval, timestepShift);
     }
 
     /** Whether the results need the VAE-decoded image. */

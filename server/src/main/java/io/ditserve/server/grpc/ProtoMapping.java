@@ -30,7 +30,6 @@ import io.ditserve.server.engine.StepCaching;
 import io.ditserve.server.image.ImageCodec;
 import io.ditserve.server.model.LoadedModel;
 import io.ditserve.backend.Sampler;
-import io.ditserve.server.sampling.Samplers;
 import io.grpc.Status;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -50,6 +49,9 @@ final class ProtoMapping {
             case SAMPLER_DDPM -> Sampler.DDPM;
             case SAMPLER_DDIM -> Sampler.DDIM;
             case SAMPLER_DPMPP_2M -> Sampler.DPMPP_2M;
+            case SAMPLER_EULER -> Sampler.EULER;
+            case SAMPLER_HEUN -> Sampler.HEUN;
+            case SAMPLER_EULER_MARUYAMA -> Sampler.EULER_MARUYAMA;
             default -> throw new IllegalArgumentException("no domain sampler for " + s);
         };
     }
@@ -59,6 +61,9 @@ final class ProtoMapping {
             case DDPM -> io.ditserve.proto.v1.Sampler.SAMPLER_DDPM;
             case DDIM -> io.ditserve.proto.v1.Sampler.SAMPLER_DDIM;
             case DPMPP_2M -> io.ditserve.proto.v1.Sampler.SAMPLER_DPMPP_2M;
+            case EULER -> io.ditserve.proto.v1.Sampler.SAMPLER_EULER;
+            case HEUN -> io.ditserve.proto.v1.Sampler.SAMPLER_HEUN;
+            case EULER_MARUYAMA -> io.ditserve.proto.v1.Sampler.SAMPLER_EULER_MARUYAMA;
         };
     }
 
@@ -128,8 +133,8 @@ final class ProtoMapping {
             case GenerationEvent.Accepted a -> b.setAccepted(accepted(a));
             case GenerationEvent.Queued q -> b.setQueued(Queued.newBuilder().setQueuePosition(q.queuePosition()));
             case GenerationEvent.Progress p -> b.setProgress(Progress.newBuilder().setStep(p.step())
-                    .setTotalSteps(p.totalSteps()).setTimestep(p.timestep()).setElapsedSeconds(p.elapsedSeconds())
-                    .setStepSeconds(p.stepSeconds()));
+                    .setTotalSteps(p.totalSteps()).setTimestep(Math.max(0, p.timestep())).setTime(p.time())
+                    .setElapsedSeconds(p.elapsedSeconds()).setStepSeconds(p.stepSeconds()));
             case GenerationEvent.Preview p -> b.setPreview(Preview.newBuilder().setImageIndex(p.imageIndex())
                     .setStep(p.step()).setDecoder(previewDecoder(p.decoder())).setPng(ByteString.copyFrom(png(p.frame()))));
             case GenerationEvent.Result r -> b.setResult(result(r, plan));
@@ -181,12 +186,21 @@ final class ProtoMapping {
                 .setGuidanceMode(guidanceMode(p.guidanceMode()))
                 .setClassId(p.label())
                 .setStepCache(stepCache(p.stepCaching()))
-                .setBlockEvaluations(p.stepCaching().blockEvaluations(p.steps(), p.model().spec().depth()));
+                .setBlockEvaluations(p.stepCaching().blockEvaluations(e.evaluations(), p.model().spec().depth()))
+                .setEvaluations(e.evaluations())
+                .setTimestepShift((float) p.timestepShift());
         for (long s : p.seeds()) {
             a.addSeeds(s);
         }
-        for (int t : e.timesteps()) {
-            a.addTimesteps(t);
+        boolean vp = !p.model().spec().process().flow();
+        for (float t : e.times()) {
+            a.addTimes(t);
+            if (vp) {
+                a.addTimesteps((int) t);
+            }
+        }
+        if (p.guidanceInterval() != null) {
+            a.setGuidanceInterval(interval(p.guidanceInterval()));
         }
         return a.build();
     }
@@ -231,13 +245,28 @@ final class ProtoMapping {
                         .setSampler(sampler(modelSampler(s)))
                         .setSteps(s.defaults().steps()).setGuidanceScale((float) s.defaults().guidance())
                         .setEta((float) s.defaults().eta())
-                        .setGuidanceMode(guidanceMode(modelGuidanceMode(s))));
+                        .setGuidanceMode(guidanceMode(modelGuidanceMode(s)))
+                        .setTimestepShift((float) s.defaults().timestepShift()))
+                .setFamily(s.family()).setPrediction(s.process().prediction().configName())
+                .setPath(s.process().path().configName()).setTimeInput(s.process().timeInput().configName())
+                .setQkNorm(s.qkNorm());
+        if (s.defaults().guidanceInterval() != null) {
+            b.getDefaultsBuilder().setGuidanceInterval(interval(s.defaults().guidanceInterval()));
+        }
+        for (Sampler sm : Sampler.forProcess(s.process())) {
+            b.addSamplers(sampler(sm));
+        }
         for (int i = 0; i < s.classNames().size(); i++) {
             b.addClasses(ClassInfo.newBuilder().setId(i).setName(s.classNames().get(i)));
         }
         m.vae().ifPresent(d -> b.addDecoders(decoder("vae", d)));
         m.taesd().ifPresent(d -> b.addDecoders(decoder("taesd", d)));
         return b.build();
+    }
+
+    static io.ditserve.proto.v1.GuidanceInterval interval(ModelSpec.GuidanceInterval i) {
+        return io.ditserve.proto.v1.GuidanceInterval.newBuilder().setLow((float) i.low()).setHigh((float) i.high())
+                .build();
     }
 
     private static DecoderInfo decoder(String role, Decoder d) {

@@ -7,7 +7,6 @@ import io.ditserve.proto.v1.OutputFormat;
 import io.ditserve.server.engine.GenerationPlan;
 import io.ditserve.server.model.LoadedModel;
 import io.ditserve.server.model.ModelRepository;
-import io.ditserve.server.sampling.NoiseSchedule;
 import io.ditserve.backend.GuidanceMode;
 import io.grpc.Status;
 import io.grpc.StatusException;
@@ -29,6 +28,10 @@ import io.ditserve.backend.Sampler;
  */
 public final class RequestValidator {
     public static final float MAX_GUIDANCE = 100f;
+    /** The largest timestep shift a request may ask for (SD3 uses 3, LightningDiT 1/0.3). */
+    public static final double MAX_SHIFT = 100.0;
+    /** Steps: the VP schedule has 1000 timesteps; flow grids are capped at the same count. */
+    public static final int MAX_STEPS = io.ditserve.server.sampling.NoiseSchedule.TRAIN_STEPS;
     /**
      * Largest magnitude of an initial-noise value. Standard normal noise stays far below it (|x| > 10 has a
      * probability of about 1e-23); much larger values only overflow the model into infinities and NaNs.
@@ -91,19 +94,39 @@ public final class RequestValidator {
             throw invalid("num_images", r.getNumImages() + " is out of range; allowed 1.." + limits.maxImages()
                     + " (0 means 1)");
         }
-        int maxSteps = Math.min(limits.maxSteps(), NoiseSchedule.TRAIN_STEPS);
+        int maxSteps = Math.min(limits.maxSteps(), MAX_STEPS);
         int steps = r.getSteps() == 0 ? spec.defaults().steps() : r.getSteps();
         if (steps < 1 || steps > maxSteps) {
             throw invalid("steps", r.getSteps() + " is out of range; allowed 1.." + maxSteps
                     + " (0 means the model default " + spec.defaults().steps() + ")");
         }
 
+        String samplers = Sampler.forProcess(spec.process()).stream().map(ProtoMapping::sampler)
+                .map(Enum::name).collect(java.util.stream.Collectors.joining(", "));
         Sampler sampler = switch (r.getSampler()) {
             case SAMPLER_UNSPECIFIED -> ProtoMapping.modelSampler(spec);
             case UNRECOGNIZED -> throw invalid("sampler", "unknown value " + r.getSamplerValue()
-                    + "; allowed SAMPLER_DDPM, SAMPLER_DDIM, SAMPLER_DPMPP_2M or unspecified");
+                    + "; allowed for model " + spec.name() + ": " + samplers + " or unspecified");
             default -> ProtoMapping.sampler(r.getSampler());
         };
+        if (!sampler.samples(spec.process())) {
+            throw invalid("sampler", r.getSampler() + " cannot sample model " + spec.name() + " (a "
+                    + spec.family() + " model, path " + spec.process().path().configName() + "); allowed " + samplers
+                    + " or unspecified");
+        }
+        ModelSpec.GuidanceInterval interval = guidanceInterval(r, spec);
+        double shift = spec.defaults().timestepShift();
+        if (r.hasTimestepShift()) {
+            if (!spec.process().flow()) {
+                throw invalid("timestep_shift", "applies to flow models only; model " + spec.name()
+                        + " is a " + spec.family() + " model (leave it unset)");
+            }
+            shift = r.getTimestepShift();
+            if (!Float.isFinite(r.getTimestepShift()) || !(shift > 0) || shift > MAX_SHIFT) {
+                throw invalid("timestep_shift", r.getTimestepShift() + " is out of range; allowed (0, " + MAX_SHIFT
+                        + "] (1 = no shift)");
+            }
+        }
 
         float eta = r.hasEta() ? r.getEta() : (float) spec.defaults().eta();
         if (!Float.isFinite(eta) || eta < 0 || eta > 1) {
@@ -179,14 +202,48 @@ public final class RequestValidator {
 
         float[] noise = r.hasInitialNoise() ? noise(r.getInitialNoise(), n, spec) : null;
         StepCaching caching = stepCaching(r, model, steps);
+        if (caching.enabled() && interval != null) {
+            throw invalid("step_cache", "cannot be combined with a guidance interval (the unconditional rows would "
+                    + "reuse residuals of steps they did not run); allowed STEP_CACHE_OFF with guidance_interval");
+        }
 
         long base = r.getSeed() != 0 ? r.getSeed() : randomSeed();
-        long[] seedList = new long[n];
+        return new GenerationPlan(model, label, imageSeeds(base, n), steps, sampler, eta, guidance, mode,
+                r.getPreviewInterval(), preview, outputs, noise, caching, interval, shift);
+    }
+
+    /**
+     * The seeds of a request's n images: base + i in the unsigned 64-bit range without 0 (which means "random"), so
+     * that the count wraps from 2⁶⁴ − 1 to 1: seed_i = ((base − 1 + i) mod (2⁶⁴ − 1)) + 1 for base ≥ 1. Below the
+     * wrap this is base + i, as before.
+     */
+    static long[] imageSeeds(long base, int n) {
+        java.math.BigInteger modulus = java.math.BigInteger.ONE.shiftLeft(64).subtract(java.math.BigInteger.ONE);
+        java.math.BigInteger b = new java.math.BigInteger(Long.toUnsignedString(base)).subtract(java.math.BigInteger.ONE);
+        long[] seeds = new long[n];
         for (int i = 0; i < n; i++) {
-            seedList[i] = base + i; // uint64 arithmetic wraps, like the proto's uint64
+            seeds[i] = b.add(java.math.BigInteger.valueOf(i)).mod(modulus).add(java.math.BigInteger.ONE).longValue();
         }
-        return new GenerationPlan(model, label, seedList, steps, sampler, eta, guidance, mode, r.getPreviewInterval(),
-                preview, outputs, noise, caching);
+        return seeds;
+    }
+
+    /** The request's guidance interval (flow models), the model's default when unset, or null for every step. */
+    private static ModelSpec.GuidanceInterval guidanceInterval(GenerateRequest r, ModelSpec spec)
+            throws StatusException {
+        if (!r.hasGuidanceInterval()) {
+            return spec.defaults().guidanceInterval();
+        }
+        if (!spec.process().flow()) {
+            throw invalid("guidance_interval", "applies to flow models only; model " + spec.name() + " is a "
+                    + spec.family() + " model (leave it unset)");
+        }
+        float lo = r.getGuidanceInterval().getLow();
+        float hi = r.getGuidanceInterval().getHigh();
+        if (!(lo >= 0 && lo <= hi && hi <= 1)) {
+            throw invalid("guidance_interval", "[" + lo + ", " + hi + "] is not allowed; allowed 0 <= low <= high "
+                    + "<= 1, in the network's own time (" + spec.process().timeInput().configName() + ")");
+        }
+        return new ModelSpec.GuidanceInterval(lo, hi);
     }
 
     private static StepCaching stepCaching(GenerateRequest r, LoadedModel model, int steps) throws StatusException {

@@ -1,39 +1,15 @@
 package io.ditserve.server.sampling;
 
-import io.ditserve.backend.GuidanceMode;
-
 /**
- * The sampler updates of DiT (DDPM with learned-range or fixed variance, DDIM with eta, DPM-Solver++(2M)) and
- * classifier-free guidance, on flat float arrays [n, C, H, W]. Shared by every backend: backends only compute the model.
+ * The sampler updates of DiT's VP process (DDPM with learned-range or fixed variance, DDIM with eta,
+ * DPM-Solver++(2M)), on flat float arrays [n, C, H, W] (guidance:
+ * {@link Guidance}). Shared by every backend: backends only compute the model.
  *
  * <p>Arithmetic is float32 with coefficients computed in double and cast to float, in the same order of operations
  * as the PyTorch reference, so that each step matches it to rounding.
  */
 public final class Samplers {
     private Samplers() {}
-
-
-    /**
-     * Combines a doubled-batch model output [2n, C_out, HW] (conditional half first) into the guided output
-     * [n, C_out, HW]: guided = uncond + s·(cond − uncond) on the guided eps channels, the conditional values
-     * elsewhere.
-     */
-    public static void guide(float[] out2, int n, int cOut, int cIn, int hw, float scale, GuidanceMode mode,
-            float[] dst) {
-        int guided = mode == GuidanceMode.FIRST_THREE ? Math.min(3, cIn) : cIn;
-        int per = cOut * hw;
-        for (int b = 0; b < n; b++) {
-            int cond = b * per;
-            int uncond = (n + b) * per;
-            int o = b * per;
-            int g = guided * hw;
-            for (int k = 0; k < g; k++) {
-                float u = out2[uncond + k];
-                dst[o + k] = u + scale * (out2[cond + k] - u);
-            }
-            System.arraycopy(out2, cond + g, dst, o + g, per - g);
-        }
-    }
 
     /**
      * One DDIM step from sampling index i. {@code out} is the (guided) model output [n, C_out, HW]; eps is its first

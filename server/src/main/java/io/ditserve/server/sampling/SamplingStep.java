@@ -43,12 +43,12 @@ public final class SamplingStep {
     }
 
     public boolean guided() {
-        return guidance != 1.0f;
+        return Guidance.active(guidance);
     }
 
     /** Samples per forward pass: n, or 2n with guidance (conditional images first, then the unconditional ones). */
     public int samples() {
-        return guided() ? 2 * n : n;
+        return Guidance.samples(n, guided());
     }
 
     public NoiseSchedule schedule() {
@@ -75,7 +75,7 @@ public final class SamplingStep {
         int cIn = spec.inChannels();
         int cOut = spec.outChannels();
         if (guided()) {
-            Samplers.guide(out, n, cOut, cIn, hw, guidance, mode, guided);
+            Guidance.combine(out, n, cOut, cIn, hw, guidance, mode, guided);
             eps = guided;
         }
         switch (sampler) {

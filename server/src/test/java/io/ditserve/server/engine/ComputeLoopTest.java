@@ -1,5 +1,8 @@
 package io.ditserve.server.engine;
 
+import io.ditserve.backend.ForwardBatch;
+import io.ditserve.backend.Conditioning;
+
 import io.ditserve.backend.GuidanceMode;
 import static org.assertj.core.api.Assertions.assertThat;
 
@@ -43,8 +46,8 @@ class ComputeLoopTest {
     }
 
     /** One forward call: its labels and timesteps, in row order, and each row's step-cache use (null: plain). */
-    record Pass(int[] y, int[] t, StepCache.Use[] uses) {
-        Pass(int[] y, int[] t) {
+    record Pass(int[] y, float[] t, StepCache.Use[] uses) {
+        Pass(int[] y, float[] t) {
             this(y, t, null);
         }
     }
@@ -87,13 +90,10 @@ class ComputeLoopTest {
         }
 
         @Override
-        public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
-            forward(x, t, y, out, cancel, null);
-        }
-
-        @Override
-        public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel, StepCache cache)
-                throws BackendException {
+        public void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
+            StepCache cache = batch.cache();
+            int[] y = batch.labels();
+            float[] t = batch.time();
             StepCache.Use[] uses = null;
             if (cache != null) {
                 uses = new StepCache.Use[cache.size()];
@@ -107,7 +107,7 @@ class ComputeLoopTest {
                     throw new IllegalStateException("simulated kernel bug");
                 }
             }
-            real.forward(x, t, y, out, cancel, cache);
+            real.forward(batch, out, cancel);
         }
 
     }
@@ -248,8 +248,8 @@ class ComputeLoopTest {
                 for (int label : pass.y()) {
                     rows.add(label);
                 }
-                int t0 = pass.t()[0];
-                for (int t : pass.t()) {
+                float t0 = pass.t()[0];
+                for (float t : pass.t()) {
                     assertThat(t).as("every generation is at the same step here").isEqualTo(t0);
                 }
             }
@@ -433,7 +433,7 @@ class ComputeLoopTest {
         }
 
         @Override
-        public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
+        public void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
             java.util.concurrent.CountDownLatch fired = new java.util.concurrent.CountDownLatch(1);
             try (Cancellation.Subscription s = cancel.onCancel(fired::countDown)) {
                 assertThat(s).as("the engine's pass cancellation can notify").isNotNull();

@@ -8,7 +8,7 @@ import java.util.Map;
 
 /**
  * The activation buffers of a forward pass for batches of up to {@code capacity} samples, all in one device
- * allocation: offset and length of each, in 4-byte elements (float32, or int32 for {@link Buffer#T} and
+ * allocation: offset and length of each, in 4-byte elements (float32, or int32 for
  * {@link Buffer#Y}), each starting on a 256-byte boundary. Sized once at load and reused by every pass; a larger
  * batch makes a new layout.
  *

@@ -9,7 +9,7 @@ import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.DitCheckpoint;
-import io.ditserve.backend.ForwardArguments;
+import io.ditserve.backend.ForwardBatch;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.StepCache;
@@ -165,8 +165,8 @@ public final class CudaDitBackend implements Backend {
     }
 
     @Override
-    public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
-        forward(x, t, y, out, cancel, null);
+    public int preferredMaxBatch() {
+        return 64;
     }
 
     @Override
@@ -175,15 +175,15 @@ public final class CudaDitBackend implements Backend {
     }
 
     @Override
-    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel, StepCache cache)
-            throws BackendException {
+    public synchronized void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
         if (closed) {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
-        int n = ForwardArguments.check(spec, x, t, y, out);
-        if (cache != null) {
-            cache.check(spec, n);
-        }
+        int n = batch.check(spec, out);
+        Tensor x = batch.x();
+        float[] t = batch.time();
+        int[] y = batch.labels();
+        StepCache cache = batch.cache();
         if (n == 0) {
             return;
         }
@@ -217,7 +217,7 @@ public final class CudaDitBackend implements Backend {
         for (int k = 0; k < n; k++) {
             int b = order[k];
             MemorySegment.copy(x.data(), b * inLen, stageX, JAVA_FLOAT, DevicePtr.floatBytes((long) k * inLen), inLen);
-            stageT.setAtIndex(JAVA_INT, k, t[b]);
+            stageT.setAtIndex(JAVA_FLOAT, k, t[b]);
             stageY.setAtIndex(JAVA_INT, k, y[b]);
         }
         for (int k = running; k < n; k++) {

@@ -158,7 +158,7 @@ final class DitForward {
         // h = LN(x)·(1 + scale1) + shift1; x += gate1 · attn.proj(attention(attn.qkv(h)))
         lnModulate(ops, b, n, mod, mod + d);
         ops.gemm(GemmCall.linear(rows, 3 * d, d), w(blk + "attn.qkv.weight"), b.at(Buffer.H), b.at(Buffer.QKV));
-        attention(ops, b, act, n, w(blk + "attn.qkv.bias"));
+        attention(ops, b, act, n, w(blk + "attn.qkv.bias"), spec.qkNorm() ? blk : null);
         ops.gemm(GemmCall.linear(rows, d, d), w(blk + "attn.proj.weight"), b.at(Buffer.ATT), b.at(Buffer.TMP));
         gatedResidual(ops, b, n, w(blk + "attn.proj.bias"), mod + 2 * d);
         // h = LN(x)·(1 + scale2) + shift2; x += gate2 · mlp.fc2(GELU_tanh(mlp.fc1(h)))
@@ -190,10 +190,10 @@ final class DitForward {
 
     /**
      * ATT = softmax(q·kᵀ/√hd)·v per sample and head, from QKV (without its bias, added here): split into q, k, v
-     * [N, heads, T, hd], then per chunk of samples S = Q·Kᵀ, softmax over each row of S, O = S·V, and the heads
+     * [N, heads, T, hd], q and k normalised per head with qk-norm, then per chunk of samples S = Q·Kᵀ, softmax over each row of S, O = S·V, and the heads
      * merged back to [N·T, D].
      */
-    private void attention(DitOps ops, Buffers b, ActivationLayout act, int n, DevicePtr qkvBias)
+    private void attention(DitOps ops, Buffers b, ActivationLayout act, int n, DevicePtr qkvBias, String qkNormBlock)
             throws BackendException {
         int tokens = spec.tokens();
         int heads = spec.numHeads();
@@ -206,6 +206,13 @@ final class DitForward {
         DevicePtr q = b.at(Buffer.HEADS);
         DevicePtr k = q.plusFloats(total);
         DevicePtr v = k.plusFloats(total);
+        if (qkNormBlock != null) { // qk-norm: LayerNorm over head_dim of every (sample, head, token) row of q and k
+            int headRows = n * heads * tokens;
+            ops.launch(LaunchConfig.rows(headRows, hd), args.reset(Kernel.HEAD_NORM).ptr(q)
+                    .ptr(w(qkNormBlock + "attn.q_norm.weight")).ptr(w(qkNormBlock + "attn.q_norm.bias")).i32(hd));
+            ops.launch(LaunchConfig.rows(headRows, hd), args.reset(Kernel.HEAD_NORM).ptr(k)
+                    .ptr(w(qkNormBlock + "attn.k_norm.weight")).ptr(w(qkNormBlock + "attn.k_norm.bias")).i32(hd));
+        }
         float scale = (float) Math.pow(hd, -0.5); // head_dim ** -0.5, rounded to float like a Python scalar
         long perSample = (long) heads * tokens * hd; // floats of one sample in q, k, v and ATTN_HEADS
         for (int s0 = 0; s0 < n; s0 += act.attentionChunk()) {

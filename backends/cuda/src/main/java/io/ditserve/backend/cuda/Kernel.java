@@ -11,7 +11,7 @@ import java.util.List;
 enum Kernel {
     PATCHIFY("patchify", "const float* x, float* patches, int total, int c, int size, int p"),
     ADD_BIAS_POS("add_bias_pos", "float* x, const float* bias, const float* pos, int total, int d, int tokens"),
-    TIMESTEP_EMBEDDING("timestep_embedding", "const int* t, const float* freqs, float* out, int total"),
+    TIMESTEP_EMBEDDING("timestep_embedding", "const float* t, const float* freqs, float* out, int total"),
     BIAS_SILU("bias_silu", "float* v, const float* bias, int total, int cols"),
     BIAS_GELU("bias_gelu", "float* v, const float* bias, int total, int cols"),
     ADD_BIAS("add_bias", "float* v, const float* bias, int total, int cols"),
@@ -22,6 +22,7 @@ enum Kernel {
     QKV_SPLIT("qkv_split",
             "const float* qkv, const float* bias, float* heads_out, int total, int tokens, int heads, int head_dim"),
     SOFTMAX_ROWS("softmax_rows", "float* s, int len, float scale"),
+    HEAD_NORM("head_norm", "float* v, const float* weight, const float* bias, int cols"),
     HEAD_MERGE("head_merge", "const float* o, float* att, int total, int tokens, int heads, int head_dim"),
     GATED_RESIDUAL("gated_residual", "float* x, const float* v, const float* bias, const float* mod, int total,"
             + " int d, int tokens, int mod_stride, int gate_off"),

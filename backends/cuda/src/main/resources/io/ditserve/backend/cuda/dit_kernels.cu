@@ -16,6 +16,7 @@
 
 #define FREQ_HALF 128  // the timestep embedding has FREQ_HALF cosines then FREQ_HALF sines
 #define LN_EPS 1e-6f
+#define QK_NORM_EPS 1e-5f  // qk-norm: torch's default LayerNorm eps, as timm's Attention builds it (tools/dit/model.py)
 
 #define GRID_STRIDE_LOOP(i, total) \
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += gridDim.x * blockDim.x)
@@ -77,10 +78,10 @@ extern "C" __global__ void add_bias_pos(float* x, const float* bias, const float
 
 // out [N, 2·FREQ_HALF] = cos(t·freqs[k]) for k < FREQ_HALF, then sin(t·freqs[k]); freqs is computed on the host
 // exactly as the reference rounds it. total = N·FREQ_HALF.
-extern "C" __global__ void timestep_embedding(const int* t, const float* freqs, float* out, int total) {
+extern "C" __global__ void timestep_embedding(const float* t, const float* freqs, float* out, int total) {
     GRID_STRIDE_LOOP(i, total) {
         const int sample = i / FREQ_HALF, k = i % FREQ_HALF;
-        const float arg = (float)t[sample] * freqs[k];
+        const float arg = t[sample] * freqs[k];  // t: the float network time (an integer timestep is exact)
         out[sample * 2 * FREQ_HALF + k] = cosf(arg);
         out[sample * 2 * FREQ_HALF + FREQ_HALF + k] = sinf(arg);
     }
@@ -138,6 +139,26 @@ extern "C" __global__ void ln_modulate(const float* x, float* h, const float* mo
     const float inv_std = 1.0f / sqrtf(block_sum(q, scratch) / d + LN_EPS);
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
         hr[k] = (xr[k] - mean) * inv_std * (1.0f + m[scale_off + k]) + m[shift_off + k];
+    }
+}
+
+// qk-norm (REPA with --qk-norm): v [rows, cols] normalised in place per row, (v − mean)/√(var + 1e-5)·weight + bias,
+// the LayerNorm of one head (cols = head_dim) of q or k as split by qkv_split. One block per row.
+extern "C" __global__ void head_norm(float* v, const float* weight, const float* bias, int cols) {
+    __shared__ float scratch[32];
+    const long long row = blockIdx.x;
+    float* vr = v + row * cols;
+    float s = 0.0f;
+    for (int k = threadIdx.x; k < cols; k += blockDim.x) s += vr[k];
+    const float mean = block_sum(s, scratch) / cols;
+    float q = 0.0f;
+    for (int k = threadIdx.x; k < cols; k += blockDim.x) {
+        const float c = vr[k] - mean;
+        q += c * c;
+    }
+    const float inv_std = 1.0f / sqrtf(block_sum(q, scratch) / cols + QK_NORM_EPS);
+    for (int k = threadIdx.x; k < cols; k += blockDim.x) {
+        vr[k] = (vr[k] - mean) * inv_std * weight[k] + bias[k];
     }
 }
 

@@ -1,5 +1,7 @@
 package io.ditserve.backend.cuda;
 
+import io.ditserve.backend.ForwardBatch;
+
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
@@ -94,7 +96,7 @@ public final class CudaBench {
                     Inputs in = Inputs.random(spec, 16);
                     long s0 = System.nanoTime();
                     for (int i = 0; i < steps; i++) {
-                        b.forward(in.x, in.t, in.y, in.out, Cancellation.NEVER);
+                        b.forward(ForwardBatch.ofLabels(in.x, in.t, in.y), in.out, Cancellation.NEVER);
                     }
                     System.out.printf("%s: %d DDIM steps with CFG for 8 images (%d forwards at batch 16): %.3f s"
                             + " (last output max |v| %.4g)%n", precision, steps, steps, (System.nanoTime() - s0) / 1e9,
@@ -105,14 +107,14 @@ public final class CudaBench {
     }
 
     /** Random inputs of one batch. */
-    private record Inputs(Tensor x, int[] t, int[] y, Tensor out) {
+    private record Inputs(Tensor x, float[] t, int[] y, Tensor out) {
         static Inputs random(ModelSpec spec, int batch) {
             Random r = new Random(batch);
             Tensor x = Tensor.zeros(batch, spec.inChannels(), spec.inputSize(), spec.inputSize());
             for (int i = 0; i < x.size(); i++) {
                 x.data()[i] = (float) r.nextGaussian();
             }
-            int[] t = new int[batch];
+            float[] t = new float[batch];
             int[] y = new int[batch];
             for (int i = 0; i < batch; i++) {
                 t[i] = r.nextInt(1000);
@@ -125,12 +127,12 @@ public final class CudaBench {
     private static double medianForwardMs(Backend b, int batch, int warmup, int iters) throws BackendException {
         Inputs in = Inputs.random(b.model(), batch);
         for (int i = 0; i < warmup; i++) {
-            b.forward(in.x, in.t, in.y, in.out, Cancellation.NEVER);
+            b.forward(ForwardBatch.ofLabels(in.x, in.t, in.y), in.out, Cancellation.NEVER);
         }
         double[] ms = new double[iters];
         for (int i = 0; i < iters; i++) {
             long s = System.nanoTime();
-            b.forward(in.x, in.t, in.y, in.out, Cancellation.NEVER);
+            b.forward(ForwardBatch.ofLabels(in.x, in.t, in.y), in.out, Cancellation.NEVER);
             ms[i] = (System.nanoTime() - s) / 1e6;
         }
         Arrays.sort(ms);

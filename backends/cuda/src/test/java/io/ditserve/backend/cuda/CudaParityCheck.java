@@ -1,5 +1,8 @@
 package io.ditserve.backend.cuda;
 
+import io.ditserve.backend.ForwardBatch;
+import io.ditserve.backend.Conditioning;
+
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
@@ -108,7 +111,7 @@ public final class CudaParityCheck {
         StepCache cache = c.stepCache();
         try (Backend b = cuda(model, options)) {
             Tensor out = Tensor.zeros(c.out().shape());
-            b.forward(c.x(), c.t(), c.y(), out, Cancellation.NEVER, cache);
+            b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), cache), out, Cancellation.NEVER);
             double err = Fixtures.relativeError(out, c.out());
             for (int k : c.run()) {
                 float[] expected = Arrays.copyOfRange(c.residualOut().data(), k * len, (k + 1) * len);
@@ -129,7 +132,7 @@ public final class CudaParityCheck {
         for (int i = 0; i < x.size(); i++) {
             x.data()[i] = (float) random.nextGaussian();
         }
-        int[] t = {0, 999, 500, 1, 250, 750};
+        float[] t = {0, 999, 500, 1, 250, 750};
         int[] y = {0, spec.nullClass(), spec.numClasses() - 1, 5 % spec.numClasses(), spec.nullClass(), 3};
         BackendProvider java = Fixtures.provider("java");
         Tensor expected;
@@ -153,7 +156,7 @@ public final class CudaParityCheck {
             AtomicInteger polls = new AtomicInteger();
             Tensor out = Tensor.zeros(c.out().shape());
             try {
-                b.forward(c.x(), c.t(), c.y(), out, () -> polls.incrementAndGet() == 2);
+                b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, () -> polls.incrementAndGet() == 2);
                 return "a forward pass whose cancellation fired did not throw";
             } catch (BackendException.Cancelled expected) {
                 if (polls.get() != 2) {
@@ -161,7 +164,7 @@ public final class CudaParityCheck {
                 }
             }
             polls.set(0);
-            b.forward(c.x(), c.t(), c.y(), out, () -> polls.incrementAndGet() < 0);
+            b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, () -> polls.incrementAndGet() < 0);
             if (polls.get() != spec.depth() + 1) {
                 return "an uncancelled pass polled " + polls.get() + " times, expected " + (spec.depth() + 1);
             }
@@ -357,10 +360,10 @@ public final class CudaParityCheck {
         }
     }
 
-    static Tensor run(Backend b, Tensor x, int[] t, int[] y) throws BackendException {
+    static Tensor run(Backend b, Tensor x, float[] t, int[] y) throws BackendException {
         ModelSpec s = b.model();
         Tensor out = Tensor.zeros(x.dim(0), s.outChannels(), s.inputSize(), s.inputSize());
-        b.forward(x, t, y, out, Cancellation.NEVER);
+        b.forward(ForwardBatch.ofLabels(x, t, y), out, Cancellation.NEVER);
         return out;
     }
 

@@ -245,6 +245,7 @@ final class EmulatedDevice implements Device, DitOps {
             case LN_MODULATE -> lnModulate(a, cfg.grid());
             case QKV_SPLIT -> qkvSplit(a);
             case SOFTMAX_ROWS -> softmaxRows(a, cfg.grid());
+            case HEAD_NORM -> headNorm(a, cfg.grid());
             case HEAD_MERGE -> headMerge(a);
             case GATED_RESIDUAL -> gatedResidual(a);
             case UNPATCHIFY -> unpatchify(a);
@@ -302,7 +303,7 @@ final class EmulatedDevice implements Device, DitOps {
         View out = view(a.pointer(2), 2L * total, "timestep_embedding.out");
         for (int i = 0; i < total; i++) {
             int sample = i / half, k = i % half;
-            float arg = (float) t.getInt(sample) * freqs.get(k);
+            float arg = t.get(sample) * freqs.get(k);
             out.set(sample * 2 * half + k, (float) Math.cos(arg));
             out.set(sample * 2 * half + half + k, (float) Math.sin(arg));
         }
@@ -338,6 +339,30 @@ final class EmulatedDevice implements Device, DitOps {
             int sample = i / d, k = i % d;
             float c = (temb.get(i) + bias.get(k)) + table.get((long) y.getInt(sample) * d + k);
             siluC.set(i, silu(c));
+        }
+    }
+
+    private void headNorm(KernelArgs a, int rows) {
+        int cols = a.intValue(3);
+        View v = view(a.pointer(0), (long) rows * cols, "head_norm.v");
+        View w = view(a.pointer(1), cols, "head_norm.weight");
+        View b = view(a.pointer(2), cols, "head_norm.bias");
+        for (long row = 0; row < rows; row++) {
+            long r = row * cols;
+            float s = 0;
+            for (int k = 0; k < cols; k++) {
+                s += v.get(r + k);
+            }
+            float mean = s / cols;
+            float q = 0;
+            for (int k = 0; k < cols; k++) {
+                float c = v.get(r + k) - mean;
+                q += c * c;
+            }
+            float invStd = 1.0f / (float) Math.sqrt(q / cols + 1e-5f); // QK_NORM_EPS
+            for (int k = 0; k < cols; k++) {
+                v.set(r + k, (v.get(r + k) - mean) * invStd * w.get(k) + b.get(k));
+            }
         }
     }
 

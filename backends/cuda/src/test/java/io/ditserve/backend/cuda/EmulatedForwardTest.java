@@ -1,5 +1,8 @@
 package io.ditserve.backend.cuda;
 
+import io.ditserve.backend.ForwardBatch;
+import io.ditserve.backend.Conditioning;
+
 import io.ditserve.backend.DitConstants;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -34,7 +37,7 @@ class EmulatedForwardTest {
         Tensor run(Fixtures.Case c, Cancellation cancel) throws BackendException {
             int n = c.x().dim(0);
             device.write(actBase.plusFloats(act.offset(Buffer.X_IN)), c.x().data());
-            device.writeInts(actBase.plusFloats(act.offset(Buffer.T)), c.t());
+            device.write(actBase.plusFloats(act.offset(Buffer.T)), c.t());
             device.writeInts(actBase.plusFloats(act.offset(Buffer.Y)), c.y());
             program.run(device, act, actBase, n, cancel);
             int[] shape = c.out().shape();
@@ -149,8 +152,7 @@ class EmulatedForwardTest {
         try (CudaDitBackend b = Emulation.backend(spec, 8, device)) {
             device.trace.clear();
             AtomicInteger polls = new AtomicInteger();
-            b.forward(c.x(), c.t(), c.y(), Tensor.zeros(c.out().shape()), () -> polls.incrementAndGet() < 0,
-                    new StepCache(uses, residuals(spec, n, 1)));
+            b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(uses, residuals(spec, n, 1))), Tensor.zeros(c.out().shape()), () -> polls.incrementAndGet() < 0);
             assertThat(polls).hasValue(spec.depth() + 1);
             List<String> trace = device.trace;
             assertThat(count(trace, "gemm " + GemmCall.linear(n * spec.tokens(), 3 * d, d))).isEqualTo(1);
@@ -179,8 +181,7 @@ class EmulatedForwardTest {
             AtomicInteger polls = new AtomicInteger();
             Use[] uses = new Use[n];
             Arrays.fill(uses, Use.REUSE);
-            b.forward(c.x(), c.t(), c.y(), Tensor.zeros(c.out().shape()), () -> polls.incrementAndGet() < 0,
-                    new StepCache(uses, residuals(spec, n, 2)));
+            b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(uses, residuals(spec, n, 2))), Tensor.zeros(c.out().shape()), () -> polls.incrementAndGet() < 0);
             assertThat(polls).hasValue(2);
             int d = spec.hiddenSize();
             assertThat(device.trace.stream().filter(l -> l.startsWith("gemm ") && l.contains("" + 3 * d)))
@@ -200,13 +201,13 @@ class EmulatedForwardTest {
         try (CudaDitBackend b = Emulation.backend(spec, 4, device)) {
             device.trace.clear();
             Tensor plain = Tensor.zeros(c.out().shape());
-            b.forward(c.x(), c.t(), c.y(), plain, Cancellation.NEVER);
+            b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), plain, Cancellation.NEVER);
             List<String> plainTrace = List.copyOf(device.trace);
             device.trace.clear();
             Use[] uses = new Use[n];
             Arrays.fill(uses, Use.RUN);
             Tensor cached = Tensor.zeros(c.out().shape());
-            b.forward(c.x(), c.t(), c.y(), cached, Cancellation.NEVER, new StepCache(uses, new float[n][]));
+            b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(uses, new float[n][])), cached, Cancellation.NEVER);
             assertThat(device.trace).isEqualTo(plainTrace);
             assertThat(cached.data()).containsExactly(plain.data());
         }
@@ -226,8 +227,7 @@ class EmulatedForwardTest {
         }
         try (CudaDitBackend b = Emulation.backend(spec, 4)) {
             AtomicInteger polls = new AtomicInteger();
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), Tensor.zeros(c.out().shape()),
-                    () -> polls.incrementAndGet() == spec.depth() + 1, new StepCache(uses, res)))
+            assertThatThrownBy(() -> b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(uses, res)), Tensor.zeros(c.out().shape()), () -> polls.incrementAndGet() == spec.depth() + 1))
                     .isInstanceOf(BackendException.Cancelled.class);
             for (int k = 0; k < n; k++) {
                 assertThat(res[k]).as("residual %d", k).containsExactly(given[k]);

@@ -178,6 +178,7 @@ FakeFunction g_functions[] = {
     KERNEL(condition, false),      KERNEL(ln_modulate, true),   KERNEL(qkv_split, false),
     KERNEL(softmax_rows, true),    KERNEL(head_merge, false),   KERNEL(gated_residual, false),
     KERNEL(unpatchify, false),     KERNEL(copy_values, false),  KERNEL(span_residual, false),
+    KERNEL(head_norm, true),
     // the decoders'
     KERNEL(latent_scale, false),   KERNEL(tanh_clamp, false),   KERNEL(scale_shift, false),
     KERNEL(channel_bias, false),   KERNEL(channel_bias_residual, false),

@@ -11,12 +11,12 @@ interface DitEngine extends AutoCloseable {
      * Computes {@code out = DiT(x, t, y)} for a batch of {@code n} samples.
      *
      * @param x [n, C_in, H, W]
-     * @param t n timesteps in 0..999
+     * @param t n network times (checked: the family's range; docs/MODEL_FAMILIES.md)
      * @param y n labels in 0..num_classes
      * @param out [n, C_out, H, W]
      * @param cache the step cache of the pass (checked), or null for a plain pass
      */
-    void forward(float[] x, int[] t, int[] y, int n, float[] out, Cancellation cancel, StepCache cache)
+    void forward(float[] x, float[] t, int[] y, int n, float[] out, Cancellation cancel, StepCache cache)
             throws BackendException.Cancelled;
 
     @Override

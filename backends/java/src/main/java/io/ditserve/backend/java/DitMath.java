@@ -22,10 +22,12 @@ final class DitMath {
     private DitMath() {}
 
     /** Writes the 256 timestep features of {@code t} to {@code dst[off..]}: 128 cosines, then 128 sines. */
-    static void timestepEmbedding(int t, float[] dst, int off) {
+    static void timestepEmbedding(float t, float[] dst, int off) {
         int half = FREQS.length;
         for (int k = 0; k < half; k++) {
-            float arg = t * FREQS[k]; // float32 product, like t.float() * freqs
+            // float32 product, like t.float() * freqs; an integer timestep converts to float exactly, so DiT's
+            // features are the same bits as when t was an int
+            float arg = t * FREQS[k];
             dst[off + k] = (float) Math.cos(arg);
             dst[off + half + k] = (float) Math.sin(arg);
         }
@@ -85,5 +87,51 @@ final class DitMath {
     /** GELU, tanh approximation: 0.5·u·(1 + tanh(√(2/π)·(u + 0.044715·u³))). */
     static float gelu(float u) {
         return 0.5f * u * (1f + (float) Math.tanh(GELU_C * (u + GELU_A * u * u * u)));
+    }
+
+    /**
+     * The LayerNorm epsilon of qk-norm: timm's Attention builds nn.LayerNorm(head_dim) with torch's default 1e-5 (not
+     * the 1e-6 of the blocks' parameter-free norms); tools/dit/model.py QK_NORM_EPS.
+     */
+    static final double QK_NORM_EPS = 1e-5;
+
+    /**
+     * qk-norm of one head of one token, in place: v[off .. off + len) = (v − mean)/√(var + eps)·weight + bias, the
+     * mean and (biased) variance accumulated in double.
+     */
+    static void headNorm(float[] v, int off, int len, float[] weight, float[] bias) {
+        double mean = 0;
+        for (int e = 0; e < len; e++) {
+            mean += v[off + e];
+        }
+        mean /= len;
+        double var = 0;
+        for (int e = 0; e < len; e++) {
+            double c = v[off + e] - mean;
+            var += c * c;
+        }
+        float inv = (float) (1.0 / Math.sqrt(var / len + QK_NORM_EPS));
+        float m = (float) mean;
+        for (int e = 0; e < len; e++) {
+            v[off + e] = (v[off + e] - m) * inv * weight[e] + bias[e];
+        }
+    }
+
+    /** qk-norm of every head of q and k in rows [row0, row0 + rows) of a qkv activation [·, 3D]. */
+    static void qkNorm(float[] qkv, int row0, int rows, int d, int heads, int head, QkNorm w) {
+        int hd = d / heads;
+        for (int r = row0; r < row0 + rows; r++) {
+            int q = r * 3 * d + head * hd;
+            headNorm(qkv, q, hd, w.qWeight(), w.qBias());
+            headNorm(qkv, q + d, hd, w.kWeight(), w.kBias());
+        }
+    }
+
+    /** A block's attn.q_norm and attn.k_norm (head_dim each). */
+    record QkNorm(float[] qWeight, float[] qBias, float[] kWeight, float[] kBias) {
+        static QkNorm read(CheckpointReader r, String block) throws io.ditserve.backend.BackendException {
+            return new QkNorm(r.floats(block + "attn.q_norm.weight"), r.floats(block + "attn.q_norm.bias"),
+                    r.floats(block + "attn.k_norm.weight"), r.floats(block + "attn.k_norm.bias"));
+        }
     }
 }

@@ -24,7 +24,8 @@ final class DitWeights {
             Linear qkv, // attn.qkv (3D, D)
             Linear proj, // attn.proj (D, D)
             Linear fc1, // mlp.fc1 (mlp_hidden, D)
-            Linear fc2) {} // mlp.fc2 (D, mlp_hidden)
+            Linear fc2, // mlp.fc2 (D, mlp_hidden)
+            DitMath.QkNorm qkNorm) {} // attn.q_norm, attn.k_norm (head_dim each), or null without qk_norm
 
     final float[] posEmbed; // pos_embed (1, T, D)
     final Linear xEmbedder; // x_embedder.proj: weight (D, C_in, p, p) read as (D, C_in·p·p)
@@ -50,7 +51,8 @@ final class DitWeights {
                     linear(st, b + "attn.qkv", 3 * d, d),
                     linear(st, b + "attn.proj", d, d),
                     linear(st, b + "mlp.fc1", s.mlpHidden(), d),
-                    linear(st, b + "mlp.fc2", d, s.mlpHidden()));
+                    linear(st, b + "mlp.fc2", d, s.mlpHidden()),
+                    s.qkNorm() ? DitMath.QkNorm.read(st, b) : null);
         }
         finalAdaLN = linear(st, "final_layer.adaLN_modulation.1", 2 * d, d);
         finalLinear = linear(st, "final_layer.linear", s.patchSize() * s.patchSize() * s.outChannels(), d);

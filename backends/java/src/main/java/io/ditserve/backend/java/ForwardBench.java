@@ -4,6 +4,7 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.ForwardBatch;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Tensor;
@@ -44,7 +45,7 @@ public final class ForwardBench {
         for (int i = 0; i < x.length; i++) {
             x[i] = (float) rnd.nextGaussian();
         }
-        int[] t = new int[batch];
+        float[] t = new float[batch];
         int[] y = new int[batch];
         for (int i = 0; i < batch; i++) {
             t[i] = rnd.nextInt(1000);
@@ -64,7 +65,7 @@ public final class ForwardBench {
                 double[] ms = new double[runs];
                 for (int i = -warmup; i < runs; i++) {
                     long start = System.nanoTime();
-                    backend.forward(in, t, y, out, Cancellation.NEVER);
+                    backend.forward(ForwardBatch.ofLabels(in, t, y), out, Cancellation.NEVER);
                     if (i >= 0) {
                         ms[i] = (System.nanoTime() - start) / 1e6;
                     }

@@ -4,7 +4,7 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
-import io.ditserve.backend.ForwardArguments;
+import io.ditserve.backend.ForwardBatch;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
@@ -81,23 +81,19 @@ public final class JavaDitBackend implements Backend {
     }
 
     @Override
-    public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
-        forward(x, t, y, out, cancel, null);
-    }
-
-    @Override
-    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel, StepCache cache)
-            throws BackendException {
+    public synchronized void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
         if (closed) {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
-        int n = ForwardArguments.check(spec, x, t, y, out);
-        if (cache != null) {
-            cache.check(spec, n);
-        }
+        int n = batch.check(spec, out);
         if (n > 0) {
-            engine.forward(x.data(), t, y, n, out.data(), cancel, cache);
+            engine.forward(batch.x().data(), batch.time(), batch.labels(), n, out.data(), cancel, batch.cache());
         }
+    }
+
+    @Override
+    public int preferredMaxBatch() {
+        return 32;
     }
 
     @Override

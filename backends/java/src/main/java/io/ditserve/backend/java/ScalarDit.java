@@ -26,7 +26,7 @@ final class ScalarDit implements DitEngine {
     }
 
     @Override
-    public void forward(float[] xIn, int[] t, int[] y, int n, float[] out, Cancellation cancel, StepCache cache)
+    public void forward(float[] xIn, float[] t, int[] y, int n, float[] out, Cancellation cancel, StepCache cache)
             throws BackendException.Cancelled {
         int rows = n * tokens;
         // 1. patchify (a stride-p conv as a matrix product) + pos_embed
@@ -92,7 +92,13 @@ final class ScalarDit implements DitEngine {
         int rows = n * tokens;
         float[] m = linear(siluC, n, blk.adaLN());
         float[] h = modulatedLayerNorm(x, n, m, 6 * d, 0, d);
-        float[] att = attention(linear(h, rows, blk.qkv()), n);
+        float[] qkv = linear(h, rows, blk.qkv());
+        if (blk.qkNorm() != null) {
+            for (int head = 0; head < spec.numHeads(); head++) {
+                DitMath.qkNorm(qkv, 0, rows, d, spec.numHeads(), head, blk.qkNorm());
+            }
+        }
+        float[] att = attention(qkv, n);
         gatedAdd(x, linear(att, rows, blk.proj()), n, m, 6 * d, 2 * d);
         h = modulatedLayerNorm(x, n, m, 6 * d, 3 * d, 4 * d);
         float[] u = linear(h, rows, blk.fc1());

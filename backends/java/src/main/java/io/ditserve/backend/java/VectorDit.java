@@ -34,7 +34,7 @@ final class VectorDit implements DitEngine {
         }
     }
 
-    private record PackedBlock(Packed adaLN, Packed qkv, Packed proj, Packed fc1, Packed fc2) {}
+    private record PackedBlock(Packed adaLN, Packed qkv, Packed proj, Packed fc1, Packed fc2, DitMath.QkNorm qkNorm) {}
 
     private final ModelSpec spec;
     private final int d;
@@ -50,7 +50,7 @@ final class VectorDit implements DitEngine {
     private final Packed tMlp2; // t_embedder.mlp.2 (D, D)
     private final float[] yEmbedding; // y_embedder.embedding_table.weight (num_classes + 1, D)
     // blocks.i: adaLN_modulation.1 (6D, D), attn.qkv (3D, D), attn.proj (D, D), mlp.fc1 (mlp_hidden, D),
-    // mlp.fc2 (D, mlp_hidden)
+    // mlp.fc2 (D, mlp_hidden); with qk_norm attn.q_norm, attn.k_norm (head_dim each)
     private final PackedBlock[] blocks;
     private final Packed finalAdaLN; // final_layer.adaLN_modulation.1 (2D, D)
     private final Packed finalLinear; // final_layer.linear (p·p·C_out, D)
@@ -81,7 +81,8 @@ final class VectorDit implements DitEngine {
             blocks[i] = new PackedBlock(Packed.read(r, b + "adaLN_modulation.1", 6 * d, d),
                     Packed.read(r, b + "attn.qkv", 3 * d, d), Packed.read(r, b + "attn.proj", d, d),
                     Packed.read(r, b + "mlp.fc1", spec.mlpHidden(), d),
-                    Packed.read(r, b + "mlp.fc2", d, spec.mlpHidden()));
+                    Packed.read(r, b + "mlp.fc2", d, spec.mlpHidden()),
+                    spec.qkNorm() ? DitMath.QkNorm.read(r, b) : null);
         }
         finalAdaLN = Packed.read(r, "final_layer.adaLN_modulation.1", 2 * d, d);
         finalLinear = Packed.read(r, "final_layer.linear", p2 * spec.outChannels(), d);
@@ -94,7 +95,7 @@ final class VectorDit implements DitEngine {
     }
 
     @Override
-    public void forward(float[] x, int[] t, int[] y, int n, float[] out, Cancellation cancel, StepCache cache)
+    public void forward(float[] x, float[] t, int[] y, int n, float[] out, Cancellation cancel, StepCache cache)
             throws BackendException.Cancelled {
         if (act.capacity < n) {
             act = new Activations(n);
@@ -105,7 +106,7 @@ final class VectorDit implements DitEngine {
     }
 
     /** The forward pass on a pool thread; false when cancelled. Step numbers as in docs/DIT_MODEL.md, "Forward pass". */
-    private boolean compute(float[] xIn, int[] t, int[] y, int n, float[] out, Cancellation cancel,
+    private boolean compute(float[] xIn, float[] t, int[] y, int n, float[] out, Cancellation cancel,
             StepCache cache) {
         Activations a = act;
         int rows = n * tokens;
@@ -179,7 +180,7 @@ final class VectorDit implements DitEngine {
         linear(a.siluC, n, blk.adaLN(), a.mod);
         modulatedLayerNorm(rows, 6 * d, 0, d);
         linear(a.h, rows, blk.qkv(), a.qkv);
-        attentionJob.run(n);
+        attentionJob.run(n, blk.qkNorm());
         linearGatedAdd(a.att, rows, blk.proj(), 6 * d, 2 * d);
         modulatedLayerNorm(rows, 6 * d, 3 * d, 4 * d);
         linearGelu(a.h, rows, blk.fc1(), a.mlp);
@@ -257,9 +258,15 @@ final class VectorDit implements DitEngine {
         }
     }
 
-    /** softmax(q·kᵀ/√hd)·v, one (sample, head) per item, as two small products on per-worker scratch. */
+    /**
+     * softmax(q·kᵀ/√hd)·v, one (sample, head) per item, as two small products on per-worker scratch; with qk-norm,
+     * q and k of the head are normalised first.
+     */
     private final class AttentionJob implements Parallel.Body {
-        void run(int n) {
+        private DitMath.QkNorm qkNorm;
+
+        void run(int n, DitMath.QkNorm norm) {
+            qkNorm = norm;
             parallel.forEach(n * heads, this);
         }
 
@@ -269,6 +276,9 @@ final class VectorDit implements DitEngine {
             float[] qkv = act.qkv;
             int row0 = item / heads * tokens;
             int q = row0 * 3 * d + item % heads * headDim; // q of the sample's first token, this head
+            if (qkNorm != null) { // this item owns its (sample, head) slices of q and k: normalised in place
+                DitMath.qkNorm(qkv, row0, tokens, d, heads, item % heads, qkNorm);
+            }
             MatMul.pack(qkv, q + d, 1, 3 * d, headDim, tokens, s.keys); // B[e][j] = k_j[e]
             MatMul.pack(qkv, q + 2 * d, 3 * d, 1, tokens, headDim, s.values); // B[j][e] = v_j[e]
             s.mm.a(qkv, q, 3 * d).b(s.keys, headDim, tokens, null).c(s.scores, 0, tokens).scale(attentionScale)

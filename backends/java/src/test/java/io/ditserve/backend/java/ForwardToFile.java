@@ -1,5 +1,7 @@
 package io.ditserve.backend.java;
 
+import io.ditserve.backend.ForwardBatch;
+
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Decoder;
@@ -36,14 +38,14 @@ public final class ForwardToFile {
                 Decoder d = new JavaBackendProvider().createDecoder(DecoderConfigs.load(vae),
                         BackendOptions.ofThreads(2))) {
             Tensor x = cases.tensor("forward.x");
-            int[] t = ints(cases.longs("forward.t"));
+            float[] t = io.ditserve.backend.testkit.Fixtures.times(cases, "forward.t");
             int[] y = ints(cases.longs("forward.y"));
             Tensor o = cases.tensor("forward.out");
             Tensor fo = Tensor.zeros(o.shape());
             Tensor latent = dcases.tensor("decode.latent");
             Tensor img = Tensor.zeros(dcases.tensor("decode.image").shape());
             for (int i = 0; i < runs; i++) {
-                b.forward(x, t, y, fo, () -> false);
+                b.forward(ForwardBatch.ofLabels(x, t, y), fo, () -> false);
                 d.decode(latent, img, () -> false);
             }
             ByteBuffer bb = ByteBuffer.allocate(4 * (fo.size() + img.size())).order(ByteOrder.LITTLE_ENDIAN);

@@ -1,5 +1,7 @@
 package io.ditserve.backend.java;
 
+import io.ditserve.backend.ForwardBatch;
+
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -60,11 +62,11 @@ class JavaBackendConformanceTest {
         AtomicInteger polls = new AtomicInteger();
         try (Backend b = JavaBackends.backend(spec, path, 2)) {
             Tensor out = Tensor.zeros(c.out().shape());
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, () -> polls.incrementAndGet() == 2))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, () -> polls.incrementAndGet() == 2))
                     .isInstanceOf(BackendException.Cancelled.class);
             assertThat(polls).hasValue(2);
             polls.set(0);
-            b.forward(c.x(), c.t(), c.y(), out, () -> polls.incrementAndGet() < 0);
+            b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, () -> polls.incrementAndGet() < 0);
             assertThat(polls).hasValue(spec.depth() + 1);
         }
     }

@@ -8,7 +8,7 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
-import io.ditserve.backend.ForwardArguments;
+import io.ditserve.backend.ForwardBatch;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
@@ -59,20 +59,23 @@ public final class OnnxDitBackend implements Backend {
     // inputs from them and writes the output into them without a copy of its own.
     private int capacity;
     private FloatBuffer xBuffer;
-    private LongBuffer tBuffer;
+    private LongBuffer tBuffer; // graphs exported before float times take integer timesteps
+    private FloatBuffer tFloatBuffer;
     private LongBuffer yBuffer;
     private FloatBuffer outBuffer;
     private boolean closed;
 
     private final boolean cacheGraph; // the graph has the step-cache inputs and output
+    private final boolean floatTime; // the graph's t is float32 (exported since the float time contract)
     private FloatBuffer residualBuffer;
     private LongBuffer runBuffer;
     private FloatBuffer residualOutBuffer;
 
-    private OnnxDitBackend(ModelSpec spec, OnnxRunner runner, boolean cacheGraph) {
+    private OnnxDitBackend(ModelSpec spec, OnnxRunner runner, boolean cacheGraph, boolean floatTime) {
         this.spec = spec;
         this.runner = runner;
         this.cacheGraph = cacheGraph;
+        this.floatTime = floatTime;
     }
 
     /** Loads {@code model.onnx} of the model folder and checks it against the I/O contract and {@code spec}. */
@@ -81,7 +84,8 @@ public final class OnnxDitBackend implements Backend {
         OnnxRunner runner = OnnxRunner.open(spec.file(MODEL_FILE), options,
                 "the onnx backend needs the exported model", spec.name());
         try {
-            return new OnnxDitBackend(spec, runner, checkContract(spec, runner));
+            boolean cache = checkContract(spec, runner);
+            return new OnnxDitBackend(spec, runner, cache, floatTime(spec, runner));
         } catch (BackendException | RuntimeException e) {
             runner.close();
             throw e;
@@ -106,7 +110,8 @@ public final class OnnxDitBackend implements Backend {
                 new Dim("channels (in_channels)", spec.inChannels()),
                 new Dim("rows (input_size)", size),
                 new Dim("columns (input_size)", size));
-        runner.checkTensor("input", inputs.get(T), OnnxJavaType.INT64, "[N]");
+        runner.checkTensor("input", inputs.get(T), floatTime(spec, runner) ? OnnxJavaType.FLOAT : OnnxJavaType.INT64,
+                "[N]");
         runner.checkTensor("input", inputs.get(Y), OnnxJavaType.INT64, "[N]");
         runner.checkTensor("output", outputs.get(OUT), OnnxJavaType.FLOAT, "[N, C_out, H, W]",
                 new Dim("channels (in_channels, doubled with learn_sigma)", spec.outChannels()),
@@ -122,6 +127,21 @@ public final class OnnxDitBackend implements Backend {
         return cacheGraph;
     }
 
+    /**
+     * Whether the graph takes float times (float32 {@code t}, the contract since the float-time SPI) or integer
+     * timesteps (int64, graphs exported before it: DiT only; their passes must carry integral times).
+     */
+    private static boolean floatTime(ModelSpec spec, OnnxRunner runner) throws BackendException {
+        NodeInfo t = runner.inputInfo().get(T);
+        boolean isFloat = t != null && t.getInfo() instanceof ai.onnxruntime.TensorInfo info
+                && info.type == OnnxJavaType.FLOAT;
+        if (!isFloat && spec.process().flow()) {
+            throw new BackendException(runner.file + ": input 't' must be float32 for a " + spec.family()
+                    + " model (it is fed a continuous time); re-export it with tools/convert.py");
+        }
+        return isFloat;
+    }
+
     @Override
     public String name() {
         return OnnxBackendProvider.NAME;
@@ -132,27 +152,22 @@ public final class OnnxDitBackend implements Backend {
         return spec;
     }
 
-    @Override
-    public void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel) throws BackendException {
-        forward(x, t, y, out, cancel, null);
-    }
-
     /**
      * With the step-cache graph every pass feeds {@code cache_run} (all samples for a plain pass) and pins
      * {@code cache_residual_out}: a sample that runs the span gets the span's output itself, so a plain pass through
      * this graph computes the plain function.
      */
     @Override
-    public synchronized void forward(Tensor x, int[] t, int[] y, Tensor out, Cancellation cancel, StepCache cache)
-            throws BackendException {
+    public synchronized void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
         if (closed) {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
-        int n = ForwardArguments.check(spec, x, t, y, out);
-        boolean plain = cache == null || cache.plain();
-        if (cache != null) {
-            cache.check(spec, n);
-        }
+        int n = batch.check(spec, out);
+        Tensor x = batch.x();
+        float[] t = batch.time();
+        int[] y = batch.labels();
+        StepCache cache = batch.cache();
+        boolean plain = batch.plain();
         if (!plain && !cacheGraph) {
             throw new BackendException(runner.file + " has no step-cache inputs (exported before step caching): "
                     + "re-export it with tools/convert.py to cache steps of " + spec.name());
@@ -165,11 +180,24 @@ public final class OnnxDitBackend implements Backend {
         }
         ensureCapacity(n);
         xBuffer.clear().put(0, x.data()).limit(x.size());
-        tBuffer.clear().limit(n);
         yBuffer.clear().limit(n);
         for (int i = 0; i < n; i++) {
-            tBuffer.put(i, t[i]);
             yBuffer.put(i, y[i]);
+        }
+        java.nio.Buffer tIn;
+        if (floatTime) {
+            tFloatBuffer.clear().put(0, t, 0, n).limit(n);
+            tIn = tFloatBuffer;
+        } else {
+            tBuffer.clear().limit(n);
+            for (int i = 0; i < n; i++) {
+                if (t[i] != Math.rint(t[i])) {
+                    throw new BackendException(runner.file + " takes integer timesteps (exported before float times),"
+                            + " but time[" + i + "] = " + t[i] + "; re-export it with tools/convert.py");
+                }
+                tBuffer.put(i, (long) t[i]);
+            }
+            tIn = tBuffer;
         }
         outBuffer.clear().limit(out.size());
         long[] outShape = OnnxRunner.longs(out.shape());
@@ -192,7 +220,9 @@ public final class OnnxDitBackend implements Backend {
         List<OnnxTensor> tensors = new java.util.ArrayList<>(7);
         try {
             OnnxTensor xTensor = add(tensors, OnnxTensor.createTensor(runner.env, xBuffer, OnnxRunner.longs(x.shape())));
-            OnnxTensor tTensor = add(tensors, OnnxTensor.createTensor(runner.env, tBuffer, new long[] {n}));
+            OnnxTensor tTensor = add(tensors, tIn instanceof FloatBuffer fb
+                    ? OnnxTensor.createTensor(runner.env, fb, new long[] {n})
+                    : OnnxTensor.createTensor(runner.env, (LongBuffer) tIn, new long[] {n}));
             OnnxTensor yTensor = add(tensors, OnnxTensor.createTensor(runner.env, yBuffer, new long[] {n}));
             OnnxTensor outTensor = add(tensors, OnnxTensor.createTensor(runner.env, outBuffer, outShape));
             if (cacheGraph) {
@@ -237,6 +267,7 @@ public final class OnnxDitBackend implements Backend {
         int pixels = spec.inputSize() * spec.inputSize();
         xBuffer = OnnxRunner.directBytes(4L * n * spec.inChannels() * pixels).asFloatBuffer();
         tBuffer = OnnxRunner.directBytes(8L * n).asLongBuffer();
+        tFloatBuffer = OnnxRunner.directBytes(4L * n).asFloatBuffer();
         yBuffer = OnnxRunner.directBytes(8L * n).asLongBuffer();
         outBuffer = OnnxRunner.directBytes(4L * n * spec.outChannels() * pixels).asFloatBuffer();
         if (cacheGraph) {
@@ -256,6 +287,7 @@ public final class OnnxDitBackend implements Backend {
         closed = true;
         xBuffer = null;
         tBuffer = null;
+        tFloatBuffer = null;
         yBuffer = null;
         outBuffer = null;
         residualBuffer = null;

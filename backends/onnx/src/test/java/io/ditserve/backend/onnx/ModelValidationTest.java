@@ -1,5 +1,8 @@
 package io.ditserve.backend.onnx;
 
+import io.ditserve.backend.ForwardBatch;
+import io.ditserve.backend.Conditioning;
+
 import static io.ditserve.backend.onnx.OnnxModelWriter.FLOAT;
 import static io.ditserve.backend.onnx.OnnxModelWriter.INT64;
 import static org.assertj.core.api.Assertions.assertThat;
@@ -67,12 +70,11 @@ class ModelValidationTest {
             Fixtures.Case c = Fixtures.randomCase(b.model(), 2, 3);
             Tensor out = Tensor.zeros(c.out().shape());
             int len = StepCache.residualLength(b.model());
-            b.forward(c.x(), c.t(), c.y(), out, () -> false,
-                    new StepCache(new StepCache.Use[] {StepCache.Use.RUN, StepCache.Use.RUN}, new float[2][]));
+            b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(new StepCache.Use[] {StepCache.Use.RUN, StepCache.Use.RUN}, new float[2][])), out, () -> false);
             assertThat(out.data()).containsExactly(c.x().data());
             StepCache reuse = new StepCache(new StepCache.Use[] {StepCache.Use.STORE, StepCache.Use.REUSE},
                     new float[][] {new float[len], new float[len]});
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, () -> false, reuse))
+            assertThatThrownBy(() -> b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), reuse), out, () -> false))
                     .isInstanceOf(BackendException.class)
                     .hasMessageContaining("has no step-cache inputs")
                     .hasMessageContaining("re-export it with tools/convert.py");
@@ -86,8 +88,9 @@ class ModelValidationTest {
                 Arguments.of("x of rank 3", List.of(new Value("x", FLOAT, "N", 16, 16), T, Y),
                         List.of(new Value("out", FLOAT, "N", 16, 16)),
                         "input 'x': expected rank 4 [N, C_in, H, W], found rank 3 [N, 16, 16]"),
-                Arguments.of("float timesteps", List.of(X, new Value("t", FLOAT, "N"), Y), List.of(OUT),
-                        "input 't': expected INT64 elements, found FLOAT"),
+                // t is float32 (the float-time contract) or int64 (graphs exported before it); nothing else
+                Arguments.of("double timesteps", List.of(X, new Value("t", OnnxModelWriter.DOUBLE, "N"), Y),
+                        List.of(OUT), "input 't': expected INT64 elements, found DOUBLE"),
                 Arguments.of("fixed batch", List.of(new Value("x", FLOAT, 2, 1, 16, 16), T, Y), List.of(OUT),
                         "input 'x': expected a dynamic batch dimension N, found the fixed size 2"),
                 Arguments.of("wrong image size", List.of(new Value("x", FLOAT, "N", 1, 32, 32), T, Y),

@@ -1,5 +1,7 @@
 package io.ditserve.backend.onnx;
 
+import io.ditserve.backend.ForwardBatch;
+
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -65,14 +67,14 @@ class NotifiedCancellationTest {
                 }
             });
             long t0 = System.nanoTime();
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, signal))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, signal))
                     .isInstanceOf(BackendException.Cancelled.class);
             canceller.join();
             // polled, it would have been asked every 5 ms while the run lasted; told, it is asked a couple of times
             assertThat(signal.asked.get()).as("isCancelled calls in %.0f ms", (System.nanoTime() - t0) / 1e6)
                     .isLessThanOrEqualTo(3);
             // and the backend still works afterwards
-            b.forward(c.x(), c.t(), c.y(), out, Cancellation.NEVER);
+            b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, Cancellation.NEVER);
         }
     }
 }

@@ -1,5 +1,7 @@
 package io.ditserve.backend.onnx;
 
+import io.ditserve.backend.ForwardBatch;
+
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -79,7 +81,7 @@ class OnnxBackendConformanceTest extends BackendConformance {
             long deadline = start + 20_000_000L;
             Cancellation after20ms = () -> System.nanoTime() - deadline > 0;
             Tensor out = Tensor.zeros(c.out().shape());
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, after20ms))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, after20ms))
                     .isInstanceOf(BackendException.Cancelled.class);
             double cancelledMs = (System.nanoTime() - start) / 1e6;
             System.out.printf("batch 256: full run %.1f ms, cancelled after 20 ms returned at %.1f ms%n",

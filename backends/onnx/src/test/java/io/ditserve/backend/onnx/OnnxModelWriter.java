@@ -13,6 +13,7 @@ final class OnnxModelWriter {
     /** onnx.proto TensorProto.DataType values. */
     static final int FLOAT = 1;
     static final int INT64 = 7;
+    static final int DOUBLE = 11;
 
     private OnnxModelWriter() {}
 

@@ -1,5 +1,7 @@
 package io.ditserve.backend.onnx;
 
+import io.ditserve.backend.ForwardBatch;
+
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
@@ -59,7 +61,7 @@ public final class OnnxVsJavaBench {
         double[] ms = new double[iterations];
         for (int i = -warmup; i < iterations; i++) {
             long start = System.nanoTime();
-            b.forward(c.x(), c.t(), c.y(), out, Cancellation.NEVER);
+            b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, Cancellation.NEVER);
             if (i >= 0) {
                 ms[i] = (System.nanoTime() - start) / 1e6;
             }

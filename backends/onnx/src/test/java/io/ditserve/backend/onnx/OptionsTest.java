@@ -1,5 +1,7 @@
 package io.ditserve.backend.onnx;
 
+import io.ditserve.backend.ForwardBatch;
+
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -61,7 +63,7 @@ class OptionsTest {
             try (var b = OnnxBackends.onnx(spec, 2, Map.of("onnx.spinning", v))) {
                 Fixtures.Case c = Fixtures.forwardCase("pixel-tiny");
                 io.ditserve.backend.Tensor out = io.ditserve.backend.Tensor.zeros(c.out().shape());
-                b.forward(c.x(), c.t(), c.y(), out, () -> false);
+                b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, () -> false);
                 assertThat(Fixtures.relativeError(out, c.out())).as("spinning " + v)
                         .isLessThan(1e-4);
             }

@@ -1,5 +1,8 @@
 package io.ditserve.backend.testkit;
 
+import io.ditserve.backend.ForwardBatch;
+import io.ditserve.backend.Conditioning;
+
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -64,7 +67,7 @@ public abstract class BackendConformance {
         Fixtures.Case c = Fixtures.forwardCase("pixel-tiny");
         try (Backend b = create(spec, 2)) {
             Tensor out = Tensor.zeros(c.out().shape());
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, () -> true))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), out, () -> true))
                     .isInstanceOf(BackendException.Cancelled.class);
             assertThat(Fixtures.relativeError(Fixtures.run(b, c.x(), c.t(), c.y()), c.out())).isLessThan(tolerance());
         }
@@ -81,8 +84,7 @@ public abstract class BackendConformance {
         Fixtures.Case c = Fixtures.forwardCase("fashion-dit");
         AtomicInteger polls = new AtomicInteger();
         try (Backend b = create(spec, 2)) {
-            assertThatThrownBy(() -> b.forward(batch.x(), batch.t(), batch.y(), batch.out(),
-                            () -> polls.incrementAndGet() > 1))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(batch.x(), batch.t(), batch.y()), batch.out(), () -> polls.incrementAndGet() > 1))
                     .isInstanceOf(BackendException.Cancelled.class);
             assertThat(polls.get()).isGreaterThan(1);
             assertThat(Fixtures.relativeError(Fixtures.run(b, c.x(), c.t(), c.y()), c.out())).isLessThan(tolerance());
@@ -100,36 +102,41 @@ public abstract class BackendConformance {
             Tensor out = Tensor.zeros(c.out().shape());
             int[] badLabel = c.y().clone();
             badLabel[0] = spec.nullClass() + 1;
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), badLabel, out, () -> false))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), c.t(), badLabel), out, () -> false))
                     .isInstanceOf(IllegalArgumentException.class)
                     .hasMessage("y[0] = " + (spec.nullClass() + 1) + " is outside 0.." + spec.nullClass() + " ("
                             + spec.nullClass() + " is the null class)");
             int[] negativeLabel = c.y().clone();
             negativeLabel[1] = -1;
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), negativeLabel, out, () -> false))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), c.t(), negativeLabel), out, () -> false))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("y[1]");
-            int[] badTime = c.t().clone();
+            float[] badTime = c.t().clone();
             badTime[2] = 1000;
-            assertThatThrownBy(() -> b.forward(c.x(), badTime, c.y(), out, () -> false))
-                    .isInstanceOf(IllegalArgumentException.class).hasMessage("t[2] = 1000 is outside 0..999");
-            int[] negativeTime = c.t().clone();
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), badTime, c.y()), out, () -> false))
+                    .isInstanceOf(IllegalArgumentException.class)
+                    .hasMessage("time[2] = 1000.0 is outside 0.0..999.0 (index)");
+            float[] nanTime = c.t().clone();
+            nanTime[3] = Float.NaN;
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), nanTime, c.y()), out, () -> false))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("time[3] = NaN");
+            float[] negativeTime = c.t().clone();
             negativeTime[0] = -1;
-            assertThatThrownBy(() -> b.forward(c.x(), negativeTime, c.y(), out, () -> false))
-                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("t[0]");
-            assertThatThrownBy(() -> b.forward(c.x(), new int[n - 1], c.y(), out, () -> false))
-                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("timesteps and labels");
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), new int[n + 1], out, () -> false))
-                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("timesteps and labels");
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), negativeTime, c.y()), out, () -> false))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("time[0]");
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), new float[n - 1], c.y()), out, () -> false))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("times and conditionings");
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), c.t(), new int[n + 1]), out, () -> false))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("times and conditionings");
             Tensor wrongX = Tensor.zeros(n, spec.inChannels() + 1, size, size);
-            assertThatThrownBy(() -> b.forward(wrongX, c.t(), c.y(), out, () -> false))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(wrongX, c.t(), c.y()), out, () -> false))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("x has shape");
             Tensor wrongOut = Tensor.zeros(n, spec.outChannels() + 1, size, size);
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), wrongOut, () -> false))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), wrongOut, () -> false))
                     .isInstanceOf(IllegalArgumentException.class)
                     .hasMessage("out has shape [" + n + ", " + (spec.outChannels() + 1) + ", " + size + ", " + size
                             + "], expected [N, " + spec.outChannels() + ", " + size + ", " + size + "]");
             Tensor wrongBatch = Tensor.zeros(n + 1, spec.outChannels(), size, size);
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), wrongBatch, () -> false))
+            assertThatThrownBy(() -> b.forward(ForwardBatch.ofLabels(c.x(), c.t(), c.y()), wrongBatch, () -> false))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("out has shape");
             // the rejected calls left the backend as it was
             assertThat(Fixtures.relativeError(Fixtures.run(b, c.x(), c.t(), c.y()), c.out())).isLessThan(tolerance());
@@ -164,7 +171,7 @@ public abstract class BackendConformance {
             Tensor batch = Fixtures.run(b, c.x(), c.t(), c.y());
             assertThat(batch.maxAbs()).isPositive();
             for (int k = 0; k < n; k++) {
-                Tensor alone = Fixtures.run(b, Fixtures.sample(c.x(), k), new int[] {c.t()[k]},
+                Tensor alone = Fixtures.run(b, Fixtures.sample(c.x(), k), new float[] {c.t()[k]},
                         new int[] {c.y()[k]});
                 Tensor inBatch = Fixtures.sample(batch, k);
                 if (batchTolerance() == 0) {
@@ -199,7 +206,7 @@ public abstract class BackendConformance {
             org.junit.jupiter.api.Assumptions.assumeTrue(cachesSteps(), "this backend does not cache steps");
             StepCache cache = c.stepCache();
             Tensor out = Tensor.zeros(c.out().shape());
-            b.forward(c.x(), c.t(), c.y(), out, () -> false, cache);
+            b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), cache), out, () -> false);
             assertThat(Fixtures.relativeError(out, c.out())).as("%s output", model).isLessThan(tolerance());
             int len = StepCache.residualLength(spec);
             for (int k : c.run()) {
@@ -224,11 +231,11 @@ public abstract class BackendConformance {
             float[][] residuals = new float[3][StepCache.residualLength(spec)];
             StepCache.Use[] store = {StepCache.Use.STORE, StepCache.Use.STORE, StepCache.Use.STORE};
             Tensor stored = Tensor.zeros(plain.shape());
-            b.forward(c.x(), c.t(), c.y(), stored, () -> false, new StepCache(store, residuals));
+            b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(store, residuals)), stored, () -> false);
             assertThat(Fixtures.relativeError(stored, plain)).isLessThanOrEqualTo(batchTolerance());
             StepCache.Use[] reuse = {StepCache.Use.REUSE, StepCache.Use.REUSE, StepCache.Use.REUSE};
             Tensor reused = Tensor.zeros(plain.shape());
-            b.forward(c.x(), c.t(), c.y(), reused, () -> false, new StepCache(reuse, residuals));
+            b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(reuse, residuals)), reused, () -> false);
             assertThat(Fixtures.relativeError(reused, plain)).isLessThan(tolerance());
         }
     }
@@ -256,12 +263,11 @@ public abstract class BackendConformance {
             org.junit.jupiter.api.Assumptions.assumeTrue(cachesSteps(), "this backend does not cache steps");
             float[][] batchRes = copy(given);
             Tensor batch = Tensor.zeros(n, spec.outChannels(), spec.inputSize(), spec.inputSize());
-            b.forward(c.x(), c.t(), c.y(), batch, () -> false, new StepCache(uses, batchRes));
+            b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(uses, batchRes)), batch, () -> false);
             for (int k = 0; k < n; k++) {
                 float[][] aloneRes = {given[k].clone()};
                 Tensor alone = Tensor.zeros(1, spec.outChannels(), spec.inputSize(), spec.inputSize());
-                b.forward(Fixtures.sample(c.x(), k), new int[] {c.t()[k]}, new int[] {c.y()[k]}, alone, () -> false,
-                        new StepCache(new StepCache.Use[] {uses[k]}, aloneRes));
+                b.forward(new ForwardBatch(Fixtures.sample(c.x(), k), new float[] {c.t()[k]}, new Conditioning.ClassLabels(new int[] {c.y()[k]}), new StepCache(new StepCache.Use[] {uses[k]}, aloneRes)), alone, () -> false);
                 if (batchTolerance() == 0) {
                     assertThat(Fixtures.sample(batch, k).data()).as("sample %d", k).containsExactly(alone.data());
                     assertThat(batchRes[k]).as("residual %d", k).containsExactly(aloneRes[0]);
@@ -285,11 +291,9 @@ public abstract class BackendConformance {
             org.junit.jupiter.api.Assumptions.assumeTrue(cachesSteps(), "this backend does not cache steps");
             Tensor out = Tensor.zeros(2, spec.outChannels(), spec.inputSize(), spec.inputSize());
             StepCache.Use[] reuse = {StepCache.Use.REUSE, StepCache.Use.REUSE};
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, () -> false,
-                    new StepCache(reuse, new float[][] {new float[3], new float[3]})))
+            assertThatThrownBy(() -> b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(reuse, new float[][] {new float[3], new float[3]})), out, () -> false))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("tokens × hidden");
-            assertThatThrownBy(() -> b.forward(c.x(), c.t(), c.y(), out, () -> false,
-                    new StepCache(new StepCache.Use[] {StepCache.Use.RUN}, new float[1][])))
+            assertThatThrownBy(() -> b.forward(new ForwardBatch(c.x(), c.t(), new Conditioning.ClassLabels(c.y()), new StepCache(new StepCache.Use[] {StepCache.Use.RUN}, new float[1][])), out, () -> false))
                     .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("step cache for 1 samples");
         }
     }

@@ -1,5 +1,7 @@
 package io.ditserve.backend.testkit;
 
+import io.ditserve.backend.ForwardBatch;
+
 import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendProvider;
@@ -26,7 +28,12 @@ public final class Fixtures {
     private Fixtures() {}
 
     /** One forward case: inputs and the PyTorch output ({@code out} is zeros for a random case). */
-    public record Case(Tensor x, int[] t, int[] y, Tensor out) {}
+    public record Case(Tensor x, float[] t, int[] y, Tensor out) {
+        /** The case's inputs as a plain class-conditional pass. */
+        public ForwardBatch batch() {
+            return ForwardBatch.ofLabels(x, t, y);
+        }
+    }
 
     /** The repository root: surefire's {@code repo.root}, else the nearest parent of the working dir with tools/fixtures. */
     public static Path repoRoot() {
@@ -63,7 +70,7 @@ public final class Fixtures {
 
     public static Case forwardCase(String name) throws BackendException {
         try (Safetensors st = Safetensors.open(casesFile(name))) {
-            return new Case(st.tensor("forward.x"), ints(st.longs("forward.t")), ints(st.longs("forward.y")),
+            return new Case(st.tensor("forward.x"), times(st, "forward.t"), ints(st.longs("forward.y")),
                     st.tensor("forward.out"));
         }
     }
@@ -72,7 +79,7 @@ public final class Fixtures {
      * The step-cache case (docs/STEP_CACHE.md): inputs, the samples that run the cached span ({@code run}; they
      * store), the residual the others reuse, and PyTorch's output and stored residuals.
      */
-    public record CacheCase(Tensor x, int[] t, int[] y, int[] run, Tensor residual, Tensor out, Tensor residualOut) {
+    public record CacheCase(Tensor x, float[] t, int[] y, int[] run, Tensor residual, Tensor out, Tensor residualOut) {
         /** The StepCache of this case: the samples in {@code run} store, the others reuse {@code residual}. */
         public StepCache stepCache() {
             int n = t.length;
@@ -93,7 +100,7 @@ public final class Fixtures {
 
     public static CacheCase cacheCase(String name) throws BackendException {
         try (Safetensors st = Safetensors.open(casesFile(name))) {
-            return new CacheCase(st.tensor("cache.x"), ints(st.longs("cache.t")), ints(st.longs("cache.y")),
+            return new CacheCase(st.tensor("cache.x"), times(st, "cache.t"), ints(st.longs("cache.y")),
                     ints(st.longs("cache.run")), st.tensor("cache.residual"), st.tensor("cache.out"),
                     st.tensor("cache.residual_out"));
         }
@@ -111,10 +118,13 @@ public final class Fixtures {
         for (int i = 0; i < xs.length; i++) {
             xs[i] = (float) rnd.nextGaussian();
         }
-        int[] t = new int[n];
+        float[] t = new float[n];
         int[] y = new int[n];
+        boolean flow = spec.process().flow();
         for (int i = 0; i < n; i++) {
-            t[i] = i == 0 ? 999 : rnd.nextInt(1000);
+            // VP models: integer timesteps, the largest first; flow models: τ in [0, time_scale], the largest first
+            t[i] = flow ? (float) (spec.process().maxTime() * (i == 0 ? 1.0 : rnd.nextDouble()))
+                    : i == 0 ? 999 : rnd.nextInt(1000);
             y[i] = i == 1 ? spec.nullClass() : rnd.nextInt(spec.numClasses() + 1);
         }
         return new Case(x, t, y, Tensor.zeros(n, spec.outChannels(), size, size));
@@ -130,11 +140,28 @@ public final class Fixtures {
     }
 
     /** One uncancelled forward into a fresh output tensor. */
-    public static Tensor run(Backend b, Tensor x, int[] t, int[] y) throws BackendException {
+    public static Tensor run(Backend b, Tensor x, float[] t, int[] y) throws BackendException {
         ModelSpec s = b.model();
         Tensor out = Tensor.zeros(x.dim(0), s.outChannels(), s.inputSize(), s.inputSize());
-        b.forward(x, t, y, out, () -> false);
+        b.forward(ForwardBatch.ofLabels(x, t, y), out, () -> false);
         return out;
+    }
+
+    /**
+     * The times of a case: int64 timesteps (VP fixtures, written before float times) as floats, or float32/float64
+     * times (flow fixtures) as floats.
+     */
+    public static float[] times(Safetensors st, String name) throws BackendException {
+        String dtype = st.entry(name).dtype();
+        if (dtype.equals("I64")) {
+            long[] v = st.longs(name);
+            float[] f = new float[v.length];
+            for (int i = 0; i < v.length; i++) {
+                f[i] = v[i];
+            }
+            return f;
+        }
+        return st.floats(name);
     }
 
     /** Sample {@code k} of a batch tensor, as a batch of one. */
