@@ -499,6 +499,9 @@ def main(argv=None):
     a.guidance = 4.0 if a.guidance is None else a.guidance
     a.guidance_mode = a.guidance_mode or "first3"
     model, cfg = convert(a.checkpoint, a.num_heads, a.input_size)
+    if cfg["qk_norm"]:
+        raise SystemExit("convert.py: the checkpoint has qk-norm weights (blocks.N.attn.q_norm), which a format-1 DiT "
+                         "folder cannot declare: convert it with --family repa")
     names = None
     if a.class_names:
         with open(a.class_names) as f:

@@ -336,6 +336,12 @@ class FlowConvertTest(unittest.TestCase):
         with self.assertRaises(SystemExit):
             with mock.patch("sys.stderr", io.StringIO()):
                 run_convert(dit_src, os.path.join(self.d, "x"), "--sampler", "heun")
+        # qk-norm weights cannot go into a format-1 DiT folder
+        ema = {k: v for k, v in torch.load(flow_checkpoint(self.d, "repa", qk_norm=True))["ema"].items()
+               if not k.startswith("projectors.")}
+        torch.save(ema, os.path.join(self.d, "qk.pt"))
+        with self.assertRaisesRegex(SystemExit, "--family repa"):
+            run_convert(os.path.join(self.d, "qk.pt"), os.path.join(self.d, "qk"))
         # a repa folder with options: Heun, no interval, shift 3
         out, _ = self.convert("repa", src, "--sampler", "heun", "--steps", "40", "--no-guidance-interval",
                               "--timestep-shift", "3", "--guidance", "2.5")
