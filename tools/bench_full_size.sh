@@ -8,7 +8,12 @@
 # resident memory (VmRSS/VmHWM of the server process after load and after the generation) and seconds per step
 # (the server's dit_step_seconds), then how far the java and onnx images agree.
 #
-#   tools/bench_full_size.sh [WORK_DIR (runs/full-size)]      env: STEPS (3), PORT (50181), BACKENDS ("java onnx")
+# FAMILY=sit or FAMILY=repa does the same for a flow model at XL/2 size (issue 23): SiT's released layout (learned σ,
+# converted with --family sit) or REPA's last.pt (with qk-norm, --family repa), sampled with Heun (SiT) or
+# Euler–Maruyama (REPA) through the server.
+#
+#   tools/bench_full_size.sh [WORK_DIR (runs/full-size)]
+#   env: STEPS (3), PORT (50181), BACKENDS ("java onnx"), FAMILY (dit | sit | repa)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="$(mkdir -p "${1:-$ROOT/runs/full-size}" && cd "${1:-$ROOT/runs/full-size}" && pwd)"
@@ -18,19 +23,29 @@ METRICS_PORT=$((PORT + 1))
 BACKENDS=${BACKENDS:-java onnx}
 PY=/usr/bin/python3
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
-CKPT="$WORK/DiT-XL-2-256x256.pt"
+FAMILY=${FAMILY:-dit}
 MODELS="$WORK/models"
-MODEL=dit-xl-2-256
+case "$FAMILY" in
+  dit) CKPT="$WORK/DiT-XL-2-256x256.pt"; MODEL=dit-xl-2-256; SAMPLER=ddim ;;
+  sit) CKPT="$WORK/SiT-XL-2-256x256.pt"; MODEL=sit-xl-2-256; SAMPLER=heun ;;
+  repa) CKPT="$WORK/repa-last.pt"; MODEL=repa-xl-2-256; SAMPLER=euler-maruyama ;;
+  *) echo "FAMILY must be dit, sit or repa, got $FAMILY" >&2; exit 2 ;;
+esac
 quiet() { grep -v -E "TracerWarning|Warning: |^  (if|h = w)" || true; }
 
 if [ ! -f "$CKPT" ]; then
-  echo "== 1. random DiT-XL/2 checkpoint"
-  "$PY" "$ROOT/tools/make_random_checkpoint.py" "$CKPT" --shape XL --seed 7
+  echo "== 1. random $FAMILY XL/2 checkpoint in the released layout"
+  if [ "$FAMILY" = dit ]; then
+    "$PY" "$ROOT/tools/make_random_checkpoint.py" "$CKPT" --shape XL --seed 7
+  else
+    "$PY" "$ROOT/tools/make_flow_checkpoint.py" "$CKPT" --family "$FAMILY" --shape XL --seed 7 \
+      $([ "$FAMILY" = repa ] && echo --qk-norm)
+  fi
 fi
 if [ ! -f "$MODELS/$MODEL/model.onnx" ]; then
   echo "== 2. convert (the README's command)"
   start=$(date +%s.%N)
-  (cd "$WORK" && "$PY" "$ROOT/tools/convert.py" "$CKPT" "$MODELS/$MODEL" 2>&1 | quiet)
+  (cd "$WORK" && "$PY" "$ROOT/tools/convert.py" "$CKPT" "$MODELS/$MODEL" --family "$FAMILY" 2>&1 | quiet)
   echo "convert: $(echo "$(date +%s.%N) - $start" | bc) s"
 fi
 ls -la "$MODELS/$MODEL"
@@ -58,7 +73,7 @@ for b in $BACKENDS; do
   echo "$b after load:       $(rss "$pid")"
   gstart=$(date +%s.%N)
   DIT_SKIP_BUILD=1 "$ROOT/dit" generate --target "localhost:$PORT" --model "$MODEL" --label 207 --count 1 \
-    --steps "$STEPS" --sampler ddim --guidance 4 --seed 42 --out "$out" --format png,tensor >"$WORK/generate-$b.log" 2>&1 \
+    --steps "$STEPS" --sampler "$SAMPLER" --guidance 4 --seed 42 --out "$out" --format png,tensor >"$WORK/generate-$b.log" 2>&1 \
     || { cat "$WORK/generate-$b.log"; exit 1; }
   gen=$(echo "$(date +%s.%N) - $gstart" | bc)
   echo "$b after generation: $(rss "$pid")"

@@ -45,4 +45,13 @@ public interface BackendProvider {
         throw new BackendException("backend '" + name() + "' cannot run latent decoders (" + decoder.summary()
                 + " in " + decoder.directory() + ")");
     }
+
+    /**
+     * Loads a text encoder of a text-to-image pipeline on this backend (docs/TEXT_MODELS.md), validated like
+     * {@link #create}. A backend without text encoders says so; the server then refuses to start with the model's name.
+     */
+    default TextEncoder createTextEncoder(TextEncoderSpec encoder, BackendOptions options) throws BackendException {
+        throw new BackendException("backend '" + name() + "' cannot run text encoders (" + encoder.summary() + " in "
+                + encoder.directory() + ")");
+    }
 }

@@ -20,6 +20,20 @@ public final class DecoderConfigs {
     private DecoderConfigs() {}
 
     /** True when {@code dir/config.json} names a diffusers decoder class (such a folder is not a DiT model). */
+    /**
+     * Whether {@code dir} holds a component of a pipeline rather than a model of ours: a diffusers class
+     * ({@code _class_name}, e.g. a shared VAE, a transformer folder) or a transformers model ({@code architectures},
+     * e.g. a text encoder). Such folders beside the models are not served and not warned about.
+     */
+    public static boolean isComponentFolder(Path dir) {
+        try {
+            JsonNode root = JSON.readTree(Files.readString(dir.resolve(ModelConfigs.CONFIG_FILE)));
+            return root != null && (root.has("_class_name") || root.has("architectures"));
+        } catch (IOException | RuntimeException e) {
+            return false;
+        }
+    }
+
     public static boolean isDecoderFolder(Path dir) {
         try {
             JsonNode root = JSON.readTree(Files.readString(dir.resolve(ModelConfigs.CONFIG_FILE)));

@@ -71,12 +71,27 @@ public record ForwardBatch(Tensor x, float[] time, Conditioning conditioning, St
         }
         switch (conditioning) {
             case Conditioning.ClassLabels c -> {
+                if (spec.text() != null) {
+                    throw new IllegalArgumentException("model " + spec.name() + " is conditioned on text, not on"
+                            + " class labels");
+                }
                 for (int i = 0; i < n; i++) {
                     int y = c.ids()[i];
                     if (y < 0 || y > spec.nullClass()) {
                         throw new IllegalArgumentException("y[" + i + "] = " + y + " is outside 0.." + spec.nullClass()
                                 + " (" + spec.nullClass() + " is the null class)");
                     }
+                }
+            }
+            case Conditioning.TextEmbeddings e -> {
+                ModelSpec.TextConditioning tc = spec.text();
+                if (tc == null) {
+                    throw new IllegalArgumentException("model " + spec.name() + " takes class labels, not text");
+                }
+                if (e.width() != tc.jointAttentionDim() || e.pooledWidth() != tc.pooledProjectionDim()) {
+                    throw new IllegalArgumentException("text embeddings of width " + e.width() + " and pooled width "
+                            + e.pooledWidth() + "; model " + spec.name() + " takes " + tc.jointAttentionDim()
+                            + " and " + tc.pooledProjectionDim());
                 }
             }
         }

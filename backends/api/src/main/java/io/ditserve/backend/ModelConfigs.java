@@ -127,6 +127,94 @@ public final class ModelConfigs {
                 process, qkNorm);
     }
 
+    /** The keys of diffusers' SD3Transformer2DModel config.json (besides the "_"-prefixed bookkeeping ones). */
+    private static final java.util.Set<String> MMDIT_KEYS = java.util.Set.of("sample_size", "patch_size",
+            "in_channels", "num_layers", "attention_head_dim", "num_attention_heads", "joint_attention_dim",
+            "caption_projection_dim", "pooled_projection_dim", "out_channels", "pos_embed_max_size",
+            "dual_attention_layers", "qk_norm");
+    /** SD3's process: velocity ε − x₀ on the linear path, fed σ·1000 (docs/TEXT_MODELS.md). */
+    public static final ModelSpec.Process SD3_PROCESS = new ModelSpec.Process(ModelSpec.Prediction.VELOCITY,
+            ModelSpec.NoisePath.LINEAR, ModelSpec.TimeInput.S, ModelSpec.Velocity.NOISE_MINUS_DATA, 1000.0);
+
+    /**
+     * Reads a diffusers {@code transformer/config.json} of an SD3Transformer2DModel (SD3, SD3.5) into a spec: hidden
+     * size = heads·head_dim, depth = num_layers, inputSize = sample_size (the latent side the pipeline's default
+     * resolution gives), the SD3 process, guidance on all channels.
+     *
+     * @param name the pipeline's name (its folder)
+     * @param space latent with a VAE, pixel without one
+     * @param contextTokens the context length the pipeline builds
+     */
+    public static ModelSpec loadMmdit(Path transformerDir, String name, String description, ModelSpec.Space space,
+            int contextTokens, ModelSpec.Defaults defaults) throws BackendException {
+        Path file = transformerDir.resolve(CONFIG_FILE);
+        JsonNode root;
+        try {
+            root = JSON.readTree(Files.readString(file));
+        } catch (NoSuchFileException e) {
+            throw new BackendException(file + ": missing (the transformer folder needs its config.json)");
+        } catch (IOException e) {
+            throw new BackendException(file + ": not valid JSON: " + e.getMessage(), e);
+        }
+        if (root == null || !root.isObject()) {
+            throw new BackendException(file + ": expected a JSON object");
+        }
+        Reader r = new Reader(file, "", root);
+        var it = root.fieldNames();
+        while (it.hasNext()) {
+            String k = it.next();
+            if (!k.startsWith("_") && !MMDIT_KEYS.contains(k)) {
+                throw r.bad("unknown key '" + k + "'; known keys: " + new java.util.TreeSet<>(MMDIT_KEYS));
+            }
+        }
+        if (!root.path("_class_name").asText("SD3Transformer2DModel").equals("SD3Transformer2DModel")) {
+            throw r.bad("_class_name " + root.get("_class_name") + " is not SD3Transformer2DModel");
+        }
+        int sample = r.intIn("sample_size", 1, 4096);
+        int patch = r.intIn("patch_size", 1, 64);
+        int inCh = r.intIn("in_channels", 1, 256);
+        int layers = r.intIn("num_layers", 1, 1024);
+        int headDim = r.intIn("attention_head_dim", 1, 1024);
+        int heads = r.intIn("num_attention_heads", 1, 1024);
+        int joint = r.intIn("joint_attention_dim", 1, 1 << 20);
+        int caption = r.intIn("caption_projection_dim", 1, 1 << 20);
+        int pooled = r.intIn("pooled_projection_dim", 1, 1 << 20);
+        int outCh = root.hasNonNull("out_channels") ? r.intIn("out_channels", 1, 256) : inCh;
+        int posMax = root.hasNonNull("pos_embed_max_size") ? r.intIn("pos_embed_max_size", 1, 4096) : sample / patch;
+        int d = heads * headDim;
+        if (caption != d) {
+            throw r.bad("caption_projection_dim " + caption + " must equal num_attention_heads·attention_head_dim = " + d);
+        }
+        if (outCh != inCh) {
+            throw r.bad("out_channels " + outCh + " differs from in_channels " + inCh + " (not an SD3 layout)");
+        }
+        if (sample % patch != 0 || sample / patch > posMax) {
+            throw r.bad("sample_size " + sample + " must be a multiple of patch_size " + patch + " with at most "
+                    + "pos_embed_max_size " + posMax + " patches per side");
+        }
+        List<Integer> dual = new ArrayList<>();
+        JsonNode dl = root.get("dual_attention_layers");
+        if (dl != null && !dl.isNull()) {
+            if (!dl.isArray()) {
+                throw r.bad("'dual_attention_layers' must be an array of block indices, found " + dl);
+            }
+            for (JsonNode i : dl) {
+                if (!i.isInt() || i.asInt() < 0 || i.asInt() >= layers) {
+                    throw r.bad("'dual_attention_layers' holds " + i + "; allowed block indices 0.." + (layers - 1));
+                }
+                dual.add(i.asInt());
+            }
+        }
+        JsonNode qk = root.get("qk_norm");
+        boolean rms = qk != null && !qk.isNull();
+        if (rms && !qk.asText().equals("rms_norm")) {
+            throw r.bad("'qk_norm' " + qk + " is not supported; known: null, \"rms_norm\"");
+        }
+        return new ModelSpec(transformerDir, name, description, sample, patch, inCh, d, layers, heads, 4.0, 0, false,
+                List.of(), space, GuidanceMode.ALL, defaults, "sd3", SD3_PROCESS, false,
+                new ModelSpec.TextConditioning(joint, pooled, posMax, dual, rms, contextTokens));
+    }
+
     private static ModelSpec.Process process(Reader p) throws BackendException {
         p.onlyKeys(PROCESS_KEYS);
         ModelSpec.Prediction prediction = p.required("prediction", ModelSpec.Prediction.values());

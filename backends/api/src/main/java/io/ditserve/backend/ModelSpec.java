@@ -31,7 +31,17 @@ public record ModelSpec(
         Defaults defaults,
         String family,
         Process process,
-        boolean qkNorm) {
+        boolean qkNorm,
+        TextConditioning text) {
+
+    /** A class-conditional (DiT-architecture) spec of any family. */
+    public ModelSpec(Path directory, String name, String description, int inputSize, int patchSize, int inChannels,
+            int hiddenSize, int depth, int numHeads, double mlpRatio, int numClasses, boolean learnSigma,
+            List<String> classNames, Space space, GuidanceMode guidanceMode, Defaults defaults, String family,
+            Process process, boolean qkNorm) {
+        this(directory, name, description, inputSize, patchSize, inChannels, hiddenSize, depth, numHeads, mlpRatio,
+                numClasses, learnSigma, classNames, space, guidanceMode, defaults, family, process, qkNorm, null);
+    }
 
     /** A DiT (format 1) spec: ε-prediction on the linear-β VP schedule, no qk-norm. */
     public ModelSpec(Path directory, String name, String description, int inputSize, int patchSize, int inChannels,
@@ -39,6 +49,32 @@ public record ModelSpec(
             List<String> classNames, Space space, GuidanceMode guidanceMode, Defaults defaults) {
         this(directory, name, description, inputSize, patchSize, inChannels, hiddenSize, depth, numHeads, mlpRatio,
                 numClasses, learnSigma, classNames, space, guidanceMode, defaults, "dit", Process.DIT, false);
+    }
+
+    /** The transformer's architecture: DiT's blocks with adaLN-Zero on time + class, or SD3's MMDiT. */
+    public enum Architecture { DIT, MMDIT }
+
+    /**
+     * A text-conditioned transformer (SD3's MMDiT, docs/TEXT_MODELS.md): image patches and prompt tokens attend to
+     * each other in joint attention, each stream with its own adaLN-Zero modulation from time + pooled text.
+     *
+     * @param jointAttentionDim width of the context tokens it takes ({@code joint_attention_dim})
+     * @param pooledProjectionDim width of the pooled vector ({@code pooled_projection_dim})
+     * @param posEmbedMaxSize side of the stored position table ({@code pos_embed_max_size})
+     * @param dualAttentionLayers blocks with SD3.5's second, image-only attention (MMDiT-X)
+     * @param rmsQkNorm SD3.5's RMS qk-norm ({@code qk_norm: "rms_norm"})
+     * @param contextTokens tokens of the context the pipeline builds (CLIP's 77 + T5's, for SD3)
+     */
+    public record TextConditioning(int jointAttentionDim, int pooledProjectionDim, int posEmbedMaxSize,
+            List<Integer> dualAttentionLayers, boolean rmsQkNorm, int contextTokens) {
+        public TextConditioning {
+            dualAttentionLayers = List.copyOf(dualAttentionLayers);
+        }
+    }
+
+    /** DiT or MMDiT. */
+    public Architecture architecture() {
+        return text == null ? Architecture.DIT : Architecture.MMDIT;
     }
 
     /** What the model denoises. */
@@ -279,6 +315,22 @@ public record ModelSpec(
     public long macsPerSample() {
         long t = tokens();
         long d = hiddenSize;
+        if (text != null) { // MMDiT: image and context streams, joint attention over both
+            long c = text.contextTokens();
+            long all = t + c;
+            long macs = t * d * (long) inChannels * patchSize * patchSize + c * text.jointAttentionDim() * d
+                    + 256 * d + d * d + text.pooledProjectionDim() * d + d * d;
+            for (int i = 0; i < depth; i++) {
+                boolean last = i == depth - 1;
+                boolean dual = text.dualAttentionLayers().contains(i);
+                macs += t * 12 * d * d + c * (3 * d * d + (last ? 0 : 9 * d * d)) + 2 * all * all * d
+                        + d * ((dual ? 9 : 6) * d + (last ? 2 : 6) * d);
+                if (dual) {
+                    macs += t * 4 * d * d + 2 * t * t * d;
+                }
+            }
+            return macs + 2 * d * d + t * d * (long) patchSize * patchSize * outChannels();
+        }
         long perBlock = t * d * 3 * d + t * t * d * 2 + t * d * d + 2 * t * d * mlpHidden() + 6 * d * d;
         // qk-norm adds no multiply-accumulates worth counting (a normalisation over the head dimension)
         long embed = t * d * (long) inChannels * patchSize * patchSize + 256 * d + d * d;

@@ -51,7 +51,11 @@ public final class ModelRepository implements AutoCloseable {
             throw new BackendException("model folder " + root + " does not exist or is not a folder");
         }
         registry.get(defaultBackend); // an unknown backend fails before any model is loaded
-        List<Path> dirs = modelFolders(root);
+        List<Path> pipelines = new ArrayList<>();
+        List<Path> dirs = modelFolders(root, pipelines);
+        for (Path p : pipelines) { // text-to-image pipelines are loaded by the text path once it lands (issue 24)
+            log.info("pipeline folder {} is not served yet (text-to-image models land with issue 24)", p);
+        }
         if (dirs.isEmpty()) {
             throw new BackendException("no models in " + root + " (each model is a subfolder with a config.json)");
         }
@@ -111,11 +115,19 @@ public final class ModelRepository implements AutoCloseable {
 
     /**
      * The model subfolders of {@code root}, sorted. Not models: plain files; hidden folders ({@code .name}: not
-     * served, one info line); diffusers decoder folders beside the models, shared by several of them (skipped
-     * silently); a folder without {@code config.json} (a warning naming it: it is probably a model with a missing
+     * served, one info line); diffusers and transformers component folders beside the models (a VAE shared by
+     * several of them, a text encoder: skipped silently); a folder without {@code config.json} (a warning naming it: it is probably a model with a missing
      * file, but a stray folder must not stop the server).
      */
     static List<Path> modelFolders(Path root) throws BackendException {
+        return modelFolders(root, new ArrayList<>());
+    }
+
+    /** A diffusers pipeline folder (text-to-image models, docs/TEXT_MODELS.md) has this index of its components. */
+    static final String PIPELINE_INDEX = "model_index.json";
+
+    /** The model folders of {@code root}, and the pipeline folders into {@code pipelines}. */
+    static List<Path> modelFolders(Path root, List<Path> pipelines) throws BackendException {
         List<Path> dirs = new ArrayList<>();
         try (Stream<Path> s = Files.list(root)) {
             for (Path p : s.sorted().toList()) {
@@ -125,11 +137,13 @@ public final class ModelRepository implements AutoCloseable {
                 }
                 if (name.startsWith(".")) {
                     log.info("hidden folder {} in the model folder is not served", p);
+                } else if (Files.exists(p.resolve(PIPELINE_INDEX))) {
+                    pipelines.add(p);
                 } else if (!Files.exists(p.resolve(ModelConfigs.CONFIG_FILE))) {
                     log.warn("folder {} has no {}: not served as a model", p, ModelConfigs.CONFIG_FILE);
                 } else if (!Files.isRegularFile(p.resolve(ModelConfigs.CONFIG_FILE))) {
                     requireFile(p.resolve(ModelConfigs.CONFIG_FILE), "each model folder needs a config.json");
-                } else if (!DecoderConfigs.isDecoderFolder(p)) {
+                } else if (!DecoderConfigs.isComponentFolder(p)) {
                     dirs.add(p);
                 }
             }

@@ -50,6 +50,30 @@ class OnnxBackendConformanceTest extends BackendConformance {
         }
     }
 
+    /**
+     * A graph exported before float times (pixel-tiny's model.onnx takes int64 t) serves integral times as before and
+     * refuses a fractional one naming the fix; a float-time graph (repa-tiny's) takes any time in range.
+     */
+    @Test
+    void integerTimestepGraphsTakeIntegralTimesOnly() throws Exception {
+        ModelSpec spec = Fixtures.spec("pixel-tiny");
+        Fixtures.Case c = Fixtures.forwardCase("pixel-tiny");
+        try (Backend b = OnnxBackends.onnx(spec)) {
+            assertThat(Fixtures.relativeError(Fixtures.run(b, c.x(), c.t(), c.y()), c.out())).isLessThan(tolerance());
+            float[] t = c.t().clone();
+            t[1] = 136.5f;
+            assertThatThrownBy(() -> Fixtures.run(b, c.x(), t, c.y()))
+                    .isInstanceOf(io.ditserve.backend.BackendException.class)
+                    .hasMessageContaining("takes integer timesteps").hasMessageContaining("time[1] = 136.5")
+                    .hasMessageContaining("re-export it with tools/convert.py");
+        }
+        ModelSpec repa = Fixtures.spec("repa-tiny");
+        Fixtures.Case r = Fixtures.forwardCase("repa-tiny");
+        try (Backend b = OnnxBackends.onnx(repa)) {
+            assertThat(Fixtures.relativeError(Fixtures.run(b, r.x(), r.t(), r.y()), r.out())).isLessThan(tolerance());
+        }
+    }
+
     /** The optimization level changes the graph ONNX Runtime runs, never the result. */
     @ParameterizedTest(name = "onnx.optimization={0}")
     @ValueSource(strings = {"all", "extended", "basic", "none"})

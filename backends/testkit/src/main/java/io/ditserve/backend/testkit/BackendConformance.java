@@ -48,7 +48,9 @@ public abstract class BackendConformance {
 
     @ParameterizedTest(name = "{0}, {1} threads")
     @CsvSource({
-        "pixel-tiny, 1", "pixel-tiny, 2", "latent-tiny, 1", "latent-tiny, 2", "fashion-dit, 1", "fashion-dit, 2"})
+        "pixel-tiny, 1", "pixel-tiny, 2", "latent-tiny, 1", "latent-tiny, 2", "fashion-dit, 1", "fashion-dit, 2",
+        // the flow families: float times; SiT's layout, REPA's with qk-norm (docs/MODEL_FAMILIES.md)
+        "sit-tiny, 1", "sit-tiny, 2", "repa-tiny, 1", "repa-tiny, 2"})
     void matchesPyTorch(String model, int threads) throws Exception {
         ModelSpec spec = Fixtures.spec(model);
         Fixtures.Case c = Fixtures.forwardCase(model);
@@ -163,7 +165,7 @@ public abstract class BackendConformance {
      * the samples of a batch. Seven samples: more than one block of rows of a typical kernel, and not a multiple.
      */
     @ParameterizedTest
-    @CsvSource({"latent-tiny, 7", "pixel-tiny, 3"})
+    @CsvSource({"latent-tiny, 7", "pixel-tiny, 3", "repa-tiny, 5"})
     void samplesOfABatchAreIndependent(String model, int n) throws Exception {
         ModelSpec spec = Fixtures.spec(model);
         Fixtures.Case c = Fixtures.randomCase(spec, n, 11);
@@ -197,7 +199,7 @@ public abstract class BackendConformance {
      * or used the stored step's t or y, would miss by far more than the tolerance.
      */
     @ParameterizedTest
-    @CsvSource({"pixel-tiny", "latent-tiny", "fashion-dit"})
+    @CsvSource({"pixel-tiny", "latent-tiny", "fashion-dit", "sit-tiny", "repa-tiny"})
     void stepCacheMatchesPyTorch(String model) throws Exception {
         ModelSpec spec = Fixtures.spec(model);
         Fixtures.CacheCase c = Fixtures.cacheCase(model);

@@ -22,8 +22,8 @@ import java.util.ServiceLoader;
  * on them and measure the error.
  */
 public final class Fixtures {
-    /** The two fixture models and the bundled one: every backend must match PyTorch on each. */
-    public static final String[] MODELS = {"pixel-tiny", "latent-tiny", "fashion-dit"};
+    /** The fixture models (DiT and flow families) and the bundled one: every backend must match PyTorch on each. */
+    public static final String[] MODELS = {"pixel-tiny", "latent-tiny", "fashion-dit", "sit-tiny", "repa-tiny"};
 
     private Fixtures() {}
 
