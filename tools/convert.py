@@ -131,6 +131,8 @@ def infer_config(sd, num_heads=None, input_size=None):
     elif input_size is None:
         raise ValueError("the checkpoint has no pos_embed: pass --input-size")
     heads = num_heads or KNOWN_HEADS.get(hidden, max(1, hidden // 64))
+    if "blocks.0.attn.q_norm.weight" in sd and not num_heads:  # qk-norm's size is the head dimension
+        heads = hidden // sd["blocks.0.attn.q_norm.weight"].shape[0]
     return dict(input_size=input_size, patch_size=p, in_channels=in_ch, hidden_size=hidden, depth=depth,
                 num_heads=heads, mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / hidden, class_dropout_prob=0.1,
                 num_classes=sd["y_embedder.embedding_table.weight"].shape[0] - 1, learn_sigma=out_ch == 2 * in_ch,
