@@ -43,13 +43,13 @@ MERGES_HEADER = "#version: 0.2"
 
 def bytes_to_unicode():
     """byte → printable character: the printable Latin-1 bytes ('!'…'~', '¡'…'¬', '®'…'ÿ') map to themselves, the
-    other 68 bytes to U+0100, U+0101, … in byte order."""
+    other 68 bytes to U+0100, U+0101, … in byte order. The dict's ORDER is GPT-2's and CLIP's: the printable bytes
+    first, then the other 68; CLIP's vocabulary lists its 256 byte symbols in this order (so "!" has id 0)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    table, n = {}, 0
+    table = {b: chr(b) for b in keep}
+    n = 0
     for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
+        if b not in table:
             table[b] = chr(256 + n)
             n += 1
     return table

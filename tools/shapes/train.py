@@ -47,6 +47,27 @@ ARCH_KEYS = ("dim", "depth", "heads", "patch", "text_hidden", "text_layers", "te
 
 
 def parse_args(argv=None):
+    """The options; with --resume (or --export/--eval-only) every option not given on the command line takes the
+    checkpoint's value (resume_args), so `--resume` alone continues the recipe unchanged."""
+    return _parser().parse_args(argv)
+
+
+def explicit_options(argv):
+    """The dests of the options given on the command line."""
+    p = _parser(argparse.SUPPRESS)
+    return set(vars(p.parse_args(argv)))
+
+
+def resume_args(args, saved, explicit):
+    """args with the checkpoint's values for every option not given explicitly (run-control options excepted)."""
+    merged = dict(vars(args))
+    for k, v in saved.items():
+        if k in merged and k not in explicit and k not in ("out", "resume", "export", "eval_only", "export_dtype"):
+            merged[k] = v
+    return argparse.Namespace(**merged)
+
+
+def _parser(default=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/shapes", help="run folder (checkpoint, logs)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt (architecture from it)")
@@ -69,7 +90,7 @@ def parse_args(argv=None):
     # optimisation
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip-grad", type=float, default=1.0)
     p.add_argument("--ema", type=float, default=0.999)
@@ -90,7 +111,10 @@ def parse_args(argv=None):
     # export
     p.add_argument("--export", metavar="DIR", help="write the pipeline folder from the checkpoint and exit")
     p.add_argument("--export-dtype", default="fp16", choices=("fp32", "fp16", "bf16"))
-    return p.parse_args(argv)
+    if default is argparse.SUPPRESS:
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+    return p
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -427,6 +451,10 @@ def export(trainer, out_dir, dtype, guidance, steps, shift):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.resume or args.export or args.eval_only:
+        ckpt, _ = load_checkpoint(os.path.join(args.out, "ckpt.pt"))
+        args = resume_args(args, ckpt.get("args", {}), explicit_options(argv if argv is not None else sys.argv[1:]))
+        del ckpt
     tr = Trainer(args)
     if args.export:
         path = export(tr, args.export, args.export_dtype, args.eval_guidance, args.eval_steps, args.eval_shift)
