@@ -99,6 +99,7 @@ def _parser(default=None):
     p.add_argument("--sigma-std", type=float, default=1.0, help="logit-normal σ: std of the logit")
     # bookkeeping
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--quiet", action="store_true", help="log to <out>/log.jsonl only, not to stdout")
     p.add_argument("--ckpt-minutes", type=float, default=5.0)
     p.add_argument("--eval-minutes", type=float, default=30.0, help="0: no periodic evaluation")
     p.add_argument("--eval-n", type=int, default=150, help="eval prompts (forms in equal shares)")
@@ -225,7 +226,10 @@ def load_checkpoint(path):
     for p in (path, path[:-3] + ".prev.pt"):
         if os.path.exists(p):
             try:
-                return torch.load(p, map_location="cpu"), p
+                try:
+                    return torch.load(p, map_location="cpu", weights_only=False), p   # newer torch: not weights-only
+                except TypeError:
+                    return torch.load(p, map_location="cpu"), p
             except Exception as e:  # noqa: BLE001 — a truncated file raises several kinds of errors
                 errors.append(f"{p}: {e}")
     raise FileNotFoundError(f"no readable checkpoint at {path} ({'; '.join(errors) or 'missing'})")
@@ -312,6 +316,9 @@ class Trainer:
         if self.dev.type == "cpu":
             torch.set_num_threads(args.threads)
             torch.set_flush_denormal(True)
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         os.makedirs(args.out, exist_ok=True)
         self.ckpt_path = os.path.join(args.out, "ckpt.pt")
         ckpt = None
@@ -347,9 +354,11 @@ class Trainer:
     def save(self):
         save_checkpoint(self.ckpt_path, self.state())
 
-    def log(self, rec):
+    def log(self, rec, echo=False):
         with open(os.path.join(self.args.out, "log.jsonl"), "a") as f:
             f.write(json.dumps(rec) + "\n")
+        if echo and not self.args.quiet:
+            print(json.dumps(rec), flush=True)
 
     def train_step(self):
         a = self.args
@@ -394,8 +403,7 @@ class Trainer:
                  "params": self.n_params, "transformer_gflops_per_sample_forward": round(cfg_flops / 1e9, 4),
                  "arch": self.arch, "args": vars(a), "device": str(self.dev), "threads": torch.get_num_threads(),
                  "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.log(start)
-        print(json.dumps(start), flush=True)
+        self.log(start, echo=True)
         t_session = time.time()
         t_ckpt = t_eval = time.time()
         if a.eval_minutes and self.last_eval is None and self.step == 0:
@@ -413,14 +421,12 @@ class Trainer:
                 rec = {"step": self.step, "loss": round(float(np.mean(losses)), 5), "grad_norm": round(gnorm, 4),
                        "lr": lr_at(self.step - 1, a), "samples": self.samples, "elapsed": round(self.elapsed, 1),
                        "sec_per_step": round(dt / len(losses), 3)}
-                self.log(rec)
-                print(json.dumps(rec), flush=True)
+                self.log(rec, echo=True)
                 losses, t_last = [], time.time()
             now = time.time()
             if a.eval_minutes and now - t_eval >= a.eval_minutes * 60:
                 self.last_eval = {"step": self.step, **evaluate(self.ema, self.t1, self.t2, a)}
-                self.log({"eval": self.last_eval})
-                print(json.dumps({"eval": self.last_eval}), flush=True)
+                self.log({"eval": self.last_eval}, echo=True)
                 t_eval = time.time()
                 t_last = time.time()
             if now - t_ckpt >= a.ckpt_minutes * 60:
@@ -432,8 +438,7 @@ class Trainer:
         end = {"event": "stopped", "step": self.step, "elapsed": round(self.elapsed, 1),
                "reason": f"signal {stop['signal']}" if stop["signal"] else "steps/time budget",
                "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.log(end)
-        print(json.dumps(end), flush=True)
+        self.log(end, echo=True)
 
 
 def export(trainer, out_dir, dtype, guidance, steps, shift):
