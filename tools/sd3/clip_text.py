@@ -137,12 +137,15 @@ class CLIPTextModelWithProjection(nn.Module):
                 **self.config, "torch_dtype": torch_dtype, "transformers_version": TRANSFORMERS_VERSION}
 
     def eos_positions(self, ids):
-        """Index of the pooled token per row. transformers' convention: a config with the legacy eos_token_id 2
-        takes the argmax of the ids (the EOS has the highest id in CLIP's vocabulary); otherwise the first position
-        holding eos_token_id. Both pick the first EOS for CLIP vocabularies (an EOS pad sits after it; argmax
-        returns the first maximum). A row without EOS pools position 0 under the second rule, as torch's argmax
-        of an all-zero row does."""
-        if self.config["eos_token_id"] == 2:
+        """Index of the pooled token per row. transformers has two conventions that agree on every folder this
+        project writes or loads: released CLIP configs carry the legacy eos_token_id 2 and pool at the argmax of
+        the ids (the EOS, 49407, is the highest id; transformers ≤ 4.4x tests eos_token_id == 2, newer ones test
+        that every row's highest id is 49407); any other config pools at the first position holding eos_token_id
+        (our vocabularies: EOS is the last id, and an EOS pad sits after the first EOS). This model takes the argmax
+        when eos_token_id is 2 or every row's highest id is 49407, else the first EOS (a row without one pools
+        position 0, as torch's argmax of an all-zero row does). A config with eos_token_id 2 over a vocabulary
+        whose EOS is not 49407 would pool differently on old and new transformers: do not write one."""
+        if self.config["eos_token_id"] == 2 or bool((ids.max(dim=-1).values == 49407).all()):
             return ids.to(torch.int).argmax(dim=-1)
         return (ids == self.config["eos_token_id"]).int().argmax(dim=-1)
 

@@ -69,13 +69,13 @@ def build(args):
     gen = torch.Generator().manual_seed(args.seed + 1)
     tok1, tok2 = make_tokenizers(args.max_length)
     clips = []
-    for i, (hidden, act, pad) in enumerate(((args.clip_hidden[0], "quick_gelu", tok1.pad_token_id),
-                                            (args.clip_hidden[1], "gelu", tok2.pad_token_id))):
+    for hidden, act, pad in ((args.clip_hidden[0], "quick_gelu", tok1.pad_token_id),
+                             (args.clip_hidden[1], "gelu", tok2.pad_token_id)):
         te = clip_text.CLIPTextModelWithProjection(
             vocab_size=len(tok1.encoder), hidden_size=hidden, intermediate_size=4 * hidden, projection_dim=hidden,
             num_hidden_layers=args.clip_layers, num_attention_heads=args.clip_heads,
             max_position_embeddings=args.max_length, hidden_act=act, layer_norm_eps=1e-5, pad_token_id=pad,
-            bos_token_id=tok1.bos_token_id, eos_token_id=(2 if i == 0 and args.legacy_eos else tok1.eos_token_id))
+            bos_token_id=tok1.bos_token_id, eos_token_id=tok1.eos_token_id)
         clips.append(perturb_norms(te, gen))
     dual = [int(x) for x in args.dual_attention_layers.split(",") if x.strip()] if args.dual_attention_layers else []
     dim = args.heads * args.head_dim
@@ -111,8 +111,6 @@ def parse_args(argv=None):
     p.add_argument("--clip-hidden", type=int, nargs=2, default=[32, 48], help="widths of CLIP 1 and CLIP 2")
     p.add_argument("--clip-layers", type=int, default=2)
     p.add_argument("--clip-heads", type=int, default=2)
-    p.add_argument("--legacy-eos", action="store_true",
-                   help="text_encoder's config eos_token_id = 2 (argmax pooling convention, as released CLIP-L)")
     p.add_argument("--joint-attention-dim", type=int, default=0, help="default: the CLIP widths' sum (T5's width)")
     p.add_argument("--max-length", type=int, default=77, help="tokenizer model_max_length")
     p.add_argument("--max-sequence-length", type=int, default=8, help="T5 part of the context (zeros)")
