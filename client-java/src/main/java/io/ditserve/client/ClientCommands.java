@@ -30,8 +30,14 @@ public final class ClientCommands {
         String target;
         @Option(names = "--model", description = "model name (default: the server's first model)")
         String model;
-        @Option(names = "--label", description = "class name or id; 'none' for unconditional (default: class 0)")
+        @Option(names = "--label", description = "class models: class name or id; 'none' for unconditional "
+                + "(default: class 0)")
         String label;
+        @Option(names = "--prompt", description = "text-to-image models: what to draw")
+        String prompt;
+        @Option(names = "--negative-prompt", description = "text-to-image models: what to steer away from (default: "
+                + "the model's, normally empty)")
+        String negativePrompt;
         @Option(names = "--count", defaultValue = "1", description = "number of images (default ${DEFAULT-VALUE})")
         int count;
         @Option(names = "--steps", defaultValue = "0", description = "denoising steps (default: the model's)")
@@ -103,7 +109,17 @@ public final class ClientCommands {
         GenerateRequest buildRequest(ModelInfo info) {
             GenerateRequest.Builder b = GenerateRequest.newBuilder().setModel(info.getName()).setNumImages(count)
                     .setSteps(steps).setSeed(seed);
-            if (label == null) {
+            boolean text = info.getConditioning().equals("text");
+            if (text || prompt != null || negativePrompt != null) {
+                if (label != null) {
+                    throw new IllegalArgumentException("--label is for class models; model " + info.getName()
+                            + (text ? " takes --prompt" : " takes --label"));
+                }
+                b.setPrompt(prompt == null ? "" : prompt);
+                if (negativePrompt != null) {
+                    b.setNegativePrompt(negativePrompt);
+                }
+            } else if (label == null) {
                 b.setClassId(0);
             } else if (label.equalsIgnoreCase("none")) {
                 b.setUnconditional(true);

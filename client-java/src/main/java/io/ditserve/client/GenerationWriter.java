@@ -79,7 +79,8 @@ public final class GenerationWriter {
             case CLASS_ID -> request.getClassId() >= 0 && request.getClassId() < model.getClassesCount()
                     ? safe(model.getClasses(request.getClassId()).getName()) : "class" + request.getClassId();
             case CLASS_NAME -> safe(request.getClassName());
-            default -> "uncond";
+            // a prompt: its words, cut to 60 characters (the seed keeps names apart)
+            default -> request.getPrompt().isEmpty() ? "uncond" : promptSlug(request.getPrompt());
         };
         String prefix = safe(model.getName()) + "-" + label + "-";
         List<Path> images = new ArrayList<>();
@@ -254,6 +255,13 @@ public final class GenerationWriter {
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
+    }
+
+    /** A file-name part from a prompt: lower-case words joined by '_', at most 60 characters. */
+    static String promptSlug(String prompt) {
+        String s = prompt.toLowerCase(java.util.Locale.ROOT).replaceAll("[^a-z0-9]+", "_").replaceAll("^_+|_+$", "");
+        s = s.length() > 60 ? s.substring(0, 60).replaceAll("_+$", "") : s;
+        return s.isEmpty() ? "prompt" : s;
     }
 
     static String safe(String s) {

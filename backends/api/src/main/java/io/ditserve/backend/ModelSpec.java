@@ -103,15 +103,27 @@ public record ModelSpec(
      * @param timestepShift the flow grid's shift (1 = none)
      */
     public record Defaults(Sampler sampler, int steps, double guidance, double eta, GuidanceInterval guidanceInterval,
-            double timestepShift) {
+            double timestepShift, Grid grid) {
         public Defaults {
             java.util.Objects.requireNonNull(sampler, "sampler");
+            java.util.Objects.requireNonNull(grid, "grid");
         }
 
         public Defaults(Sampler sampler, int steps, double guidance, double eta) {
-            this(sampler, steps, guidance, eta, null, 1.0);
+            this(sampler, steps, guidance, eta, null, 1.0, Grid.UNIFORM);
+        }
+
+        public Defaults(Sampler sampler, int steps, double guidance, double eta, GuidanceInterval guidanceInterval,
+                double timestepShift) {
+            this(sampler, steps, guidance, eta, guidanceInterval, timestepShift, Grid.UNIFORM);
         }
     }
+
+    /**
+     * The noise levels a flow model's ODE solvers step through: SiT/REPA's uniform s_i = 1 − i/N, or diffusers'
+     * FlowMatchEulerDiscreteScheduler grid that SD3 pipelines use (docs/MODEL_FAMILIES.md, docs/TEXT_MODELS.md).
+     */
+    public enum Grid { UNIFORM, FLOW_MATCH_EULER }
 
     /**
      * Guidance only inside a window of the network's own time τ (docs/MODEL_FAMILIES.md): a step whose start time
@@ -124,8 +136,14 @@ public record ModelSpec(
             }
         }
 
+        /**
+         * Whether τ lies inside, both bounds included, compared in float32: a request's bounds arrive as proto floats
+         * (0.7f is 0.69999998…), so a grid point at exactly 0.7 is inside whether the bound came from a request or
+         * from config.json.
+         */
         public boolean contains(double tau) {
-            return low <= tau && tau <= high;
+            float t = (float) tau;
+            return (float) low <= t && t <= (float) high;
         }
     }
 

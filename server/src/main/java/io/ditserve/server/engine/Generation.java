@@ -171,13 +171,23 @@ final class Generation {
         return residuals == null ? null : residuals[s];
     }
 
-    /** Copies sample s of this evaluation's inputs into a batch: x at {@code dst[off ..]}, its time and label. */
-    void inputs(int s, float[] dst, int off, float[] tDst, int[] yDst, int row) {
-        // samples n..2n−1 are the unconditional twins of images 0..n−1: the same input, the null label
-        boolean twin = s >= n;
-        System.arraycopy(evaluation.input(), (twin ? s - n : s) * per, dst, off, per);
+    /**
+     * Copies sample s of this evaluation's inputs into a batch: x at {@code dst[off ..]} and its time. Samples
+     * n..2n−1 are the unconditional twins of images 0..n−1: the same input, the unconditional conditioning.
+     */
+    void inputs(int s, float[] dst, int off, float[] tDst, int row) {
+        System.arraycopy(evaluation.input(), (s >= n ? s - n : s) * per, dst, off, per);
         tDst[row] = evaluation.time();
-        yDst[row] = twin ? spec.nullClass() : plan.label();
+    }
+
+    /** Sample s's class label: the plan's, or the null class for an unconditional twin (class models). */
+    int label(int s) {
+        return s >= n ? spec.nullClass() : plan.label();
+    }
+
+    /** Sample s's text conditioning: the prompt's, or the negative prompt's for an unconditional twin. */
+    io.ditserve.server.model.TextPipeline.Embedding text(int s) {
+        return s >= n ? plan.negativePrompt() : plan.prompt();
     }
 
     /** Takes the model output of sample s from a batch, and this sample's share of the pass time. */

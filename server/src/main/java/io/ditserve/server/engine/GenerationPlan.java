@@ -2,6 +2,7 @@ package io.ditserve.server.engine;
 
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.server.model.LoadedModel;
+import io.ditserve.server.model.TextPipeline;
 import io.ditserve.server.sampling.Guidance;
 import io.ditserve.server.sampling.SolverSettings;
 import io.ditserve.backend.Sampler;
@@ -21,6 +22,8 @@ import java.util.Set;
  * @param stepCaching which evaluations skip blocks 1..depth−1 (docs/STEP_CACHE.md); {@link StepCaching#OFF} for none
  * @param guidanceInterval flow models: the network times at which steps are guided; null for every step
  * @param timestepShift flow models: the grid's shift (1 = none)
+ * @param prompt text models: the prompt's conditioning (the images' rows); null for class models
+ * @param negativePrompt text models: the negative prompt's (the unconditional twins' rows); null for class models
  */
 public record GenerationPlan(
         LoadedModel model,
@@ -37,7 +40,18 @@ public record GenerationPlan(
         float[] initialNoise,
         StepCaching stepCaching,
         ModelSpec.GuidanceInterval guidanceInterval,
-        double timestepShift) {
+        double timestepShift,
+        TextPipeline.Embedding prompt,
+        TextPipeline.Embedding negativePrompt) {
+
+    /** A class-conditional plan. */
+    public GenerationPlan(LoadedModel model, int label, long[] seeds, int steps, Sampler sampler, float eta,
+            float guidance, GuidanceMode guidanceMode, int previewInterval, PreviewDecoder previewDecoder,
+            Set<OutputFormat> outputs, float[] initialNoise, StepCaching stepCaching,
+            ModelSpec.GuidanceInterval guidanceInterval, double timestepShift) {
+        this(model, label, seeds, steps, sampler, eta, guidance, guidanceMode, previewInterval, previewDecoder,
+                outputs, initialNoise, stepCaching, guidanceInterval, timestepShift, null, null);
+    }
 
     /** A plan on every step's guidance and the unshifted grid. */
     public GenerationPlan(LoadedModel model, int label, long[] seeds, int steps, Sampler sampler, float eta,
@@ -66,6 +80,9 @@ public record GenerationPlan(
         if (outputs.isEmpty()) {
             throw new IllegalArgumentException("a plan needs at least one output format");
         }
+        if (model.textConditioned() && (prompt == null || negativePrompt == null)) {
+            throw new IllegalArgumentException("a plan of text model " + model.name() + " needs its encoded prompts");
+        }
     }
 
     public int numImages() {
@@ -83,7 +100,8 @@ public record GenerationPlan(
 
     /** The sampling settings its solver is made from. */
     public SolverSettings solverSettings() {
-        return new SolverSettings(sampler, steps, eta, guidance, guidanceMode, guidanceInterval, timestepShift);
+        return new SolverSettings(sampler, steps, eta, guidance, guidanceMode, guidanceInterval, timestepShift,
+                model.spec().defaults().grid());
     }
 
     /** Whether the results need the VAE-decoded image. */

@@ -8,7 +8,8 @@ import io.ditserve.backend.Tensor;
 
 /**
  * The packing of one forward pass: up to {@code maxBatch} sample rows, each copied from a generation's evaluation
- * (its input, time, label and step-cache use), with the row's owner. Buffers exist once per pass size that occurred
+ * (its input, time, conditioning — a label, or a prompt's context and pooled vector — and step-cache use), with the
+ * row's owner. Buffers exist once per pass size that occurred
  * (x, out, time and labels must have exactly N rows) and are reused: packing allocates nothing per pass.
  */
 final class Pass {
@@ -20,6 +21,12 @@ final class Pass {
     private final Tensor[] outs;
     private final float[][] ts;
     private final int[][] ys;
+    // text models (docs/TEXT_MODELS.md): each row's context [T, W] and pooled vector [P]
+    private final ModelSpec.TextConditioning text;
+    private final int contextLen;
+    private final int pooledLen;
+    private final float[][] contexts;
+    private final float[][] pooleds;
     final Generation[] owner;
     final int[] ownerSample;
     // step caching: each row's use of the cached span and its residual (docs/STEP_CACHE.md)
@@ -35,6 +42,11 @@ final class Pass {
 
     Pass(ModelSpec spec, int maxBatch) {
         this.spec = spec;
+        this.text = spec.text();
+        this.contextLen = text == null ? 0 : text.contextTokens() * text.jointAttentionDim();
+        this.pooledLen = text == null ? 0 : text.pooledProjectionDim();
+        this.contexts = new float[maxBatch + 1][];
+        this.pooleds = new float[maxBatch + 1][];
         int hw = spec.inputSize() * spec.inputSize();
         this.per = spec.inChannels() * hw;
         this.outPer = spec.outChannels() * hw;
@@ -65,12 +77,23 @@ final class Pass {
             outs[n] = Tensor.zeros(n, spec.outChannels(), spec.inputSize(), spec.inputSize());
             ts[n] = new float[n];
             ys[n] = new int[n];
+            if (text != null) {
+                contexts[n] = new float[n * contextLen];
+                pooleds[n] = new float[n * pooledLen];
+            }
         }
     }
 
     /** Packs sample s of g's evaluation as the next row; returns whether the pass is now full. */
     boolean add(Generation g, int s) {
-        g.inputs(s, xs[capacity].data(), rows * per, ts[capacity], ys[capacity], rows);
+        g.inputs(s, xs[capacity].data(), rows * per, ts[capacity], rows);
+        if (text == null) {
+            ys[capacity][rows] = g.label(s);
+        } else {
+            var e = g.text(s);
+            System.arraycopy(e.context(), 0, contexts[capacity], rows * contextLen, contextLen);
+            System.arraycopy(e.pooled(), 0, pooleds[capacity], rows * pooledLen, pooledLen);
+        }
         owner[rows] = g;
         ownerSample[rows] = s;
         rowUse[rows] = g.cacheUse(s);
@@ -89,8 +112,15 @@ final class Pass {
             System.arraycopy(xs[size].data(), start * per, xs[n].data(), 0, n * per);
             System.arraycopy(ts[size], start, ts[n], 0, n);
             System.arraycopy(ys[size], start, ys[n], 0, n);
+            if (text != null) {
+                System.arraycopy(contexts[size], start * contextLen, contexts[n], 0, n * contextLen);
+                System.arraycopy(pooleds[size], start * pooledLen, pooleds[n], 0, n * pooledLen);
+            }
         }
-        return new ForwardBatch(xs[n], ts[n], new Conditioning.ClassLabels(ys[n]), stepCache(start, n));
+        Conditioning c = text == null ? new Conditioning.ClassLabels(ys[n])
+                : new Conditioning.TextEmbeddings(contexts[n], text.contextTokens(), text.jointAttentionDim(),
+                        pooleds[n], pooledLen);
+        return new ForwardBatch(xs[n], ts[n], c, stepCache(start, n));
     }
 
     Tensor out(int n) {

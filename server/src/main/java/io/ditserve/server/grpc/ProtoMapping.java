@@ -202,7 +202,19 @@ final class ProtoMapping {
         if (p.guidanceInterval() != null) {
             a.setGuidanceInterval(interval(p.guidanceInterval()));
         }
+        if (p.prompt() != null) {
+            addTokens(a, p.prompt(), false);
+            addTokens(a, p.negativePrompt(), true);
+        }
         return a.build();
+    }
+
+    private static void addTokens(Accepted.Builder a, io.ditserve.server.model.TextPipeline.Embedding e,
+            boolean negative) {
+        for (var t : e.tokens()) {
+            a.addPromptTokens(io.ditserve.proto.v1.PromptTokens.newBuilder().setEncoder(t.encoder())
+                    .setNegative(negative).setTokens(t.tokens()).setLimit(t.limit()).setTruncated(t.truncated()));
+        }
     }
 
     static io.ditserve.proto.v1.StepCacheSettings stepCache(StepCaching c) {
@@ -249,7 +261,15 @@ final class ProtoMapping {
                         .setTimestepShift((float) s.defaults().timestepShift()))
                 .setFamily(s.family()).setPrediction(s.process().prediction().configName())
                 .setPath(s.process().path().configName()).setTimeInput(s.process().timeInput().configName())
-                .setQkNorm(s.qkNorm());
+                .setQkNorm(s.qkNorm())
+                .setConditioning(m.textConditioned() ? "text" : "class");
+        if (m.text() != null) {
+            for (var e : m.text().encoders()) {
+                b.addTextEncoders(io.ditserve.proto.v1.TextEncoderInfo.newBuilder().setRole(e.spec().role())
+                        .setClassName(e.spec().kind().className()).setMaxTokens(e.tokenizer().maxLength())
+                        .setWidth(e.spec().width()).setBackend(e.encoder().backendName()));
+            }
+        }
         if (s.defaults().guidanceInterval() != null) {
             b.getDefaultsBuilder().setGuidanceInterval(interval(s.defaults().guidanceInterval()));
         }

@@ -4,7 +4,9 @@ import io.ditserve.backend.ModelSpec;
 import io.ditserve.proto.v1.FloatTensor;
 import io.ditserve.proto.v1.GenerateRequest;
 import io.ditserve.proto.v1.OutputFormat;
+import io.ditserve.backend.Cancellation;
 import io.ditserve.server.engine.GenerationPlan;
+import io.ditserve.server.model.TextPipeline;
 import io.ditserve.server.model.LoadedModel;
 import io.ditserve.server.model.ModelRepository;
 import io.ditserve.backend.GuidanceMode;
@@ -30,6 +32,8 @@ public final class RequestValidator {
     public static final float MAX_GUIDANCE = 100f;
     /** The largest timestep shift a request may ask for (SD3 uses 3, LightningDiT 1/0.3). */
     public static final double MAX_SHIFT = 100.0;
+    /** The longest prompt or negative prompt a request may send, in characters. */
+    public static final int MAX_PROMPT_CHARS = 10_000;
     /** Steps: the VP schedule has 1000 timesteps; flow grids are capped at the same count. */
     public static final int MAX_STEPS = io.ditserve.server.sampling.NoiseSchedule.TRAIN_STEPS;
     /**
@@ -63,8 +67,22 @@ public final class RequestValidator {
                         + models.names())
                 .asException());
         ModelSpec spec = model.spec();
+        if (model.textConditioned() && r.getLabelCase() != GenerateRequest.LabelCase.LABEL_NOT_SET) {
+            throw invalid(r.getLabelCase().name().toLowerCase(java.util.Locale.ROOT), "model " + spec.name()
+                    + " is a text-to-image model: it takes a prompt (and optionally negative_prompt), not a class");
+        }
+        if (!model.textConditioned() && (!r.getPrompt().isEmpty() || r.hasNegativePrompt())) {
+            throw invalid(r.getPrompt().isEmpty() ? "negative_prompt" : "prompt", "model " + spec.name()
+                    + " is class-conditional: it takes class_id, class_name or unconditional, not a prompt");
+        }
+        for (String[] f : new String[][] {{"prompt", r.getPrompt()}, {"negative_prompt", r.getNegativePrompt()}}) {
+            if (f[1].length() > MAX_PROMPT_CHARS) {
+                throw invalid(f[0], f[1].length() + " characters; allowed at most " + MAX_PROMPT_CHARS
+                        + " (longer prompts are cut to each encoder's token limit anyway)");
+            }
+        }
 
-        int label = switch (r.getLabelCase()) {
+        int label = model.textConditioned() ? spec.nullClass() : switch (r.getLabelCase()) {
             case CLASS_ID -> {
                 if (r.getClassId() < 0 || r.getClassId() >= spec.numClasses()) {
                     throw invalid("class_id", r.getClassId() + " is out of range; allowed 0.."
@@ -133,7 +151,7 @@ public final class RequestValidator {
             throw invalid("eta", eta + " is out of range; allowed 0..1");
         }
 
-        boolean unconditional = label == spec.nullClass();
+        boolean unconditional = !model.textConditioned() && label == spec.nullClass();
         float guidance;
         if (r.hasGuidanceScale()) {
             guidance = r.getGuidanceScale();
@@ -208,8 +226,21 @@ public final class RequestValidator {
         }
 
         long base = r.getSeed() != 0 ? r.getSeed() : randomSeed();
+        TextPipeline.Embedding prompt = null;
+        TextPipeline.Embedding negative = null;
+        if (model.textConditioned()) {
+            // encoded here, once per request (cached by prompt); the transformer's passes reuse it every step
+            try {
+                prompt = model.text().encode(r.getPrompt(), Cancellation.NEVER);
+                negative = model.text().encode(r.hasNegativePrompt() ? r.getNegativePrompt()
+                        : model.text().defaultNegativePrompt(), Cancellation.NEVER);
+            } catch (io.ditserve.backend.BackendException e) {
+                throw Status.INTERNAL.withDescription("text encoders of model " + spec.name() + " failed: "
+                        + e.getMessage()).asException();
+            }
+        }
         return new GenerationPlan(model, label, imageSeeds(base, n), steps, sampler, eta, guidance, mode,
-                r.getPreviewInterval(), preview, outputs, noise, caching, interval, shift);
+                r.getPreviewInterval(), preview, outputs, noise, caching, interval, shift, prompt, negative);
     }
 
     /**

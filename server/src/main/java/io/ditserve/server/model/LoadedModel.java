@@ -12,14 +12,27 @@ import java.util.Optional;
  * @param vaeDecoder the full VAE decoder (final images), or null
  * @param tinyDecoder the tiny decoder (previews), or null
  */
-public record LoadedModel(ModelSpec spec, Backend backend, long parameters, Decoder vaeDecoder, Decoder tinyDecoder) {
+public record LoadedModel(ModelSpec spec, Backend backend, long parameters, Decoder vaeDecoder, Decoder tinyDecoder,
+        TextPipeline text) {
     public LoadedModel {
         Objects.requireNonNull(spec, "spec");
         Objects.requireNonNull(backend, "backend");
+        if ((text != null) != (spec.text() != null)) {
+            throw new IllegalArgumentException("model " + spec.name() + ": a text pipeline goes with a text model");
+        }
     }
 
     public LoadedModel(ModelSpec spec, Backend backend, long parameters) {
-        this(spec, backend, parameters, null, null);
+        this(spec, backend, parameters, null, null, null);
+    }
+
+    public LoadedModel(ModelSpec spec, Backend backend, long parameters, Decoder vaeDecoder, Decoder tinyDecoder) {
+        this(spec, backend, parameters, vaeDecoder, tinyDecoder, null);
+    }
+
+    /** Whether requests give a prompt (text-to-image) rather than a class. */
+    public boolean textConditioned() {
+        return text != null;
     }
 
     public String name() {
@@ -43,8 +56,11 @@ public record LoadedModel(ModelSpec spec, Backend backend, long parameters, Deco
         return vaeDecoder == null ? spec.inputSize() : spec.inputSize() * vaeDecoder.spec().scaleFactor();
     }
 
-    /** Releases the decoders, then the backend. */
+    /** Releases the text encoders and decoders, then the backend. */
     public void close() {
+        if (text != null) {
+            text.close();
+        }
         if (tinyDecoder != null) {
             tinyDecoder.close();
         }

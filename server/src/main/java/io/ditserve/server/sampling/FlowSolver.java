@@ -39,7 +39,7 @@ final class FlowSolver implements Solver {
         this.process = spec.process();
         this.sampler = settings.sampler();
         this.steps = settings.steps();
-        this.s = FlowGrid.of(sampler, steps, settings.shift());
+        this.s = FlowGrid.of(sampler, steps, settings.shift(), settings.grid());
         this.guidance = settings.guidance();
         this.mode = settings.mode();
         this.interval = settings.interval();

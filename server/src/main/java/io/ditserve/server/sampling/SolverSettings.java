@@ -12,8 +12,15 @@ import java.util.Objects;
  * @param shift the flow grid's timestep shift (1 = none)
  */
 public record SolverSettings(Sampler sampler, int steps, float eta, float guidance, GuidanceMode mode,
-        ModelSpec.GuidanceInterval interval, double shift) {
+        ModelSpec.GuidanceInterval interval, double shift, ModelSpec.Grid grid) {
+    /** On the uniform grid. */
+    public SolverSettings(Sampler sampler, int steps, float eta, float guidance, GuidanceMode mode,
+            ModelSpec.GuidanceInterval interval, double shift) {
+        this(sampler, steps, eta, guidance, mode, interval, shift, ModelSpec.Grid.UNIFORM);
+    }
+
     public SolverSettings {
+        Objects.requireNonNull(grid, "grid");
         Objects.requireNonNull(sampler, "sampler");
         Objects.requireNonNull(mode, "mode");
         if (steps < 1) {

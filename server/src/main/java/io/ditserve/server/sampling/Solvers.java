@@ -31,7 +31,7 @@ public final class Solvers {
     public static float[] stepTimes(ModelSpec spec, SolverSettings settings) {
         float[] t = new float[settings.steps()];
         if (spec.process().flow()) {
-            double[] s = FlowGrid.of(settings.sampler(), settings.steps(), settings.shift());
+            double[] s = FlowGrid.of(settings.sampler(), settings.steps(), settings.shift(), settings.grid());
             for (int k = 0; k < t.length; k++) {
                 t[k] = (float) spec.process().networkTime(s[k]);
             }

@@ -160,6 +160,23 @@ class FlowSolverTest {
     }
 
     @Test
+    void sd3sFlowMatchGridIsDiffusersSchedulerShiftedTwice() {
+        // docs/TEXT_MODELS.md: 28 steps, shift 3 (values computed from diffusers' formulas, tools/sd3/scheduler.py)
+        double[] s = FlowGrid.of(Sampler.EULER, 28, 3.0, ModelSpec.Grid.FLOW_MATCH_EULER);
+        assertThat(s).hasSize(29);
+        assertThat(s[0]).isEqualTo(1.0);
+        assertThat(s[1]).isCloseTo(0.98738, within(5e-6));
+        assertThat(s[2]).isCloseTo(0.97411, within(5e-6));
+        assertThat(s[25]).isCloseTo(0.19983, within(5e-6));
+        assertThat(s[26]).isCloseTo(0.11091, within(5e-6));
+        assertThat(s[27]).isCloseTo(0.008929, within(5e-7));
+        assertThat(s[28]).isEqualTo(0.0);
+        for (double v : s) {
+            assertThat((double) (float) v).as("a float32 value, as diffusers' tensors hold").isEqualTo(v);
+        }
+    }
+
+    @Test
     void dpmSolverOnAFlowStartsFirstOrderAndEndsOnTheDataEstimate() {
         // with a network that predicts the data exactly (x_data = 0.25 everywhere: REPA v = ε − x_data), any
         // consistent solver lands on x_data; DPM-Solver++'s data estimate is exact from the first step on
