@@ -81,13 +81,72 @@ class GrpcServerTest {
     @Test
     void listsModelsWithBackendAndClasses() {
         List<ModelInfo> models = client.listModels();
-        assertThat(models).extracting(ModelInfo::getName).containsExactly("latent-tiny", "pixel-tiny");
+        assertThat(models).extracting(ModelInfo::getName)
+                .containsExactly("latent-tiny", "pixel-tiny", "repa-tiny", "sit-tiny");
         ModelInfo latent = client.getModel("latent-tiny");
         assertThat(latent.getBackend()).isEqualTo("java");
         assertThat(latent.getClassesCount()).isEqualTo(12);
         assertThat(latent.getOutChannels()).isEqualTo(8);
         assertThat(latent.getDefaults().getGuidanceMode()).isEqualTo(GuidanceMode.GUIDANCE_MODE_FIRST_THREE);
         assertThat(latent.getParameters()).isGreaterThan(0);
+        assertThat(latent.getFamily()).isEqualTo("dit");
+        assertThat(latent.getConditioning()).isEqualTo("class");
+        assertThat(latent.getSamplersList()).containsExactly(Sampler.SAMPLER_DDPM, Sampler.SAMPLER_DDIM,
+                Sampler.SAMPLER_DPMPP_2M);
+        ModelInfo repa = client.getModel("repa-tiny");
+        assertThat(repa.getFamily()).isEqualTo("repa");
+        assertThat(repa.getPrediction()).isEqualTo("velocity");
+        assertThat(repa.getPath()).isEqualTo("linear");
+        assertThat(repa.getTimeInput()).isEqualTo("s");
+        assertThat(repa.getQkNorm()).isTrue();
+        assertThat(repa.getSamplersList()).containsExactly(Sampler.SAMPLER_DPMPP_2M, Sampler.SAMPLER_EULER,
+                Sampler.SAMPLER_HEUN, Sampler.SAMPLER_EULER_MARUYAMA);
+        assertThat(client.getModel("sit-tiny").getTimeInput()).isEqualTo("1-s");
+    }
+
+    /**
+     * Flow models through gRPC: Heun's Accepted counts 2·steps − 1 evaluations and reports the network times (SiT:
+     * τ = 1 − s, 0 at the noisy start), each Progress carries its step's time; a VP sampler, a guidance interval on
+     * a DiT model, a bad interval and a bad shift are refused naming the field and what is allowed.
+     */
+    @Test
+    void flowModelsSampleWithTheirSolversAndRefuseWhatDoesNotFit() {
+        GenerateRequest heun = GenerateRequest.newBuilder().setModel("sit-tiny").setClassId(2).setSteps(4)
+                .setSampler(Sampler.SAMPLER_HEUN).setGuidanceScale(3f).setSeed(9)
+                .setGuidanceInterval(io.ditserve.proto.v1.GuidanceInterval.newBuilder().setLow(0.2f).setHigh(1f))
+                .addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR).build();
+        List<GenerateEvent> events = collect(heun);
+        io.ditserve.proto.v1.Accepted a = events.get(0).getAccepted();
+        assertThat(a.getEvaluations()).isEqualTo(7);
+        assertThat(a.getTimesList()).containsExactly(0f, 0.25f, 0.5f, 0.75f);
+        assertThat(a.getTimestepsList()).isEmpty();
+        assertThat(a.getGuidanceInterval().getLow()).isEqualTo(0.2f);
+        assertThat(events.stream().filter(GenerateEvent::hasProgress).map(e -> e.getProgress().getTime()).toList())
+                .containsExactly(0f, 0.25f, 0.5f, 0.75f);
+        assertThat(events.stream().filter(GenerateEvent::hasResult).count()).isEqualTo(1);
+        assertThat(collect(heun).stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult()
+                .getTensor()).as("the same request, the same bytes").isEqualTo(events.stream()
+                        .filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult().getTensor());
+
+        assertInvalid(heun.toBuilder().setSampler(Sampler.SAMPLER_DDIM).build(), "sampler",
+                "SAMPLER_DDIM cannot sample model sit-tiny", "SAMPLER_EULER, SAMPLER_HEUN, SAMPLER_EULER_MARUYAMA");
+        assertInvalid(pixel().setGuidanceInterval(io.ditserve.proto.v1.GuidanceInterval.newBuilder().setHigh(0.5f))
+                .build(), "guidance_interval", "applies to flow models only");
+        assertInvalid(heun.toBuilder().setGuidanceInterval(io.ditserve.proto.v1.GuidanceInterval.newBuilder()
+                .setLow(0.8f).setHigh(0.2f)).build(), "guidance_interval", "0 <= low <= high <= 1");
+        assertInvalid(heun.toBuilder().setTimestepShift(0f).build(), "timestep_shift", "allowed (0, 100.0]");
+        assertInvalid(pixel().setTimestepShift(2f).build(), "timestep_shift", "applies to flow models only");
+        assertInvalid(pixel().setPrompt("a red cube").build(), "prompt", "class-conditional");
+    }
+
+    private void assertInvalid(GenerateRequest r, String field, String... parts) {
+        assertThatThrownBy(() -> collect(r)).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+            assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+            assertThat(e.getStatus().getDescription()).startsWith(field);
+            for (String p : parts) {
+                assertThat(e.getStatus().getDescription()).contains(p);
+            }
+        });
     }
 
     /**
