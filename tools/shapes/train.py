@@ -109,6 +109,7 @@ def _parser(default=None):
     p.add_argument("--eval-guidance", type=float, default=4.0)
     p.add_argument("--eval-shift", type=float, default=1.0, help="scheduler shift used for evaluation and export")
     p.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint's EMA and exit")
+    p.add_argument("--grid", metavar="OUT.png", help="with --eval-only: also a grid of the first 24 eval prompts")
     # export
     p.add_argument("--export", metavar="DIR", help="write the pipeline folder from the checkpoint and exit")
     p.add_argument("--export-dtype", default="fp16", choices=("fp32", "fp16", "bf16"))
@@ -441,6 +442,32 @@ class Trainer:
         self.log(end, echo=True)
 
 
+def grid(trainer, args, path, n=24, cols=6, scale=4):
+    """A PNG of the EMA model's images for the first n eval prompts (same noise as evaluate), each with its
+    prompt and the judge's verdict."""
+    from PIL import Image, ImageDraw
+    prompts = scenes.eval_set(args.eval_n, args.eval_seed, held_out=False)[:n]
+    gen = torch.Generator().manual_seed(args.eval_seed)
+    noise = torch.randn((len(prompts), 3, scenes.L, scenes.L), generator=gen)
+    pipe = pipeline_of(trainer.ema, trainer.t1, trainer.t2, args.eval_shift, args.eval_guidance, args.eval_steps)
+    imgs = pipe(prompts, noise=noise)
+    tile, text_h, w = scenes.L * scale, 40, 190
+    rows = (len(prompts) + cols - 1) // cols
+    canvas = Image.new("RGB", (cols * w, rows * (tile + text_h)), (40, 40, 40))
+    draw = ImageDraw.Draw(canvas)
+    for i, (p, img) in enumerate(zip(prompts, imgs)):
+        x, y = (i % cols) * w, (i // cols) * (tile + text_h)
+        canvas.paste(Image.fromarray(img).resize((tile, tile), Image.NEAREST), (x, y))
+        ok, why = scenes.judge(img, p)
+        words = p.split()
+        half = (len(words) + 1) // 2
+        draw.text((x + 2, y + tile + 2), " ".join(words[:half]), fill=(255, 255, 255))
+        draw.text((x + 2, y + tile + 13), " ".join(words[half:]), fill=(255, 255, 255))
+        draw.text((x + 2, y + tile + 25), "ok" if ok else why[:30], fill=(120, 220, 120) if ok else (230, 120, 120))
+    canvas.save(path)
+    return path
+
+
 def export(trainer, out_dir, dtype, guidance, steps, shift):
     """Writes the pipeline folder of the EMA weights (tools/sd3/layout.py)."""
     from tools.sd3 import layout
@@ -467,6 +494,8 @@ def main(argv=None):
         return
     if args.eval_only:
         print(json.dumps({"step": tr.step, **evaluate(tr.ema, tr.t1, tr.t2, args)}))
+        if args.grid:
+            grid(tr, args, args.grid)
         return
     tr.run()
 
