@@ -2,7 +2,8 @@
 # The full test suite, run by `./dit test` and CI on a fresh machine:
 #   1. Python reference tests (installs Debian's python3-torch & co. with apt if missing)
 #   2. Java build and tests (Maven; unit, in-process gRPC, parity with the PyTorch fixtures)
-#   3. packaging checks (docker-compose config; no Docker engine needed)
+#   3. packaging checks (docker-compose config; no Docker engine needed); the Kubernetes manifests of deploy/k8s/
+#      against the Kubernetes schemas (tools/k8s/validate.mjs: kubernetes-models from npm, unknown fields refused)
 #   4. end-to-end: `./dit serve` as a process, `./dit generate` and the Python client against it
 #   5. a real load balancer: nginx in front of two replicas (tools/lb_test.sh; installs Debian's nginx if missing)
 #   6. containers: the image built and run with podman, the compose topology with podman-compose
@@ -38,6 +39,16 @@ docker-compose -f docker-compose.yml config -q
 docker-compose -f deploy/compose-nginx.yml config -q
 /usr/bin/python3 -c "import yaml; yaml.safe_load(open('deploy/envoy.yaml'))"
 echo "docker-compose config ok"
+
+echo "== kubernetes manifests: deploy/k8s/ against the Kubernetes schemas, no unknown fields (tools/k8s)"
+command -v node > /dev/null && command -v npm > /dev/null \
+  || { echo "node and npm are needed (a new machine has Node.js 20 and npm)" >&2; exit 1; }
+# npm ci from the lock file when it changed since the last install (kubernetes-models 5.1.0 declares Node >= 22 and
+# runs on Node 20: --loglevel=error hides that warning)
+if ! cmp -s tools/k8s/package-lock.json tools/k8s/node_modules/.ditserve-installed-lock 2> /dev/null; then
+  (cd tools/k8s && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.ditserve-installed-lock)
+fi
+node tools/k8s/validate.mjs
 
 echo "== end-to-end: ./dit serve + ./dit generate + Python client"
 bash tools/e2e.sh
