@@ -168,8 +168,11 @@ if [ -n "$NODE" ]; then
   [ -f /usr/etc/npmrc ] && cp /usr/etc/npmrc "$R/usr/etc/npmrc"
 fi
 if [ -n "$CUDA" ]; then mkdir -p "$R$CUDA"; ln -sfn "$CUDA" "$R/usr/local/cuda"; fi
+# the machine's network settings: its resolver, and /etc/hosts with its host name (the root shares the host name
+# and network; Java's InetAddress.getLocalHost() must resolve it as on the machine)
 cp -L /etc/resolv.conf "$R/etc/resolv.conf"
-[ -s "$R/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$R/etc/hosts"
+if [ -s /etc/hosts ]; then cp -L /etc/hosts "$R/etc/hosts"
+else printf '127.0.0.1\tlocalhost %s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$(hostname)" > "$R/etc/hosts"; fi
 git clone --quiet "$ROOT" "$R/root/ditserve"
 say "clone: $(git -C "$R/root/ditserve" log -1 --format='%h %s' | cut -c1-100)"
 INNER_ENV=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
