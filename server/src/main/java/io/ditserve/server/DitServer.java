@@ -47,6 +47,7 @@ public final class DitServer implements AutoCloseable {
     private final ServerMetrics metrics;
     private Server server;
     private HTTPServer metricsServer;
+    private io.ditserve.server.web.WebServer webServer; // web_port: gRPC-Web, the page, the OpenAI API
     private boolean stopped;
 
     private final ExecutorService sender;
@@ -84,9 +85,27 @@ public final class DitServer implements AutoCloseable {
                 .addService(StrictParsing.wrap(health.getHealthService().bindService()))
                 .addService(StrictParsing.wrap(ServerInterceptors.intercept(ProtoReflectionServiceV1.newInstance(),
                         auth)))
-                .build()
-                .start();
-        metricsServer = MetricsEndpoint.start(config, metrics);
+                .build();
+        try {
+            server.start();
+        } catch (IOException e) {
+            if (!addressInUse(e)) {
+                throw e;
+            }
+            throw new IOException("port " + config.port + " is in use: stop what listens "
+                    + "there, or choose another port with --port N (0 = any free port)", e);
+        }
+        try {
+            metricsServer = MetricsEndpoint.start(config, metrics);
+        } catch (IOException e) {
+            if (!addressInUse(e)) {
+                throw e;
+            }
+            throw new IOException("metrics_port " + config.metricsPort + " on " + config.metricsHost + " is in use: "
+                    + "choose another with --set metrics_port=N (0 = any free port, -1 = no metrics endpoint)", e);
+        }
+        // the same service instance behind the same interceptors, over gRPC-Web (null unless web_port is set)
+        webServer = io.ditserve.server.web.WebServer.start(config, service, serviceChain);
         if (metricsServer != null) {
             log.info("metrics on http://{}:{}/metrics", config.metricsHost, metricsServer.getPort());
         }
@@ -99,8 +118,24 @@ public final class DitServer implements AutoCloseable {
         return this;
     }
 
+    /** A bind failure because the address is taken (Netty's native transport throws no BindException). */
+    private static boolean addressInUse(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof java.net.BindException
+                    || (t.getMessage() != null && t.getMessage().contains("Address already in use"))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     public int port() {
         return server.getPort();
+    }
+
+    /** The web port (gRPC-Web, the page, the OpenAI API), or -1 when disabled. */
+    public int webPort() {
+        return webServer == null ? -1 : webServer.port();
     }
 
     /** The metrics HTTP port, or -1 when disabled. */
@@ -152,6 +187,9 @@ public final class DitServer implements AutoCloseable {
             if (server != null) {
                 server.shutdownNow();
             }
+        }
+        if (webServer != null) {
+            webServer.stop(); // its generations ended with the engine's drain above
         }
         if (metricsServer != null) {
             metricsServer.close();

@@ -13,6 +13,7 @@ import io.ditserve.proto.v1.GenerateRequest;
 import io.ditserve.proto.v1.ModelInfo;
 import io.ditserve.server.DitServer;
 import io.ditserve.server.ServerModule;
+import io.ditserve.server.config.ConfigException;
 import io.ditserve.server.config.ServerConfig;
 import io.ditserve.server.security.Transport;
 import io.grpc.ServerBuilder;
@@ -31,7 +32,26 @@ import picocli.CommandLine.Option;
 public final class Main {
 
     public static void main(String[] args) {
-        System.exit(new CommandLine(new Main()).execute(args));
+        System.exit(commandLine().execute(args));
+    }
+
+    /**
+     * The command line, with the one place where configuration and start-up problems are reported: a
+     * {@link ConfigException} or {@link StartupException} from any command prints one line, "dit COMMAND: message"
+     * (no stack trace), and exits with code 2, as picocli does for a bad flag.
+     */
+    public static CommandLine commandLine() {
+        CommandLine cl = new CommandLine(new Main());
+        cl.setExecutionExceptionHandler((e, cmd, parsed) -> {
+            if (e instanceof ConfigException || e instanceof StartupException) {
+                cmd.getErr().println("dit " + cmd.getCommandName() + ": "
+                        + (e instanceof StartupException ? "cannot start: " : "") + e.getMessage());
+                cmd.getErr().flush();
+                return 2;
+            }
+            throw e;
+        });
+        return cl;
     }
 
     /** Options shared by serve and demo. */
@@ -47,43 +67,48 @@ public final class Main {
         @Option(names = "--set", description = "any configuration key, e.g. --set max_queued=8", split = ",")
         Map<String, String> settings;
 
-        ServerConfig resolve(Integer port) throws Exception {
+        /**
+         * The configuration file, then {@code --set}, then the flags; then the ranges and every file the
+         * configuration names are checked, so that all of this fails (with a {@link ConfigException}) before any
+         * model loads.
+         */
+        ServerConfig resolve(Integer port) {
             ServerConfig c = config != null ? ServerConfig.load(config) : new ServerConfig();
-            if (settings != null && !settings.isEmpty()) {
-                var mapper = new com.fasterxml.jackson.databind.ObjectMapper(
-                        new com.fasterxml.jackson.dataformat.yaml.YAMLFactory());
-                var tree = (com.fasterxml.jackson.databind.node.ObjectNode) mapper.valueToTree(c);
-                settings.forEach((k, v) -> tree.set(k, parseScalar(mapper, v)));
-                c = mapper.treeToValue(tree, ServerConfig.class);
+            if (settings != null) {
+                c.applySettings(settings);
             }
             if (backend != null) {
                 c.backend = backend;
+                c.markOrigin("backend", "from --backend");
             }
             if (models != null) {
                 c.models = models.toString();
+                c.markOrigin("models", "from --models");
             }
             if (threads != null) {
                 c.threads = threads;
+                c.markOrigin("threads", "from --threads");
             }
             if (port != null) {
                 c.port = port;
+                c.markOrigin("port", "from --port");
             }
             c.validate();
+            c.checkFiles();
             return c;
-        }
-
-        private static com.fasterxml.jackson.databind.JsonNode parseScalar(
-                com.fasterxml.jackson.databind.ObjectMapper m, String v) {
-            try {
-                return m.readTree(v);
-            } catch (Exception e) {
-                return com.fasterxml.jackson.databind.node.TextNode.valueOf(v);
-            }
         }
     }
 
     /** Builds and starts a server, or explains in one message why it cannot. */
     static DitServer startServer(ServerConfig c) throws Exception {
+        // before any model loads: a port in use fails now, not after minutes of loading weights
+        checkPortFree(c.port, null, "port " + c.port + " is in use (" + c.originOf("port")
+                + "): stop what listens there, or choose another port with --port N (0 = any free port)");
+        if (c.metricsPort > 0) {
+            checkPortFree(c.metricsPort, c.metricsHost, "metrics_port " + c.metricsPort + " on " + c.metricsHost
+                    + " is in use (" + c.originOf("metrics_port") + "): choose another with --set metrics_port=N "
+                    + "(0 = any free port, -1 = no metrics endpoint)");
+        }
         ServerBuilder<?> builder;
         try {
             builder = Transport.serverBuilder(c);
@@ -98,7 +123,29 @@ public final class Main {
         } catch (ProvisionException e) {
             throw new StartupException(messages(e.getErrorMessages()), e);
         }
-        return injector.getInstance(DitServer.class).start();
+        DitServer server = injector.getInstance(DitServer.class);
+        try {
+            return server.start();
+        } catch (java.io.IOException e) {
+            // e.g. the port was taken after the check above (DitServer names the port and the flag)
+            server.stop();
+            throw new StartupException(e.getMessage(), e);
+        }
+    }
+
+    /** Binds and releases {@code port} (on {@code host}, or every address when null); fails with {@code message}. */
+    private static void checkPortFree(int port, String host, String message) throws StartupException {
+        if (port <= 0) {
+            return;
+        }
+        try (java.net.ServerSocket s = new java.net.ServerSocket()) {
+            s.setReuseAddress(true); // like Netty: a port of a closed connection (TIME_WAIT) is free
+            s.bind(host == null ? new java.net.InetSocketAddress(port) : new java.net.InetSocketAddress(host, port));
+        } catch (java.net.BindException e) {
+            throw new StartupException(message, e);
+        } catch (java.io.IOException e) {
+            // another problem (e.g. an unknown host): left to the real bind, which reports it
+        }
     }
 
     private static String messages(java.util.Collection<Message> errors) {
@@ -111,13 +158,13 @@ public final class Main {
             }
             reasons.add(cause != null && cause.getMessage() != null ? cause.getMessage() : m.getMessage());
         }
-        return String.join("\n", reasons);
+        return String.join("; ", reasons);
     }
 
     /** A start-up failure with a message for the operator. */
     static final class StartupException extends Exception {
         StartupException(String message, Throwable cause) {
-            super(message, cause);
+            super(message == null ? "" : message.strip().replaceAll("\\s*\\R\\s*", " "), cause); // one line
         }
     }
 
@@ -130,13 +177,8 @@ public final class Main {
 
         @Override
         public Integer call() throws Exception {
-            DitServer server;
-            try {
-                server = startServer(options.resolve(port));
-            } catch (StartupException | IllegalArgumentException e) {
-                System.err.println("dit serve: cannot start: " + e.getMessage());
-                return 2;
-            }
+            // a ConfigException or StartupException ends the command in commandLine()'s handler: one line, exit 2
+            DitServer server = startServer(options.resolve(port));
             Runtime.getRuntime().addShutdownHook(new Thread(server::stop, "dit-shutdown"));
             // SIGTERM (kill, docker/podman stop, Kubernetes): drain, then exit 0. Left to the JVM, SIGTERM runs the
             // hook above and exits with 143 even after a complete drain, which container runtimes and systemd
@@ -174,15 +216,9 @@ public final class Main {
 
         @Override
         public Integer call() throws Exception {
-            DitServer server;
-            try {
-                ServerConfig c = options.resolve(0);
-                c.metricsPort = -1;
-                server = startServer(c);
-            } catch (StartupException | IllegalArgumentException e) {
-                System.err.println("dit demo: cannot start the server: " + e.getMessage());
-                return 2;
-            }
+            ServerConfig c = options.resolve(0);
+            c.metricsPort = -1;
+            DitServer server = startServer(c); // problems: one line and exit 2 (commandLine())
             try (DitClient client = DitClient.connect("localhost:" + server.port())) {
                 GenerationWriter writer = new GenerationWriter(System.out, 4);
                 java.util.List<ContactSheet.Row> rows = new java.util.ArrayList<>();
