@@ -132,6 +132,10 @@ say "image $IMAGE: $((SIZE / 1000000)) MB, user $USER_, health check $HC"
 [[ "$HC" == *HealthProbe* ]] || { say "the image has no HEALTHCHECK (built without --format docker?)"; exit 1; }
 [ "$SIZE" -lt 400000000 ] || { say "the image is larger than 400 MB"; exit 1; }
 
+# --- the Kubernetes manifests under podman kube play (deploy/k8s/: health, token, a PNG, metrics, drain on stop) ---
+phase "podman kube play: deploy/k8s/ (tools/k8s/kube_play_test.sh)"
+source tools/k8s/kube_play_test.sh && kube_play_test "$IMAGE"
+
 # --- one container --------------------------------------------------------------------------------------------
 phase "podman run $IMAGE (its defaults), wait for its HEALTHCHECK"
 GPORT=$(free_port); MPORT=$(free_port)

@@ -63,7 +63,8 @@ class DitClient:
 
 
 FORMATS = {"png": "OUTPUT_FORMAT_PNG", "tensor": "OUTPUT_FORMAT_TENSOR", "image-tensor": "OUTPUT_FORMAT_IMAGE_TENSOR"}
-SAMPLERS = {"ddpm": "SAMPLER_DDPM", "ddim": "SAMPLER_DDIM", "dpmpp-2m": "SAMPLER_DPMPP_2M"}
+SAMPLERS = {"ddpm": "SAMPLER_DDPM", "ddim": "SAMPLER_DDIM", "dpmpp-2m": "SAMPLER_DPMPP_2M", "euler": "SAMPLER_EULER",
+            "heun": "SAMPLER_HEUN", "euler-maruyama": "SAMPLER_EULER_MARUYAMA"}
 PREVIEW_DECODERS = {"linear": "PREVIEW_DECODER_LINEAR", "tiny": "PREVIEW_DECODER_TINY", "full": "PREVIEW_DECODER_FULL"}
 
 
@@ -99,7 +100,9 @@ def main():
     ap.add_argument("--target", default="localhost:50051")
     ap.add_argument("--protoset", default=DEFAULT_PROTOSET)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--label", default=None, help="class name or id")
+    ap.add_argument("--label", default=None, help="class models: class name or id")
+    ap.add_argument("--prompt", default=None, help="text-to-image models: what to draw")
+    ap.add_argument("--negative-prompt", default=None, help="text-to-image models: what to steer away from")
     ap.add_argument("--count", type=int, default=1)
     ap.add_argument("--steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
