@@ -2,6 +2,8 @@ package io.ditserve.backend.java;
 
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.DitCheckpoint;
+import io.ditserve.backend.MmditCheckpoint;
+import io.ditserve.backend.MmditCheckpoint.Located;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Safetensors.Entry;
@@ -13,51 +15,71 @@ import java.nio.channels.FileChannel;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
- * Reads the tensors of a DiT {@code weights.safetensors} one at a time, for a loader that converts each into its
- * own layout and keeps only that: the process then holds one copy of the weights, never the file as well.
+ * Reads the tensors of a checkpoint one at a time, for a loader that converts each into its own layout and keeps
+ * only that: the process then holds one copy of the weights, never the file as well. A DiT's
+ * {@code weights.safetensors} ({@link #open}), or an MMDiT's diffusers weights, one file or shards
+ * ({@link #openMmdit}).
  *
- * <p>The header is validated against the spec first ({@link DitCheckpoint#validate}, through {@link Safetensors},
- * which maps the file but is closed again without touching the data). The data is then read with positional reads
+ * <p>The headers are validated against the spec first ({@link DitCheckpoint#validate},
+ * {@link MmditCheckpoint#validate}, through {@link Safetensors}, which maps a file but is closed again without
+ * touching the data). The data is then read with positional reads
  * through a {@link FileChannel} into one native buffer sized for the largest tensor, and converted from there;
  * read, not mapped, because pages of a mapping count as the process's resident memory until it is unmapped, and a
  * mapping of a 2.7 GB checkpoint next to its packed copy doubled the resident size of a DiT-XL/2 server.
  */
 final class CheckpointReader implements AutoCloseable {
     private final Path file;
-    private final Map<String, Entry> entries;
-    private final FileChannel channel;
+    private final Map<String, Located> tensors;
+    private final Map<Path, FileChannel> channels;
     private final Arena arena = Arena.ofConfined();
     private MemorySegment buffer = MemorySegment.NULL;
     private float[] scratch = new float[0];
     private long bytesRead;
 
-    private CheckpointReader(Path file, Map<String, Entry> entries, FileChannel channel) {
+    private CheckpointReader(Path file, Map<String, Located> tensors, Map<Path, FileChannel> channels) {
         this.file = file;
-        this.entries = entries;
-        this.channel = channel;
+        this.tensors = tensors;
+        this.channels = channels;
     }
 
     /** Validates {@code file} against {@code spec} (names, shapes, dtypes, offsets) and opens it for reading. */
     static CheckpointReader open(ModelSpec spec, Path file) throws BackendException {
-        Map<String, Entry> entries;
+        Map<String, Located> tensors = new LinkedHashMap<>();
         try (Safetensors st = Safetensors.open(file)) {
             DitCheckpoint.validate(st, spec);
-            entries = st.entries();
+            st.entries().forEach((name, e) -> tensors.put(name, new Located(file, e)));
         }
-        try {
-            return new CheckpointReader(file, entries, FileChannel.open(file, StandardOpenOption.READ));
-        } catch (NoSuchFileException e) {
-            throw new BackendException(file + ": missing");
-        } catch (IOException e) {
-            throw new BackendException(file + ": cannot read: " + e.getMessage(), e);
-        }
+        return open(file, tensors);
     }
 
-    Path file() {
-        return file;
+    /**
+     * Validates the diffusers weights of the MMDiT folder {@code spec.directory()} (one file or shards with their
+     * index) against {@code spec} and opens every file for reading.
+     */
+    static CheckpointReader openMmdit(ModelSpec spec) throws BackendException {
+        return open(spec.directory(), MmditCheckpoint.open(spec));
+    }
+
+    /** {@code where} names the checkpoint in messages: its file, or the folder of its shards. */
+    private static CheckpointReader open(Path where, Map<String, Located> tensors) throws BackendException {
+        Map<Path, FileChannel> channels = new HashMap<>();
+        try {
+            for (Located t : tensors.values()) {
+                if (!channels.containsKey(t.file())) {
+                    channels.put(t.file(), FileChannel.open(t.file(), StandardOpenOption.READ));
+                }
+            }
+            return new CheckpointReader(where, tensors, channels);
+        } catch (IOException e) {
+            closeAll(channels);
+            throw new BackendException(e instanceof NoSuchFileException ? e.getMessage() + ": missing"
+                    : where + ": cannot read: " + e.getMessage(), e);
+        }
     }
 
     /** Bytes of tensor data read so far. */
@@ -67,9 +89,9 @@ final class CheckpointReader implements AutoCloseable {
 
     /** A floating-point tensor as a new float32 array of exactly its size. */
     float[] floats(String name) throws BackendException {
-        Entry e = entry(name);
-        float[] out = new float[Math.toIntExact(e.numel())];
-        read(e, out);
+        Located t = tensor(name);
+        float[] out = new float[Math.toIntExact(t.entry().numel())];
+        read(t, out);
         return out;
     }
 
@@ -79,23 +101,26 @@ final class CheckpointReader implements AutoCloseable {
      * this way allocates (and first-touches) memory for the largest tensor only.
      */
     float[] scratch(String name) throws BackendException {
-        Entry e = entry(name);
-        if (scratch.length < e.numel()) {
-            scratch = new float[Math.toIntExact(e.numel())];
+        Located t = tensor(name);
+        if (scratch.length < t.entry().numel()) {
+            scratch = new float[Math.toIntExact(t.entry().numel())];
         }
-        read(e, scratch);
+        read(t, scratch);
         return scratch;
     }
 
-    private Entry entry(String name) throws BackendException {
-        Entry e = entries.get(name);
-        if (e == null) {
+    private Located tensor(String name) throws BackendException {
+        Located t = tensors.get(name);
+        if (t == null) {
             throw new BackendException(file + ": tensor '" + name + "' is missing");
         }
-        return e;
+        return t;
     }
 
-    private void read(Entry e, float[] out) throws BackendException {
+    private void read(Located t, float[] out) throws BackendException {
+        Entry e = t.entry();
+        Path file = t.file();
+        FileChannel channel = channels.get(file);
         if (buffer.byteSize() < e.byteLength()) {
             buffer = arena.allocate(Math.max(e.byteLength(), 2 * buffer.byteSize()), 64);
         }
@@ -115,16 +140,21 @@ final class CheckpointReader implements AutoCloseable {
         bytesRead += e.byteLength();
     }
 
-    /** Closes the file and frees the read buffer. */
+    /** Closes the files and frees the read buffer. */
     @Override
     public void close() {
-        try {
-            channel.close();
-        } catch (IOException e) {
-            // read-only: nothing is lost
-        } finally {
-            if (arena.scope().isAlive()) {
-                arena.close();
+        closeAll(channels);
+        if (arena.scope().isAlive()) {
+            arena.close();
+        }
+    }
+
+    private static void closeAll(Map<Path, FileChannel> channels) {
+        for (FileChannel ch : channels.values()) {
+            try {
+                ch.close();
+            } catch (IOException e) {
+                // read-only: nothing is lost
             }
         }
     }
