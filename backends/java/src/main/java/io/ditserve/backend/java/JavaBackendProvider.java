@@ -6,6 +6,7 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.BackendProvider;
 import io.ditserve.backend.Decoder;
 import io.ditserve.backend.DecoderSpec;
+import io.ditserve.backend.MmditCheckpoint;
 import io.ditserve.backend.ModelSpec;
 import java.util.List;
 
@@ -21,7 +22,8 @@ public final class JavaBackendProvider implements BackendProvider {
     @Override
     public String description() {
         return "pure Java (Vector API, " + JavaDitBackend.PATH_OPTION + "=vector|scalar), reads "
-                + JavaDitBackend.WEIGHTS_FILE;
+                + JavaDitBackend.WEIGHTS_FILE + " (DiT) or diffusers' " + MmditCheckpoint.SINGLE_FILE
+                + " and its shards (SD3 MMDiT, vector path)";
     }
 
     @Override
@@ -29,6 +31,7 @@ public final class JavaBackendProvider implements BackendProvider {
         return List.of(JavaDitBackend.WEIGHTS_FILE);
     }
 
+    /** A DiT or an MMDiT, by {@link ModelSpec#architecture()} ({@link JavaDitBackend#create}). */
     @Override
     public Backend create(ModelSpec model, BackendOptions options) throws BackendException {
         return JavaDitBackend.create(model, options);

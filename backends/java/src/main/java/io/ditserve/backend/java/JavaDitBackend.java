@@ -4,14 +4,18 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.Conditioning;
 import io.ditserve.backend.ForwardBatch;
+import io.ditserve.backend.MmditCheckpoint;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import java.util.Objects;
 
 /**
- * The DiT forward pass in pure Java. Options:
+ * The transformer's forward pass in pure Java, for either architecture ({@link ModelSpec#architecture()}): DiT
+ * ({@code weights.safetensors}; {@link VectorDit}, {@link ScalarDit}) or SD3's MMDiT (diffusers' transformer
+ * folder, {@value MmditCheckpoint#SINGLE_FILE} or its shards; {@link MmditForward}, vector path only). Options:
  *
  * <ul>
  *   <li>{@code java.path}: {@code vector} (default; Vector API on {@code threads} threads of a pool this backend
@@ -40,33 +44,55 @@ public final class JavaDitBackend implements Backend {
     private static final System.Logger LOG = System.getLogger(JavaDitBackend.class.getName());
 
     private final ModelSpec spec;
-    private final DitEngine engine;
+    private final DitEngine engine; // a DiT, or null
+    private final MmditForward mmdit; // an MMDiT, or null
     private boolean closed;
 
-    private JavaDitBackend(ModelSpec spec, DitEngine engine) {
+    private JavaDitBackend(ModelSpec spec, DitEngine engine, MmditForward mmdit) {
         this.spec = spec;
         this.engine = engine;
+        this.mmdit = mmdit;
     }
 
-    /** Loads {@code weights.safetensors} of the model folder, checked against {@code spec}. */
+    /**
+     * Loads the weights of the model folder, checked against {@code spec}: a DiT's {@code weights.safetensors}, an
+     * MMDiT's diffusers weights in {@code spec.directory()} (the transformer folder).
+     */
     public static JavaDitBackend create(ModelSpec spec, BackendOptions options) throws BackendException {
         Objects.requireNonNull(spec, "spec");
         checkKeys(options);
         String path = path(options);
         int maxBatch = options.intAtLeast(MAX_BATCH_OPTION, 8, 1);
         long start = System.nanoTime();
-        DitEngine engine;
+        JavaDitBackend backend;
         long bytes;
-        try (CheckpointReader reader = CheckpointReader.open(spec, spec.file(WEIGHTS_FILE))) {
-            engine = path.equals("scalar")
-                    ? new ScalarDit(spec, new DitWeights(spec, reader))
-                    : new VectorDit(spec, reader, options.threads(), maxBatch);
-            bytes = reader.bytesRead();
+        switch (spec.architecture()) {
+            case DIT -> {
+                try (CheckpointReader reader = CheckpointReader.open(spec, spec.file(WEIGHTS_FILE))) {
+                    DitEngine engine = path.equals("scalar")
+                            ? new ScalarDit(spec, new DitWeights(spec, reader))
+                            : new VectorDit(spec, reader, options.threads(), maxBatch);
+                    bytes = reader.bytesRead();
+                    backend = new JavaDitBackend(spec, engine, null);
+                }
+            }
+            case MMDIT -> {
+                if (path.equals("scalar")) {
+                    throw new BackendException(PATH_OPTION + "=scalar has no MMDiT (model " + spec.name()
+                            + "); use " + PATH_OPTION + "=vector");
+                }
+                try (CheckpointReader reader = CheckpointReader.openMmdit(spec)) {
+                    MmditForward forward = new MmditForward(spec, reader, options.threads(), maxBatch);
+                    bytes = reader.bytesRead();
+                    backend = new JavaDitBackend(spec, null, forward);
+                }
+            }
+            default -> throw new IllegalStateException("unknown architecture " + spec.architecture());
         }
         double seconds = (System.nanoTime() - start) / 1e9;
         LOG.log(System.Logger.Level.INFO, () -> String.format("java backend loaded %s: %.1f MB of weights in %.1f s"
-                + " (%s path)", spec.name(), bytes / 1e6, seconds, path));
-        return new JavaDitBackend(spec, engine);
+                + " (%s path, %s)", spec.name(), bytes / 1e6, seconds, path, spec.architecture()));
+        return backend;
     }
 
 
@@ -86,7 +112,14 @@ public final class JavaDitBackend implements Backend {
             throw new IllegalStateException("backend for " + spec.name() + " is closed");
         }
         int n = batch.check(spec, out);
-        if (n > 0) {
+        if (n == 0) {
+            return;
+        }
+        if (mmdit != null) {
+            refuseStepCache(batch);
+            mmdit.forward(batch.x().data(), batch.time(), (Conditioning.TextEmbeddings) batch.conditioning(), n,
+                    out.data(), cancel);
+        } else {
             engine.forward(batch.x().data(), batch.time(), batch.labels(), n, out.data(), cancel, batch.cache());
         }
     }
@@ -98,14 +131,18 @@ public final class JavaDitBackend implements Backend {
 
     @Override
     public boolean supportsStepCache() {
-        return StepCache.cacheable(spec);
+        return mmdit == null && StepCache.cacheable(spec); // MMDiT: not yet (its blocks carry two streams)
     }
 
     @Override
     public synchronized void close() {
         if (!closed) {
             closed = true;
-            engine.close();
+            if (mmdit != null) {
+                mmdit.close();
+            } else {
+                engine.close();
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.StepCache;
+import io.ditserve.backend.java.VectorLayers.Packed;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
 
@@ -17,23 +18,6 @@ import jdk.incubator.vector.VectorOperators;
  * with bigger ones that later calls reuse, so a sampling loop allocates nothing per step.
  */
 final class VectorDit implements DitEngine {
-    /** Most rows of A one linear-layer work item covers: each packed panel is reused by 8 micro-kernel calls. */
-    private static final int ROW_TILE = 8 * MatMul.MR;
-    /** Rows per LayerNorm work item. */
-    private static final int NORM_ROWS = 16;
-
-    /** A Linear layer with its weight packed as B = Wᵀ and its bias padded, for {@link MatMul}. */
-    private record Packed(float[] panels, float[] bias, int out, int in) {
-        /** Reads {@code prefix.weight} (out, in) into the reader's scratch array and packs it. */
-        static Packed read(CheckpointReader r, String prefix, int out, int in) throws BackendException {
-            float[] bias = MatMul.paddedBias(r.floats(prefix + ".bias"), out);
-            float[] weight = r.scratch(prefix + ".weight");
-            float[] panels = new float[MatMul.packedSize(in, out)];
-            MatMul.pack(weight, 0, 1, in, in, out, panels);
-            return new Packed(panels, bias, out, in);
-        }
-    }
-
     private record PackedBlock(Packed adaLN, Packed qkv, Packed proj, Packed fc1, Packed fc2, DitMath.QkNorm qkNorm) {}
 
     private final ModelSpec spec;
@@ -57,8 +41,7 @@ final class VectorDit implements DitEngine {
 
     private Activations act;
     private final Scratch[] scratch; // one per worker thread
-    private final LinearJob linearJob = new LinearJob();
-    private final NormJob normJob = new NormJob();
+    private final VectorLayers layers;
     private final AttentionJob attentionJob = new AttentionJob();
 
     /** Reads and packs the weights of {@code r} (validated against {@code spec}); the reader stays the caller's. */
@@ -92,6 +75,7 @@ final class VectorDit implements DitEngine {
             scratch[i] = new Scratch();
         }
         parallel = new Parallel(threads, "ditserve-java-" + spec.name());
+        layers = new VectorLayers(parallel);
     }
 
     @Override
@@ -111,14 +95,7 @@ final class VectorDit implements DitEngine {
         Activations a = act;
         int rows = n * tokens;
         // 1. patchify + pos_embed
-        DitMath.patchify(spec, xIn, n, a.patches);
-        linear(a.patches, rows, xEmbedder, a.x);
-        for (int r = 0; r < rows; r++) {
-            int pos = (r % tokens) * d;
-            for (int k = 0; k < d; k++) {
-                a.x[r * d + k] += posEmbed[pos + k];
-            }
-        }
+        layers.patchEmbed(spec, xIn, n, a.patches, xEmbedder, posEmbed, a.x);
         // 2-3. c = t_embedder(t) + y_embedder(y); every adaLN reads SiLU(c)
         for (int b = 0; b < n; b++) {
             DitMath.timestepEmbedding(t[b], a.freq, b * DitMath.FREQ_DIM);
@@ -189,73 +166,22 @@ final class VectorDit implements DitEngine {
 
     /** dst = src·Wᵀ + b. */
     private void linear(float[] src, int rows, Packed w, float[] dst) {
-        linearJob.prepare(src, rows, w, dst).store();
-        linearJob.run();
+        layers.linear(src, rows, w, dst);
     }
 
     /** dst = GELU_tanh(src·Wᵀ + b). */
     private void linearGelu(float[] src, int rows, Packed w, float[] dst) {
-        linearJob.prepare(src, rows, w, dst).gelu();
-        linearJob.run();
+        layers.linearGelu(src, rows, w, dst);
     }
 
     /** x += gate · (src·Wᵀ + b), the gate being the chunk at {@code gateOff} of each sample's modulation row. */
     private void linearGatedAdd(float[] src, int rows, Packed w, int modStride, int gateOff) {
-        linearJob.prepare(src, rows, w, act.x).gatedAdd(act.mod, gateOff, modStride, tokens);
-        linearJob.run();
+        layers.linearGatedAdd(src, rows, w, act.x, act.mod, modStride, gateOff, tokens);
     }
 
     /** h = LN(x)·(1 + scale) + shift with the sample's chunks of the modulation rows. */
     private void modulatedLayerNorm(int rows, int modStride, int shiftOff, int scaleOff) {
-        normJob.rows = rows;
-        normJob.modStride = modStride;
-        normJob.shiftOff = shiftOff;
-        normJob.scaleOff = scaleOff;
-        parallel.forEach((rows + NORM_ROWS - 1) / NORM_ROWS, normJob);
-    }
-
-    /** Splits a linear layer into (row tile, panel) items. */
-    private final class LinearJob implements Parallel.Body {
-        private final MatMul mm = new MatMul();
-        private int rows;
-        private int rowTile;
-        private int panels;
-
-        MatMul prepare(float[] src, int rows, Packed w, float[] dst) {
-            this.rows = rows;
-            int tiles = (rows + ROW_TILE - 1) / ROW_TILE;
-            int perTile = (rows + tiles - 1) / tiles;
-            rowTile = (perTile + MatMul.MR - 1) / MatMul.MR * MatMul.MR; // even tiles, whole micro-kernel blocks
-            panels = MatMul.panels(w.out());
-            return mm.a(src, 0, w.in()).b(w.panels(), w.in(), w.out(), w.bias()).c(dst, 0, w.out());
-        }
-
-        void run() {
-            parallel.forEach((rows + rowTile - 1) / rowTile * panels, this);
-        }
-
-        @Override
-        public void run(int item, int worker) {
-            int m0 = item / panels * rowTile;
-            int p = item % panels;
-            mm.compute(m0, Math.min(rows, m0 + rowTile), p, p + 1, scratch[worker].tile);
-        }
-    }
-
-    private final class NormJob implements Parallel.Body {
-        int rows;
-        int modStride;
-        int shiftOff;
-        int scaleOff;
-
-        @Override
-        public void run(int item, int worker) {
-            Activations a = act;
-            for (int r = item * NORM_ROWS; r < Math.min(rows, (item + 1) * NORM_ROWS); r++) {
-                int mod = (r / tokens) * modStride;
-                modulatedLayerNorm(a.x, r * d, d, a.mod, mod + shiftOff, mod + scaleOff, a.h);
-            }
-        }
+        layers.modulatedLayerNorm(act.x, rows, d, tokens, act.mod, modStride, shiftOff, scaleOff, act.h);
     }
 
     /**
@@ -335,42 +261,6 @@ final class VectorDit implements DitEngine {
             siluC = new float[capacity * d];
             mod = new float[capacity * 6 * d];
             perm = new int[capacity];
-        }
-    }
-
-    /** h[off..off+d) = LN(x[off..off+d))·(1 + mod[scale..]) + mod[shift..]. */
-    private static void modulatedLayerNorm(float[] x, int off, int d, float[] mod, int shift, int scale,
-            float[] h) {
-        int bound = S.loopBound(d);
-        FloatVector acc = FloatVector.zero(S);
-        int i = 0;
-        for (; i < bound; i += L) {
-            acc = acc.add(FloatVector.fromArray(S, x, off + i));
-        }
-        float sum = ExactMath.sum(acc);
-        for (; i < d; i++) {
-            sum += x[off + i];
-        }
-        float mean = sum / d;
-        FloatVector meanV = FloatVector.broadcast(S, mean);
-        acc = FloatVector.zero(S);
-        for (i = 0; i < bound; i += L) {
-            FloatVector c = FloatVector.fromArray(S, x, off + i).sub(meanV);
-            acc = c.fma(c, acc);
-        }
-        float var = ExactMath.sum(acc);
-        for (; i < d; i++) {
-            float c = x[off + i] - mean;
-            var += c * c;
-        }
-        float inv = (float) (1.0 / Math.sqrt(var / d + DitMath.LN_EPS));
-        for (i = 0; i < bound; i += L) {
-            FloatVector norm = FloatVector.fromArray(S, x, off + i).sub(meanV).mul(inv);
-            FloatVector scaleV = FloatVector.fromArray(S, mod, scale + i).add(1f);
-            norm.fma(scaleV, FloatVector.fromArray(S, mod, shift + i)).intoArray(h, off + i);
-        }
-        for (; i < d; i++) {
-            h[off + i] = (x[off + i] - mean) * inv * (1f + mod[scale + i]) + mod[shift + i];
         }
     }
 
