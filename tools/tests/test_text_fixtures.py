@@ -12,7 +12,8 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-from tools.text import make_tokenizer_fixtures, prompt_corpus  # noqa: E402
+from tools.sd3 import clip_bpe, layout  # noqa: E402
+from tools.text import make_encoder_fixtures, make_tokenizer_fixtures, prompt_corpus  # noqa: E402
 
 FIXTURES = os.path.join(ROOT, "tools", "fixtures", "tokenizers")
 
@@ -47,6 +48,27 @@ class ExpectedIdsTest(unittest.TestCase):
             self.assertEqual(committed[name], fresh[name], name)
         self.assertGreater(sum(committed["clip"]["truncated"]), 0)
         self.assertGreater(sum(committed["t5"]["truncated"]), 0)
+
+
+class EncoderFixturesTest(unittest.TestCase):
+    """The committed CLIP fixtures (tools/text/make_encoder_fixtures.py) are what the reference computes from them."""
+
+    def test_cases_reproduce(self):
+        import torch
+        torch.set_num_threads(1)
+        for name in make_encoder_fixtures.CONFIGS:
+            folder = os.path.join(ROOT, "tools", "fixtures", name)
+            model, _ = layout.read_clip(folder)
+            cases, _ = layout.read_safetensors(os.path.join(folder, "cases.safetensors"))
+            tok = clip_bpe.CLIPTokenizer.from_dir(os.path.join(folder, "tokenizer"))
+            ids = torch.tensor([tok(p)[0] for p in make_encoder_fixtures.PROMPTS])
+            self.assertTrue(torch.equal(ids, cases["ids"]), name)
+            with torch.no_grad():
+                out = model(ids)
+            for key, ref in (("hidden", out["penultimate"]), ("last", out["last_hidden_state"]),
+                             ("text_embeds", out["text_embeds"])):
+                err = (ref - cases[key]).abs().max() / cases[key].abs().max()
+                self.assertLess(float(err), 1e-5, f"{name} {key}")
 
 
 if __name__ == "__main__":

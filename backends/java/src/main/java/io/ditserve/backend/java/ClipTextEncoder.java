@@ -1,0 +1,474 @@
+package io.ditserve.backend.java;
+
+import io.ditserve.backend.BackendException;
+import io.ditserve.backend.BackendOptions;
+import io.ditserve.backend.Cancellation;
+import io.ditserve.backend.TextEncoder;
+import io.ditserve.backend.TextEncoderSpec;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * transformers' CLIPTextModelWithProjection on the Java backend (docs/TEXT_MODELS.md, "Text encoders";
+ * reference tools/sd3/clip_text.py): token + position embeddings; per layer x += out_proj(attn(LN1(x))) with a
+ * causal mask and scale 1/√head_dim, then x += fc2(act(fc1(LN2(x)))); the hidden state returned is
+ * hidden_states[{@link TextEncoderSpec#hiddenLayer}] (SD3: the penultimate layer's raw output, before
+ * final_layer_norm); the pooled vector is final_layer_norm(last layer) at the EOS position, projected by
+ * text_projection (no bias).
+ *
+ * <p>Pooling position per row, as transformers and the reference choose it: eos_token_id 2 (the legacy value
+ * released CLIP configs carry) or a row whose highest id is 49407 (CLIP's EOS) pools at the argmax of the ids (its
+ * first maximum); otherwise at the first position holding eos_token_id, or 0 when there is none. The reference
+ * decides the 49407 case for the whole batch; per row the two agree on every batch whose rows all or none reach
+ * 49407, which is every batch a CLIP tokenizer makes.
+ *
+ * <p>Linear layers run on {@link MatMul} (weights packed once at load: q, k, v as one product) over the threads of a
+ * {@link Parallel} pool this encoder owns; every row is computed in one fixed order, so a prompt gets the same bits
+ * alone and in any batch. One encode at a time.
+ */
+public final class ClipTextEncoder implements TextEncoder {
+    /** CLIP's EOS id; a row whose highest id is this pools at its argmax (see the class comment). */
+    static final int CLIP_EOS = 49407;
+    private static final int ROW_TILE = 8 * MatMul.MR;
+    private static final int ROWS_PER_ITEM = 16;
+
+    /** A Linear layer packed for {@link MatMul}: B = Wᵀ in panels, the bias padded (zeros when it has none). */
+    private record Linear(float[] panels, float[] bias, int out, int in) {
+        static Linear of(float[] weight, float[] bias, int out, int in) {
+            float[] panels = new float[MatMul.packedSize(in, out)];
+            MatMul.pack(weight, 0, 1, in, in, out, panels);
+            return new Linear(panels, MatMul.paddedBias(bias == null ? new float[out] : bias, out), out, in);
+        }
+    }
+
+    private record Norm(float[] weight, float[] bias) {}
+
+    private record Layer(Norm ln1, Linear qkv, Linear out, Norm ln2, Linear fc1, Linear fc2) {}
+
+    private enum Activation {
+        QUICK_GELU,
+        GELU_ERF,
+        GELU_TANH
+    }
+
+    private final TextEncoderSpec spec;
+    private final int d;
+    private final int tokens;
+    private final int heads;
+    private final int headDim;
+    private final float eps;
+    private final float attentionScale;
+    private final Activation activation;
+    private final float[] tokenEmbedding; // [vocab, d]
+    private final float[] positionEmbedding; // [tokens, d] (the first rows of the table)
+    private final Layer[] layers;
+    private final Norm finalNorm;
+    private final Linear projection;
+    private final Parallel parallel;
+    private final float[][] tiles;
+    private final Scratch[] scratch;
+
+    private ClipTextEncoder(TextEncoderSpec spec, TextEncoderWeights w, int threads) throws BackendException {
+        this.spec = spec;
+        this.d = spec.hiddenSize();
+        this.tokens = spec.maxTokens();
+        this.heads = spec.heads();
+        this.headDim = spec.headDim();
+        this.eps = (float) spec.eps();
+        this.attentionScale = (float) Math.pow(headDim, -0.5);
+        this.activation = switch (spec.activation()) {
+            case "quick_gelu" -> Activation.QUICK_GELU;
+            case "gelu" -> Activation.GELU_ERF;
+            case "gelu_new", "gelu_pytorch_tanh" -> Activation.GELU_TANH;
+            default -> throw new BackendException(spec.directory() + ": hidden_act '" + spec.activation()
+                    + "' is not supported");
+        };
+        String e = "text_model.embeddings.";
+        tokenEmbedding = w.floats(e + "token_embedding.weight");
+        float[] table = w.floats(e + "position_embedding.weight");
+        positionEmbedding = java.util.Arrays.copyOf(table, tokens * d);
+        layers = new Layer[spec.layers()];
+        int f = spec.intermediate();
+        for (int i = 0; i < layers.length; i++) {
+            String p = "text_model.encoder.layers." + i + ".";
+            float[] qkvWeight = new float[3 * d * d];
+            float[] qkvBias = new float[3 * d];
+            String[] parts = {"q_proj", "k_proj", "v_proj"};
+            for (int k = 0; k < 3; k++) {
+                System.arraycopy(w.floats(p + "self_attn." + parts[k] + ".weight"), 0, qkvWeight, k * d * d, d * d);
+                System.arraycopy(w.floats(p + "self_attn." + parts[k] + ".bias"), 0, qkvBias, k * d, d);
+            }
+            layers[i] = new Layer(norm(w, p + "layer_norm1"), Linear.of(qkvWeight, qkvBias, 3 * d, d),
+                    linear(w, p + "self_attn.out_proj", d, d), norm(w, p + "layer_norm2"),
+                    linear(w, p + "mlp.fc1", f, d), linear(w, p + "mlp.fc2", d, f));
+        }
+        finalNorm = norm(w, "text_model.final_layer_norm");
+        projection = Linear.of(w.floats("text_projection.weight"), null, spec.projectionDim(), d);
+        parallel = new Parallel(threads, "ditserve-clip-" + spec.role());
+        tiles = new float[threads][MatMul.TILE];
+        scratch = new Scratch[threads];
+        for (int i = 0; i < threads; i++) {
+            scratch[i] = new Scratch();
+        }
+    }
+
+    private static Linear linear(TextEncoderWeights w, String prefix, int out, int in) throws BackendException {
+        return Linear.of(w.floats(prefix + ".weight"), w.floats(prefix + ".bias"), out, in);
+    }
+
+    private static Norm norm(TextEncoderWeights w, String prefix) throws BackendException {
+        return new Norm(w.floats(prefix + ".weight"), w.floats(prefix + ".bias"));
+    }
+
+    /**
+     * Loads a CLIPTextModelWithProjection folder ({@code model.safetensors} or its shards) for {@code spec}
+     * (read by {@code TextEncoderConfigs.load}) on {@code options.threads()} threads. Every tensor is checked:
+     * a missing, unexpected or misshapen one fails naming it.
+     */
+    public static TextEncoder create(TextEncoderSpec spec, BackendOptions options) throws BackendException {
+        if (spec.kind() != TextEncoderSpec.Kind.CLIP_WITH_PROJECTION) {
+            throw new BackendException(spec.directory() + ": " + spec.kind().className()
+                    + " is not a CLIP text model");
+        }
+        if (spec.hiddenLayer() < 0 || spec.hiddenLayer() > spec.layers()) {
+            throw new BackendException(spec.directory() + ": hidden layer " + spec.hiddenLayer() + " of "
+                    + spec.layers());
+        }
+        String pos = "text_model.embeddings.position_embedding.weight";
+        String ids = "text_model.embeddings.position_ids";
+        try (TextEncoderWeights w = TextEncoderWeights.open(spec.directory(), expectedShapes(spec), Set.of(pos, ids))) {
+            if (!w.has(pos)) {
+                throw new BackendException(spec.directory() + ": tensor '" + pos + "' is missing");
+            }
+            long[] shape = w.entry(pos).shape();
+            if (shape.length != 2 || shape[1] != spec.hiddenSize() || shape[0] < spec.maxTokens()) {
+                throw new BackendException(spec.directory() + ": tensor '" + pos + "' has shape "
+                        + java.util.Arrays.toString(shape) + ", expected [≥ " + spec.maxTokens() + ", "
+                        + spec.hiddenSize() + "]");
+            }
+            if (w.has(ids)) { // transformers' legacy buffer: must be 0 … max − 1
+                long[] v = w.longs(ids);
+                for (int i = 0; i < v.length; i++) {
+                    if (v[i] != i || v.length != shape[0]) {
+                        throw new BackendException(spec.directory() + ": tensor '" + ids + "' is not 0 … "
+                                + (shape[0] - 1));
+                    }
+                }
+            }
+            return new ClipTextEncoder(spec, w, Math.max(1, options.threads()));
+        }
+    }
+
+    /** The tensors of a CLIPTextModelWithProjection (transformers' names) with their shapes, position table aside. */
+    static Map<String, long[]> expectedShapes(TextEncoderSpec s) {
+        long d = s.hiddenSize();
+        long f = s.intermediate();
+        Map<String, long[]> m = new LinkedHashMap<>();
+        m.put("text_model.embeddings.token_embedding.weight", new long[] {s.vocab(), d});
+        for (int i = 0; i < s.layers(); i++) {
+            String p = "text_model.encoder.layers." + i + ".";
+            for (String a : new String[] {"q_proj", "k_proj", "v_proj", "out_proj"}) {
+                m.put(p + "self_attn." + a + ".weight", new long[] {d, d});
+                m.put(p + "self_attn." + a + ".bias", new long[] {d});
+            }
+            for (String ln : new String[] {"layer_norm1", "layer_norm2"}) {
+                m.put(p + ln + ".weight", new long[] {d});
+                m.put(p + ln + ".bias", new long[] {d});
+            }
+            m.put(p + "mlp.fc1.weight", new long[] {f, d});
+            m.put(p + "mlp.fc1.bias", new long[] {f});
+            m.put(p + "mlp.fc2.weight", new long[] {d, f});
+            m.put(p + "mlp.fc2.bias", new long[] {d});
+        }
+        m.put("text_model.final_layer_norm.weight", new long[] {d});
+        m.put("text_model.final_layer_norm.bias", new long[] {d});
+        m.put("text_projection.weight", new long[] {s.projectionDim(), d});
+        return m;
+    }
+
+    @Override
+    public TextEncoderSpec spec() {
+        return spec;
+    }
+
+    @Override
+    public String backendName() {
+        return JavaBackendProvider.NAME;
+    }
+
+    @Override
+    public synchronized Output encode(int[][] ids, Cancellation cancel) throws BackendException {
+        int n = ids.length;
+        for (int b = 0; b < n; b++) {
+            if (ids[b].length != tokens) {
+                throw new BackendException(spec.role() + ": sequence " + b + " has " + ids[b].length
+                        + " ids, the encoder takes " + tokens);
+            }
+            for (int id : ids[b]) {
+                if (id < 0 || id >= spec.vocab()) {
+                    throw new BackendException(spec.role() + ": id " + id + " is outside the vocabulary (0.."
+                            + (spec.vocab() - 1) + ")");
+                }
+            }
+        }
+        float[] hidden = new float[n * tokens * d];
+        float[] pooled = new float[n * spec.projectionDim()];
+        if (n > 0 && !parallel.run(() -> compute(ids, hidden, pooled, cancel))) {
+            throw new BackendException.Cancelled();
+        }
+        return new Output(hidden, tokens, d, pooled);
+    }
+
+    private boolean compute(int[][] ids, float[] hidden, float[] pooledOut, Cancellation cancel) {
+        int n = ids.length;
+        int rows = n * tokens;
+        float[] x = new float[rows * d];
+        float[] h = new float[rows * d];
+        float[] qkv = new float[rows * 3 * d];
+        float[] att = new float[rows * d];
+        float[] mlp = new float[rows * spec.intermediate()];
+        for (int b = 0; b < n; b++) {
+            for (int t = 0; t < tokens; t++) {
+                int dst = (b * tokens + t) * d;
+                int tok = ids[b][t] * d;
+                for (int k = 0; k < d; k++) {
+                    x[dst + k] = tokenEmbedding[tok + k] + positionEmbedding[t * d + k];
+                }
+            }
+        }
+        if (spec.hiddenLayer() == 0) {
+            System.arraycopy(x, 0, hidden, 0, rows * d);
+        }
+        for (int i = 0; i < layers.length; i++) {
+            if (cancel.isCancelled()) {
+                return false;
+            }
+            Layer l = layers[i];
+            layerNorm(x, rows, l.ln1(), h);
+            linear(h, rows, l.qkv(), qkv, null);
+            attention(qkv, n, att);
+            linear(att, rows, l.out(), x, x);
+            layerNorm(x, rows, l.ln2(), h);
+            if (activation == Activation.GELU_TANH) {
+                mm(h, rows, l.fc1(), mlp).gelu();
+                runLinear(rows, l.fc1());
+            } else {
+                linear(h, rows, l.fc1(), mlp, null);
+                activate(mlp, rows, spec.intermediate());
+            }
+            linear(mlp, rows, l.fc2(), x, x);
+            if (i + 1 == spec.hiddenLayer()) {
+                System.arraycopy(x, 0, hidden, 0, rows * d);
+            }
+        }
+        if (cancel.isCancelled()) {
+            return false;
+        }
+        // final_layer_norm is per token: only the pooled rows need it
+        float[] pooled = new float[n * d];
+        for (int b = 0; b < n; b++) {
+            System.arraycopy(x, (b * tokens + eosPosition(ids[b])) * d, pooled, b * d, d);
+        }
+        layerNorm(pooled, n, finalNorm, pooled);
+        linear(pooled, n, projection, pooledOut, null);
+        return true;
+    }
+
+    /** The pooled position of one row (see the class comment). */
+    int eosPosition(int[] row) {
+        int max = 0;
+        for (int i = 1; i < row.length; i++) {
+            if (row[i] > row[max]) {
+                max = i;
+            }
+        }
+        if (spec.eosTokenId() == 2 || row[max] == CLIP_EOS) {
+            return max;
+        }
+        for (int i = 0; i < row.length; i++) {
+            if (row[i] == spec.eosTokenId()) {
+                return i;
+            }
+        }
+        return 0;
+    }
+
+    // -- layers -------------------------------------------------------------------------------------------------
+
+    private final MatMul linearMm = new MatMul();
+    private int linearRows;
+    private int linearRowTile;
+    private int linearPanels;
+
+    private MatMul mm(float[] src, int rows, Linear w, float[] dst) {
+        linearRows = rows;
+        int count = (rows + ROW_TILE - 1) / ROW_TILE;
+        int perTile = (rows + count - 1) / count;
+        linearRowTile = (perTile + MatMul.MR - 1) / MatMul.MR * MatMul.MR;
+        linearPanels = MatMul.panels(w.out());
+        return linearMm.a(src, 0, w.in()).b(w.panels(), w.in(), w.out(), w.bias()).c(dst, 0, w.out());
+    }
+
+    private void runLinear(int rows, Linear w) {
+        parallel.forEach((rows + linearRowTile - 1) / linearRowTile * linearPanels, (item, worker) -> {
+            int m0 = item / linearPanels * linearRowTile;
+            int p = item % linearPanels;
+            linearMm.compute(m0, Math.min(linearRows, m0 + linearRowTile), p, p + 1, tiles[worker]);
+        });
+    }
+
+    /** dst = src·Wᵀ + b, or with {@code residual} (which may be dst) dst = src·Wᵀ + b + residual. */
+    private void linear(float[] src, int rows, Linear w, float[] dst, float[] residual) {
+        MatMul m = mm(src, rows, w, dst);
+        if (residual != null) {
+            m.residual(residual, 0, w.out(), false);
+        } else {
+            m.store();
+        }
+        runLinear(rows, w);
+    }
+
+    /** dst rows = LayerNorm(src rows)·weight + bias (mean and biased variance in double, eps from the config). */
+    private void layerNorm(float[] src, int rows, Norm norm, float[] dst) {
+        parallel.forEach((rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, (item, worker) -> {
+            for (int r = item * ROWS_PER_ITEM; r < Math.min(rows, (item + 1) * ROWS_PER_ITEM); r++) {
+                int off = r * d;
+                double mean = 0;
+                for (int k = 0; k < d; k++) {
+                    mean += src[off + k];
+                }
+                mean /= d;
+                double var = 0;
+                for (int k = 0; k < d; k++) {
+                    double c = src[off + k] - mean;
+                    var += c * c;
+                }
+                float inv = (float) (1.0 / Math.sqrt(var / d + eps));
+                float m = (float) mean;
+                for (int k = 0; k < d; k++) {
+                    dst[off + k] = (src[off + k] - m) * inv * norm.weight()[k] + norm.bias()[k];
+                }
+            }
+        });
+    }
+
+    /** The MLP activation, in place, for quick_gelu and the exact (erf) GELU. */
+    private void activate(float[] a, int rows, int width) {
+        parallel.forEach((rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, (item, worker) -> {
+            int end = Math.min(rows, (item + 1) * ROWS_PER_ITEM) * width;
+            for (int i = item * ROWS_PER_ITEM * width; i < end; i++) {
+                float v = a[i];
+                a[i] = activation == Activation.QUICK_GELU ? (float) (v / (1.0 + Math.exp(-1.702 * v)))
+                        : (float) (0.5 * v * (1.0 + Erf.erf(v / Math.sqrt(2.0))));
+            }
+        });
+    }
+
+    /** Causal self-attention, one (sample, head) per item: softmax(q·kᵀ/√hd + mask)·v. */
+    private void attention(float[] qkv, int n, float[] att) {
+        parallel.forEach(n * heads, (item, worker) -> {
+            Scratch s = scratch[worker];
+            int row0 = item / heads * tokens;
+            int head = item % heads;
+            int q = row0 * 3 * d + head * headDim;
+            MatMul.pack(qkv, q + d, 1, 3 * d, headDim, tokens, s.keys); // B[e][j] = k_j[e]
+            MatMul.pack(qkv, q + 2 * d, 3 * d, 1, tokens, headDim, s.values); // B[j][e] = v_j[e]
+            s.mm.a(qkv, q, 3 * d).b(s.keys, headDim, tokens, null).c(s.scores, 0, tokens).scale(attentionScale)
+                    .compute(0, tokens, 0, MatMul.panels(tokens), s.tile);
+            for (int i = 0; i < tokens; i++) {
+                causalSoftmax(s.scores, i * tokens, i + 1, tokens);
+            }
+            s.mm.a(s.scores, 0, tokens).b(s.values, tokens, headDim, null).c(att, row0 * d + head * headDim, d)
+                    .store().compute(0, tokens, 0, MatMul.panels(headDim), s.tile);
+        });
+    }
+
+    /** a[off .. off + keep) = softmax of itself; a[off + keep .. off + len) = 0 (the masked future positions). */
+    private static void causalSoftmax(float[] a, int off, int keep, int len) {
+        float max = Float.NEGATIVE_INFINITY;
+        for (int j = 0; j < keep; j++) {
+            max = Math.max(max, a[off + j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < keep; j++) {
+            float e = (float) Math.exp(a[off + j] - max);
+            a[off + j] = e;
+            sum += e;
+        }
+        float inv = (float) (1.0 / sum);
+        for (int j = 0; j < keep; j++) {
+            a[off + j] *= inv;
+        }
+        java.util.Arrays.fill(a, off + keep, off + len, 0f);
+    }
+
+    /** One worker's attention scratch. */
+    private final class Scratch {
+        final float[] tile = new float[MatMul.TILE];
+        final float[] keys = new float[MatMul.packedSize(headDim, tokens)];
+        final float[] values = new float[MatMul.packedSize(tokens, headDim)];
+        final float[] scores = new float[tokens * tokens];
+        final MatMul mm = new MatMul();
+    }
+
+    /**
+     * The error function in double precision (|error| ≲ 1e-15), for the exact GELU (Java has none): for |x| < 3 the
+     * series erf(x) = 2/√π·e^(−x²)·Σ 2ⁿx^(2n+1)/(1·3·…·(2n+1)) (all terms positive, no cancellation); above, 1 −
+     * erfc(|x|) with erfc from its continued fraction (Lentz's method), which converges fast there.
+     */
+    static final class Erf {
+        private static final double TWO_OVER_SQRT_PI = 2.0 / Math.sqrt(Math.PI);
+
+        private Erf() {}
+
+        static double erf(double x) {
+            double ax = Math.abs(x);
+            if (ax < 3.0) {
+                double x2 = x * x;
+                double term = x;
+                double sum = x;
+                for (int n = 1; n < 200; n++) {
+                    term *= 2.0 * x2 / (2 * n + 1);
+                    sum += term;
+                    if (Math.abs(term) < 1e-17 * Math.abs(sum)) {
+                        break;
+                    }
+                }
+                return TWO_OVER_SQRT_PI * Math.exp(-x2) * sum;
+            }
+            double r = 1.0 - erfc(ax);
+            return x < 0 ? -r : r;
+        }
+
+        /** erfc(x) for x ≥ 3: e^(−x²)/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + …))))). */
+        static double erfc(double x) {
+            if (x > 27) {
+                return 0.0;
+            }
+            double tiny = 1e-300;
+            double f = x;
+            double c = x;
+            double dd = 0;
+            for (int k = 1; k < 500; k++) {
+                double a = k / 2.0;
+                dd = x + a * dd;
+                dd = Math.abs(dd) < tiny ? tiny : dd;
+                c = x + a / c;
+                c = Math.abs(c) < tiny ? tiny : c;
+                dd = 1 / dd;
+                double delta = c * dd;
+                f *= delta;
+                if (Math.abs(delta - 1) < 1e-16) {
+                    break;
+                }
+            }
+            return Math.exp(-x * x) / Math.sqrt(Math.PI) / f;
+        }
+    }
+
+    @Override
+    public void close() {
+        parallel.close();
+    }
+}
