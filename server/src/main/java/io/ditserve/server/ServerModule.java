@@ -63,13 +63,15 @@ public final class ServerModule extends AbstractModule {
 
     @Provides
     @Singleton
-    synchronized ModelRepository modelRepository(ServerConfig c, BackendRegistry registry) throws BackendException {
+    synchronized ModelRepository modelRepository(ServerConfig c, BackendRegistry registry, ServerMetrics metrics)
+            throws BackendException {
         if (modelLoadFailure != null) {
             throw modelLoadFailure;
         }
         BackendOptions options = new BackendOptions(c.effectiveThreads(), c.backendOptions);
         try {
-            return ModelRepository.load(Path.of(c.models), registry, c.backend, c.modelBackends, options);
+            return ModelRepository.load(Path.of(c.models), registry, c.backend, c.modelBackends, options,
+                    metrics::promptCacheLookup);
         } catch (BackendException e) {
             modelLoadFailure = e;
             throw e;

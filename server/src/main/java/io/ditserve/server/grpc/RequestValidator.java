@@ -165,6 +165,9 @@ public final class RequestValidator {
         } else {
             guidance = unconditional ? 1f : (float) spec.defaults().guidance();
         }
+        if (model.textConditioned() && guidance < 1f) {
+            guidance = 1f; // SD3's pipeline guides only above 1 (docs/TEXT_MODELS.md): below it, one evaluation
+        }
 
         GuidanceMode mode = switch (r.getGuidanceMode()) {
             case GUIDANCE_MODE_UNSPECIFIED -> ProtoMapping.modelGuidanceMode(spec);

@@ -11,6 +11,7 @@ import io.ditserve.backend.ModelDecoders;
 import io.ditserve.backend.DitCheckpoint;
 import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.PipelineConfigs;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -47,20 +48,30 @@ public final class ModelRepository implements AutoCloseable {
      */
     public static ModelRepository load(Path root, BackendRegistry registry, String defaultBackend,
             Map<String, String> perModel, BackendOptions options) throws BackendException {
+        return load(root, registry, defaultBackend, perModel, options, hit -> { });
+    }
+
+    /**
+     * Loads every model under {@code root}: DiT-family folders (config.json) and text-to-image pipeline folders
+     * (model_index.json).
+     *
+     * @param promptCache told of each prompt-cache lookup of the text models (metrics)
+     */
+    public static ModelRepository load(Path root, BackendRegistry registry, String defaultBackend,
+            Map<String, String> perModel, BackendOptions options, TextPipeline.CacheListener promptCache)
+            throws BackendException {
         if (!Files.isDirectory(root)) {
             throw new BackendException("model folder " + root + " does not exist or is not a folder");
         }
         registry.get(defaultBackend); // an unknown backend fails before any model is loaded
         List<Path> pipelines = new ArrayList<>();
         List<Path> dirs = modelFolders(root, pipelines);
-        for (Path p : pipelines) { // text-to-image pipelines are loaded by the text path once it lands (issue 24)
-            log.info("pipeline folder {} is not served yet (text-to-image models land with issue 24)", p);
-        }
-        if (dirs.isEmpty()) {
+        if (dirs.isEmpty() && pipelines.isEmpty()) {
             throw new BackendException("no models in " + root + " (each model is a subfolder with a config.json)");
         }
         for (String name : perModel.keySet()) {
-            if (dirs.stream().noneMatch(d -> d.getFileName().toString().equals(name))) {
+            if (java.util.stream.Stream.concat(dirs.stream(), pipelines.stream())
+                    .noneMatch(d -> d.getFileName().toString().equals(name))) {
                 throw new BackendException("configuration names a backend for model '" + name
                         + "', but " + root + " has no such model folder");
             }
@@ -105,6 +116,17 @@ public final class ModelRepository implements AutoCloseable {
                         (System.nanoTime() - t0) / 1_000_000, describe(decoders));
                 loaded.put(spec.name(), new LoadedModel(spec, backend, DitCheckpoint.parameterCount(spec), vae,
                         taesd));
+            }
+            for (Path dir : pipelines) {
+                PipelineConfigs.PipelineSpec p = PipelineConfigs.load(dir);
+                String backendName = perModel.getOrDefault(p.name(), defaultBackend);
+                long t0 = System.nanoTime();
+                LoadedModel m = PipelineLoader.load(p, registry.get(backendName), options, promptCache);
+                log.info("loaded text-to-image model {} on backend {} in {} ms: {} transformer ({} blocks of {}), {}",
+                        p.name(), backendName, (System.nanoTime() - t0) / 1_000_000, m.spec().family(),
+                        m.spec().depth(), m.spec().hiddenSize(), m.text().encoders().stream()
+                                .map(e -> e.spec().summary()).toList());
+                loaded.put(p.name(), m);
             }
         } catch (BackendException | RuntimeException e) {
             loaded.values().forEach(LoadedModel::close);

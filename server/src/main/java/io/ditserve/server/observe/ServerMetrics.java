@@ -26,6 +26,7 @@ public final class ServerMetrics implements EngineObserver {
     private final Histogram batchSamples;
     private final Counter samples;
     private final Histogram queueWait;
+    private final Counter promptCache;
     private static final double[] BATCH_BUCKETS = {1, 2, 4, 8, 16, 32, 64, 128, 256};
     private static final double[] WAIT_BUCKETS = {0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 
@@ -52,6 +53,19 @@ public final class ServerMetrics implements EngineObserver {
         queueWait = Histogram.builder().name("dit_queue_wait_seconds")
                 .help("Time from acceptance to the first step").labelNames("model")
                 .classicUpperBounds(WAIT_BUCKETS).register(registry);
+        promptCache = Counter.builder().name("dit_prompt_cache_lookups_total")
+                .help("Prompt embeddings looked up in a text model's cache, by result (a hit skips the encoders)")
+                .labelNames("result").register(registry);
+    }
+
+    /** Prompt-cache lookups so far with this result. */
+    public double promptCacheLookups(boolean hit) {
+        return promptCache.labelValues(hit ? "hit" : "miss").get();
+    }
+
+    /** A text model's prompt cache was asked for a prompt (docs/TEXT_MODELS.md). */
+    public void promptCacheLookup(boolean hit) {
+        promptCache.labelValues(hit ? "hit" : "miss").inc();
     }
 
     /** Gauges that read the engine when scraped. */

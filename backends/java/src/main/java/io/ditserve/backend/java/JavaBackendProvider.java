@@ -39,6 +39,16 @@ public final class JavaBackendProvider implements BackendProvider {
 
     /** The full VAE decoder or the tiny preview decoder, on the same {@code java.path} and thread count. */
     @Override
+    public io.ditserve.backend.TextEncoder createTextEncoder(io.ditserve.backend.TextEncoderSpec encoder,
+            BackendOptions options) throws BackendException {
+        if (encoder.kind() != io.ditserve.backend.TextEncoderSpec.Kind.CLIP_WITH_PROJECTION) {
+            throw new BackendException(encoder.directory() + ": the java backend runs CLIP text encoders; "
+                    + encoder.kind().className() + " (" + encoder.role() + ") is not implemented yet");
+        }
+        return ClipTextEncoder.create(encoder, options);
+    }
+
+    @Override
     public Decoder createDecoder(DecoderSpec decoder, BackendOptions options) throws BackendException {
         return JavaDecoder.create(decoder, options);
     }

@@ -1,0 +1,219 @@
+package io.ditserve.server;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.google.protobuf.ByteString;
+import io.ditserve.backend.Safetensors;
+import io.ditserve.backend.Tensor;
+import io.ditserve.client.DitClient;
+import io.ditserve.proto.v1.Accepted;
+import io.ditserve.proto.v1.FloatTensor;
+import io.ditserve.proto.v1.GenerateEvent;
+import io.ditserve.proto.v1.GenerateRequest;
+import io.ditserve.proto.v1.ModelInfo;
+import io.ditserve.proto.v1.OutputFormat;
+import io.ditserve.proto.v1.Result;
+import io.ditserve.server.config.ServerConfig;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import java.awt.image.BufferedImage;
+import java.io.ByteArrayInputStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+import javax.imageio.ImageIO;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/**
+ * Text-to-image end to end through the real server (issue 24): random-weight pipeline folders in SD3's and SD3.5's
+ * released layouts (tools/pipeline-fixtures, made by tools/make_sd3_fixtures.py with the PyTorch reference pipeline
+ * tools/sd3/pipeline.py) give, for a prompt, a negative prompt and the reference's initial noise, the reference's
+ * sample within 1e-4 and its 8-bit image within one level on ≥ 99.9 % of the values; guided and unguided, a prompt
+ * cut by the tokenizer. The prompt cache is hit by a repeated prompt (metric), requests with different prompts
+ * share passes and give the same bytes alone and batched, and the API refuses what does not fit.
+ */
+class TextToImageTest {
+    @TempDir
+    static Path models;
+    private static TestServers.Running server;
+
+    @BeforeAll
+    static void start() throws Exception {
+        for (String m : List.of("sd3-tiny", "sd35-tiny")) {
+            Files.createSymbolicLink(models.resolve(m), fixture(m));
+        }
+        ServerConfig c = TestServers.config();
+        c.models = models.toString();
+        server = TestServers.inProcess(c);
+    }
+
+    @AfterAll
+    static void stop() {
+        if (server != null) {
+            server.close();
+        }
+    }
+
+    static Path fixture(String name) {
+        return TestPaths.repoRoot().resolve("tools/pipeline-fixtures").resolve(name);
+    }
+
+    static Stream<Arguments> cases() throws Exception {
+        List<Arguments> out = new ArrayList<>();
+        for (String m : List.of("sd3-tiny", "sd35-tiny")) {
+            try (Safetensors st = Safetensors.open(fixture(m).resolve("cases.safetensors"))) {
+                JsonNode cases = new ObjectMapper().readTree(st.metadata().get("cases"));
+                for (int k = 0; k < cases.size(); k++) {
+                    out.add(Arguments.of(m, k));
+                }
+            }
+        }
+        return out.stream();
+    }
+
+    static FloatTensor floatTensor(Tensor t) {
+        ByteBuffer bb = ByteBuffer.allocate(t.size() * 4).order(ByteOrder.LITTLE_ENDIAN);
+        bb.asFloatBuffer().put(t.data());
+        FloatTensor.Builder b = FloatTensor.newBuilder().setData(ByteString.copyFrom(bb.array()));
+        for (int d : t.shape()) {
+            b.addShape(d);
+        }
+        return b.build();
+    }
+
+    static float[] floats(ByteString data) {
+        float[] f = new float[data.size() / 4];
+        data.asReadOnlyByteBuffer().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(f);
+        return f;
+    }
+
+    static List<GenerateEvent> run(GenerateRequest r) {
+        List<GenerateEvent> events = new ArrayList<>();
+        try (DitClient.EventStream s = server.client().generate(r)) {
+            s.forEachRemaining(events::add);
+        }
+        return events;
+    }
+
+    static GenerateRequest request(String model, int k) throws Exception {
+        try (Safetensors st = Safetensors.open(fixture(model).resolve("cases.safetensors"))) {
+            JsonNode c = new ObjectMapper().readTree(st.metadata().get("cases")).get(k);
+            GenerateRequest.Builder b = GenerateRequest.newBuilder().setModel(model).setPrompt(c.get("prompt").asText())
+                    .setSteps(c.get("steps").asInt()).setGuidanceScale((float) c.get("guidance").asDouble())
+                    .setInitialNoise(floatTensor(st.tensor("case." + k + ".noise")))
+                    .addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR).addOutputFormats(OutputFormat.OUTPUT_FORMAT_PNG);
+            if (!c.get("negative").asText().isEmpty()) {
+                b.setNegativePrompt(c.get("negative").asText());
+            }
+            return b.build();
+        }
+    }
+
+    @ParameterizedTest(name = "{0} case {1}")
+    @MethodSource("cases")
+    void aPromptGivesTheReferencePipelinesImage(String model, int k) throws Exception {
+        List<GenerateEvent> events = run(request(model, k));
+        Result r = events.stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult();
+        try (Safetensors st = Safetensors.open(fixture(model).resolve("cases.safetensors"))) {
+            float[] want = st.tensor("case." + k + ".sample").data();
+            float[] got = floats(r.getTensor().getData());
+            double maxAbs = 0;
+            double maxErr = 0;
+            for (int i = 0; i < want.length; i++) {
+                maxAbs = Math.max(maxAbs, Math.abs(want[i]));
+                maxErr = Math.max(maxErr, Math.abs(got[i] - want[i]));
+            }
+            assertThat(maxErr / maxAbs).as("%s case %d sample vs the reference pipeline", model, k).isLessThan(1e-4);
+            BufferedImage img = ImageIO.read(new ByteArrayInputStream(r.getPng().toByteArray()));
+            float[] ref = st.tensor("case." + k + ".image").data(); // [H, W, 3]
+            int close = 0;
+            int h = img.getHeight();
+            int w = img.getWidth();
+            for (int y = 0; y < h; y++) {
+                for (int x = 0; x < w; x++) {
+                    int rgb = img.getRGB(x, y);
+                    int[] c = {(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255};
+                    for (int ch = 0; ch < 3; ch++) {
+                        close += Math.abs(c[ch] - Math.round(ref[(y * w + x) * 3 + ch])) <= 1 ? 1 : 0;
+                    }
+                }
+            }
+            assertThat(close / (double) (h * w * 3)).as("%s case %d: values within one 8-bit level", model, k)
+                    .isGreaterThanOrEqualTo(0.999);
+            System.out.printf("text-to-image %s case %d: sample error %.2e (relative), %.2f %% of values within one "
+                    + "level%n", model, k, maxErr / maxAbs, 100.0 * close / (h * w * 3));
+        }
+    }
+
+    @Test
+    void theModelSaysItTakesTextAndAcceptedReportsTheTokens() throws Exception {
+        ModelInfo info = server.client().getModel("sd3-tiny");
+        assertThat(info.getConditioning()).isEqualTo("text");
+        assertThat(info.getFamily()).isEqualTo("sd3");
+        assertThat(info.getTextEncodersList()).extracting(e -> e.getRole())
+                .containsExactly("text_encoder", "text_encoder_2");
+        assertThat(info.getTextEncoders(0).getMaxTokens()).isEqualTo(16);
+        Accepted a = run(request("sd3-tiny", 2)).getFirst().getAccepted(); // the long prompt
+        assertThat(a.getPromptTokensList()).anySatisfy(t -> {
+            assertThat(t.getNegative()).isFalse();
+            assertThat(t.getTruncated()).isTrue();
+            assertThat(t.getTokens()).isEqualTo(16);
+        });
+        assertThat(a.getPromptTokensList()).filteredOn(t -> t.getNegative()).allSatisfy(t ->
+                assertThat(t.getTruncated()).isFalse());
+    }
+
+    @Test
+    void aClassLabelForATextModelIsRefusedNamingWhatItTakes() {
+        assertThatThrownBy(() -> run(GenerateRequest.newBuilder().setModel("sd3-tiny").setClassId(1).build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+                    assertThat(e.getStatus().getDescription()).startsWith("class_id")
+                            .contains("takes a prompt");
+                });
+        assertThatThrownBy(() -> run(GenerateRequest.newBuilder().setModel("sd3-tiny").setPrompt("x".repeat(10_001))
+                .build())).isInstanceOfSatisfying(StatusRuntimeException.class, e ->
+                        assertThat(e.getStatus().getDescription()).startsWith("prompt: 10001 characters"));
+    }
+
+    @Test
+    void aRepeatedPromptHitsTheCacheAndDifferentPromptsGiveTheSameBytesAloneAndBatched() throws Exception {
+        GenerateRequest target = request("sd35-tiny", 0).toBuilder().setPrompt("a green ball above a white box")
+                .build();
+        double hitsBefore = cacheLookups("hit");
+        byte[] alone = run(target).stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult()
+                .getTensor().getData().toByteArray();
+        // the same request among others with other prompts (their passes are shared: max_batch default)
+        List<Thread> others = new ArrayList<>();
+        List<byte[]> batched = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            GenerateRequest other = target.toBuilder().setPrompt("a yellow pyramid number " + i).build();
+            others.add(Thread.ofPlatform().start(() -> run(other)));
+        }
+        batched.add(run(target).stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult()
+                .getTensor().getData().toByteArray());
+        for (Thread t : others) {
+            t.join();
+        }
+        assertThat(batched.getFirst()).as("same bytes alone and among other prompts").isEqualTo(alone);
+        assertThat(cacheLookups("hit") - hitsBefore).as("the repeated prompt and negative prompt hit the cache")
+                .isGreaterThanOrEqualTo(2);
+    }
+
+    private static double cacheLookups(String result) {
+        return server.server().metrics().promptCacheLookups(result.equals("hit"));
+    }
+}
