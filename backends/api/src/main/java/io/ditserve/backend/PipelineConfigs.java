@@ -27,7 +27,9 @@ public final class PipelineConfigs {
             "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3", "transformer", "vae", "image_encoder",
             "feature_extractor");
     private static final Set<String> SERVE_KEYS = Set.of("max_sequence_length", "guidance_scale",
-            "num_inference_steps", "negative_prompt", "pixel_space", "description");
+            "num_inference_steps", "negative_prompt", "pixel_space", "description",
+            // what a training run wrote about itself (tools/shapes/train.py --export): informational
+            "trained_steps", "trained_samples", "training_seconds", "last_eval");
 
     private PipelineConfigs() {}
 

@@ -22,7 +22,7 @@ final class ContactSheet {
     static void write(List<Row> rows, int size, Path out) throws IOException {
         int cell = Math.max(size, 96);
         int cols = rows.stream().mapToInt(r -> r.images().size()).max().orElse(0);
-        int rowH = size + 20;
+        int rowH = size + 48; // up to three lines of label (a prompt wraps at word boundaries)
         BufferedImage sheet = new BufferedImage(TITLE + cell * cols, rowH * rows.size(), BufferedImage.TYPE_INT_RGB);
         Graphics2D g = sheet.createGraphics();
         g.setRenderingHint(RenderingHints.KEY_INTERPOLATION, RenderingHints.VALUE_INTERPOLATION_NEAREST_NEIGHBOR);
@@ -36,10 +36,32 @@ final class ContactSheet {
             for (int i = 0; i < row.images().size(); i++) {
                 BufferedImage img = ImageIO.read(row.images().get(i).toFile());
                 g.drawImage(img, TITLE + i * cell + (cell - size) / 2, y, size, size, null);
-                g.drawString(row.labels().get(i), TITLE + i * cell + 4, y + size + 14);
+                java.util.List<String> lines = wrap(row.labels().get(i), g.getFontMetrics(), cell - 8);
+                for (int l = 0; l < Math.min(3, lines.size()); l++) {
+                    g.drawString(lines.get(l), TITLE + i * cell + 4, y + size + 14 + 14 * l);
+                }
             }
         }
         g.dispose();
         ImageIO.write(sheet, "png", out.toFile());
+    }
+
+    /** The words of {@code text} in lines no wider than {@code width} pixels (a longer word gets a line of its own). */
+    static java.util.List<String> wrap(String text, java.awt.FontMetrics fm, int width) {
+        java.util.List<String> lines = new java.util.ArrayList<>();
+        StringBuilder line = new StringBuilder();
+        for (String word : text.split(" ")) {
+            String next = line.isEmpty() ? word : line + " " + word;
+            if (fm.stringWidth(next) > width && !line.isEmpty()) {
+                lines.add(line.toString());
+                line = new StringBuilder(word);
+            } else {
+                line = new StringBuilder(next);
+            }
+        }
+        if (!line.isEmpty()) {
+            lines.add(line.toString());
+        }
+        return lines;
     }
 }

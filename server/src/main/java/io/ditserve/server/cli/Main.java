@@ -203,6 +203,15 @@ public final class Main {
         return model.getDecodersList().stream().anyMatch(d -> d.getRole().equals(role));
     }
 
+    /** What the demo asks of a text-to-image model: prompts of the bundled model's grammar (docs/PROMPT_SCENES.md). */
+    static final java.util.List<String> DEMO_PROMPTS = java.util.List.of(
+            "a red cube left of a blue sphere",
+            "a green ball above a yellow pyramid",
+            "a white triangle on the left",
+            "a blue box below a red circle",
+            "a yellow square to the right of a green triangle",
+            "a red ball");
+
     @Command(name = "demo", mixinStandardHelpOptions = true,
             description = "Start a server with the bundled models on a free port, generate one image per class of "
                     + "each with previews, write a contact sheet, print where they are, stop the server.")
@@ -223,22 +232,30 @@ public final class Main {
                 GenerationWriter writer = new GenerationWriter(System.out, 4);
                 java.util.List<ContactSheet.Row> rows = new java.util.ArrayList<>();
                 for (ModelInfo model : client.listModels()) {
-                    System.out.printf("demo: model %s (%d classes, %d×%d px) on backend %s, port %d%n",
-                            model.getName(), model.getClassesCount(), model.getOutputImageSize(),
+                    System.out.printf("demo: model %s (%s, %d×%d px) on backend %s, port %d%n",
+                            model.getName(), model.getConditioning().equals("text") ? DEMO_PROMPTS.size() + " prompts"
+                                    : model.getClassesCount() + " classes", model.getOutputImageSize(),
                             model.getOutputImageSize(), model.getBackend(), server.port());
                     int steps = model.getDefaults().getSteps();
                     java.util.List<Path> finals = new java.util.ArrayList<>();
                     java.util.List<String> names = new java.util.ArrayList<>();
-                    for (var cls : model.getClassesList()) {
+                    boolean text = model.getConditioning().equals("text");
+                    java.util.List<String> labels = text ? DEMO_PROMPTS
+                            : model.getClassesList().stream().map(ci -> ci.getName()).toList();
+                    for (int i = 0; i < labels.size(); i++) {
                         GenerateRequest.Builder req = GenerateRequest.newBuilder().setModel(model.getName())
-                                .setClassId(cls.getId()).setSeed(seed + cls.getId())
-                                .setPreviewInterval(Math.max(1, steps / 10));
+                                .setSeed(seed + i).setPreviewInterval(Math.max(1, steps / 10));
+                        if (text) {
+                            req.setPrompt(labels.get(i));
+                        } else {
+                            req.setClassId(model.getClasses(i).getId());
+                        }
                         if (hasDecoder(model, "vae") && !hasDecoder(model, "taesd")) {
                             // a small bundled VAE decodes previews in milliseconds: show images, not latents
                             req.setPreviewDecoder(io.ditserve.proto.v1.PreviewDecoder.PREVIEW_DECODER_FULL);
                         }
                         finals.add(writer.run(client, req.build(), model, out, 0).images().get(0));
-                        names.add(cls.getName());
+                        names.add(labels.get(i));
                     }
                     rows.add(new ContactSheet.Row(model.getName(), finals, names));
                 }
