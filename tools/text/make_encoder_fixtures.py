@@ -20,6 +20,14 @@ tokenizer folder and reference cases from tools/sd3/clip_text.py.
     text_embeds F32 [8, P]   text_projection(pooled): SD3's pooled prompt embedding
   computed in float32 by the reference from the weights as stored (F16 ones rounded), torch.set_num_threads(1).
 
+  tools/fixtures/t5-tiny/       T5 v1.1 (T5EncoderModel, tools/sd3/t5_encoder.py): d_model 64, 3 heads of d_kv 16
+                                (inner 48 ≠ d_model), d_ff 96, 3 blocks, 32 buckets, max_distance 128, vocab 4,128
+                                (the 4,000 pieces of tools/fixtures/tokenizers/t5 + 100 extra ids, padded as T5's
+                                32,128); BF16 weights in one model.safetensors (shared.weight, no tied copy);
+                                tokenizer/ = that SentencePiece folder; norms perturbed like CLIP's
+    cases.safetensors: ids I64 [4, 256] (sp.encode + </s>, cut at 255, padded with 0; prompts in the metadata),
+    last_hidden_state F32 [4, 256, 64], buckets I64 [1201] = the bucket of rel = −600 … 600.
+
   OPENBLAS_CORETYPE=Haswell /usr/bin/python3 -m tools.text.make_encoder_fixtures
 """
 import json
@@ -28,7 +36,9 @@ import shutil
 
 import torch
 
-from tools.sd3 import clip_bpe, clip_text, layout
+import sentencepiece as spm
+
+from tools.sd3 import clip_bpe, clip_text, layout, t5_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tools", "fixtures")
@@ -90,10 +100,60 @@ def build(name, spec):
           f"hidden {tuple(cases['hidden'].shape)}, text_embeds {tuple(cases['text_embeds'].shape)}")
 
 
+T5_PROMPTS = [
+    "a photograph of an astronaut riding a horse on the moon",
+    "",
+    "東京の夜景 🌃 café <sep> 1024x1024, ΟΔΟΣ",
+    "a red cube left of a blue sphere. " * 40,   # cut at 255 tokens
+]
+T5_CONFIG = dict(vocab_size=4128, d_model=64, d_kv=16, d_ff=96, num_layers=3, num_heads=3,
+                 relative_attention_num_buckets=32, relative_attention_max_distance=128, layer_norm_epsilon=1e-6)
+T5_LENGTH = 256
+
+
+def t5_ids(sp, text, n=T5_LENGTH):
+    ids = sp.encode(text)[:n - 1] + [sp.eos_id()]
+    return ids + [sp.pad_id()] * (n - len(ids))
+
+
+def build_t5(name="t5-tiny", seed=2403):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    model = t5_encoder.init_weights(t5_encoder.T5EncoderModel(**T5_CONFIG))
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, t5_encoder.T5LayerNorm):
+                mod.weight.copy_(1 + 0.1 * torch.randn(mod.weight.shape, generator=gen))
+    out = os.path.join(FIXTURES, name)
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(model.config_json("bfloat16"), f, indent=2)
+        f.write("\n")
+    layout.write_weights(out, "model", model.state_dict(), "bf16")
+    shutil.copytree(os.path.join(FIXTURES, "tokenizers", "t5"), os.path.join(out, "tokenizer"))
+    stored = t5_encoder.T5EncoderModel(**T5_CONFIG)
+    t5_encoder.load_weights(stored, layout.read_weights(out, "model")[0])
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(out, "tokenizer", "spiece.model"))
+    ids = torch.tensor([t5_ids(sp, p) for p in T5_PROMPTS], dtype=torch.int64)
+    with torch.no_grad():
+        last = stored(ids)["last_hidden_state"]
+    rel = torch.arange(-600, 601)
+    buckets = t5_encoder.relative_buckets(rel, T5_CONFIG["relative_attention_num_buckets"],
+                                          T5_CONFIG["relative_attention_max_distance"])
+    layout.write_safetensors(os.path.join(out, "cases.safetensors"),
+                             {"ids": ids, "last_hidden_state": last.float(), "buckets": buckets}, "F32",
+                             {"prompts": json.dumps(T5_PROMPTS, ensure_ascii=False)})
+    print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, bf16, "
+          f"last_hidden_state {tuple(last.shape)}")
+
+
 def main():
     torch.set_num_threads(1)
     for name, spec in CONFIGS.items():
         build(name, spec)
+    build_t5()
 
 
 if __name__ == "__main__":

@@ -24,27 +24,17 @@ import java.util.Set;
  * 49407, which is every batch a CLIP tokenizer makes.
  *
  * <p>Linear layers run on {@link MatMul} (weights packed once at load: q, k, v as one product) over the threads of a
- * {@link Parallel} pool this encoder owns; every row is computed in one fixed order, so a prompt gets the same bits
+ * {@link Parallel} pool this encoder owns ({@link TextLayers}); every row is computed in one fixed order, so a prompt gets the same bits
  * alone and in any batch. One encode at a time.
  */
 public final class ClipTextEncoder implements TextEncoder {
     /** CLIP's EOS id; a row whose highest id is this pools at its argmax (see the class comment). */
     static final int CLIP_EOS = 49407;
-    private static final int ROW_TILE = 8 * MatMul.MR;
-    private static final int ROWS_PER_ITEM = 16;
-
-    /** A Linear layer packed for {@link MatMul}: B = Wᵀ in panels, the bias padded (zeros when it has none). */
-    private record Linear(float[] panels, float[] bias, int out, int in) {
-        static Linear of(float[] weight, float[] bias, int out, int in) {
-            float[] panels = new float[MatMul.packedSize(in, out)];
-            MatMul.pack(weight, 0, 1, in, in, out, panels);
-            return new Linear(panels, MatMul.paddedBias(bias == null ? new float[out] : bias, out), out, in);
-        }
-    }
 
     private record Norm(float[] weight, float[] bias) {}
 
-    private record Layer(Norm ln1, Linear qkv, Linear out, Norm ln2, Linear fc1, Linear fc2) {}
+    private record Layer(Norm ln1, TextLayers.Linear qkv, TextLayers.Linear out, Norm ln2, TextLayers.Linear fc1,
+            TextLayers.Linear fc2) {}
 
     private enum Activation {
         QUICK_GELU,
@@ -64,10 +54,8 @@ public final class ClipTextEncoder implements TextEncoder {
     private final float[] positionEmbedding; // [tokens, d] (the first rows of the table)
     private final Layer[] layers;
     private final Norm finalNorm;
-    private final Linear projection;
-    private final Parallel parallel;
-    private final float[][] tiles;
-    private final Scratch[] scratch;
+    private final TextLayers.Linear projection;
+    private final TextLayers nn;
 
     private ClipTextEncoder(TextEncoderSpec spec, TextEncoderWeights w, int threads) throws BackendException {
         this.spec = spec;
@@ -92,29 +80,24 @@ public final class ClipTextEncoder implements TextEncoder {
         int f = spec.intermediate();
         for (int i = 0; i < layers.length; i++) {
             String p = "text_model.encoder.layers." + i + ".";
-            float[] qkvWeight = new float[3 * d * d];
-            float[] qkvBias = new float[3 * d];
-            String[] parts = {"q_proj", "k_proj", "v_proj"};
-            for (int k = 0; k < 3; k++) {
-                System.arraycopy(w.floats(p + "self_attn." + parts[k] + ".weight"), 0, qkvWeight, k * d * d, d * d);
-                System.arraycopy(w.floats(p + "self_attn." + parts[k] + ".bias"), 0, qkvBias, k * d, d);
-            }
-            layers[i] = new Layer(norm(w, p + "layer_norm1"), Linear.of(qkvWeight, qkvBias, 3 * d, d),
+            String a = p + "self_attn.";
+            TextLayers.Linear qkv = TextLayers.Linear.stack(
+                    new float[][] {w.floats(a + "q_proj.weight"), w.floats(a + "k_proj.weight"),
+                        w.floats(a + "v_proj.weight")},
+                    new float[][] {w.floats(a + "q_proj.bias"), w.floats(a + "k_proj.bias"), w.floats(a + "v_proj.bias")},
+                    d, d);
+            layers[i] = new Layer(norm(w, p + "layer_norm1"), qkv,
                     linear(w, p + "self_attn.out_proj", d, d), norm(w, p + "layer_norm2"),
                     linear(w, p + "mlp.fc1", f, d), linear(w, p + "mlp.fc2", d, f));
         }
         finalNorm = norm(w, "text_model.final_layer_norm");
-        projection = Linear.of(w.floats("text_projection.weight"), null, spec.projectionDim(), d);
-        parallel = new Parallel(threads, "ditserve-clip-" + spec.role());
-        tiles = new float[threads][MatMul.TILE];
-        scratch = new Scratch[threads];
-        for (int i = 0; i < threads; i++) {
-            scratch[i] = new Scratch();
-        }
+        projection = TextLayers.Linear.of(w.floats("text_projection.weight"), null, spec.projectionDim(), d);
+        nn = new TextLayers(threads, "ditserve-clip-" + spec.role());
     }
 
-    private static Linear linear(TextEncoderWeights w, String prefix, int out, int in) throws BackendException {
-        return Linear.of(w.floats(prefix + ".weight"), w.floats(prefix + ".bias"), out, in);
+    private static TextLayers.Linear linear(TextEncoderWeights w, String prefix, int out, int in)
+            throws BackendException {
+        return TextLayers.Linear.of(w.floats(prefix + ".weight"), w.floats(prefix + ".bias"), out, in);
     }
 
     private static Norm norm(TextEncoderWeights w, String prefix) throws BackendException {
@@ -214,7 +197,7 @@ public final class ClipTextEncoder implements TextEncoder {
         }
         float[] hidden = new float[n * tokens * d];
         float[] pooled = new float[n * spec.projectionDim()];
-        if (n > 0 && !parallel.run(() -> compute(ids, hidden, pooled, cancel))) {
+        if (n > 0 && !nn.parallel.run(() -> compute(ids, hidden, pooled, cancel))) {
             throw new BackendException.Cancelled();
         }
         return new Output(hidden, tokens, d, pooled);
@@ -246,18 +229,17 @@ public final class ClipTextEncoder implements TextEncoder {
             }
             Layer l = layers[i];
             layerNorm(x, rows, l.ln1(), h);
-            linear(h, rows, l.qkv(), qkv, null);
-            attention(qkv, n, att);
-            linear(att, rows, l.out(), x, x);
+            nn.linear(h, rows, l.qkv(), qkv);
+            nn.attention(qkv, n, tokens, heads, headDim, attentionScale, true, null, att);
+            nn.linearAdd(att, rows, l.out(), x);
             layerNorm(x, rows, l.ln2(), h);
             if (activation == Activation.GELU_TANH) {
-                mm(h, rows, l.fc1(), mlp).gelu();
-                runLinear(rows, l.fc1());
+                nn.linearGelu(h, rows, l.fc1(), mlp);
             } else {
-                linear(h, rows, l.fc1(), mlp, null);
+                nn.linear(h, rows, l.fc1(), mlp);
                 activate(mlp, rows, spec.intermediate());
             }
-            linear(mlp, rows, l.fc2(), x, x);
+            nn.linearAdd(mlp, rows, l.fc2(), x);
             if (i + 1 == spec.hiddenLayer()) {
                 System.arraycopy(x, 0, hidden, 0, rows * d);
             }
@@ -271,7 +253,7 @@ public final class ClipTextEncoder implements TextEncoder {
             System.arraycopy(x, (b * tokens + eosPosition(ids[b])) * d, pooled, b * d, d);
         }
         layerNorm(pooled, n, finalNorm, pooled);
-        linear(pooled, n, projection, pooledOut, null);
+        nn.linear(pooled, n, projection, pooledOut);
         return true;
     }
 
@@ -296,43 +278,10 @@ public final class ClipTextEncoder implements TextEncoder {
 
     // -- layers -------------------------------------------------------------------------------------------------
 
-    private final MatMul linearMm = new MatMul();
-    private int linearRows;
-    private int linearRowTile;
-    private int linearPanels;
-
-    private MatMul mm(float[] src, int rows, Linear w, float[] dst) {
-        linearRows = rows;
-        int count = (rows + ROW_TILE - 1) / ROW_TILE;
-        int perTile = (rows + count - 1) / count;
-        linearRowTile = (perTile + MatMul.MR - 1) / MatMul.MR * MatMul.MR;
-        linearPanels = MatMul.panels(w.out());
-        return linearMm.a(src, 0, w.in()).b(w.panels(), w.in(), w.out(), w.bias()).c(dst, 0, w.out());
-    }
-
-    private void runLinear(int rows, Linear w) {
-        parallel.forEach((rows + linearRowTile - 1) / linearRowTile * linearPanels, (item, worker) -> {
-            int m0 = item / linearPanels * linearRowTile;
-            int p = item % linearPanels;
-            linearMm.compute(m0, Math.min(linearRows, m0 + linearRowTile), p, p + 1, tiles[worker]);
-        });
-    }
-
-    /** dst = src·Wᵀ + b, or with {@code residual} (which may be dst) dst = src·Wᵀ + b + residual. */
-    private void linear(float[] src, int rows, Linear w, float[] dst, float[] residual) {
-        MatMul m = mm(src, rows, w, dst);
-        if (residual != null) {
-            m.residual(residual, 0, w.out(), false);
-        } else {
-            m.store();
-        }
-        runLinear(rows, w);
-    }
-
     /** dst rows = LayerNorm(src rows)·weight + bias (mean and biased variance in double, eps from the config). */
     private void layerNorm(float[] src, int rows, Norm norm, float[] dst) {
-        parallel.forEach((rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, (item, worker) -> {
-            for (int r = item * ROWS_PER_ITEM; r < Math.min(rows, (item + 1) * ROWS_PER_ITEM); r++) {
+        nn.forRows(rows, (r0, r1) -> {
+            for (int r = r0; r < r1; r++) {
                 int off = r * d;
                 double mean = 0;
                 for (int k = 0; k < d; k++) {
@@ -355,61 +304,13 @@ public final class ClipTextEncoder implements TextEncoder {
 
     /** The MLP activation, in place, for quick_gelu and the exact (erf) GELU. */
     private void activate(float[] a, int rows, int width) {
-        parallel.forEach((rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, (item, worker) -> {
-            int end = Math.min(rows, (item + 1) * ROWS_PER_ITEM) * width;
-            for (int i = item * ROWS_PER_ITEM * width; i < end; i++) {
+        nn.forRows(rows, (r0, r1) -> {
+            for (int i = r0 * width; i < r1 * width; i++) {
                 float v = a[i];
                 a[i] = activation == Activation.QUICK_GELU ? (float) (v / (1.0 + Math.exp(-1.702 * v)))
                         : (float) (0.5 * v * (1.0 + Erf.erf(v / Math.sqrt(2.0))));
             }
         });
-    }
-
-    /** Causal self-attention, one (sample, head) per item: softmax(q·kᵀ/√hd + mask)·v. */
-    private void attention(float[] qkv, int n, float[] att) {
-        parallel.forEach(n * heads, (item, worker) -> {
-            Scratch s = scratch[worker];
-            int row0 = item / heads * tokens;
-            int head = item % heads;
-            int q = row0 * 3 * d + head * headDim;
-            MatMul.pack(qkv, q + d, 1, 3 * d, headDim, tokens, s.keys); // B[e][j] = k_j[e]
-            MatMul.pack(qkv, q + 2 * d, 3 * d, 1, tokens, headDim, s.values); // B[j][e] = v_j[e]
-            s.mm.a(qkv, q, 3 * d).b(s.keys, headDim, tokens, null).c(s.scores, 0, tokens).scale(attentionScale)
-                    .compute(0, tokens, 0, MatMul.panels(tokens), s.tile);
-            for (int i = 0; i < tokens; i++) {
-                causalSoftmax(s.scores, i * tokens, i + 1, tokens);
-            }
-            s.mm.a(s.scores, 0, tokens).b(s.values, tokens, headDim, null).c(att, row0 * d + head * headDim, d)
-                    .store().compute(0, tokens, 0, MatMul.panels(headDim), s.tile);
-        });
-    }
-
-    /** a[off .. off + keep) = softmax of itself; a[off + keep .. off + len) = 0 (the masked future positions). */
-    private static void causalSoftmax(float[] a, int off, int keep, int len) {
-        float max = Float.NEGATIVE_INFINITY;
-        for (int j = 0; j < keep; j++) {
-            max = Math.max(max, a[off + j]);
-        }
-        double sum = 0;
-        for (int j = 0; j < keep; j++) {
-            float e = (float) Math.exp(a[off + j] - max);
-            a[off + j] = e;
-            sum += e;
-        }
-        float inv = (float) (1.0 / sum);
-        for (int j = 0; j < keep; j++) {
-            a[off + j] *= inv;
-        }
-        java.util.Arrays.fill(a, off + keep, off + len, 0f);
-    }
-
-    /** One worker's attention scratch. */
-    private final class Scratch {
-        final float[] tile = new float[MatMul.TILE];
-        final float[] keys = new float[MatMul.packedSize(headDim, tokens)];
-        final float[] values = new float[MatMul.packedSize(tokens, headDim)];
-        final float[] scores = new float[tokens * tokens];
-        final MatMul mm = new MatMul();
     }
 
     /**
@@ -469,6 +370,6 @@ public final class ClipTextEncoder implements TextEncoder {
 
     @Override
     public void close() {
-        parallel.close();
+        nn.close();
     }
 }
