@@ -199,32 +199,10 @@ final class ComputeLoop {
                 PassExecutor.end(g, Failure.internal("generation failed: " + e));
             }
         }
-        for (int gi = 0; gi < tick.size(); gi++) {
-            Generation g = tick.get(gi);
-            for (int s = 0; !g.ended && s < g.samples(); s++) {
-                if (pass.rows == 0) {
-                    pass.begin(Math.min(pass.maxBatch, rowsLeft(gi, s)));
-                }
-                if (pass.add(g, s)) {
-                    executor.run(pass);
-                }
-            }
-        }
-        if (pass.rows > 0) {
-            executor.run(pass); // left short by generations that a failed pass ended: run at its exact size
-        }
+        pass.packAndRun(tick, executor);
         synchronized (lock) {
             stepsComputed += tick.size();
         }
-    }
-
-    /** Rows still to pack this tick from generation {@code from}'s sample {@code s} on. */
-    private int rowsLeft(int from, int s) {
-        int left = tick.get(from).samples() - s;
-        for (int i = from + 1; i < tick.size(); i++) {
-            left += tick.get(i).ended ? 0 : tick.get(i).samples();
-        }
-        return left;
     }
 
     /** Slots of max_active in use: stepping generations and those whose final decode is pending. Holds the lock. */

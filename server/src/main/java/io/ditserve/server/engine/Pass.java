@@ -64,6 +64,37 @@ final class Pass {
         cacheResiduals = new float[maxBatch + 1][][];
     }
 
+    /**
+     * Packs the rows of every generation of {@code tick} (its evaluation's samples, prepared) end to end in order
+     * into passes of up to {@code maxBatch} rows, each sized exactly to the rows still to come, and runs each when
+     * full; the last one may be left short by generations that a failed pass ended, and runs at its exact size.
+     */
+    void packAndRun(java.util.List<Generation> tick, PassExecutor executor) {
+        for (int gi = 0; gi < tick.size(); gi++) {
+            Generation g = tick.get(gi);
+            for (int s = 0; !g.ended && s < g.samples(); s++) {
+                if (rows == 0) {
+                    begin(Math.min(maxBatch, rowsLeft(tick, gi, s)));
+                }
+                if (add(g, s)) {
+                    executor.run(this);
+                }
+            }
+        }
+        if (rows > 0) {
+            executor.run(this);
+        }
+    }
+
+    /** Rows still to pack from generation {@code from}'s sample {@code s} on. */
+    private static int rowsLeft(java.util.List<Generation> tick, int from, int s) {
+        int left = tick.get(from).samples() - s;
+        for (int i = from + 1; i < tick.size(); i++) {
+            left += tick.get(i).ended ? 0 : tick.get(i).samples();
+        }
+        return left;
+    }
+
     /** Starts packing a pass of exactly {@code n} rows (allocating its buffers on first use). */
     void begin(int n) {
         allocate(n);
