@@ -50,6 +50,8 @@ if ! cmp -s tools/k8s/package-lock.json tools/k8s/node_modules/.ditserve-install
 fi
 node tools/k8s/validate.mjs
 
+echo "== web port: the page in chromium via chromium-driver (selenium-webdriver), the OpenAI Images API with the openai client (tools/web_test.sh)"
+bash tools/web_test.sh
 echo "== end-to-end: ./dit serve + ./dit generate + Python client"
 bash tools/e2e.sh
 echo "== load balancer: nginx (grpc_pass, deploy/nginx-grpc.conf) in front of two ./dit serve replicas"

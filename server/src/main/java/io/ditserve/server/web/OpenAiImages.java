@@ -71,6 +71,9 @@ final class OpenAiImages {
     private static final Set<String> OUR_FIELDS = Set.of("seed", "steps", "sampler", "guidance_scale", "eta",
             "guidance_mode", "timestep_shift", "negative_prompt");
 
+    /** Events the in-process call may have in flight (a generation sends at most a few per step). */
+    private static final int EVENT_WINDOW = 1 << 20;
+
     private final Channel channel;
     private final int minPreviewInterval;
 
@@ -401,6 +404,9 @@ final class OpenAiImages {
 
         @Override
         public void beforeStart(ClientCallStreamObserver<GenerateRequest> call) {
+            // ready for every event at once: with one message in flight at a time (the stub's default), the
+            // service would see a slow client and keep only the newest preview, and partial images would be lost
+            call.disableAutoRequestWithInitial(EVENT_WINDOW);
             ctx.whenRequestCancelling().thenAccept(cause -> call.cancel("the HTTP client went away", cause));
         }
 
@@ -455,6 +461,9 @@ final class OpenAiImages {
 
         @Override
         public void beforeStart(ClientCallStreamObserver<GenerateRequest> call) {
+            // ready for every event at once: with one message in flight at a time (the stub's default), the
+            // service would see a slow client and keep only the newest preview, and partial images would be lost
+            call.disableAutoRequestWithInitial(EVENT_WINDOW);
             ctx.whenRequestCancelling().thenAccept(cause -> call.cancel("the HTTP client went away", cause));
             writer.whenComplete().exceptionally(t -> {
                 call.cancel("the HTTP client went away", t);
