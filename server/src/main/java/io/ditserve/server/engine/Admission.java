@@ -16,7 +16,9 @@ import java.util.Map;
  * client may have at most {@code maxQueuedPerClient} generations waiting. A newcomer's round is one more than the
  * later of the client's previous round and the round of the generation started last, and it waits behind every
  * generation of a lower or equal round: one client alone is served first come, first served; a client with many
- * generations waiting cannot push a newcomer of another client behind all of them.
+ * generations waiting cannot push a newcomer of another client behind all of them. A freed slot goes to the client
+ * with the fewest generations running ({@link #startNext}): one client cannot hold every running slot while another
+ * waits.
  */
 final class Admission {
     private final EngineConfig config;
@@ -128,12 +130,28 @@ final class Admission {
         return true;
     }
 
-    /** The next waiting generation, now started (moved to its client's running share), or null. */
+    /**
+     * The next waiting generation to start, now moved to its client's running share, or null. Fair share of the
+     * running slots: the first waiting generation of the client with the fewest running ones (queue order among
+     * equals), so a client with many generations running cannot take a freed slot ahead of a client with none.
+     */
     Generation startNext() {
-        Generation g = waiting.pollFirst();
+        Generation g = null;
+        int fewest = Integer.MAX_VALUE;
+        for (Generation w : waiting) {
+            int running = clients.get(tickets.get(w).client()).active;
+            if (running < fewest) {
+                fewest = running;
+                g = w;
+                if (running == 0) {
+                    break;
+                }
+            }
+        }
         if (g == null) {
             return null;
         }
+        waiting.remove(g);
         Ticket t = tickets.get(g);
         ClientShare share = clients.get(t.client());
         share.waiting--;

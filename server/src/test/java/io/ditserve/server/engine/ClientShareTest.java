@@ -46,6 +46,11 @@ class ClientShareTest {
                 positions.add(a.queuePosition());
             } else if (event instanceof GenerationEvent.Queued q) {
                 positions.add(q.queuePosition());
+            } else if (event instanceof GenerationEvent.Progress) {
+                positions.add(0); // it runs
+            }
+            synchronized (this) {
+                notifyAll();
             }
         }
 
@@ -110,6 +115,45 @@ class ClientShareTest {
         e.submit(plan(m), "polite", new Events());
         e.submit(plan(m), "polite", new Events());
         assertThatThrownBy(() -> e.submit(plan(m), "polite", new Events())).isInstanceOf(Rejected.class);
+    }
+
+    /**
+     * A fair share of the running slots (issue 26): a client sending 64 requests holds every slot; another client's
+     * single request is the next to start when a slot frees, not after the first client's waiting ones. The engine
+     * is not started here, so slots free only when the test cancels a running generation (one tick of the loop later
+     * the freed slot is given out: {@code awaitIdle}-style checks on the snapshot).
+     */
+    @Test
+    void aClientWithNothingRunningGetsTheNextFreedSlot() throws Exception {
+        LoadedModel m = model();
+        Engine e = new Engine(new EngineConfig(4, 100, 0, TiledDecoding.Tiling.NEVER, 0), EngineObserver.NONE,
+                List.of(m));
+        closers.add(e);
+        List<Engine.Handle> greedy = new ArrayList<>();
+        for (int i = 0; i < 64; i++) {
+            greedy.add(e.submit(longPlan(m), "greedy", new Events()));
+        }
+        Events polite = new Events();
+        e.submit(longPlan(m), "polite", polite);
+        assertThat(polite.position()).isGreaterThan(0);
+        e.start();
+        // one of the greedy client's running generations ends: the polite one starts in the freed slot
+        greedy.getFirst().cancel(Failure.cancelled("test"));
+        long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(60);
+        while (polite.position() != 0 && System.nanoTime() < deadline) {
+            synchronized (polite) {
+                polite.wait(50);
+            }
+        }
+        assertThat(polite.position()).as("the polite client's request runs").isZero();
+        assertThat(e.snapshot().running()).isEqualTo(4);
+        greedy.forEach(h -> h.cancel(Failure.cancelled("test")));
+    }
+
+    /** A generation that runs long enough for the test to look at the slots (many small steps). */
+    private static GenerationPlan longPlan(LoadedModel m) {
+        return new GenerationPlan(m, 1, new long[] {1}, 1000, Sampler.DDIM, 0f, 1f, GuidanceMode.ALL, 0,
+                PreviewDecoder.LINEAR, Set.of(OutputFormat.TENSOR), null);
     }
 
     @Test

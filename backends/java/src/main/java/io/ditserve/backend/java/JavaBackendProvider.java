@@ -41,11 +41,7 @@ public final class JavaBackendProvider implements BackendProvider {
     @Override
     public io.ditserve.backend.TextEncoder createTextEncoder(io.ditserve.backend.TextEncoderSpec encoder,
             BackendOptions options) throws BackendException {
-        if (encoder.kind() != io.ditserve.backend.TextEncoderSpec.Kind.CLIP_WITH_PROJECTION) {
-            throw new BackendException(encoder.directory() + ": the java backend runs CLIP text encoders; "
-                    + encoder.kind().className() + " (" + encoder.role() + ") is not implemented yet");
-        }
-        return ClipTextEncoder.create(encoder, options);
+        return JavaTextEncoders.create(encoder, options); // CLIP with projection, or the T5 v1.1 encoder
     }
 
     @Override
