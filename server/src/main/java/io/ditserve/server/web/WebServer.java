@@ -25,6 +25,8 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletionException;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -49,13 +51,14 @@ public final class WebServer implements AutoCloseable {
     private final Server server;
     private final io.grpc.Server inProcess;
     private final ManagedChannel channel;
-    private final OpenAiImages openAi;
+    private final ScheduledExecutorService timers;
 
-    private WebServer(Server server, io.grpc.Server inProcess, ManagedChannel channel, OpenAiImages openAi) {
+    private WebServer(Server server, io.grpc.Server inProcess, ManagedChannel channel,
+            ScheduledExecutorService timers) {
         this.server = server;
         this.inProcess = inProcess;
         this.channel = channel;
-        this.openAi = openAi;
+        this.timers = timers;
     }
 
     /**
@@ -73,6 +76,10 @@ public final class WebServer implements AutoCloseable {
         // no transport attributes): outermost, so it runs first
         List<ServerInterceptor> webChain = new ArrayList<>(chain);
         webChain.add(new RemoteAddressInterceptor());
+        // and the client's grpc-timeout as the Context's deadline (DEADLINE_EXCEEDED, not CANCELLED, when it passes)
+        ScheduledExecutorService timers = Executors.newSingleThreadScheduledExecutor(
+                Thread.ofPlatform().name("dit-web-deadlines").daemon().factory());
+        webChain.add(new DeadlineInterceptor(timers));
         ServerServiceDefinition definition = StrictParsing.wrap(ServerInterceptors.intercept(service, webChain));
 
         GrpcService grpc = GrpcService.builder()
@@ -125,6 +132,7 @@ public final class WebServer implements AutoCloseable {
         try {
             server.start().join();
         } catch (CompletionException e) {
+            timers.shutdownNow();
             channel.shutdownNow();
             inProcess.shutdownNow();
             Throwable cause = e.getCause() != null ? e.getCause() : e;
@@ -135,7 +143,7 @@ public final class WebServer implements AutoCloseable {
             }
             throw new IOException("web_port " + c.webPort + ": " + msg, cause);
         }
-        WebServer web = new WebServer(server, inProcess, channel, openAi);
+        WebServer web = new WebServer(server, inProcess, channel, timers);
         log.info("web on {}://localhost:{}/ (gRPC-Web, the page, the OpenAI Images API at /v1/){}",
                 tls ? "https" : "http", web.port(),
                 c.webOrigins.isEmpty() ? "" : "; CORS for " + c.webOrigins);
@@ -204,6 +212,7 @@ public final class WebServer implements AutoCloseable {
             inProcess.shutdownNow();
         }
         channel.shutdownNow();
+        timers.shutdownNow();
     }
 
     @Override

@@ -318,6 +318,17 @@ class GrpcWebTest {
     }
 
     @Test
+    void aGrpcWebDeadlineIsCountedDeadlineExceeded() throws Exception {
+        TestServers.Running r = start(TestServers.config());
+        assertThatThrownBy(() -> web(r).withDeadlineAfter(1500, TimeUnit.MILLISECONDS)
+                .generate(request(6).toBuilder().setSteps(1000).setNumImages(16).build()).forEachRemaining(e -> {}))
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.DEADLINE_EXCEEDED));
+        assertThat(r.server().metrics().awaitRequests("pixel-tiny", "DEADLINE_EXCEEDED", 1, Duration.ofSeconds(10)))
+                .isTrue();
+    }
+
+    @Test
     void offUnlessConfigured() throws Exception {
         TestServers.Running r = TestServers.inProcess(TestServers.config());
         closers.add(r);
