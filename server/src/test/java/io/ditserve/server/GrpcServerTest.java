@@ -137,6 +137,17 @@ class GrpcServerTest {
         assertInvalid(heun.toBuilder().setTimestepShift(0f).build(), "timestep_shift", "allowed (0, 100.0]");
         assertInvalid(pixel().setTimestepShift(2f).build(), "timestep_shift", "applies to flow models only");
         assertInvalid(pixel().setPrompt("a red cube").build(), "prompt", "class-conditional");
+        // a huge shape is cut in the status (and the log): INVALID_ARGUMENT, not a status too large to send
+        FloatTensor.Builder huge = FloatTensor.newBuilder();
+        for (int i = 0; i < 100_000; i++) {
+            huge.addShape(7);
+        }
+        assertThatThrownBy(() -> collect(pixel().setInitialNoise(huge).build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                    assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+                    assertThat(e.getStatus().getDescription()).startsWith("initial_noise.shape: [7, 7, 7, 7] … "
+                            + "(100000 dims) does not match").hasSizeLessThan(200);
+                });
     }
 
     private void assertInvalid(GenerateRequest r, String field, String... parts) {

@@ -324,10 +324,15 @@ public final class RequestValidator {
 
     private static float[] noise(FloatTensor t, int n, ModelSpec spec) throws StatusException {
         int[] want = {n, spec.inChannels(), spec.inputSize(), spec.inputSize()};
-        int[] got = t.getShapeList().stream().mapToInt(Integer::intValue).toArray();
-        if (!Arrays.equals(want, got)) {
-            throw invalid("initial_noise.shape", Arrays.toString(got) + " does not match; expected "
-                    + Arrays.toString(want) + " = [num_images, channels, size, size]");
+        int dims = t.getShapeCount();
+        if (dims != want.length || !Arrays.equals(want, t.getShapeList().stream().mapToInt(Integer::intValue)
+                .toArray())) {
+            // a client's shape is cut before it reaches the status and the log (a 100,000-dim shape once made a
+            // 300 KB log line and a status too large for the client's metadata limit)
+            String got = dims <= want.length ? t.getShapeList().toString()
+                    : t.getShapeList().subList(0, want.length) + " … (" + dims + " dims)";
+            throw invalid("initial_noise.shape", got + " does not match; expected " + Arrays.toString(want)
+                    + " = [num_images, channels, size, size]");
         }
         long numel = (long) n * spec.inChannels() * spec.inputSize() * spec.inputSize();
         if (t.getData().size() != numel * 4) {
