@@ -102,12 +102,12 @@ public final class Main {
     /** Builds and starts a server, or explains in one message why it cannot. */
     static DitServer startServer(ServerConfig c) throws Exception {
         // before any model loads: a port in use fails now, not after minutes of loading weights
-        checkPortFree(c.port, null, "port " + c.port + " is in use (" + c.originOf("port")
-                + "): stop what listens there, or choose another port with --port N (0 = any free port)");
+        checkPortFree(c.port, null, "port " + c.port, c.originOf("port"),
+                "stop what listens there, or choose another port with --port N (0 = any free port)");
         if (c.metricsPort > 0) {
-            checkPortFree(c.metricsPort, c.metricsHost, "metrics_port " + c.metricsPort + " on " + c.metricsHost
-                    + " is in use (" + c.originOf("metrics_port") + "): choose another with --set metrics_port=N "
-                    + "(0 = any free port, -1 = no metrics endpoint)");
+            checkPortFree(c.metricsPort, c.metricsHost, "metrics_port " + c.metricsPort + " on " + c.metricsHost,
+                    c.originOf("metrics_port"),
+                    "choose another with --set metrics_port=N (0 = any free port, -1 = no metrics endpoint)");
         }
         ServerBuilder<?> builder;
         try {
@@ -133,8 +133,12 @@ public final class Main {
         }
     }
 
-    /** Binds and releases {@code port} (on {@code host}, or every address when null); fails with {@code message}. */
-    private static void checkPortFree(int port, String host, String message) throws StartupException {
+    /**
+     * Binds and releases {@code port} (on {@code host}, or every address when null); when that fails, the message
+     * names {@code what}, why, where its value came from and the advice.
+     */
+    private static void checkPortFree(int port, String host, String what, String origin, String advice)
+            throws StartupException {
         if (port <= 0) {
             return;
         }
@@ -142,7 +146,10 @@ public final class Main {
             s.setReuseAddress(true); // like Netty: a port of a closed connection (TIME_WAIT) is free
             s.bind(host == null ? new java.net.InetSocketAddress(port) : new java.net.InetSocketAddress(host, port));
         } catch (java.net.BindException e) {
-            throw new StartupException(message, e);
+            // "Address already in use", or e.g. "Permission denied" below 1024 without the privilege
+            String why = e.getMessage() != null && e.getMessage().contains("in use") ? " is in use"
+                    : ": cannot listen there: " + e.getMessage();
+            throw new StartupException(what + why + " (" + origin + "): " + advice, e);
         } catch (java.io.IOException e) {
             // another problem (e.g. an unknown host): left to the real bind, which reports it
         }
