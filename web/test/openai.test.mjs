@@ -68,8 +68,11 @@ test("images.generate with stream: partial images (from the previews) before the
   for await (const ev of stream) events.push(ev);
   const types = events.map((e) => e.type);
   const partials = events.filter((e) => e.type === "image_generation.partial_image");
-  assert.equal(partials.length, 3, `events: ${types}`);
-  assert.deepEqual(partials.map((e) => e.partial_image_index), [0, 1, 2]);
+  // 1 to 3: the service keeps only the newest unsent preview of an image, so a fast model on a busy machine may
+  // send fewer partial images than asked (OpenAI's API may too)
+  assert.ok(partials.length >= 1 && partials.length <= 3, `events: ${types}`);
+  assert.deepEqual(partials.map((e) => e.partial_image_index), [...partials.keys()]);
+  assert.deepEqual(types.slice(0, partials.length), partials.map(() => "image_generation.partial_image"));
   assert.ok(partials.every((e) => isPng(e.b64_json)));
   assert.equal(types.at(-1), "image_generation.completed");
   assert.equal(types.filter((t) => t === "image_generation.completed").length, 1);

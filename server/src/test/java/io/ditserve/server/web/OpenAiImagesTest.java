@@ -103,13 +103,20 @@ class OpenAiImagesTest {
             events.add(lines[0].substring(7));
             data.add(JSON.readTree(lines[1].substring(6)));
         }
-        assertThat(events).containsExactly("image_generation.partial_image", "image_generation.partial_image",
-                "image_generation.completed");
-        assertThat(data.get(0).get("partial_image_index").asInt()).isZero();
-        assertThat(data.get(1).get("partial_image_index").asInt()).isEqualTo(1);
-        assertThat(data.get(2).get("type").asText()).isEqualTo("image_generation.completed");
-        assertThat(data.get(2).get("size").asText()).isEqualTo("16x16");
-        assertThat(data.get(2).get("seed").asLong()).isEqualTo(5);
+        // one or two partial images (the service keeps only the newest unsent preview of an image, so a fast model
+        // on a busy machine may send fewer, as OpenAI's API may), then the completed image
+        int partials = events.size() - 1;
+        assertThat(partials).isBetween(1, 2);
+        assertThat(events.subList(0, partials)).containsOnly("image_generation.partial_image");
+        for (int i = 0; i < partials; i++) {
+            assertThat(data.get(i).get("partial_image_index").asInt()).isEqualTo(i);
+            assertThat(data.get(i).get("b64_json").asText()).isNotEmpty();
+        }
+        JsonNode completed = data.get(partials);
+        assertThat(events.getLast()).isEqualTo("image_generation.completed");
+        assertThat(completed.get("type").asText()).isEqualTo("image_generation.completed");
+        assertThat(completed.get("size").asText()).isEqualTo("16x16");
+        assertThat(completed.get("seed").asLong()).isEqualTo(5);
     }
 
     @Test
