@@ -329,6 +329,20 @@ class GrpcWebTest {
     }
 
     @Test
+    void anIdleConnectionIsClosedAfterMaxConnectionIdle() throws Exception {
+        ServerConfig c = TestServers.config();
+        c.maxConnectionIdleSeconds = 1;
+        TestServers.Running r = start(c);
+        try (java.net.Socket socket = new java.net.Socket("127.0.0.1", r.server().webPort())) {
+            socket.setSoTimeout(15_000);
+            long t0 = System.nanoTime();
+            assertThat(socket.getInputStream().read()).isEqualTo(-1); // closed by the server, nothing sent
+            assertThat(Duration.ofNanos(System.nanoTime() - t0)).isBetween(Duration.ofMillis(500),
+                    Duration.ofSeconds(10));
+        }
+    }
+
+    @Test
     void offUnlessConfigured() throws Exception {
         TestServers.Running r = TestServers.inProcess(TestServers.config());
         closers.add(r);
