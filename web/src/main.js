@@ -177,6 +177,10 @@ async function generate(event) {
           setState("queued", `Queued: ${v.queuePosition} ahead`);
           break;
         case "progress":
+          if (stats.firstStepSeconds === undefined) {
+            stats.firstProgressAt = performance.now();
+            stats.firstStepSeconds = v.stepSeconds;
+          }
           $("progress").max = v.totalSteps;
           $("progress").value = v.step;
           setState("running", `Running: ${v.step} / ${v.totalSteps} steps (${v.elapsedSeconds.toFixed(1)} s)`);

@@ -139,6 +139,7 @@ test("generate: progress per step, at least three different preview frames befor
   const distinct = new Set(before.map((f) => f.fp));
   assert.ok(distinct.size >= 3, `distinct preview frames of image 0 before the result: ${distinct.size} (${before.length} frames)`);
   results.coldAcceptedMs = Math.round(stats.acceptedAt - stats.generateAt);
+  results.coldFirstStepSeconds = stats.firstStepSeconds; // the server's own time for the first denoising step
   results.firstPreviewMs = { [`${PIXEL} (first generation of the server)`]: Math.round(stats.firstPreviewAt - stats.generateAt) };
   results.previewFramesBeforeResult = { [PIXEL]: distinct.size };
   // progress reached the last step
