@@ -8,6 +8,7 @@ import io.ditserve.server.config.ServerConfig;
 import io.ditserve.server.engine.Engine;
 import io.ditserve.server.engine.EngineConfig;
 import io.ditserve.server.grpc.DiffusionService;
+import io.ditserve.server.grpc.DeliveryDeadline;
 import io.ditserve.server.grpc.EventSender;
 import io.ditserve.backend.TiledDecoding;
 import java.util.concurrent.ExecutorService;
@@ -101,6 +102,20 @@ public final class ServerModule extends AbstractModule {
         // encodes and sends response events; a couple of threads keep PNG encoding off the compute threads
         return Executors.newFixedThreadPool(Math.max(2, Math.min(4, c.effectiveThreads())),
                 Thread.ofPlatform().name("dit-send-", 0).daemon().factory());
+    }
+
+    @Provides
+    @Singleton
+    @DeliveryDeadline
+    java.util.concurrent.ScheduledExecutorService deliveryTimer() {
+        // one daemon thread, started on the first schedule: the deadlines of finished, unread streams
+        return Executors.newSingleThreadScheduledExecutor(Thread.ofPlatform().name("dit-delivery").daemon().factory());
+    }
+
+    @Provides
+    @DeliveryDeadline
+    java.time.Duration deliveryDeadline(ServerConfig c) {
+        return java.time.Duration.ofSeconds(c.deliveryDeadlineSeconds);
     }
 
     @Provides

@@ -69,6 +69,11 @@ public final class ServerConfig {
     @JsonProperty("max_queued_per_client") public int maxQueuedPerClient = 8;
     /** On shutdown, how long running generations may finish before they are cancelled. */
     @JsonProperty("shutdown_grace_seconds") public int shutdownGraceSeconds = 30;
+    /**
+     * How long a finished generation's results may wait for a client that does not read them; then the call ends
+     * (DEADLINE_EXCEEDED) and the results are freed.
+     */
+    @JsonProperty("delivery_deadline_seconds") public int deliveryDeadlineSeconds = 60;
     /** Largest gRPC message the server accepts (requests with an initial-noise tensor can be large). */
     @JsonProperty("max_inbound_message_bytes") public int maxInboundMessageBytes = 16 << 20;
 
@@ -414,6 +419,7 @@ public final class ServerConfig {
                 + maxRstFramesPerWindow);
         check(rstWindowSeconds >= 1, "rst_window_seconds must be >= 1, got " + rstWindowSeconds);
         check(shutdownGraceSeconds >= 0, "shutdown_grace_seconds must be >= 0, got " + shutdownGraceSeconds);
+        check(deliveryDeadlineSeconds >= 1, "delivery_deadline_seconds must be >= 1, got " + deliveryDeadlineSeconds);
         check(maxInboundMessageBytes >= 1 << 20, "max_inbound_message_bytes must be >= 1 MiB");
         check(metricsPort >= -1 && metricsPort <= 65535, "metrics_port must be in -1..65535, got " + metricsPort);
         check(metricsHost != null && !metricsHost.isBlank(), "metrics_host must be an address, e.g. 127.0.0.1");

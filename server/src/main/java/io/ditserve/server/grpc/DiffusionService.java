@@ -41,11 +41,17 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
 
     private final ServerMetrics metrics;
     private final ExecutorService sender;
+    private final java.util.concurrent.ScheduledExecutorService deliveryTimer;
+    private final Duration deliveryDeadline;
 
     @Inject
     public DiffusionService(ModelRepository models, Engine engine, RequestValidator validator, ServerMetrics metrics,
-            @EventSender ExecutorService sender) {
+            @EventSender ExecutorService sender,
+            @DeliveryDeadline java.util.concurrent.ScheduledExecutorService deliveryTimer,
+            @DeliveryDeadline Duration deliveryDeadline) {
         this.sender = Objects.requireNonNull(sender, "sender");
+        this.deliveryTimer = Objects.requireNonNull(deliveryTimer, "deliveryTimer");
+        this.deliveryDeadline = Objects.requireNonNull(deliveryDeadline, "deliveryDeadline");
         this.models = Objects.requireNonNull(models, "models");
         this.engine = Objects.requireNonNull(engine, "engine");
         this.validator = Objects.requireNonNull(validator, "validator");
@@ -58,6 +64,7 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
         String model = request.getModel();
         StreamSink sink = new StreamSink(call, sender, metrics::previewsDropped,
                 code -> metrics.request(models.find(model).isPresent() ? model : "unknown", code.name()));
+        sink.deliveryDeadline(deliveryTimer, deliveryDeadline);
         Deadline deadline = Context.current().getDeadline();
         sink.cancelCodeFrom(() -> ProtoMapping.status(cancelFailure(deadline)).getCode());
         // handlers first, before anything can be sent: a cancel or a ready signal may arrive at any time

@@ -42,6 +42,10 @@ final class StreamSink implements GenerationListener {
     private boolean scheduled;
     /** Set when the generation failed while events were still waiting: sent after them. */
     private Status failure;
+    /** Where the delivery deadline is timed, and how long it is; null: none (tests that build a sink alone). */
+    private java.util.concurrent.ScheduledExecutorService deliveryTimer;
+    private java.time.Duration deliveryDeadline;
+    private boolean deliveryArmed;
     /** The code a cancelled call ends with: CANCELLED, or DEADLINE_EXCEEDED when its deadline cancelled it. */
     private volatile Supplier<Status.Code> cancelCode = () -> Status.Code.CANCELLED;
 
@@ -56,6 +60,42 @@ final class StreamSink implements GenerationListener {
         this.sender = sender;
         this.droppedPreviews = droppedPreviews;
         this.onTerminal = onTerminal;
+    }
+
+    /**
+     * Once the generation has ended, its results may wait at most {@code deadline} for the client to read them:
+     * then the call ends with DEADLINE_EXCEEDED saying why, and what waits is dropped (docs: DeliveryDeadline).
+     */
+    void deliveryDeadline(java.util.concurrent.ScheduledExecutorService timer, java.time.Duration deadline) {
+        this.deliveryTimer = timer;
+        this.deliveryDeadline = deadline;
+    }
+
+    /** Starts the delivery deadline, once, when the generation has ended. Holds the lock. */
+    private void armDeliveryDeadline() {
+        if (deliveryTimer == null || deliveryArmed || closed) {
+            return;
+        }
+        deliveryArmed = true;
+        try {
+            deliveryTimer.schedule(this::deliveryExpired, deliveryDeadline.toMillis(),
+                    java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.RejectedExecutionException e) {
+            // shutting down: the transport ends the call
+        }
+    }
+
+    private void deliveryExpired() {
+        synchronized (this) {
+            if (closed) {
+                return;
+            }
+            int waiting = pending.size();
+            close(Status.Code.DEADLINE_EXCEEDED);
+            observer.onError(Status.DEADLINE_EXCEEDED.withDescription("the results were not read within "
+                    + deliveryDeadline.toSeconds() + " s of being ready (delivery_deadline_seconds); the call is"
+                    + " ended and its " + waiting + " unsent event(s) dropped").asRuntimeException());
+        }
     }
 
     private void close(Status.Code code) {
@@ -126,6 +166,7 @@ final class StreamSink implements GenerationListener {
     public void onCompleted() {
         synchronized (this) {
             completeWhenDrained = true;
+            armDeliveryDeadline();
         }
         schedule();
     }
@@ -162,6 +203,7 @@ final class StreamSink implements GenerationListener {
             }
             failure = status;
             pending.removeIf(e -> !(e instanceof GenerationEvent.Accepted || e instanceof GenerationEvent.Result));
+            armDeliveryDeadline();
         }
         schedule();
     }
