@@ -66,6 +66,9 @@ public final class Main {
         Integer threads;
         @Option(names = "--set", description = "any configuration key, e.g. --set max_queued=8", split = ",")
         Map<String, String> settings;
+        @Option(names = "--web-port", description = "HTTP port of gRPC-Web, the page and the OpenAI Images API "
+                + "(default: off; 0 = any free port)")
+        Integer webPort;
 
         /**
          * The configuration file, then {@code --set}, then the flags; then the ranges and every file the
@@ -93,6 +96,10 @@ public final class Main {
                 c.port = port;
                 c.markOrigin("port", "from --port");
             }
+            if (webPort != null) {
+                c.webPort = webPort;
+                c.markOrigin("web_port", "from --web-port");
+            }
             c.validate();
             c.checkFiles();
             return c;
@@ -108,6 +115,10 @@ public final class Main {
             checkPortFree(c.metricsPort, c.metricsHost, "metrics_port " + c.metricsPort + " on " + c.metricsHost,
                     c.originOf("metrics_port"),
                     "choose another with --set metrics_port=N (0 = any free port, -1 = no metrics endpoint)");
+        }
+        if (c.webPort > 0) {
+            checkPortFree(c.webPort, null, "web_port " + c.webPort, c.originOf("web_port"),
+                    "choose another with --web-port N (0 = any free port)");
         }
         ServerBuilder<?> builder;
         try {
@@ -192,6 +203,9 @@ public final class Main {
             // report as a failure; the hook stays for SIGINT, SIGHUP and System.exit.
             onSigterm(server::stop);
             System.out.println("dit server listening on port " + server.port());
+            if (server.webPort() > 0) {
+                System.out.println("dit web: page, gRPC-Web and OpenAI API on http://localhost:" + server.webPort() + "/");
+            }
             server.awaitTermination();
             server.stop(); // stop is synchronized: this waits for the drain started by SIGTERM to finish
             return 0;
@@ -234,7 +248,11 @@ public final class Main {
         public Integer call() throws Exception {
             ServerConfig c = options.resolve(0);
             c.metricsPort = -1;
+            if (c.webPort < 0) {
+                c.webPort = 0; // web on in the demo, on a free port
+            }
             DitServer server = startServer(c); // problems: one line and exit 2 (commandLine())
+            System.out.println("demo: watch it at http://localhost:" + server.webPort() + "/");
             try (DitClient client = DitClient.connect("localhost:" + server.port())) {
                 GenerationWriter writer = new GenerationWriter(System.out, 4);
                 java.util.List<ContactSheet.Row> rows = new java.util.ArrayList<>();

@@ -132,6 +132,9 @@ public final class ModelRepository implements AutoCloseable {
             loaded.values().forEach(LoadedModel::close);
             throw e;
         }
+        for (LoadedModel m : loaded.values()) {
+            warmUp(m);
+        }
         return new ModelRepository(Map.copyOf(loaded));
     }
 
@@ -173,6 +176,35 @@ public final class ModelRepository implements AutoCloseable {
             throw new BackendException("cannot list model folder " + root + ": " + e.getMessage(), e);
         }
         return dirs;
+    }
+
+    /**
+     * One forward pass of two samples (a guided step's shape) at load, so that a fresh server's first request does
+     * not pay for compiling the backend's kernels: on the java backend the first pass of the bundled model ran
+     * interpreted for about 5 s, which is what the first preview of a fresh server waited for. The result is
+     * discarded; a failure here is logged and left to the first request to report.
+     */
+    private static void warmUp(LoadedModel m) {
+        ModelSpec s = m.spec();
+        int n = 2;
+        io.ditserve.backend.Tensor x = io.ditserve.backend.Tensor.zeros(n, s.inChannels(), s.inputSize(),
+                s.inputSize());
+        io.ditserve.backend.Tensor out = io.ditserve.backend.Tensor.zeros(n, s.outChannels(), s.inputSize(),
+                s.inputSize());
+        float t = s.process().flow() ? s.process().maxTime() / 2 : 500f;
+        io.ditserve.backend.Conditioning c = s.text() == null
+                ? new io.ditserve.backend.Conditioning.ClassLabels(new int[] {0, s.nullClass()})
+                : new io.ditserve.backend.Conditioning.TextEmbeddings(new float[n * s.text().contextTokens()
+                        * s.text().jointAttentionDim()], s.text().contextTokens(), s.text().jointAttentionDim(),
+                        new float[n * s.text().pooledProjectionDim()], s.text().pooledProjectionDim());
+        long t0 = System.nanoTime();
+        try {
+            m.backend().forward(new io.ditserve.backend.ForwardBatch(x, new float[] {t, t}, c, null), out,
+                    io.ditserve.backend.Cancellation.NEVER);
+            log.info("warmed up model {} in {} ms", m.name(), (System.nanoTime() - t0) / 1_000_000);
+        } catch (BackendException | RuntimeException e) {
+            log.warn("warm-up pass of model {} failed: {}", m.name(), e.toString());
+        }
     }
 
     /** Fails unless {@code file} is a regular file (following links), saying which of the two problems it has. */
