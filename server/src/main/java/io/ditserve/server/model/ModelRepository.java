@@ -165,7 +165,11 @@ public final class ModelRepository implements AutoCloseable {
                 } else if (Files.exists(p.resolve(PIPELINE_INDEX))) {
                     pipelines.add(p);
                 } else if (!Files.exists(p.resolve(ModelConfigs.CONFIG_FILE))) {
-                    log.warn("folder {} has no {}: not served as a model", p, ModelConfigs.CONFIG_FILE);
+                    if (holdsWeights(p)) { // probably a model with a missing config.json
+                        log.warn("folder {} has no {}: not served as a model", p, ModelConfigs.CONFIG_FILE);
+                    } else { // e.g. a shared tokenizer or a card waiting for its model: nothing to warn about
+                        log.info("folder {} holds no model (no {} and no weights)", p, ModelConfigs.CONFIG_FILE);
+                    }
                 } else if (!Files.isRegularFile(p.resolve(ModelConfigs.CONFIG_FILE))) {
                     requireFile(p.resolve(ModelConfigs.CONFIG_FILE), "each model folder needs a config.json");
                 } else if (!DecoderConfigs.isComponentFolder(p)) {
@@ -204,6 +208,16 @@ public final class ModelRepository implements AutoCloseable {
             log.info("warmed up model {} in {} ms", m.name(), (System.nanoTime() - t0) / 1_000_000);
         } catch (BackendException | RuntimeException e) {
             log.warn("warm-up pass of model {} failed: {}", m.name(), e.toString());
+        }
+    }
+
+    /** Whether {@code dir} holds a weights file (.safetensors, .onnx, .pt, .pth, .ckpt, .bin). */
+    private static boolean holdsWeights(Path dir) {
+        try (Stream<Path> files = Files.list(dir)) {
+            return files.map(f -> f.getFileName().toString())
+                    .anyMatch(n -> n.matches(".*\\.(safetensors|onnx|pt|pth|ckpt|bin)$"));
+        } catch (IOException e) {
+            return true; // unreadable: say so as before
         }
     }
 
