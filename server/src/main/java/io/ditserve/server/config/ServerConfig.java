@@ -432,8 +432,8 @@ public final class ServerConfig {
     /** Every message starts with its key: the origin of that key's value is added. */
     private void check(boolean ok, String message) {
         if (!ok) {
-            String key = message.substring(0, message.indexOf(' '));
-            throw new ConfigException(message + " (" + originOf(key) + ")");
+            String key = message.split(" ", 2)[0];
+            throw new ConfigException(knownKeys().contains(key) ? message + " (" + originOf(key) + ")" : message);
         }
     }
 }
