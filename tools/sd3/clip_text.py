@@ -1,5 +1,5 @@
 """Reference CLIP text encoder with projection (transformers' CLIPTextModelWithProjection), written from the
-architecture in docs/TEXT_SPEC.md §2 and §6.
+architecture in docs/TEXT_MODELS.md.
 
 Parameter names are those transformers saves (``text_model.embeddings.token_embedding.weight``,
 ``text_model.encoder.layers.N.self_attn.q_proj.weight``, ``text_model.encoder.layers.N.layer_norm1.weight``,

@@ -11,7 +11,7 @@ BPE learnt on a built-in English + scene-prompt corpus (CLIP-style vocabulary: 5
   /usr/bin/python3 -m tools.sd3.make_random_sd3 --out /tmp/sd35-tiny --qk-norm --dual-attention-layers 0,1 --dtype bf16
   … --shard-bytes 200000      # sharded safetensors with *.safetensors.index.json
 
---t5: a T5 v1.1 encoder (text_encoder_3/tokenizer_3) is not written yet (TODO, TEXT_SPEC §6); the option fails
+--t5: a T5 v1.1 encoder (text_encoder_3/tokenizer_3) is not written yet (TODO, docs/TEXT_MODELS.md); the option fails
 with a message saying so. Without T5 the context's T5 part is zeros of max_sequence_length tokens (ditserve.json).
 """
 import argparse
@@ -63,7 +63,7 @@ def make_tokenizers(max_length):
 
 def build(args):
     if args.t5:
-        raise SystemExit("--t5: the T5 v1.1 encoder reference is not written yet (TODO, TEXT_SPEC §6); "
+        raise SystemExit("--t5: the T5 v1.1 encoder reference is not written yet (TODO, docs/TEXT_MODELS.md); "
                          "leave --t5 out to write a CLIP-only folder (T5 part = zeros)")
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed + 1)

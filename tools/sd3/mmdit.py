@@ -1,4 +1,4 @@
-"""Reference SD3 MMDiT (diffusers' SD3Transformer2DModel), written from the architecture in docs/TEXT_SPEC.md §3.
+"""Reference SD3 MMDiT (diffusers' SD3Transformer2DModel), written from the architecture in docs/TEXT_MODELS.md.
 
 Module and parameter names are those diffusers saves (``transformer_blocks.3.attn.add_q_proj.weight``,
 ``pos_embed.pos_embed`` ...), and the constructor takes the keys of diffusers' ``transformer/config.json``, so a
@@ -19,7 +19,7 @@ LN_EPS = 1e-6      # every LayerNorm of the transformer: no affine, eps 1e-6
 RMS_EPS = 1e-6     # qk-norm RMSNorm
 FREQ_DIM = 256     # timestep sinusoid width
 
-CONFIG_DEFAULTS = {  # diffusers' SD3Transformer2DModel.__init__ defaults (TEXT_SPEC §1, "code default")
+CONFIG_DEFAULTS = {  # diffusers' SD3Transformer2DModel.__init__ defaults (docs/TEXT_MODELS.md, "code default")
     "sample_size": 128,
     "patch_size": 2,
     "in_channels": 16,
@@ -61,7 +61,7 @@ def timestep_sinusoid(t, dim=FREQ_DIM):
 
 
 def sincos_table(embed_dim, grid_size, base_size):
-    """The (grid², D) 2-D sin-cos table PatchEmbed initialises its stored pos_embed with (TEXT_SPEC §3): the first
+    """The (grid², D) 2-D sin-cos table PatchEmbed initialises its stored pos_embed with (docs/TEXT_MODELS.md): the first
     D/2 channels encode the column coordinate, the last D/2 the row, each [sin(c·ω_k), cos(c·ω_k)] for
     ω_k = 10000^(−k/(D/4)); a coordinate is index·base_size/grid_size (interpolation scale 1). Rows in raster order."""
     if embed_dim % 4:

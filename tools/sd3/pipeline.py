@@ -1,4 +1,4 @@
-"""Reference StableDiffusion3Pipeline (prompt → image), from docs/TEXT_SPEC.md §2 and §4.
+"""Reference StableDiffusion3Pipeline (prompt → image), from docs/TEXT_MODELS.md.
 
 Prompt encoding, exactly as diffusers' pipeline does it:
 - both CLIP tokenizers pad/truncate to ``tokenizer.model_max_length`` (the FIRST tokenizer's, for both);
@@ -14,7 +14,7 @@ shift_factor) — not written yet here (TODO with issue 24's VAE work); a PIXEL-
 models/shapes) has f = 1 and its sample is the image in [−1, 1]. Image bytes: (x/2 + 0.5) clamped to [0, 1], ×255,
 rounded.
 
-T5 (text_encoder_3) is not written yet (TODO: a T5 v1.1 encoder reference, TEXT_SPEC §6); a folder with
+T5 (text_encoder_3) is not written yet (TODO: a T5 v1.1 encoder reference, docs/TEXT_MODELS.md); a folder with
 text_encoder_3/ is refused by layout.load_pipeline rather than silently encoded with zeros.
 
   /usr/bin/python3 -m tools.sd3.pipeline --model models/shapes --prompt "a red cube left of a blue ball" --out x.png
@@ -53,7 +53,7 @@ class Pipeline:
     def __init__(self, transformer, text_encoder, tokenizer, text_encoder_2, tokenizer_2, scheduler_config,
                  text_encoder_3=None, tokenizer_3=None, vae=None, max_sequence_length=256, defaults=None):
         if text_encoder_3 is not None:
-            raise NotImplementedError("T5 text_encoder_3 is not written yet (TEXT_SPEC §6); TODO")
+            raise NotImplementedError("T5 text_encoder_3 is not written yet (docs/TEXT_MODELS.md); TODO")
         if vae is not None:
             raise NotImplementedError("the SD3 VAE decoder is not written in this reference yet; TODO")
         self.transformer, self.vae = transformer, vae

@@ -1,4 +1,4 @@
-"""Reference FlowMatchEulerDiscreteScheduler (diffusers) sigmas and Euler step, from docs/TEXT_SPEC.md §4.
+"""Reference FlowMatchEulerDiscreteScheduler (diffusers) sigmas and Euler step, from docs/TEXT_MODELS.md.
 
 scheduler_config.json keys read: num_train_timesteps (1000), shift (3.0 for SD3), use_dynamic_shifting (must be
 false: dynamic shifting needs the image size's mu, which SD3's pipeline does not pass), and, when present,

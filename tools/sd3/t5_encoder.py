@@ -1,4 +1,4 @@
-"""Reference T5 v1.1 encoder (transformers' T5EncoderModel), written from the architecture in docs/TEXT_SPEC.md §6 —
+"""Reference T5 v1.1 encoder (transformers' T5EncoderModel), written from the architecture in docs/TEXT_MODELS.md —
 the third text encoder of SD3's pipeline (text_encoder_3).
 
 Parameter names are those transformers saves: ``shared.weight`` (the token embedding, tied to

@@ -45,7 +45,7 @@ def small_transformer(**kw):
 
 class SchedulerTest(unittest.TestCase):
     def test_sd3_sigmas_28_steps(self):
-        # TEXT_SPEC §4: "For N = 28, σ runs 1.0, 0.98738, 0.97411 … 0.19983, 0.11091, 0.008929, then 0."
+        # docs/TEXT_MODELS.md: "For N = 28, σ runs 1.0, 0.98738, 0.97411 … 0.19983, 0.11091, 0.008929, then 0."
         s = sched.sigmas(28, shift=3.0)
         self.assertEqual(len(s), 29)
         np.testing.assert_allclose(s[:3], [1.0, 0.98738, 0.97411], atol=5e-6)
