@@ -16,6 +16,7 @@ import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Sampler;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.cuda.EmulatedCuda;
 import io.ditserve.server.model.BackendRegistry;
 import io.ditserve.server.sampling.Guidance;
 import io.ditserve.server.sampling.Solver;
@@ -33,7 +34,8 @@ import org.junit.jupiter.params.provider.MethodSource;
 
 /**
  * The flow families' trajectories (tools/fixtures/sit-tiny and repa-tiny, made by tools/make_fixtures.py from the
- * PyTorch reference tools/dit/flow.py) reproduced by the engine's own {@link Solver}s on every CPU backend: each
+ * PyTorch reference tools/dit/flow.py) reproduced by the engine's own {@link Solver}s on every backend (java, onnx,
+ * and cuda's host code on its CPU emulation of the kernels; the GPU run is tools/gpu/run_cuda_checks.sh): each
  * evaluation is one forward pass of the generation's rows (images, then their unconditional twins on guided steps),
  * and each step, started from the reference's x, must give the reference's data estimate and next x within 1e-4
  * (relative); the whole trajectory from x_T alone within 1e-3. Euler, Heun, Euler–Maruyama (its noise given) and
@@ -43,10 +45,12 @@ import org.junit.jupiter.params.provider.MethodSource;
 class FlowSamplerParityTest {
     static final double STEP_TOL = 1e-4;
     static final double END_TOL = 1e-3;
+    /** The cuda backend on its CPU emulation ({@link EmulatedCuda}): host code and the kernels' Java mirror. */
+    static final String CUDA_EMULATED = "cuda-emulated";
 
     static Stream<Arguments> trajectories() throws Exception {
         List<Arguments> out = new ArrayList<>();
-        for (String backend : List.of("java", "onnx")) {
+        for (String backend : List.of("java", "onnx", CUDA_EMULATED)) {
             for (String model : List.of("sit-tiny", "repa-tiny")) {
                 try (Safetensors st = Safetensors.open(TestPaths.fixture(model).resolve("cases.safetensors"))) {
                     JsonNode meta = new ObjectMapper().readTree(st.metadata().get("trajectories"));
@@ -82,7 +86,8 @@ class FlowSamplerParityTest {
         Path dir = TestPaths.fixture(modelName);
         ModelSpec spec = ModelConfigs.load(dir);
         try (Safetensors st = Safetensors.open(dir.resolve("cases.safetensors"));
-                Backend backend = new BackendRegistry().get(backendName).create(spec, BackendOptions.ofThreads(2))) {
+                Backend backend = backendName.equals(CUDA_EMULATED) ? EmulatedCuda.backend(spec, 4)
+                        : new BackendRegistry().get(backendName).create(spec, BackendOptions.ofThreads(2))) {
             JsonNode m = new ObjectMapper().readTree(st.metadata().get("trajectories")).get(traj);
             String p = "traj." + traj + ".";
             Tensor xs = st.tensor(p + "x");
