@@ -20,6 +20,8 @@ Recipe (see --help for the numbers):
 
   nice -n 10 /usr/bin/python3 tools/shapes/train.py --out runs/shapes                 # start (2-core machine)
   nice -n 10 /usr/bin/python3 tools/shapes/train.py --out runs/shapes --resume        # continue
+  nice -n 10 /usr/bin/python3 tools/shapes/train.py --out runs/shapes --init-from models/shapes   # continue from
+                                                      # the committed folder (a new machine has no runs/shapes)
   /usr/bin/python3 tools/shapes/train.py --out runs/shapes --export models/shapes     # write the model folder
 """
 import argparse
@@ -27,6 +29,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -42,6 +45,9 @@ from tools.sd3 import clip_bpe, clip_text, mmdit  # noqa: E402
 from tools.sd3 import pipeline as sd3pipe  # noqa: E402
 from tools.shapes import scenes  # noqa: E402
 
+TRAINING_FILE = "training.json"      # in an exported folder: the recipe (--init-from continues it)
+LOG_FILE = "training_log.jsonl"      # in an exported folder: the run's log, thinned (the loss curve, evaluations)
+RUN_CONTROL = ("out", "resume", "export", "eval_only", "export_dtype", "init_from", "grid", "time_budget", "steps")
 ARCH_KEYS = ("dim", "depth", "heads", "patch", "text_hidden", "text_layers", "text_heads", "text_proj", "max_length",
              "bpe_prompts")
 
@@ -62,7 +68,7 @@ def resume_args(args, saved, explicit):
     """args with the checkpoint's values for every option not given explicitly (run-control options excepted)."""
     merged = dict(vars(args))
     for k, v in saved.items():
-        if k in merged and k not in explicit and k not in ("out", "resume", "export", "eval_only", "export_dtype"):
+        if k in merged and k not in explicit and k not in RUN_CONTROL:
             merged[k] = v
     return argparse.Namespace(**merged)
 
@@ -71,6 +77,10 @@ def _parser(default=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/shapes", help="run folder (checkpoint, logs)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt (architecture from it)")
+    p.add_argument("--init-from", metavar="DIR",
+                   help="start from an exported pipeline folder (models/shapes): its weights become both the "
+                        "weights and the EMA, its tokenizers, architecture and trained-step count are kept, the "
+                        "optimiser starts fresh with a new warm-up (the folder keeps no optimiser state)")
     p.add_argument("--steps", type=int, default=10 ** 9, help="stop at this total step count")
     p.add_argument("--time-budget", type=float, default=0, help="stop after this many seconds (0: no limit)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 here: the other core builds Java)")
@@ -285,8 +295,9 @@ def evaluate(model, t1, t2, args, chunk=50):
 # ---------------------------------------------------------------------------------------------------------------
 # Training
 
-def lr_at(step, args):
-    return args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+def lr_at(step, args, warm_from=0):
+    """Linear warm-up over --warmup steps from warm_from (the start, or the step a fresh optimiser began at)."""
+    return args.lr * min(1.0, (step - warm_from + 1) / max(1, args.warmup))
 
 
 def build(args, ckpt=None):
@@ -334,6 +345,9 @@ class Trainer:
         self.data_rng = np.random.default_rng(args.seed)
         self.noise_gen = torch.Generator(device="cpu").manual_seed(args.seed + 1)
         self.last_eval = None
+        self.warm_from = 0
+        if ckpt is None and args.init_from:
+            self.init_from_folder(args.init_from)
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.ema.load_state_dict(ckpt["ema"])
@@ -342,15 +356,50 @@ class Trainer:
             self.data_rng.bit_generator.state = ckpt["data_rng"]
             self.noise_gen.set_state(ckpt["noise_rng"])
             self.last_eval = ckpt.get("last_eval")
+            self.warm_from = ckpt.get("warm_from", 0)
         self.n_params = {k: sum(p.numel() for p in getattr(self.model, k).parameters())
                          for k in ("transformer", "text_encoder", "text_encoder_2")}
+
+    def init_from_folder(self, path):
+        """Weights (as both weights and EMA), tokenizers, architecture and step count from an exported folder."""
+        from tools.sd3 import layout
+        pipe = layout.load_pipeline(path)
+        tc, cc = pipe.transformer.config, pipe.text_encoder.config
+        self.arch = {"dim": tc["num_attention_heads"] * tc["attention_head_dim"], "depth": tc["num_layers"],
+                     "heads": tc["num_attention_heads"], "patch": tc["patch_size"], "text_hidden": cc["hidden_size"],
+                     "text_layers": cc["num_hidden_layers"], "text_heads": cc["num_attention_heads"],
+                     "text_proj": cc["projection_dim"], "max_length": pipe.tokenizer.model_max_length,
+                     "bpe_prompts": self.args.bpe_prompts}
+        self.t1, self.t2 = tokenizers_from(pipe.tokenizer.encoder, pipe.tokenizer.merges, self.arch["max_length"])
+        torch.manual_seed(self.args.seed)
+        self.model = ShapesModel(self.arch, len(self.t1.encoder), token_ids_of(self.t1, self.t2))
+        for name in ("transformer", "text_encoder", "text_encoder_2"):
+            state = {k: v.float() for k, v in getattr(pipe, name).state_dict().items()}
+            getattr(self.model, name).load_state_dict(state, strict=True)
+        self.model.to(self.dev)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.opt = make_optimizer(self.model, self.args)
+        self.ids = IdCache(self.t1, self.t2)
+        with open(os.path.join(path, "ditserve.json")) as f:
+            info = json.load(f)
+        self.step = int(info.get("trained_steps", 0))
+        self.samples = int(info.get("trained_samples", 0))
+        self.elapsed = float(info.get("training_seconds", 0))
+        self.last_eval = info.get("last_eval")
+        self.warm_from = self.step
+        log = os.path.join(self.args.out, "log.jsonl")
+        if not os.path.exists(log) and os.path.exists(os.path.join(path, LOG_FILE)):
+            shutil.copyfile(os.path.join(path, LOG_FILE), log)     # one curve across machines
+        # fresh data: the folder keeps no generator state, so the stream is reseeded by the step it resumes at
+        self.data_rng = np.random.default_rng([self.args.seed, self.step])
+        self.noise_gen = torch.Generator(device="cpu").manual_seed(self.args.seed + 1 + self.step)
 
     def state(self):
         return {"arch": self.arch, "vocab": self.t1.encoder, "merges": [list(m) for m in self.t1.merges],
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                 "step": self.step, "elapsed": self.elapsed, "samples": self.samples,
                 "data_rng": self.data_rng.bit_generator.state, "noise_rng": self.noise_gen.get_state(),
-                "args": vars(self.args), "last_eval": self.last_eval}
+                "args": vars(self.args), "last_eval": self.last_eval, "warm_from": self.warm_from}
 
     def save(self):
         save_checkpoint(self.ckpt_path, self.state())
@@ -377,7 +426,7 @@ class Trainer:
         v = m.transformer(xt, ctx, pooled, sigma * 1000.0)
         loss = (v.float() - (noise - x0)).pow(2).mean()
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.step, a)
+            g["lr"] = lr_at(self.step, a, self.warm_from)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(m.parameters(), a.clip_grad)
@@ -420,7 +469,7 @@ class Trainer:
             if self.step % a.log_every == 0:
                 dt = time.time() - t_last
                 rec = {"step": self.step, "loss": round(float(np.mean(losses)), 5), "grad_norm": round(gnorm, 4),
-                       "lr": lr_at(self.step - 1, a), "samples": self.samples, "elapsed": round(self.elapsed, 1),
+                       "lr": lr_at(self.step - 1, a, self.warm_from), "samples": self.samples, "elapsed": round(self.elapsed, 1),
                        "sec_per_step": round(dt / len(losses), 3)}
                 self.log(rec, echo=True)
                 losses, t_last = [], time.time()
@@ -478,7 +527,26 @@ def export(trainer, out_dir, dtype, guidance, steps, shift):
                             defaults={"guidance_scale": guidance, "num_inference_steps": steps})
     extra = {"trained_steps": trainer.step, "trained_samples": trainer.samples,
              "training_seconds": round(trainer.elapsed), "last_eval": trainer.last_eval}
-    return layout.write_pipeline(out_dir, pipe, dtype=dtype, ditserve=extra)
+    path = layout.write_pipeline(out_dir, pipe, dtype=dtype, ditserve=extra)
+    # the recipe, so that --init-from continues it unchanged on a machine that has only this folder
+    recipe = {k: v for k, v in vars(trainer.args).items() if k not in RUN_CONTROL}
+    with open(os.path.join(out_dir, TRAINING_FILE), "w") as f:
+        json.dump({"args": recipe, "step": trainer.step}, f, indent=1, sort_keys=True)
+        f.write("\n")
+    _thin_log(os.path.join(trainer.args.out, "log.jsonl"), os.path.join(out_dir, LOG_FILE))
+    return path
+
+
+def _thin_log(src, dst, every=50):
+    """The run's log for the folder: every event and evaluation, and every `every`-th step record (loss curve)."""
+    if not os.path.exists(src):
+        return
+    with open(src) as f, open(dst + ".tmp", "w") as g:
+        for line in f:
+            rec = json.loads(line)
+            if "step" not in rec or "loss" not in rec or rec["step"] % every == 0:
+                g.write(line)
+    os.replace(dst + ".tmp", dst)
 
 
 def main(argv=None):
@@ -487,6 +555,10 @@ def main(argv=None):
         ckpt, _ = load_checkpoint(os.path.join(args.out, "ckpt.pt"))
         args = resume_args(args, ckpt.get("args", {}), explicit_options(argv if argv is not None else sys.argv[1:]))
         del ckpt
+    elif args.init_from and os.path.exists(os.path.join(args.init_from, TRAINING_FILE)):
+        with open(os.path.join(args.init_from, TRAINING_FILE)) as f:
+            saved = json.load(f)["args"]
+        args = resume_args(args, saved, explicit_options(argv if argv is not None else sys.argv[1:]))
     tr = Trainer(args)
     if args.export:
         path = export(tr, args.export, args.export_dtype, args.eval_guidance, args.eval_steps, args.eval_shift)
