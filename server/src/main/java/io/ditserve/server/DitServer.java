@@ -48,6 +48,8 @@ public final class DitServer implements AutoCloseable {
     private Server server;
     private HTTPServer metricsServer;
     private io.ditserve.server.web.WebServer webServer; // web_port: gRPC-Web, the page, the OpenAI API
+    /** max_connections / max_connections_per_address on the gRPC port (owns its event loops), or null. */
+    private io.ditserve.server.security.ConnectionLimits connectionLimits;
     private boolean stopped;
 
     private final ExecutorService sender;
@@ -73,7 +75,9 @@ public final class DitServer implements AutoCloseable {
         });
         engine.start();
         List<String> tokens = Transport.tokens(config);
-        List<ServerInterceptor> auth = tokens.isEmpty() ? List.of() : List.of(new BearerTokenInterceptor(tokens));
+        List<ServerInterceptor> auth = tokens.isEmpty() ? List.of() : List.of(new BearerTokenInterceptor(tokens,
+                new io.ditserve.server.security.AuthGuard(config.authMaxFailures,
+                        java.time.Duration.ofSeconds(config.authFailureWindowSeconds)), metrics::authFailure));
         // interceptors run last-listed first: the token check, then the client key for the per-client queue share
         List<ServerInterceptor> serviceChain = new java.util.ArrayList<>();
         serviceChain.add(new ClientIdentity(!tokens.isEmpty()));
@@ -86,6 +90,10 @@ public final class DitServer implements AutoCloseable {
                 .addService(StrictParsing.wrap(ServerInterceptors.intercept(ProtoReflectionServiceV1.newInstance(),
                         auth)))
                 .build();
+        connectionLimits = io.ditserve.server.security.Transport.connectionLimits(builder);
+        if (connectionLimits != null) {
+            connectionLimits.onRefused(metrics::connectionRefused);
+        }
         try {
             server.start();
         } catch (IOException e) {
@@ -151,6 +159,11 @@ public final class DitServer implements AutoCloseable {
         return engine;
     }
 
+    /** Connections open on the gRPC port, or -1 when no connection cap is configured (nothing counts them). */
+    public int openConnections() {
+        return connectionLimits == null ? -1 : connectionLimits.open();
+    }
+
     public ServerMetrics metrics() {
         return metrics;
     }
@@ -187,6 +200,9 @@ public final class DitServer implements AutoCloseable {
             if (server != null) {
                 server.shutdownNow();
             }
+        }
+        if (connectionLimits != null) {
+            connectionLimits.close(); // the gRPC port's event loops, now that its server has stopped
         }
         if (webServer != null) {
             webServer.stop(); // its generations ended with the engine's drain above

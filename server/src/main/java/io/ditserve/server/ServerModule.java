@@ -113,6 +113,15 @@ public final class ServerModule extends AbstractModule {
     }
 
     @Provides
+    @Singleton
+    io.ditserve.server.grpc.DeliveryLedger deliveryLedger(ServerConfig c, io.ditserve.server.observe.ServerMetrics m) {
+        var ledger = new io.ditserve.server.grpc.DeliveryLedger(c.maxUndeliveredBytesPerClient,
+                c.maxUndeliveredBytesPerConnection);
+        m.undeliveredBytes(ledger::total);
+        return ledger;
+    }
+
+    @Provides
     @DeliveryDeadline
     java.time.Duration deliveryDeadline(ServerConfig c) {
         return java.time.Duration.ofSeconds(c.deliveryDeadlineSeconds);

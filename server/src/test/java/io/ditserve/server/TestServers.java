@@ -41,6 +41,22 @@ public final class TestServers {
         }
     }
 
+    /** A server on a free port of the real (Netty) transport, from {@link io.ditserve.server.security.Transport}, and a
+     * plaintext channel to it. */
+    public static Running network(ServerConfig c) throws Exception {
+        c.port = 0;
+        DitServer server = Guice.createInjector(Stage.PRODUCTION,
+                new ServerModule(c, io.ditserve.server.security.Transport.serverBuilder(c))).getInstance(DitServer.class)
+                .start();
+        return new Running(server, channelTo(server));
+    }
+
+    /** A new plaintext channel (its own connection) to a server started by {@link #network}. */
+    public static ManagedChannel channelTo(DitServer server) {
+        return io.grpc.Grpc.newChannelBuilder("localhost:" + server.port(), io.grpc.InsecureChannelCredentials.create())
+                .build();
+    }
+
     /** The same, with {@code interceptors} around every call (outermost, e.g. to see what the server sends). */
     public static Running inProcess(ServerConfig c, ServerInterceptor... interceptors) throws Exception {
         String name = InProcessServerBuilder.generateName();

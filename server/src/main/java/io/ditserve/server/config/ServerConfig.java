@@ -74,6 +74,12 @@ public final class ServerConfig {
      * (DEADLINE_EXCEEDED) and the results are freed.
      */
     @JsonProperty("delivery_deadline_seconds") public int deliveryDeadlineSeconds = 60;
+    /**
+     * Bytes of finished output a client may leave unread before its next Generate call is refused
+     * (RESOURCE_EXHAUSTED); 0 = no limit. Likewise per connection.
+     */
+    @JsonProperty("max_undelivered_bytes_per_client") public long maxUndeliveredBytesPerClient = 256L << 20;
+    @JsonProperty("max_undelivered_bytes_per_connection") public long maxUndeliveredBytesPerConnection = 128L << 20;
     /** Largest gRPC message the server accepts (requests with an initial-noise tensor can be large). */
     @JsonProperty("max_inbound_message_bytes") public int maxInboundMessageBytes = 16 << 20;
 
@@ -96,6 +102,16 @@ public final class ServerConfig {
     /** Rapid-reset guard: more RST_STREAM frames than this from one connection in rst_window_seconds close it. */
     @JsonProperty("max_rst_frames_per_window") public int maxRstFramesPerWindow = 200;
     @JsonProperty("rst_window_seconds") public int rstWindowSeconds = 10;
+    /** Open connections in all; a new one beyond is closed at once (HTTP/2 GOAWAY saying why); 0 = no limit. */
+    @JsonProperty("max_connections") public int maxConnections = 2000;
+    /** Open connections from one IP address; 0 = no limit. */
+    @JsonProperty("max_connections_per_address") public int maxConnectionsPerAddress = 100;
+    /**
+     * Failed authentications from one address within auth_failure_window_seconds after which its calls are refused
+     * (RESOURCE_EXHAUSTED) until the oldest failure leaves the window; 0 = never refuse.
+     */
+    @JsonProperty("auth_max_failures") public int authMaxFailures = 20;
+    @JsonProperty("auth_failure_window_seconds") public int authFailureWindowSeconds = 60;
 
     /** Prometheus metrics HTTP port (/metrics); 0 = any free port; -1 = no metrics endpoint. */
     @JsonProperty("metrics_port") public int metricsPort = 9090;
@@ -418,8 +434,18 @@ public final class ServerConfig {
         check(maxRstFramesPerWindow >= 0, "max_rst_frames_per_window must be >= 0 (0 = off), got "
                 + maxRstFramesPerWindow);
         check(rstWindowSeconds >= 1, "rst_window_seconds must be >= 1, got " + rstWindowSeconds);
+        check(maxConnections >= 0, "max_connections must be >= 0 (0 = no limit), got " + maxConnections);
+        check(maxConnectionsPerAddress >= 0, "max_connections_per_address must be >= 0 (0 = no limit), got "
+                + maxConnectionsPerAddress);
+        check(authMaxFailures >= 0, "auth_max_failures must be >= 0 (0 = never refuse), got " + authMaxFailures);
+        check(authFailureWindowSeconds >= 1, "auth_failure_window_seconds must be >= 1, got "
+                + authFailureWindowSeconds);
         check(shutdownGraceSeconds >= 0, "shutdown_grace_seconds must be >= 0, got " + shutdownGraceSeconds);
         check(deliveryDeadlineSeconds >= 1, "delivery_deadline_seconds must be >= 1, got " + deliveryDeadlineSeconds);
+        check(maxUndeliveredBytesPerClient >= 0, "max_undelivered_bytes_per_client must be >= 0 (0 = no limit), got "
+                + maxUndeliveredBytesPerClient);
+        check(maxUndeliveredBytesPerConnection >= 0, "max_undelivered_bytes_per_connection must be >= 0 (0 = no "
+                + "limit), got " + maxUndeliveredBytesPerConnection);
         check(maxInboundMessageBytes >= 1 << 20, "max_inbound_message_bytes must be >= 1 MiB");
         check(metricsPort >= -1 && metricsPort <= 65535, "metrics_port must be in -1..65535, got " + metricsPort);
         check(metricsHost != null && !metricsHost.isBlank(), "metrics_host must be an address, e.g. 127.0.0.1");

@@ -43,12 +43,14 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
     private final ExecutorService sender;
     private final java.util.concurrent.ScheduledExecutorService deliveryTimer;
     private final Duration deliveryDeadline;
+    private final DeliveryLedger ledger;
 
     @Inject
     public DiffusionService(ModelRepository models, Engine engine, RequestValidator validator, ServerMetrics metrics,
             @EventSender ExecutorService sender,
             @DeliveryDeadline java.util.concurrent.ScheduledExecutorService deliveryTimer,
-            @DeliveryDeadline Duration deliveryDeadline) {
+            @DeliveryDeadline Duration deliveryDeadline, DeliveryLedger ledger) {
+        this.ledger = Objects.requireNonNull(ledger, "ledger");
         this.sender = Objects.requireNonNull(sender, "sender");
         this.deliveryTimer = Objects.requireNonNull(deliveryTimer, "deliveryTimer");
         this.deliveryDeadline = Objects.requireNonNull(deliveryDeadline, "deliveryDeadline");
@@ -69,7 +71,11 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
         sink.cancelCodeFrom(() -> ProtoMapping.status(cancelFailure(deadline)).getCode());
         // handlers first, before anything can be sent: a cancel or a ready signal may arrive at any time
         Engine.Handle[] handle = new Engine.Handle[1];
+        String client = io.ditserve.server.security.ClientIdentity.current();
+        sink.account(ledger.open(client, io.ditserve.server.security.ClientIdentity.connection()));
+        call.setOnCloseHandler(sink::transportDone);
         call.setOnCancelHandler(() -> {
+            sink.transportDone();
             Failure why = cancelFailure(deadline);
             Engine.Handle h;
             synchronized (handle) {
@@ -84,7 +90,12 @@ public final class DiffusionService extends DiffusionServiceGrpc.DiffusionServic
         GenerationPlan plan;
         try {
             plan = validator.validate(request);
-            Engine.Handle h = engine.submit(plan, io.ditserve.server.security.ClientIdentity.current(), sink);
+            String[] refusal = ledger.refusal(client, io.ditserve.server.security.ClientIdentity.connection());
+            if (refusal != null) {
+                metrics.callRefused(refusal[0]);
+                throw Status.RESOURCE_EXHAUSTED.withDescription(refusal[1]).asException();
+            }
+            Engine.Handle h = engine.submit(plan, client, sink);
             synchronized (handle) {
                 handle[0] = h;
             }

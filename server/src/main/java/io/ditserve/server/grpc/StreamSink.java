@@ -46,6 +46,12 @@ final class StreamSink implements GenerationListener {
     private java.util.concurrent.ScheduledExecutorService deliveryTimer;
     private java.time.Duration deliveryDeadline;
     private boolean deliveryArmed;
+    /** This stream's share of the undelivered output of its client and connection ({@link DeliveryLedger}). */
+    private DeliveryLedger.Account account;
+    /** Estimated bytes of the events in {@link #pending}. */
+    private long pendingBytes;
+    /** The last message sent, while the transport holds it (it said not ready after taking it); else 0. */
+    private long inTransport;
     /** The code a cancelled call ends with: CANCELLED, or DEADLINE_EXCEEDED when its deadline cancelled it. */
     private volatile Supplier<Status.Code> cancelCode = () -> Status.Code.CANCELLED;
 
@@ -69,6 +75,49 @@ final class StreamSink implements GenerationListener {
     void deliveryDeadline(java.util.concurrent.ScheduledExecutorService timer, java.time.Duration deadline) {
         this.deliveryTimer = timer;
         this.deliveryDeadline = deadline;
+    }
+
+    /** Reports what this stream holds for its client to {@code account} from now on. */
+    synchronized void account(DeliveryLedger.Account account) {
+        this.account = account;
+        held();
+    }
+
+    /**
+     * Tells the account what the stream holds now. Holds the lock. After the stream has ended on our side, the
+     * transport may still hold its last message for a client whose window stays closed (the status waits behind
+     * it): that stays on the account until the transport is done with the call ({@link #transportDone}).
+     */
+    private void held() {
+        if (account != null) {
+            account.set(pendingBytes + inTransport);
+        }
+    }
+
+    /**
+     * The transport has finished the call (status sent, or the stream reset or its connection gone): nothing is
+     * held for it any more; a cancelled stream drops what it still queued (a finished generation sends no further
+     * event that would notice the cancellation).
+     */
+    void transportDone() {
+        synchronized (this) {
+            inTransport = 0;
+            if (!closed && observer.isCancelled()) {
+                close(cancelCode.get());
+            }
+            held();
+        }
+    }
+
+    /** What an event holds in memory, estimated: its frames' floats and a little for the rest. */
+    static long bytes(GenerationEvent e) {
+        return 64 + switch (e) {
+            case GenerationEvent.Preview p -> 4L * p.frame().data().length;
+            case GenerationEvent.Result r -> 4L * r.sample().data().length
+                    + (r.image() == null ? 0 : 4L * r.image().data().length);
+            case GenerationEvent.Accepted a -> 4L * a.times().length;
+            default -> 0L;
+        };
     }
 
     /** Starts the delivery deadline, once, when the generation has ended. Holds the lock. */
@@ -101,6 +150,8 @@ final class StreamSink implements GenerationListener {
     private void close(Status.Code code) {
         closed = true;
         pending.clear();
+        pendingBytes = 0;
+        held();
         onTerminal.accept(code);
     }
 
@@ -122,6 +173,8 @@ final class StreamSink implements GenerationListener {
                 case GenerationEvent.Result r -> { }
             }
             pending.addLast(event);
+            pendingBytes += bytes(event);
+            held();
         }
         schedule();
     }
@@ -129,8 +182,10 @@ final class StreamSink implements GenerationListener {
     private boolean removeIf(Predicate<GenerationEvent> p) {
         boolean any = false;
         for (Iterator<GenerationEvent> it = pending.iterator(); it.hasNext(); ) {
-            if (p.test(it.next())) {
+            GenerationEvent e = it.next();
+            if (p.test(e)) {
                 it.remove();
+                pendingBytes -= bytes(e);
                 any = true;
             }
         }
@@ -202,7 +257,8 @@ final class StreamSink implements GenerationListener {
                 return;
             }
             failure = status;
-            pending.removeIf(e -> !(e instanceof GenerationEvent.Accepted || e instanceof GenerationEvent.Result));
+            removeIf(e -> !(e instanceof GenerationEvent.Accepted || e instanceof GenerationEvent.Result));
+            held();
             armDeliveryDeadline();
         }
         schedule();
@@ -264,7 +320,10 @@ final class StreamSink implements GenerationListener {
                 if (!observer.isReady()) {
                     return; // the on-ready callback drains again
                 }
+                inTransport = 0; // ready again: the transport has passed on what it held
                 next = pending.pollFirst();
+                pendingBytes -= bytes(next);
+                held();
             }
             GenerateEvent message = ProtoMapping.encode(next, plan); // encoding outside the lock
             synchronized (this) {
@@ -272,6 +331,10 @@ final class StreamSink implements GenerationListener {
                     return;
                 }
                 observer.onNext(message);
+                if (!observer.isReady()) {
+                    inTransport = message.getSerializedSize();
+                    held();
+                }
             }
         }
     }

@@ -27,6 +27,9 @@ public final class ServerMetrics implements EngineObserver {
     private final Counter samples;
     private final Histogram queueWait;
     private final Counter promptCache;
+    private final Counter authFailures;
+    private final Counter connectionsRefused;
+    private final Counter callsRefused;
     private static final double[] BATCH_BUCKETS = {1, 2, 4, 8, 16, 32, 64, 128, 256};
     private static final double[] WAIT_BUCKETS = {0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 
@@ -56,6 +59,51 @@ public final class ServerMetrics implements EngineObserver {
         promptCache = Counter.builder().name("dit_prompt_cache_lookups_total")
                 .help("Prompt embeddings looked up in a text model's cache, by result (a hit skips the encoders)")
                 .labelNames("result").register(registry);
+        authFailures = Counter.builder().name("dit_auth_failures_total")
+                .help("Calls that failed authentication, by reason: missing or invalid token, or refused (the "
+                        + "address failed auth_max_failures times within auth_failure_window_seconds)")
+                .labelNames("reason").register(registry);
+        connectionsRefused = Counter.builder().name("dit_connections_refused_total")
+                .help("Connections closed at accept: over max_connections (total) or max_connections_per_address")
+                .labelNames("limit").register(registry);
+        callsRefused = Counter.builder().name("dit_calls_refused_total")
+                .help("Generate calls refused before they were queued because of a per-client limit, by limit")
+                .labelNames("limit").register(registry);
+    }
+
+    /** The gauge of output held for clients that have not read it (docs: DeliveryLedger). */
+    public void undeliveredBytes(java.util.function.LongSupplier total) {
+        GaugeWithCallback.builder().name("dit_undelivered_bytes")
+                .help("Bytes of finished output held for clients that have not read it (queued events and messages"
+                        + " the transport holds for a closed HTTP/2 window)")
+                .callback(cb -> cb.call(total.getAsLong())).register(registry);
+    }
+
+    /** A call failed authentication (reason: missing, invalid, refused). */
+    public void authFailure(String reason) {
+        authFailures.labelValues(reason).inc();
+    }
+
+    public double authFailures(String reason) {
+        return authFailures.labelValues(reason).get();
+    }
+
+    /** A connection was closed at accept (limit: total, per_address). */
+    public void connectionRefused(String limit) {
+        connectionsRefused.labelValues(limit).inc();
+    }
+
+    public double connectionsRefused(String limit) {
+        return connectionsRefused.labelValues(limit).get();
+    }
+
+    /** A Generate call was refused by a per-client limit (e.g. undelivered_bytes_per_client). */
+    public void callRefused(String limit) {
+        callsRefused.labelValues(limit).inc();
+    }
+
+    public double callsRefused(String limit) {
+        return callsRefused.labelValues(limit).get();
     }
 
     /** Prompt-cache lookups so far with this result. */

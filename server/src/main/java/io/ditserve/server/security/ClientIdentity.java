@@ -25,12 +25,18 @@ import java.util.HexFormat;
  */
 public final class ClientIdentity implements ServerInterceptor {
     private static final Context.Key<String> KEY = Context.key("dit-client");
+    private static final Context.Key<String> CONNECTION = Context.key("dit-connection");
 
     private final boolean byToken;
 
     /** @param byToken key by the bearer token (authentication is on; the token interceptor runs first) */
     public ClientIdentity(boolean byToken) {
         this.byToken = byToken;
+    }
+
+    /** The call's connection (the peer's address and port) inside a handler, or null (as {@link #current()}). */
+    public static String connection() {
+        return CONNECTION.get();
     }
 
     /** The calling client's key inside a call's handler, or null outside calls that passed this interceptor. */
@@ -51,7 +57,9 @@ public final class ClientIdentity implements ServerInterceptor {
         if (key == null) {
             key = "peer:" + host(call.getAttributes().get(Grpc.TRANSPORT_ATTR_REMOTE_ADDR));
         }
-        return Contexts.interceptCall(Context.current().withValue(KEY, key), call, headers, next);
+        SocketAddress remote = call.getAttributes().get(Grpc.TRANSPORT_ATTR_REMOTE_ADDR);
+        return Contexts.interceptCall(Context.current().withValue(KEY, key)
+                .withValue(CONNECTION, String.valueOf(remote)), call, headers, next);
     }
 
     static String host(SocketAddress a) {

@@ -38,8 +38,26 @@ public final class Transport {
             }
             creds = b.build();
         }
-        return limits(NettyServerBuilder.forPort(c.port, creds), c);
+        NettyServerBuilder b = limits(NettyServerBuilder.forPort(c.port, creds), c);
+        ConnectionLimits caps = ConnectionLimits.install(b, c.maxConnections, c.maxConnectionsPerAddress,
+                creds instanceof InsecureServerCredentials);
+        if (caps != null) {
+            synchronized (CONNECTION_LIMITS) {
+                CONNECTION_LIMITS.put(b, caps);
+            }
+        }
+        return b;
     }
+
+    /** The connection caps installed on a builder by {@link #serverBuilder} (it owns the event loops), or null. */
+    public static ConnectionLimits connectionLimits(ServerBuilder<?> b) {
+        synchronized (CONNECTION_LIMITS) {
+            return CONNECTION_LIMITS.get(b);
+        }
+    }
+
+    private static final java.util.Map<ServerBuilder<?>, ConnectionLimits> CONNECTION_LIMITS =
+            new java.util.WeakHashMap<>();
 
     /**
      * The connection limits of the configuration (README, "Transport limits"): idle and age limits, keepalive
