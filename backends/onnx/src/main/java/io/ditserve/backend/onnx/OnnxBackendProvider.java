@@ -7,6 +7,8 @@ import io.ditserve.backend.BackendProvider;
 import io.ditserve.backend.Decoder;
 import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.TextEncoder;
+import io.ditserve.backend.TextEncoderSpec;
 import java.util.List;
 
 /**
@@ -50,6 +52,12 @@ public final class OnnxBackendProvider implements BackendProvider {
             case DIT -> OnnxDitBackend.create(model, options);
             case MMDIT -> OnnxMmditBackend.create(model, options);
         };
+    }
+
+    /** CLIPTextModelWithProjection or the T5 v1.1 encoder, its graph built from the folder's safetensors. */
+    @Override
+    public TextEncoder createTextEncoder(TextEncoderSpec encoder, BackendOptions options) throws BackendException {
+        return OnnxTextEncoder.create(encoder, options);
     }
 
     @Override
