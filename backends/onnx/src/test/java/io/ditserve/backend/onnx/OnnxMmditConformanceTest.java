@@ -207,4 +207,19 @@ class OnnxMmditConformanceTest {
         }
         assertThat(Arrays.stream(spec.directory().toFile().list()).filter(f -> f.endsWith(".onnx"))).isEmpty();
     }
+
+    /**
+     * With onnx.optimization=none ONNX Runtime folds nothing: the BF16 initializers stay BF16 in its memory and the
+     * graph's Casts run in every pass (with any optimisation it folds them into float32 constants at load;
+     * docs/TEXT_MODELS.md). The function is the same.
+     */
+    @Test
+    void unoptimisedTheCastsRunInEveryPass() throws Exception {
+        ModelSpec spec = spec(fixture("mmdit-x-tiny"));
+        Case c = forwardCase("mmdit-x-tiny");
+        try (Backend b = Fixtures.provider(OnnxBackendProvider.NAME).create(spec,
+                new BackendOptions(1, Map.of(OnnxRunner.OPTIMIZATION_OPTION, "none")))) {
+            assertThat(Fixtures.relativeError(run(b, c), c.out())).isLessThan(TOLERANCE);
+        }
+    }
 }
