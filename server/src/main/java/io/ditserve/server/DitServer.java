@@ -74,6 +74,7 @@ public final class DitServer implements AutoCloseable {
             health.setStatus("dit.v1.DiffusionService", ServingStatus.NOT_SERVING);
         });
         engine.start();
+        io.ditserve.server.observe.GrpcLogFilter.install(); // one line per minute for oversize messages, no stacks
         List<String> tokens = Transport.tokens(config);
         List<ServerInterceptor> auth = tokens.isEmpty() ? List.of() : List.of(new BearerTokenInterceptor(tokens,
                 new io.ditserve.server.security.AuthGuard(config.authMaxFailures,

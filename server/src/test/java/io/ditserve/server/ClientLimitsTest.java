@@ -130,8 +130,6 @@ class ClientLimitsTest {
         closers.add(third::shutdownNow);
         assertThatThrownBy(() -> new DitClient(third).listModels())
                 .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
-                    // the GOAWAY that says why is best effort: a client that retries on new connections may end
-                    // with a later attempt's reset instead
                     assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
                 });
         assertThat(r.server().metrics().connectionsRefused("per_address")).isGreaterThanOrEqualTo(1);
@@ -206,5 +204,43 @@ class ClientLimitsTest {
             assertThat(results).isEqualTo(1);
             await(() -> undeliveredBytes(r) == 0, Duration.ofSeconds(30), "a read stream to hold nothing");
         }
+    }
+
+    @Test
+    void requestsOverTheMessageLimitGetResourceExhaustedAndOneLogLineAMinuteWithoutAStack() throws Exception {
+        ServerConfig c = TestServers.config();
+        c.maxInboundMessageBytes = 1 << 20;
+        TestServers.Running r = TestServers.network(c);
+        closers.add(r);
+        List<java.util.logging.LogRecord> grpcRecords = new java.util.concurrent.CopyOnWriteArrayList<>();
+        java.util.logging.Logger grpc = java.util.logging.Logger.getLogger("io.grpc");
+        java.util.logging.Handler handler = new java.util.logging.Handler() {
+            @Override
+            public void publish(java.util.logging.LogRecord rec) {
+                grpcRecords.add(rec);
+            }
+
+            @Override
+            public void flush() { }
+
+            @Override
+            public void close() { }
+        };
+        grpc.addHandler(handler);
+        closers.add(() -> grpc.removeHandler(handler));
+        GenerateRequest huge = GenerateRequest.newBuilder().setModel("m".repeat(2 << 20)).build();
+        for (int i = 0; i < 5; i++) {
+            assertThatThrownBy(() -> r.client().generate(huge).next())
+                    .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                        assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED);
+                        assertThat(e.getStatus().getDescription()).contains("exceeds maximum size 1048576");
+                    });
+        }
+        assertThat(new DitClient(r.channel()).listModels()).hasSize(TestServers.FIXTURE_MODELS); // it carries on
+        assertThat(grpcRecords).as("gRPC's own records (stack traces)").isEmpty();
+        assertThat(lines("GrpcLogFilter")).hasSize(1).allSatisfy(l -> assertThat(l).startsWith(
+                "a request message over max_inbound_message_bytes was refused (RESOURCE_EXHAUSTED): gRPC message "
+                        + "exceeds maximum size 1048576"));
+        assertThat(logs.list).noneSatisfy(e -> assertThat(e.getThrowableProxy()).isNotNull());
     }
 }

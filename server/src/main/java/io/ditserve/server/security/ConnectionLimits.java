@@ -9,11 +9,8 @@ import io.grpc.netty.shaded.io.netty.channel.socket.nio.NioSocketChannel;
 import io.grpc.netty.shaded.io.netty.util.concurrent.DefaultThreadFactory;
 import java.io.IOException;
 import java.net.InetSocketAddress;
-import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
-import java.nio.charset.StandardCharsets;
 import java.time.Duration;
-import java.util.ArrayDeque;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -26,11 +23,10 @@ import org.slf4j.LoggerFactory;
  * Caps on open connections, in all ({@code max_connections}) and per remote IP address
  * ({@code max_connections_per_address}), enforced where connections are accepted, before they cost a file
  * descriptor for longer than a moment or any HTTP/2 state: the gRPC port's listening channel is a
- * {@link NioServerSocketChannel} whose accept refuses a connection over a cap. A refused plaintext connection is
- * sent the server's HTTP/2 preface and a GOAWAY (ENHANCE_YOUR_CALM) whose debug data says which limit, and is
- * closed a moment later; under TLS there is no handshake to carry it, and the connection is closed at once. The
- * GOAWAY is best effort: grpc-java clients retry the call on new connections, and the status they end with may be a
- * later attempt's "connection reset" (UNAVAILABLE either way; ClientLimitsTest). Each refusal is counted
+ * {@link NioServerSocketChannel} whose accept closes a connection over a cap at once, so the client's calls end
+ * with UNAVAILABLE. (An HTTP/2 GOAWAY naming the limit before the close was tried: grpc-java clients then ended
+ * with INTERNAL or after long retries, depending on timing, so the reason is told by the server's log and metric
+ * only.) Each refusal is counted
  * ({@code dit_connections_refused_total{limit}}) and logged once per address per minute ({@link LogLimiter}).
  *
  * <p>grpc-java has no connection cap of its own; giving it a channel factory means giving it the event loops too,
@@ -38,37 +34,29 @@ import org.slf4j.LoggerFactory;
  */
 public final class ConnectionLimits implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(ConnectionLimits.class);
-    /** HTTP/2 error code ENHANCE_YOUR_CALM (RFC 9113, section 7). */
-    private static final int ENHANCE_YOUR_CALM = 0xb;
-    /** Refused connections kept half-closed (so the client reads the GOAWAY before the close); more close at once. */
-    private static final int MAX_LINGERING = 64;
-    private static final long LINGER_MILLIS = 1000;
 
     private final int maxTotal;
     private final int maxPerAddress;
-    private final boolean plaintext;
     private final Map<String, Integer> perAddress = new HashMap<>();
-    private final ArrayDeque<SocketChannel> lingering = new ArrayDeque<>();
     private final LogLimiter logLimiter = new LogLimiter(Duration.ofMinutes(1));
     private final EventLoopGroup boss;
     private final EventLoopGroup workers;
     private int total;
     private volatile Consumer<String> onRefused = limit -> { };
 
-    private ConnectionLimits(int maxTotal, int maxPerAddress, boolean plaintext) {
+    private ConnectionLimits(int maxTotal, int maxPerAddress) {
         this.maxTotal = maxTotal;
         this.maxPerAddress = maxPerAddress;
-        this.plaintext = plaintext;
         this.boss = new NioEventLoopGroup(1, new DefaultThreadFactory("dit-accept", true));
         this.workers = new NioEventLoopGroup(0, new DefaultThreadFactory("dit-transport", true));
     }
 
     /** Installs the caps on {@code b} (its channel factory and event loops); null when both caps are 0 (off). */
-    static ConnectionLimits install(NettyServerBuilder b, int maxTotal, int maxPerAddress, boolean plaintext) {
+    static ConnectionLimits install(NettyServerBuilder b, int maxTotal, int maxPerAddress) {
         if (maxTotal <= 0 && maxPerAddress <= 0) {
             return null;
         }
-        ConnectionLimits limits = new ConnectionLimits(maxTotal, maxPerAddress, plaintext);
+        ConnectionLimits limits = new ConnectionLimits(maxTotal, maxPerAddress);
         b.channelFactory(() -> limits.new Listener()).bossEventLoopGroup(limits.boss)
                 .workerEventLoopGroup(limits.workers);
         return limits;
@@ -134,41 +122,9 @@ public final class ConnectionLimits implements AutoCloseable {
             if (suffix != null) {
                 log.warn("connection from {} refused: {}{}", address, why, suffix);
             }
-            refuse(socket, why);
+            closeQuietly(socket);
             return 0;
         }
-
-        /** Preface + GOAWAY (plaintext), half-close, and the close a moment later on the accept loop. */
-        private void refuse(SocketChannel socket, String why) {
-            try {
-                if (!plaintext || lingering.size() >= MAX_LINGERING) {
-                    socket.close();
-                    return;
-                }
-                socket.configureBlocking(false);
-                socket.write(goAway(why)); // 2 small frames: they fit an empty send buffer
-                socket.shutdownOutput();
-                lingering.addLast(socket);
-                eventLoop().schedule(() -> drainAndClose(lingering.pollFirst()), LINGER_MILLIS, TimeUnit.MILLISECONDS);
-            } catch (IOException | RuntimeException e) {
-                closeQuietly(socket);
-            }
-        }
-    }
-
-    /** An empty SETTINGS frame (the server's preface) and a GOAWAY with last stream 0 and {@code why} as debug data. */
-    static ByteBuffer goAway(String why) {
-        byte[] debug = why.getBytes(StandardCharsets.UTF_8);
-        ByteBuffer b = ByteBuffer.allocate(9 + 9 + 8 + debug.length);
-        frameHeader(b, 0, 0x4);
-        frameHeader(b, 8 + debug.length, 0x7);
-        b.putInt(0).putInt(ENHANCE_YOUR_CALM).put(debug);
-        return b.flip();
-    }
-
-    private static void frameHeader(ByteBuffer b, int length, int type) {
-        b.put((byte) (length >>> 16)).put((byte) (length >>> 8)).put((byte) length).put((byte) type).put((byte) 0)
-                .putInt(0);
     }
 
     private static String address(SocketChannel socket) {
@@ -177,21 +133,6 @@ public final class ConnectionLimits implements AutoCloseable {
         } catch (IOException | RuntimeException e) {
             return "unknown";
         }
-    }
-
-    /** Reads what the client sent (so the close is a FIN, not a reset that could destroy the GOAWAY), closes. */
-    private static void drainAndClose(SocketChannel s) {
-        if (s != null) {
-            try {
-                ByteBuffer scratch = ByteBuffer.allocate(4096);
-                for (int i = 0; i < 16 && s.read(scratch.clear()) > 0; i++) {
-                    // discard
-                }
-            } catch (IOException e) {
-                // the client has gone: close below
-            }
-        }
-        closeQuietly(s);
     }
 
     private static void closeQuietly(SocketChannel s) {

@@ -39,8 +39,7 @@ public final class Transport {
             creds = b.build();
         }
         NettyServerBuilder b = limits(NettyServerBuilder.forPort(c.port, creds), c);
-        ConnectionLimits caps = ConnectionLimits.install(b, c.maxConnections, c.maxConnectionsPerAddress,
-                creds instanceof InsecureServerCredentials);
+        ConnectionLimits caps = ConnectionLimits.install(b, c.maxConnections, c.maxConnectionsPerAddress);
         if (caps != null) {
             synchronized (CONNECTION_LIMITS) {
                 CONNECTION_LIMITS.put(b, caps);
