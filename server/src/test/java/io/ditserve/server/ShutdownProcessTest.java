@@ -5,9 +5,6 @@ import static org.assertj.core.api.Assertions.assertThat;
 import io.ditserve.client.DitClient;
 import io.ditserve.proto.v1.GenerateEvent;
 import io.ditserve.proto.v1.GenerateRequest;
-import java.io.BufferedReader;
-import java.io.InputStreamReader;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -17,8 +14,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicIntegerArray;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -32,19 +27,13 @@ class ShutdownProcessTest {
 
     @Test
     void generationsRunningAtSigtermFinishWithTheirImages(@TempDir Path dir) throws Exception {
-        Path log = dir.resolve("server.log");
-        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        ProcessBuilder pb = new ProcessBuilder(java, "--add-modules", "jdk.incubator.vector",
-                "--enable-native-access=ALL-UNNAMED", "-Xmx512m", "-cp", System.getProperty("java.class.path"),
-                "io.ditserve.server.cli.Main", "serve", "--port", "0", "--threads", "1",
-                "--models", TestPaths.repoRoot().resolve("tools/fixtures").toString(),
-                "--set", "metrics_port=-1", "--set", "shutdown_grace_seconds=120")
-                .redirectError(log.toFile());
-        pb.environment().remove("DIT_AUTH_TOKENS");
-        pb.environment().remove("DIT_METRICS_TOKEN");
-        Process server = pb.start();
+        ServerProcess proc = ServerProcess.start(dir.resolve("server.log"), "512m", java.util.Map.of(),
+                "--threads", "1", "--models", TestPaths.repoRoot().resolve("tools/fixtures").toString(),
+                "--set", "metrics_port=-1", "--set", "shutdown_grace_seconds=120");
+        Process server = proc.process;
+        Path log = proc.log;
         try {
-            int port = awaitPort(server, log);
+            int port = proc.port;
             try (DitClient client = DitClient.connect("localhost:" + port)) {
                 CountDownLatch stepping = new CountDownLatch(3);
                 AtomicIntegerArray latestStep = new AtomicIntegerArray(3);
@@ -87,17 +76,5 @@ class ShutdownProcessTest {
         } finally {
             server.destroyForcibly();
         }
-    }
-
-    private static int awaitPort(Process server, Path log) throws Exception {
-        BufferedReader out = new BufferedReader(new InputStreamReader(server.getInputStream(), StandardCharsets.UTF_8));
-        Pattern p = Pattern.compile("listening on port (\\d+)");
-        for (String line; (line = out.readLine()) != null; ) {
-            Matcher m = p.matcher(line);
-            if (m.find()) {
-                return Integer.parseInt(m.group(1));
-            }
-        }
-        throw new AssertionError("the server exited before listening:\n" + Files.readString(log));
     }
 }

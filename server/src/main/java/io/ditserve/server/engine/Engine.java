@@ -90,15 +90,24 @@ public final class Engine implements AutoCloseable {
         long n = ids.incrementAndGet();
         Generation g = new Generation("gen-" + n, n, plan, listener, observer, config.tiling());
         loop.submit(g, client);
+        // The transport keeps the handle as long as the call is open, and a call whose client never reads can stay
+        // open long after its generation ended (its status waits behind unread data). The loop holds a generation
+        // strongly while it is queued, running or rendering; the handle only weakly, so an ended generation's
+        // buffers (its images × samples floats) are not kept by calls that never finish (NeverReadingClientsTest).
+        String id = g.id;
+        java.lang.ref.WeakReference<Generation> ref = new java.lang.ref.WeakReference<>(g);
         return new Handle() {
             @Override
             public String id() {
-                return g.id;
+                return id;
             }
 
             @Override
             public void cancel(Failure failure) {
-                loop.cancel(g, failure);
+                Generation live = ref.get();
+                if (live != null) {
+                    loop.cancel(live, failure);
+                }
             }
         };
     }

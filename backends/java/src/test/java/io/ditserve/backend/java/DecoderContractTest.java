@@ -14,6 +14,7 @@ import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
 import io.ditserve.backend.testkit.DecoderFixtures;
 import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.SafetensorsWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;

@@ -17,6 +17,7 @@ import io.ditserve.backend.Sampler;
 import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.SafetensorsWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;

@@ -12,6 +12,7 @@ import io.ditserve.backend.TextEncoder;
 import io.ditserve.backend.TextEncoderConfigs;
 import io.ditserve.backend.TextEncoderSpec;
 import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.SafetensorsWriter;
 import io.ditserve.backend.text.Tokenizer;
 import io.ditserve.backend.text.Tokenizers;
 import java.nio.file.Files;

@@ -10,6 +10,7 @@ import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.SafetensorsWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;

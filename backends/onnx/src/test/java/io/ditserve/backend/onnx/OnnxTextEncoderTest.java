@@ -13,6 +13,7 @@ import io.ditserve.backend.TextEncoderConfigs;
 import io.ditserve.backend.TextEncoderSpec;
 import io.ditserve.backend.java.JavaBackendProvider;
 import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.SafetensorsWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;

@@ -1,4 +1,4 @@
-package io.ditserve.backend.onnx;
+package io.ditserve.backend.testkit;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -12,13 +12,13 @@ import java.util.Map;
 import java.util.stream.Collectors;
 
 /** Writes F32 safetensors files for tests that need a broken or unusual one. */
-final class SafetensorsWriter {
+public final class SafetensorsWriter {
     private SafetensorsWriter() {}
 
     /** One F32 tensor: its shape and values (shape and length need not agree: tests write broken files too). */
-    record F32(long[] shape, float[] values) {}
+    public record F32(long[] shape, float[] values) {}
 
-    static void write(Path file, Map<String, F32> tensors) throws IOException {
+    public static void write(Path file, Map<String, F32> tensors) throws IOException {
         StringBuilder header = new StringBuilder("{");
         long offset = 0;
         for (Map.Entry<String, F32> e : tensors.entrySet()) {
