@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Draws a training loss curve (PNG, drawn with PIL: no plotting library here) from a loss.csv of tools/train.py or
-tools/train_vae.py: the per-step values in grey and a moving average in black, log-scale y.
+tools/train_vae.py, or a log.jsonl of tools/shapes/train.py (its records with "step" and "loss"): the per-step
+values in grey and a moving average in black, log-scale y.
 
   /usr/bin/python3 tools/loss_plot.py runs/latent/loss.csv models/fashion-latent-dit/card/loss.png --title "latent DiT"
 """
 import argparse
 import csv
+import json
 import math
 
 from PIL import Image, ImageDraw
@@ -20,7 +22,11 @@ def main():
     ap.add_argument("--title", default="training loss")
     a = ap.parse_args()
     with open(a.csv) as f:
-        rows = [(int(r["step"]), float(r[a.column])) for r in csv.DictReader(f) if r[a.column] not in ("", "nan")]
+        if a.csv.endswith(".jsonl"):
+            recs = (json.loads(line) for line in f if line.strip())
+            rows = [(int(r["step"]), float(r[a.column])) for r in recs if "step" in r and a.column in r]
+        else:
+            rows = [(int(r["step"]), float(r[a.column])) for r in csv.DictReader(f) if r[a.column] not in ("", "nan")]
     rows.sort()
     steps = [s for s, _ in rows]
     vals = [max(v, 1e-12) for _, v in rows]
