@@ -19,9 +19,17 @@
 ARG BUILD=maven
 ARG BUILD_BASE=maven:3.9-eclipse-temurin-25
 ARG RUNTIME_BASE=debian:bookworm-slim
+ARG WEB_BASE=node:20-bookworm-slim
 ARG JLINK_MODULES=java.base,java.desktop,java.logging,java.management,java.naming,java.sql,jdk.crypto.ec,jdk.httpserver,jdk.incubator.vector,jdk.jfr,jdk.management,jdk.naming.dns,jdk.unsupported
 
 # --- BUILD=maven: compile, test-free package, jlink the runtime, compile the health probe -------------------
+# --- the web page (issue 27) for BUILD=maven: web/build.sh with the pinned npm packages --------------------------
+FROM ${WEB_BASE} AS web-maven
+WORKDIR /src
+COPY proto proto
+COPY web web
+RUN bash web/build.sh && mkdir -p /out && cp -r web/dist /out/web
+
 FROM ${BUILD_BASE} AS build-maven
 LABEL io.ditserve.build-stage=maven
 ARG JLINK_MODULES
@@ -39,6 +47,8 @@ RUN mvn -B -DskipTests clean package \
  && jlink --add-modules "$JLINK_MODULES" --strip-java-debug-attributes --no-header-files --no-man-pages \
       --compress=zip-6 --output /out/jre
 
+COPY --from=web-maven /out/web /out/app/web
+
 # --- BUILD=prebuilt: the same layout, from the host (tools/container_test.sh prepares it) --------------------
 FROM ${RUNTIME_BASE} AS build-prebuilt
 # the label lets tools/container_test.sh remove this stage's images left behind by a rebuild
@@ -47,6 +57,7 @@ COPY server/target/classes /out/app/classes
 COPY server/target/lib /out/app/lib
 COPY target/container/probe /out/app/probe
 COPY target/container/jre /out/jre
+COPY web/dist /out/app/web
 
 FROM build-${BUILD} AS build
 
@@ -57,7 +68,8 @@ RUN groupadd --gid 10001 dit \
 COPY --from=build /out/jre /opt/java
 COPY --from=build /out/app /app
 COPY models /models
-ENV JAVA_HOME=/opt/java PATH=/opt/java/bin:$PATH DIT_MODELS=/models
+# DIT_WEB_DIST: the page that web_port serves (off unless web_port is set, e.g. --set web_port=8081)
+ENV JAVA_HOME=/opt/java PATH=/opt/java/bin:$PATH DIT_MODELS=/models DIT_WEB_DIST=/app/web
 USER 10001:10001
 WORKDIR /app
 EXPOSE 50051 9090

@@ -90,6 +90,7 @@ say "ok: containers on a user network resolve each other by name"
 
 phase "build outputs: server (./dit builds what is missing), Java runtime (jlink), probe and check programs"
 ./dit --version > /dev/null
+bash web/build.sh | quiet   # the page the image serves on web_port (web/dist, copied by the Dockerfile)
 mkdir -p target/container
 MODULES=$(sed -n 's/^ARG JLINK_MODULES=//p' Dockerfile)
 JLINK_OPTS=(--strip-java-debug-attributes --no-header-files --no-man-pages --compress=zip-6)   # = the Dockerfile's
@@ -137,10 +138,10 @@ phase "podman kube play: deploy/k8s/ (tools/k8s/kube_play_test.sh)"
 source tools/k8s/kube_play_test.sh && kube_play_test "$IMAGE"
 
 # --- one container --------------------------------------------------------------------------------------------
-phase "podman run $IMAGE (its defaults), wait for its HEALTHCHECK"
-GPORT=$(free_port); MPORT=$(free_port)
-podman run -d --name "$SINGLE" -p "127.0.0.1:$GPORT:50051" -p "127.0.0.1:$MPORT:9090" "$IMAGE" 2>&1 > /dev/null \
-  | quiet
+phase "podman run $IMAGE (its defaults, and web_port 8081), wait for its HEALTHCHECK"
+GPORT=$(free_port); MPORT=$(free_port); WPORT=$(free_port)
+podman run -d --name "$SINGLE" -p "127.0.0.1:$GPORT:50051" -p "127.0.0.1:$MPORT:9090" -p "127.0.0.1:$WPORT:8081" \
+  "$IMAGE" --port 50051 --set metrics_host=0.0.0.0 --set web_port=8081 2>&1 > /dev/null | quiet
 deadline=$((SECONDS + 120)); checks=0
 until podman healthcheck run "$SINGLE" > /dev/null 2>&1; do
   checks=$((checks + 1))
@@ -150,6 +151,15 @@ done
 say "ok: healthy (HealthProbe: grpc.health.v1 SERVING) after $checks unhealthy checks"
 [ "$(podman exec "$SINGLE" id -u)" = 10001 ] || { say "the server does not run as uid 10001"; exit 1; }
 say "ok: the server runs as uid 10001"
+/usr/bin/python3 - "$WPORT" <<'PY'
+import sys, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}/"
+page = urllib.request.urlopen(base, timeout=10).read().decode()
+assert "<script" in page and "app.js" in page, page[:200]
+js = urllib.request.urlopen(base + "app.js", timeout=10).read()
+assert len(js) > 10_000, len(js)
+print(f"container_test: ok: the image serves the web page on web_port ({len(page)} B page, {len(js) // 1024} KiB script)")
+PY
 DIT_SKIP_BUILD=1 ./dit generate --target "127.0.0.1:$GPORT" --model fashion-dit --label Bag --steps 20 --seed 5 \
   --out "$WORK/out" > "$WORK/generate.log" 2>&1 || { cat "$WORK/generate.log"; say "generation failed"; exit 1; }
 /usr/bin/python3 - "$WORK/out/fashion-dit-Bag-5.png" <<'PY'

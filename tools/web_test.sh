@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The web port end to end (issue 27): builds the page (web/build.sh), starts `./dit serve` with the fixture models
-# and the bundled pixel model (fashion-dit), a bearer token, gRPC-Web on --set web_port and max_active=1 (so that a
+# The web port end to end (issue 27): builds the page (web/build.sh), starts `./dit serve` with the fixture models,
+# the bundled pixel model (fashion-dit) and the bundled text model (shapes), a bearer token, gRPC-Web on --set web_port and max_active=1 (so that a
 # second generation of a model waits in the queue), then runs
 #   web/test/browser.test.mjs  the page in Debian's chromium via chromium-driver and selenium-webdriver: generate
 #                              (progress, >= 3 different preview frames before the result, seeds, download), queue
@@ -26,9 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# the models: every fixture model folder and the bundled pixel model, as links in one folder
+# the models: every fixture model folder, the bundled pixel model and the bundled text model, as links in one folder
 mkdir -p "$WORK/models"
-for d in tools/fixtures/*/ models/fashion-dit/; do
+for d in tools/fixtures/*/ models/fashion-dit/ models/shapes/; do
   if [ -f "$d/config.json" ] || [ -f "$d/model_index.json" ]; then ln -s "$ROOT/$d" "$WORK/models/$(basename "$d")"; fi
 done
 TOKEN="web-test-$RANDOM$RANDOM"

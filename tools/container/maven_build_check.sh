@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Dockerfile's default path (BUILD=maven: Maven and jlink inside the build) without a registry: a stand-in for
 # maven:3.9-eclipse-temurin-25 made from the local Debian base (run tools/container_test.sh first), this machine's
-# JDK 25 and Apache Maven 3.9.9 (fetched from Maven Central with mvn), then `podman build --build-arg BUILD=maven`
+# JDK 25 and Apache Maven 3.9.9 (fetched from Maven Central with mvn), a stand-in for node:20-bookworm-slim (Debian's
+# nodejs and npm on the local base, for the web page's stage), then `podman build --build-arg BUILD=maven`
 # with ~/.m2 mounted as the Maven repository, and one container: healthy, one generation, `podman stop` exits 0.
 # Not part of CI (about 2 minutes on 2 cores); docs/CONTAINERS.md.
 set -euo pipefail
@@ -27,8 +28,14 @@ if ! podman image exists localhost/maven-jdk25; then
     'ENV JAVA_HOME=/opt/java/openjdk PATH=/opt/java/openjdk/bin:/usr/share/maven/bin:$PATH' > "$WORK/ctx/Containerfile"
   podman build -q -t localhost/maven-jdk25 "$WORK/ctx" > /dev/null
 fi
+# a stand-in for node:20-bookworm-slim (the web stage): Debian's nodejs and npm on the local base
+if ! podman image exists localhost/node-stand-in; then
+  printf '%s\n' "FROM $BASE" 'RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm && apt-get clean' \
+    > "$WORK/Containerfile.node"
+  podman build -q -t localhost/node-stand-in -f "$WORK/Containerfile.node" "$WORK" > /dev/null
+fi
 # BUILD=maven spelt out: buildah 1.28 (podman 4.3) skips a stage named by an ARG's default value
-podman build --format docker -v "$HOME/.m2:/root/.m2" --build-arg BUILD=maven \
+podman build --format docker -v "$HOME/.m2:/root/.m2" --build-arg BUILD=maven --build-arg WEB_BASE=localhost/node-stand-in \
   --build-arg BUILD_BASE=localhost/maven-jdk25 --build-arg RUNTIME_BASE="$BASE" -t localhost/ditserve:maven . \
   > "$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; echo "maven_build_check: build failed"; exit 1; }
 podman image prune -f --filter label=io.ditserve.build-stage > /dev/null 2>&1 || true

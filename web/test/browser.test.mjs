@@ -224,19 +224,28 @@ test("errors are shown with the status message", async () => {
   await setValue("count", 1);
 });
 
-test("a text model takes a prompt (when the server has one)", async (t) => {
+test("a text model takes a prompt: the bundled shapes model, previews and its result", async () => {
   const text = await driver.executeScript(`return [...document.getElementById('model').options]
     .filter(o => o.textContent.includes("(text,")).map(o => o.value)`);
-  if (text.length === 0) {
-    t.skip("no text model among the served models");
-    return;
-  }
-  await chooseModel(text[0]);
+  assert.ok(text.includes("shapes"), `the bundled text model is listed as a text model (text models: ${text})`);
+  await chooseModel("shapes");
   assert.equal(await driver.executeScript("return document.getElementById('prompt-row').hidden"), false);
   assert.equal(await driver.executeScript("return document.getElementById('class-row').hidden"), true);
-  await setValue("prompt", "a red square on a blue background");
-  await setValue("steps", 4);
+  await setValue("prompt", "a red cube left of a blue sphere");
+  await setValue("steps", 20);
+  await setValue("seed", 3);
+  await setValue("count", 1);
+  await setValue("preview-interval", 1);
+  await watchPreviews();
   await driver.findElement(By.id("generate")).click();
   await waitState("done", 120_000);
   await shot("09-text-model");
+  const { frames, firstResultAt } = await driver.executeScript(
+    "return { frames: window.__frames, firstResultAt: window.__firstResultAt }");
+  const distinct = new Set(frames.filter((f) => f.id === "preview-0" && f.t < firstResultAt).map((f) => f.fp));
+  assert.ok(distinct.size >= 3, `distinct preview frames of the prompt's image before the result: ${distinct.size}`);
+  assert.equal(await driver.executeScript("return document.getElementById('progress').value"), 20);
+  const seeds = await driver.executeScript(
+    "return [...document.querySelectorAll('#results figure')].map(f => f.dataset.seed)");
+  assert.equal(seeds[0], "3", `the newest result first, with its seed (results: ${seeds})`);
 });
