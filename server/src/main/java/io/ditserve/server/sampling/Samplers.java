@@ -34,7 +34,7 @@ public final class Samplers {
             for (int k = 0; k < per; k++) {
                 float xv = x[xo + k];
                 float e = out[eo + k];
-                float est = sra * xv - srm1 * e;
+                float est = x0FromEps(sra, srm1, xv, e);
                 float eps2 = (sra * xv - est) / srm1;
                 float next = est * sqrtAp + dirCoef * eps2;
                 if (addNoise) {
@@ -105,7 +105,7 @@ public final class Samplers {
             int eo = b * cOut * hw;
             for (int k2 = 0; k2 < per; k2++) {
                 float xv = x[xo + k2];
-                float est = sra * xv - srm1 * out[eo + k2];
+                float est = x0FromEps(sra, srm1, xv, out[eo + k2]);
                 float next;
                 if (last) {
                     next = est;
@@ -117,6 +117,15 @@ public final class Samplers {
                 xNext[xo + k2] = next;
             }
         }
+    }
+
+    /**
+     * The clean-image estimate from an ε prediction, x0 = x/√ᾱ − ε·√(1/ᾱ − 1), with {@code sra} = 1/√ᾱ and
+     * {@code srm1} = √(1/ᾱ − 1) of the step's timestep: the one place every VP step computes it (float arithmetic in
+     * this order, so that results stay the same bytes; DitBytesUnchangedTest).
+     */
+    static float x0FromEps(float sra, float srm1, float x, float eps) {
+        return sra * x - srm1 * eps;
     }
 
     /**
@@ -137,7 +146,7 @@ public final class Samplers {
             int eo = b * cOut * hw;
             for (int k = 0; k < per; k++) {
                 float xv = x[xo + k];
-                float est = sra * xv - srm1 * out[eo + k];
+                float est = x0FromEps(sra, srm1, xv, out[eo + k]);
                 float mean = c1 * est + c2 * xv;
                 float next = mean;
                 if (i > 0) {
