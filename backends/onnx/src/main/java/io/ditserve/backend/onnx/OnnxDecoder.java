@@ -94,6 +94,11 @@ final class OnnxDecoder implements Decoder {
         return OnnxRunner.openGenerated(model, spec.directory(), w.summary(), options, thread);
     }
 
+    /** What the graph reads from the folder's files as external data (empty for an exported decoder.onnx). */
+    ExternalData.Summary externalData() {
+        return runner.externalData;
+    }
+
     @Override
     public String backendName() {
         return OnnxBackendProvider.NAME;

@@ -63,6 +63,23 @@ class OnnxBuiltDecoderConformanceTest extends DecoderConformance {
         }
     }
 
+    /** The suite above really runs the built graph: its weights are the safetensors file's, read in place. */
+    @Test
+    void theBuiltGraphReadsTheWeightsFromTheSafetensors() throws Exception {
+        for (String name : new String[] {"vae-small", "vae-small-legacy"}) {
+            DecoderSpec spec = DecoderFixtures.spec(DecoderFixtures.small(name));
+            assertThat(spec.onnxFile()).exists();
+            try (OnnxDecoder built = OnnxDecoder.createBuilt(spec, BackendOptions.ofThreads(1));
+                    OnnxDecoder exported = (OnnxDecoder) new OnnxBackendProvider().createDecoder(spec,
+                            BackendOptions.ofThreads(1))) {
+                assertThat(built.externalData().tensors()).as(name)
+                        .isEqualTo(io.ditserve.backend.DecoderCheckpoint.expectedShapes(spec).size());
+                assertThat(built.externalData().bytesByFile()).containsOnlyKeys(DecoderSpec.WEIGHTS_FILE);
+                assertThat(exported.externalData().isEmpty()).as("the exported graph holds its weights").isTrue();
+            }
+        }
+    }
+
     @Test
     void aFolderWithoutDecoderOnnxGetsTheBuiltGraphFromTheProvider(@TempDir Path tmp) throws Exception {
         Path src = DecoderFixtures.small("vae-small");
