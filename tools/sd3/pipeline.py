@@ -21,6 +21,7 @@ must be joint_attention_dim (the CLIP part is zero-padded to it). A pipeline bui
 diffusers does with ``text_encoder_3=None``, layout.load_pipeline(drop_t5=True)) has zeros there instead.
 
   /usr/bin/python3 -m tools.sd3.pipeline --model models/shapes --prompt "a red cube left of a blue ball" --out x.png
+  /usr/bin/python3 -m tools.sd3.pipeline --model tools/pipeline-fixtures/sd3-tiny-full --prompt "a cat" [--no-t5] --out y.png
 """
 import argparse
 import json
@@ -174,9 +175,10 @@ def main(argv=None):
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-t5", action="store_true", help="leave text_encoder_3 out (its context part: zeros)")
     p.add_argument("--out", required=True, help="PNG path (several prompts: a row)")
     args = p.parse_args(argv)
-    pipe = layout.load_pipeline(args.model)
+    pipe = layout.load_pipeline(args.model, drop_t5=args.no_t5)
     imgs = pipe(args.prompt, negative_prompt=args.negative_prompt, guidance_scale=args.guidance,
                 num_inference_steps=args.steps, seed=args.seed)
     from PIL import Image
