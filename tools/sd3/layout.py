@@ -8,8 +8,12 @@
   text_encoder/, text_encoder_2/        config.json (CLIPTextConfig) + model.safetensors (or model-…-of-… + index)
   tokenizer/, tokenizer_2/              vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json
   scheduler/scheduler_config.json       FlowMatchEulerDiscreteScheduler
-  (text_encoder_3/, tokenizer_3/        T5: not written yet — TODO, see pipeline.py)
-  (vae/                                 absent for a pixel-space model)
+  text_encoder_3/, tokenizer_3/         optional T5: config.json (T5Config, architectures T5EncoderModel) +
+                                        model.safetensors (or shards); spiece.model, special_tokens_map.json,
+                                        tokenizer_config.json (no tokenizer.json: the Java reader takes spiece.model)
+  vae/                                  AutoencoderKL: config.json + diffusion_pytorch_model.safetensors (the decoder's
+                                        tensors and a few encoder ones, as a real autoencoder file has); absent for a
+                                        pixel-space model
   ditserve.json                         ours, not diffusers': what the folder itself cannot say (see below)
 
 Sharded files follow the Hugging Face convention: ``<base>-00001-of-00003.safetensors`` and
@@ -30,7 +34,7 @@ import struct
 import numpy as np
 import torch
 
-from . import clip_bpe, clip_text, mmdit
+from . import clip_bpe, clip_text, mmdit, t5_encoder, t5_tokenizer
 from . import pipeline as sd3pipe
 from . import scheduler as sched
 
@@ -249,13 +253,61 @@ def read_clip(folder):
     return model.eval(), dtypes
 
 
-def write_pipeline(out, pipe, dtype="fp32", shard_bytes=None, ditserve=None):
+def write_t5(folder, model, dtype="fp32", shard_bytes=None):
+    """transformers' layout: config.json and shared.weight without its tied copy encoder.embed_tokens.weight."""
+    os.makedirs(folder, exist_ok=True)
+    _write_json(os.path.join(folder, "config.json"), model.config_json(TORCH_DTYPE_NAME[DTYPES[dtype]]))
+    return write_weights(folder, TRANSFORMERS_WEIGHTS, model.state_dict(), dtype, shard_bytes)
+
+
+def read_t5(folder):
+    cfg = _read_json(os.path.join(folder, "config.json"))
+    arch = cfg.get("architectures") or ["T5EncoderModel"]
+    if arch[0] != "T5EncoderModel":
+        raise ValueError(f"{folder}/config.json: architecture {arch[0]!r}, expected T5EncoderModel")
+    model = t5_encoder.T5EncoderModel(**cfg)
+    state, dtypes = read_weights(folder, TRANSFORMERS_WEIGHTS)
+    t5_encoder.load_weights(model, state)
+    return model.eval(), dtypes
+
+
+def write_vae(folder, decoder, config):
+    """An AutoencoderKL folder: config.json (config plus _class_name/_diffusers_version) and
+    diffusion_pytorch_model.safetensors in F32 with the decoder's tensors and two encoder ones (ignored by every
+    reader, present because a released autoencoder file has its encoder; quant_conv only when use_quant_conv)."""
+    from tools.dit import vae as vae_ref
+    os.makedirs(folder, exist_ok=True)
+    cfg = {"_class_name": "AutoencoderKL", "_diffusers_version": vae_ref.DIFFUSERS_VERSION, **config}
+    _write_json(os.path.join(folder, "config.json"), cfg)
+    state = {k: v.detach().float() for k, v in decoder.state_dict().items()}
+    g = torch.Generator().manual_seed(5)
+    c0 = decoder.config["block_out_channels"][0]
+    state["encoder.conv_in.weight"] = 0.1 * torch.randn((c0, 3, 3, 3), generator=g)
+    state["encoder.conv_in.bias"] = torch.zeros(c0)
+    if cfg.get("use_quant_conv", True):
+        lat = 2 * decoder.latent_channels
+        state["quant_conv.weight"] = 0.1 * torch.randn((lat, lat, 1, 1), generator=g)
+        state["quant_conv.bias"] = torch.zeros(lat)
+    write_safetensors(os.path.join(folder, f"{DIFFUSERS_WEIGHTS}.safetensors"), state, "F32")
+
+
+def read_vae(folder):
+    """tools/dit/vae.py's FullDecoder of the folder (float32, eval)."""
+    from tools.dit import vae as vae_ref
+    return vae_ref.load_decoder(folder)
+
+
+def write_pipeline(out, pipe, dtype="fp32", shard_bytes=None, ditserve=None, t5_dtype=None):
     """Writes the folder of an in-memory sd3 Pipeline. Each component is written to a temporary sibling folder
     and swapped in, so a crash leaves the old component or the new one; other files in `out` (a README, images)
-    are kept. Returns `out`."""
+    are kept. t5_dtype: the T5's weights (default: dtype; SD3 ships its T5 in fp16). Returns `out`."""
     os.makedirs(out, exist_ok=True)
     index = {"_class_name": PIPELINE_CLASS, "_diffusers_version": mmdit.DIFFUSERS_VERSION}
     present = {"scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer"}
+    if pipe.text_encoder_3 is not None:
+        present |= {"text_encoder_3", "tokenizer_3"}
+    if pipe.vae is not None:
+        present.add("vae")
     for comp in COMPONENTS:
         index[comp] = LIBRARY_CLASS[comp] if comp in present else [None, None]
     writers = {
@@ -267,6 +319,11 @@ def write_pipeline(out, pipe, dtype="fp32", shard_bytes=None, ditserve=None):
         "scheduler": lambda d: (os.makedirs(d, exist_ok=True),
                                 _write_json(os.path.join(d, "scheduler_config.json"), pipe.scheduler_config)),
     }
+    if pipe.text_encoder_3 is not None:
+        writers["text_encoder_3"] = lambda d: write_t5(d, pipe.text_encoder_3, t5_dtype or dtype, shard_bytes)
+        writers["tokenizer_3"] = lambda d: pipe.tokenizer_3.save(d)
+    if pipe.vae is not None:
+        writers["vae"] = lambda d: write_vae(d, pipe.vae, pipe.vae_config)
     for comp, write in writers.items():
         tmp = os.path.join(out, f".{comp}.tmp")
         if os.path.exists(tmp):
@@ -275,7 +332,7 @@ def write_pipeline(out, pipe, dtype="fp32", shard_bytes=None, ditserve=None):
         write(tmp)
         _replace_dir(tmp, os.path.join(out, comp))
     for comp in ("text_encoder_3", "tokenizer_3", "vae"):
-        if os.path.exists(os.path.join(out, comp)):
+        if comp not in present and os.path.exists(os.path.join(out, comp)):
             shutil.rmtree(os.path.join(out, comp))
     _write_json(os.path.join(out, "model_index.json"), index)
     d = pipe.defaults
@@ -289,9 +346,10 @@ def write_pipeline(out, pipe, dtype="fp32", shard_bytes=None, ditserve=None):
     return out
 
 
-def load_pipeline(path):
-    """An sd3 Pipeline from a folder written by write_pipeline or downloaded from the hub (CLIP-only; T5 and
-    the VAE are refused with NotImplementedError until their references exist)."""
+def load_pipeline(path, drop_t5=False):
+    """An sd3 Pipeline from a folder written by write_pipeline or downloaded from the hub: CLIPs, the T5 when
+    text_encoder_3 is there (drop_t5: left out, as diffusers' ``text_encoder_3=None``; its context part is then
+    zeros), the VAE when vae/ is there (else ditserve.json must say pixel_space)."""
     index = _read_json(os.path.join(path, "model_index.json"))
     if index.get("_class_name") != PIPELINE_CLASS:
         raise ValueError(f"{path}/model_index.json: _class_name {index.get('_class_name')!r}, expected {PIPELINE_CLASS}")
@@ -300,9 +358,8 @@ def load_pipeline(path):
         entry = index.get(comp)
         return bool(entry) and entry[0] is not None and os.path.isdir(os.path.join(path, comp))
 
-    for comp in ("text_encoder_3", "vae"):
-        if has(comp):
-            raise NotImplementedError(f"{path}: {comp} present; the reference has no {comp} yet (TODO)")
+    if has("text_encoder_3") != has("tokenizer_3"):
+        raise ValueError(f"{path}: text_encoder_3 and tokenizer_3 come together")
     for comp in ("transformer", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"):
         if not has(comp):
             raise FileNotFoundError(f"{path}: component {comp} missing")
@@ -315,8 +372,21 @@ def load_pipeline(path):
     tok2 = clip_bpe.CLIPTokenizer.from_dir(os.path.join(path, "tokenizer_2"))
     sc = sched.read_config(os.path.join(path, "scheduler", "scheduler_config.json"))
     defaults = {k: serve[k] for k in ("guidance_scale", "num_inference_steps", "negative_prompt") if k in serve}
-    return sd3pipe.Pipeline(transformer, te1, tok1, te2, tok2, sc,
-                            max_sequence_length=int(serve.get("max_sequence_length", 256)), defaults=defaults)
+    te3 = tok3 = vae = None
+    if has("text_encoder_3") and not drop_t5:
+        te3, _ = read_t5(os.path.join(path, "text_encoder_3"))
+        tok3 = t5_tokenizer.T5Tokenizer.from_dir(os.path.join(path, "tokenizer_3"))
+    if has("vae"):
+        if serve.get("pixel_space"):
+            raise ValueError(f"{path}: ditserve.json says pixel_space but the pipeline has a vae")
+        vae = read_vae(os.path.join(path, "vae"))
+    elif not serve.get("pixel_space"):
+        raise ValueError(f"{path}: no vae and ditserve.json does not say pixel_space: true")
+    vae_config = None if vae is None else {k: v for k, v in _read_json(os.path.join(path, "vae", "config.json"))
+                                           .items() if not k.startswith("_")}
+    return sd3pipe.Pipeline(transformer, te1, tok1, te2, tok2, sc, text_encoder_3=te3, tokenizer_3=tok3, vae=vae,
+                            vae_config=vae_config, max_sequence_length=int(serve.get("max_sequence_length", 256)),
+                            defaults=defaults)
 
 
 def folder_bytes(path):

@@ -11,8 +11,14 @@ BPE learnt on a built-in English + scene-prompt corpus (CLIP-style vocabulary: 5
   /usr/bin/python3 -m tools.sd3.make_random_sd3 --out /tmp/sd35-tiny --qk-norm --dual-attention-layers 0,1 --dtype bf16
   … --shard-bytes 200000      # sharded safetensors with *.safetensors.index.json
 
---t5: a T5 v1.1 encoder (text_encoder_3/tokenizer_3) is not written yet (TODO, docs/TEXT_MODELS.md); the option fails
-with a message saying so. Without T5 the context's T5 part is zeros of max_sequence_length tokens (ditserve.json).
+--t5: a T5 v1.1 encoder (text_encoder_3, tools/sd3/t5_encoder.py) of width joint_attention_dim with tokenizer_3 =
+the SentencePiece folder tools/fixtures/tokenizers/t5 (4,000 pieces; vocab_size 4,128 as T5 pads 32,100 to 32,128).
+Without it the context's T5 part is zeros of max_sequence_length tokens (ditserve.json).
+
+--vae: an AutoencoderKL (tools/dit/vae.py FullDecoder) with latent_channels = --in-channels, in SD3's configuration
+(scaling_factor 1.5305, shift_factor 0.0609, use_post_quant_conv and use_quant_conv false; --vae-post-quant-conv
+turns the 1×1 conv on) at a tiny width (--vae-channels); the image side is sample_size·2^(stages − 1). conv_out is
+scaled so that the random decoder's image lies mostly inside [−1, 1].
 """
 import argparse
 import json
@@ -25,7 +31,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-from tools.sd3 import clip_bpe, clip_text, layout, mmdit  # noqa: E402
+from tools.dit import vae as vae_ref  # noqa: E402
+from tools.sd3 import clip_bpe, clip_text, layout, mmdit, t5_encoder, t5_tokenizer  # noqa: E402
 from tools.sd3 import pipeline as sd3pipe  # noqa: E402
 from tools.sd3 import scheduler as sched  # noqa: E402
 
@@ -43,14 +50,20 @@ CORPUS = [
 ]
 
 
+T5_TOKENIZER = os.path.join(ROOT, "tools", "fixtures", "tokenizers", "t5")
+T5_VOCAB = 4128
+
+
 def perturb_norms(model, gen):
-    """Every LayerNorm (affine) and RMSNorm weight to 1 + N(0, 0.1²), LayerNorm biases N(0, 0.05²)."""
+    """Every LayerNorm and GroupNorm (affine), RMSNorm and T5LayerNorm weight to 1 + N(0, 0.1²), LayerNorm and
+    GroupNorm biases N(0, 0.05²)."""
     with torch.no_grad():
         for mod in model.modules():
-            if isinstance(mod, torch.nn.LayerNorm) and mod.elementwise_affine:
+            if isinstance(mod, (torch.nn.LayerNorm, torch.nn.GroupNorm)) and getattr(
+                    mod, "elementwise_affine", getattr(mod, "affine", False)):
                 mod.weight.copy_(1 + 0.1 * torch.randn(mod.weight.shape, generator=gen))
                 mod.bias.copy_(0.05 * torch.randn(mod.bias.shape, generator=gen))
-            elif isinstance(mod, mmdit.RMSNorm):
+            elif isinstance(mod, (mmdit.RMSNorm, t5_encoder.T5LayerNorm)):
                 mod.weight.copy_(1 + 0.1 * torch.randn(mod.weight.shape, generator=gen))
     return model
 
@@ -61,10 +74,34 @@ def make_tokenizers(max_length):
             clip_bpe.CLIPTokenizer(vocab, merges, max_length, pad_token="!"))
 
 
+def vae_config(args):
+    """SD3's vae/config.json keys at the size the options give."""
+    widths = [int(x) for x in args.vae_channels.split(",")]
+    return {"act_fn": "silu", "block_out_channels": widths, "down_block_types": ["DownEncoderBlock2D"] * len(widths),
+            "force_upcast": True, "in_channels": 3, "latent_channels": args.in_channels, "latents_mean": None,
+            "latents_std": None, "layers_per_block": args.vae_layers, "mid_block_add_attention": True,
+            "norm_num_groups": args.vae_groups, "out_channels": 3,
+            "sample_size": args.sample_size * 2 ** (len(widths) - 1), "scaling_factor": args.vae_scaling,
+            "shift_factor": args.vae_shift, "up_block_types": ["UpDecoderBlock2D"] * len(widths),
+            "use_post_quant_conv": args.vae_post_quant_conv, "use_quant_conv": False}
+
+
+def build_vae(args, gen):
+    cfg = vae_config(args)
+    dec = perturb_norms(vae_ref.FullDecoder(cfg), gen)
+    with torch.no_grad():
+        dec.decoder.conv_out.weight.mul_(args.vae_out_gain)
+    return dec.eval(), cfg
+
+
+def build_t5(args, width, gen):
+    te = t5_encoder.T5EncoderModel(vocab_size=T5_VOCAB, d_model=width, d_kv=args.t5_d_kv, d_ff=args.t5_d_ff,
+                                   num_layers=args.t5_layers, num_heads=args.t5_heads)
+    te = perturb_norms(t5_encoder.init_weights(te), gen)
+    return te.eval(), t5_tokenizer.T5Tokenizer.from_dir(T5_TOKENIZER)
+
+
 def build(args):
-    if args.t5:
-        raise SystemExit("--t5: the T5 v1.1 encoder reference is not written yet (TODO, docs/TEXT_MODELS.md); "
-                         "leave --t5 out to write a CLIP-only folder (T5 part = zeros)")
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed + 1)
     tok1, tok2 = make_tokenizers(args.max_length)
@@ -88,7 +125,10 @@ def build(args):
         pos_embed_max_size=args.pos_embed_max_size or args.sample_size // args.patch_size + 4,
         dual_attention_layers=dual, qk_norm="rms_norm" if args.qk_norm else None)
     perturb_norms(tr, gen)
+    te3, tok3 = build_t5(args, tr.config["joint_attention_dim"], gen) if args.t5 else (None, None)
+    vae, vcfg = build_vae(args, gen) if args.vae else (None, None)
     return sd3pipe.Pipeline(tr, clips[0], tok1, clips[1], tok2, sched.default_config(args.shift),
+                            text_encoder_3=te3, tokenizer_3=tok3, vae=vae, vae_config=vcfg,
                             max_sequence_length=args.max_sequence_length,
                             defaults={"guidance_scale": args.guidance, "num_inference_steps": args.steps})
 
@@ -100,7 +140,20 @@ def parse_args(argv=None):
     p.add_argument("--shard-bytes", type=int, default=0, help="shard each weight file at this many bytes (0: one)")
     p.add_argument("--qk-norm", action="store_true", help="SD3.5: qk_norm rms_norm")
     p.add_argument("--dual-attention-layers", default="", help="SD3.5 MMDiT-X blocks, e.g. 0,1")
-    p.add_argument("--t5", action="store_true", help="add a T5 encoder (not written yet: fails, TODO)")
+    p.add_argument("--t5", action="store_true", help="add text_encoder_3/tokenizer_3 (T5 v1.1)")
+    p.add_argument("--t5-dtype", default="", choices=("", "fp32", "fp16", "bf16"), help="default: --dtype")
+    p.add_argument("--t5-layers", type=int, default=2)
+    p.add_argument("--t5-heads", type=int, default=2)
+    p.add_argument("--t5-d-kv", type=int, default=16)
+    p.add_argument("--t5-d-ff", type=int, default=64)
+    p.add_argument("--vae", action="store_true", help="add vae/ (AutoencoderKL, SD3's configuration)")
+    p.add_argument("--vae-channels", default="8,16,16", help="block_out_channels")
+    p.add_argument("--vae-groups", type=int, default=4, help="norm_num_groups")
+    p.add_argument("--vae-layers", type=int, default=1, help="layers_per_block")
+    p.add_argument("--vae-scaling", type=float, default=1.5305)
+    p.add_argument("--vae-shift", type=float, default=0.0609)
+    p.add_argument("--vae-post-quant-conv", action="store_true", help="use_post_quant_conv true (SD3: false)")
+    p.add_argument("--vae-out-gain", type=float, default=1.0, help="conv_out's weights are multiplied by this")
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--head-dim", type=int, default=16)
@@ -113,7 +166,7 @@ def parse_args(argv=None):
     p.add_argument("--clip-heads", type=int, default=2)
     p.add_argument("--joint-attention-dim", type=int, default=0, help="default: the CLIP widths' sum (T5's width)")
     p.add_argument("--max-length", type=int, default=77, help="tokenizer model_max_length")
-    p.add_argument("--max-sequence-length", type=int, default=8, help="T5 part of the context (zeros)")
+    p.add_argument("--max-sequence-length", type=int, default=8, help="T5 part of the context (zeros without --t5)")
     p.add_argument("--shift", type=float, default=3.0)
     p.add_argument("--guidance", type=float, default=7.0)
     p.add_argument("--steps", type=int, default=4)
@@ -124,9 +177,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     pipe = build(args)
-    layout.write_pipeline(args.out, pipe, dtype=args.dtype, shard_bytes=args.shard_bytes or None)
+    layout.write_pipeline(args.out, pipe, dtype=args.dtype, shard_bytes=args.shard_bytes or None,
+                          t5_dtype=args.t5_dtype or None)
     params = {k: sum(p.numel() for p in getattr(pipe, k).parameters())
-              for k in ("transformer", "text_encoder", "text_encoder_2")}
+              for k in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
+              if getattr(pipe, k) is not None}
     print(json.dumps({"out": args.out, "dtype": args.dtype, "params": params,
                       "bytes": layout.folder_bytes(args.out), "transformer": pipe.transformer.config_json()}))
 

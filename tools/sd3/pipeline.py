@@ -9,15 +9,19 @@ Prompt encoding, exactly as diffusers' pipeline does it:
 - the negative prompt (default "") is encoded through the same encoders (not zeros); CFG batches [negative, positive]
   and mixes v = v_u + g·(v_c − v_u) when g > 1.
 Sampling: initial noise N(0, 1) of (B, in_channels, H/f, W/f), FlowMatchEulerDiscreteScheduler sigmas with the
-config's shift, timestep σ·1000, Euler steps in fp32. Decoding: the VAE when there is one (z/scaling_factor +
-shift_factor) — not written yet here (TODO with issue 24's VAE work); a PIXEL-SPACE model (no ``vae/``, such as
-models/shapes) has f = 1 and its sample is the image in [−1, 1]. Image bytes: (x/2 + 0.5) clamped to [0, 1], ×255,
-rounded.
+config's shift, timestep σ·1000, Euler steps in fp32. Decoding: the VAE when there is one (AutoencoderKL's
+decode path, tools/dit/vae.py FullDecoder: z/scaling_factor + shift_factor, post_quant_conv only when the config's
+use_post_quant_conv is true — SD3's VAE sets it false —, f = 2^(stages − 1)); a PIXEL-SPACE model (no ``vae/``,
+such as models/shapes) has f = 1 and its sample is the image in [−1, 1]. Image bytes: (x/2 + 0.5) clamped to
+[0, 1], ×255, rounded (diffusers' VaeImageProcessor.postprocess to uint8).
 
-T5 (text_encoder_3) is not written yet (TODO: a T5 v1.1 encoder reference, docs/TEXT_MODELS.md); a folder with
-text_encoder_3/ is refused by layout.load_pipeline rather than silently encoded with zeros.
+T5 (text_encoder_3, tools/sd3/t5_encoder.py) with tokenizer_3 (tools/sd3/t5_tokenizer.py): the prompt's ids cut
+to max_sequence_length − 1, ``</s>``, padded; the encoder's last_hidden_state is the context's T5 part, its width
+must be joint_attention_dim (the CLIP part is zero-padded to it). A pipeline built without text_encoder_3 (what
+diffusers does with ``text_encoder_3=None``, layout.load_pipeline(drop_t5=True)) has zeros there instead.
 
   /usr/bin/python3 -m tools.sd3.pipeline --model models/shapes --prompt "a red cube left of a blue ball" --out x.png
+  /usr/bin/python3 -m tools.sd3.pipeline --model tools/pipeline-fixtures/sd3-tiny-full --prompt "a cat" [--no-t5] --out y.png
 """
 import argparse
 import json
@@ -48,15 +52,18 @@ def encode_clip_ids(text_encoder_1, text_encoder_2, ids1, ids2, joint_attention_
 
 
 class Pipeline:
-    """The components of a StableDiffusion3Pipeline folder, in memory. vae None: pixel space."""
+    """The components of a StableDiffusion3Pipeline folder, in memory. vae None: pixel space; vae_config: the VAE's
+    diffusers config.json keys (written back by layout.write_pipeline)."""
 
     def __init__(self, transformer, text_encoder, tokenizer, text_encoder_2, tokenizer_2, scheduler_config,
-                 text_encoder_3=None, tokenizer_3=None, vae=None, max_sequence_length=256, defaults=None):
-        if text_encoder_3 is not None:
-            raise NotImplementedError("T5 text_encoder_3 is not written yet (docs/TEXT_MODELS.md); TODO")
-        if vae is not None:
-            raise NotImplementedError("the SD3 VAE decoder is not written in this reference yet; TODO")
+                 text_encoder_3=None, tokenizer_3=None, vae=None, max_sequence_length=256, defaults=None,
+                 vae_config=None):
+        if (text_encoder_3 is None) != (tokenizer_3 is None):
+            raise ValueError("text_encoder_3 and tokenizer_3 come together")
+        if text_encoder_3 is not None and max_sequence_length < 1:
+            raise ValueError("a T5 encoder needs max_sequence_length ≥ 1")
         self.transformer, self.vae = transformer, vae
+        self.vae_config = dict(vae_config if vae_config is not None else (vae.config if vae is not None else {}))
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
@@ -66,7 +73,7 @@ class Pipeline:
 
     @property
     def vae_scale_factor(self):
-        return 1 if self.vae is None else 8
+        return 1 if self.vae is None else self.vae.scale_factor
 
     def token_ids(self, prompts):
         """The padded id tensors of both CLIP tokenizers, and per prompt whether either cut it."""
@@ -82,8 +89,24 @@ class Pipeline:
         ids1, ids2, _ = self.token_ids(prompts)
         dev = next(self.text_encoder.parameters()).device
         ids1, ids2 = ids1.to(dev), ids2.to(dev)
-        return encode_clip_ids(self.text_encoder, self.text_encoder_2, ids1, ids2,
-                               self.transformer.config["joint_attention_dim"], self.max_sequence_length)
+        joint = self.transformer.config["joint_attention_dim"]
+        return encode_clip_ids(self.text_encoder, self.text_encoder_2, ids1, ids2, joint, self.max_sequence_length,
+                               t5_embeds=self.encode_t5(prompts, joint))
+
+    def t5_ids(self, prompts):
+        """tokenizer_3's padded ids (B, max_sequence_length), and per prompt whether it was cut."""
+        r = [self.tokenizer_3(p, self.max_sequence_length) for p in prompts]
+        return torch.tensor([a[0] for a in r], dtype=torch.long), [a[1] for a in r]
+
+    def encode_t5(self, prompts, joint_attention_dim):
+        """T5's last_hidden_state (B, max_sequence_length, joint_attention_dim), or None without text_encoder_3."""
+        if self.text_encoder_3 is None:
+            return None
+        ids, _ = self.t5_ids(prompts)
+        out = self.text_encoder_3(ids.to(next(self.text_encoder_3.parameters()).device))["last_hidden_state"]
+        if out.shape[-1] != joint_attention_dim:
+            raise ValueError(f"T5's width {out.shape[-1]} differs from joint_attention_dim {joint_attention_dim}")
+        return out
 
     def sigmas(self, steps):
         c = self.scheduler_config
@@ -127,9 +150,14 @@ class Pipeline:
                 callback(i, x)
         return x
 
+    @torch.no_grad()
+    def decode(self, x):
+        """The sample as an image in [−1, 1] (not clamped): the VAE's decode of the latent, or x in pixel space."""
+        return x if self.vae is None else self.vae(x.float())
+
     def __call__(self, prompts, **kw):
         """uint8 images (B, H, W, 3)."""
-        return to_uint8(self.sample(prompts, **kw))
+        return to_uint8(self.decode(self.sample(prompts, **kw)))
 
 
 def to_uint8(x):
@@ -147,9 +175,10 @@ def main(argv=None):
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-t5", action="store_true", help="leave text_encoder_3 out (its context part: zeros)")
     p.add_argument("--out", required=True, help="PNG path (several prompts: a row)")
     args = p.parse_args(argv)
-    pipe = layout.load_pipeline(args.model)
+    pipe = layout.load_pipeline(args.model, drop_t5=args.no_t5)
     imgs = pipe(args.prompt, negative_prompt=args.negative_prompt, guidance_scale=args.guidance,
                 num_inference_steps=args.steps, seed=args.seed)
     from PIL import Image

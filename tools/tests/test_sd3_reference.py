@@ -1,5 +1,5 @@
-"""tools/sd3: the SD3 references (MMDiT, CLIP text, CLIP BPE, scheduler, pipeline, folder layout), tested against
-themselves at small random configurations (issue 24 item 5).
+"""tools/sd3: the SD3 references (MMDiT, CLIP text, CLIP BPE, T5 context, VAE decode, scheduler, pipeline, folder
+layout), tested against themselves at small random configurations (issue 24 item 5).
 
   OPENBLAS_CORETYPE=Haswell /usr/bin/python3 -m unittest tools/tests/test_sd3_reference.py -v
 """
@@ -347,20 +347,78 @@ class PipelineAndLayoutTest(unittest.TestCase):
         back = (bits.astype(np.uint32) << 16).view(np.float32)
         np.testing.assert_array_equal(back[:4], [1.0, 1.0, 1.015625, -2.5])   # ties to even
 
-    def test_t5_and_vae_refused_clearly(self):
-        with self.assertRaises(SystemExit):
-            random_pipe("--t5")
+    def test_t5_context_part_and_drop(self):
+        pipe = random_pipe("--max-length", "10", "--max-sequence-length", "6", "--joint-attention-dim", "96", "--t5")
+        ctx, _ = pipe.encode_prompt(["a red cube"])
+        self.assertEqual(tuple(ctx.shape), (1, 10 + 6, 96))
+        ids, cut = pipe.t5_ids(["a red cube"])
+        raw = pipe.tokenizer_3.sp.encode("a red cube")
+        self.assertEqual(ids[0].tolist(), raw + [1] + [0] * (6 - len(raw) - 1))   # ids, </s>, <pad>; no BOS
+        self.assertEqual(cut, [False])
+        t5 = pipe.text_encoder_3(ids)["last_hidden_state"]
+        self.assertTrue(torch.equal(ctx[:, 10:], t5))                            # T5 follows on the sequence axis
+        self.assertEqual(float(ctx[:, :10, 80:].abs().max()), 0.0)               # CLIP zero-padded to T5's width
+        long_ids, long_cut = pipe.t5_ids(["the quick brown fox " * 5])
+        self.assertEqual((long_ids[0, -1].item(), long_cut), (1, [True]))        # cut at 5, then </s>
+        pipe.text_encoder_3 = pipe.tokenizer_3 = None                            # diffusers' text_encoder_3=None
+        ctx0, _ = pipe.encode_prompt(["a red cube"])
+        self.assertEqual(float(ctx0[:, 10:].abs().max()), 0.0)
+        self.assertTrue(torch.equal(ctx0[:, :10], ctx[:, :10]))
+
+    def test_vae_decode_by_hand(self):
+        for post in (False, True):
+            pipe = random_pipe("--vae", "--in-channels", "16", *(["--vae-post-quant-conv"] if post else []))
+            self.assertEqual(pipe.vae_scale_factor, 4)
+            x = torch.randn(2, 16, 8, 8)
+            z = x / 1.5305 + 0.0609
+            if post:
+                z = pipe.vae.post_quant_conv(z)
+            else:
+                self.assertIsNone(pipe.vae.post_quant_conv)
+            torch.testing.assert_close(pipe.decode(x), pipe.vae.decoder(z), rtol=0, atol=0)
+            self.assertEqual(tuple(pipe.decode(x).shape), (2, 3, 32, 32))
+
+    def test_t5_and_vae_folder_reloads_identically(self):
+        pipe = random_pipe("--t5", "--vae", "--in-channels", "16", "--max-sequence-length", "7", "--dtype", "fp32")
+        out = os.path.join(self.dir, "full")
+        layout.write_pipeline(out, pipe, t5_dtype="fp16")
+        idx = read_json(os.path.join(out, "model_index.json"))
+        self.assertEqual(idx["text_encoder_3"], ["transformers", "T5EncoderModel"])
+        self.assertEqual(idx["tokenizer_3"], ["transformers", "T5TokenizerFast"])
+        self.assertEqual(idx["vae"], ["diffusers", "AutoencoderKL"])
+        vcfg = read_json(os.path.join(out, "vae", "config.json"))
+        self.assertEqual((vcfg["latent_channels"], vcfg["use_post_quant_conv"], vcfg["use_quant_conv"],
+                          vcfg["scaling_factor"], vcfg["shift_factor"]), (16, False, False, 1.5305, 0.0609))
+        self.assertFalse(read_json(os.path.join(out, "ditserve.json"))["pixel_space"])
+        self.assertTrue(os.path.exists(os.path.join(out, "tokenizer_3", "spiece.model")))
+        back = layout.load_pipeline(out)
+        _, dtypes = layout.read_weights(os.path.join(out, "text_encoder_3"), "model")
+        self.assertEqual(set(dtypes.values()), {"F16"})
+        for k, v in pipe.text_encoder_3.state_dict().items():
+            self.assertTrue(torch.equal(back.text_encoder_3.state_dict()[k], v.half().float()), k)
+        for k, v in pipe.vae.state_dict().items():
+            self.assertTrue(torch.equal(back.vae.state_dict()[k], v), k)
+        noise = torch.randn(1, 16, 8, 8)
+        pipe.text_encoder_3 = back.text_encoder_3                     # the fp16-rounded weights on both sides
+        a = pipe(["a red cube"], negative_prompt="blurry", num_inference_steps=2, noise=noise)
+        b = back(["a red cube"], negative_prompt="blurry", num_inference_steps=2, noise=noise)
+        self.assertEqual(a.shape, (1, 32, 32, 3))
+        self.assertTrue(np.array_equal(a, b))
+        dropped = layout.load_pipeline(out, drop_t5=True)
+        self.assertIsNone(dropped.text_encoder_3)
+        c = dropped(["a red cube"], negative_prompt="blurry", num_inference_steps=2, noise=noise)
+        self.assertFalse(np.array_equal(a, c))
+
+    def test_vae_without_pixel_space_flag_is_refused(self):
         pipe = random_pipe()
         out = os.path.join(self.dir, "q")
-        layout.write_pipeline(out, pipe)
-        os.makedirs(os.path.join(out, "vae"))
-        idx = read_json(os.path.join(out, "model_index.json"))
-        idx["vae"] = ["diffusers", "AutoencoderKL"]
-        with open(os.path.join(out, "model_index.json"), "w") as f:
-            json.dump(idx, f)
-        with self.assertRaises(NotImplementedError):
+        layout.write_pipeline(out, pipe)       # pixel space: no vae/
+        serve = read_json(os.path.join(out, "ditserve.json"))
+        serve["pixel_space"] = False
+        with open(os.path.join(out, "ditserve.json"), "w") as f:
+            json.dump(serve, f)
+        with self.assertRaises(ValueError):
             layout.load_pipeline(out)
-
 
 if __name__ == "__main__":
     unittest.main()

@@ -42,18 +42,30 @@ import org.junit.jupiter.params.provider.MethodSource;
  * released layouts (tools/pipeline-fixtures, made by tools/make_sd3_fixtures.py with the PyTorch reference pipeline
  * tools/sd3/pipeline.py) give, for a prompt, a negative prompt and the reference's initial noise, the reference's
  * sample within 1e-4 and its 8-bit image within one level on ≥ 99.9 % of the values; guided and unguided, a prompt
- * cut by the tokenizer. The prompt cache is hit by a repeated prompt (metric), requests with different prompts
- * share passes and give the same bytes alone and batched, and the API refuses what does not fit.
+ * cut by the tokenizer. The latent folders ({@code -full}: T5 text_encoder_3 with tokenizer_3 and a 16-channel
+ * AutoencoderKL in SD3's configuration) are served as they are and once more without T5 ({@link #withoutT5}: the
+ * folder's model_index.json leaves text_encoder_3/tokenizer_3 out, as diffusers' {@code text_encoder_3=None}); there
+ * the sample is the latent and the image the VAE's decode. The prompt cache is hit by a repeated prompt (metric),
+ * requests with different prompts share passes and give the same bytes alone and batched, and the API refuses what
+ * does not fit.
  */
 class TextToImageTest {
     @TempDir
     static Path models;
     private static TestServers.Running server;
 
+    /** The fixture pipelines; the -full ones have T5 and a VAE. */
+    static final List<String> FIXTURES = List.of("sd3-tiny", "sd35-tiny", "sd3-tiny-full", "sd35-tiny-full");
+    /** Suffix of the served copy of a -full folder without text_encoder_3 and tokenizer_3. */
+    static final String NO_T5 = "-no-t5";
+
     @BeforeAll
     static void start() throws Exception {
-        for (String m : List.of("sd3-tiny", "sd35-tiny")) {
+        for (String m : FIXTURES) {
             Files.createSymbolicLink(models.resolve(m), fixture(m));
+            if (m.endsWith("-full")) {
+                withoutT5(fixture(m), models.resolve(m + NO_T5));
+            }
         }
         ServerConfig c = TestServers.config();
         c.models = models.toString();
@@ -71,9 +83,61 @@ class TextToImageTest {
         return TestPaths.repoRoot().resolve("tools/pipeline-fixtures").resolve(name);
     }
 
+    /**
+     * The pipeline at {@code src} as a folder {@code dst} without its T5: every component linked except
+     * text_encoder_3 and tokenizer_3, which model_index.json sets to [null, null] (how diffusers writes an absent
+     * component); ditserve.json copied, so max_sequence_length zero rows stand in for T5's part of the context.
+     */
+    static void withoutT5(Path src, Path dst) throws Exception {
+        Files.createDirectories(dst);
+        ObjectMapper json = new ObjectMapper();
+        var index = (com.fasterxml.jackson.databind.node.ObjectNode) json.readTree(src.resolve("model_index.json")
+                .toFile());
+        for (String comp : List.of("text_encoder_3", "tokenizer_3")) {
+            index.set(comp, json.createArrayNode().addNull().addNull());
+        }
+        Files.writeString(dst.resolve("model_index.json"), json.writeValueAsString(index));
+        Files.copy(src.resolve("ditserve.json"), dst.resolve("ditserve.json"));
+        for (String comp : List.of("scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
+                "transformer", "vae")) {
+            Files.createSymbolicLink(dst.resolve(comp), src.resolve(comp));
+        }
+    }
+
+    /** The model a case is served by: the fixture, or its copy without T5 for a case with {@code "t5": false}. */
+    static String served(String model, int k) throws Exception {
+        try (Safetensors st = Safetensors.open(fixture(model).resolve("cases.safetensors"))) {
+            JsonNode c = new ObjectMapper().readTree(st.metadata().get("cases")).get(k);
+            return c.path("t5").asBoolean(true) ? model : model + NO_T5;
+        }
+    }
+
+    /** Share of 8-bit values within one level of the reference image [H, W, 3], and the largest difference. */
+    record ImageAgreement(double withinOne, int maxDiff, int values) {
+        static ImageAgreement of(BufferedImage img, float[] ref) {
+            int close = 0;
+            int worst = 0;
+            int h = img.getHeight();
+            int w = img.getWidth();
+            assertThat(ref.length).as("reference image size").isEqualTo(h * w * 3);
+            for (int y = 0; y < h; y++) {
+                for (int x = 0; x < w; x++) {
+                    int rgb = img.getRGB(x, y);
+                    int[] c = {(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255};
+                    for (int ch = 0; ch < 3; ch++) {
+                        int d = Math.abs(c[ch] - Math.round(ref[(y * w + x) * 3 + ch]));
+                        close += d <= 1 ? 1 : 0;
+                        worst = Math.max(worst, d);
+                    }
+                }
+            }
+            return new ImageAgreement(close / (double) (h * w * 3), worst, h * w * 3);
+        }
+    }
+
     static Stream<Arguments> cases() throws Exception {
         List<Arguments> out = new ArrayList<>();
-        for (String m : List.of("sd3-tiny", "sd35-tiny")) {
+        for (String m : FIXTURES) {
             try (Safetensors st = Safetensors.open(fixture(m).resolve("cases.safetensors"))) {
                 JsonNode cases = new ObjectMapper().readTree(st.metadata().get("cases"));
                 for (int k = 0; k < cases.size(); k++) {
@@ -111,7 +175,8 @@ class TextToImageTest {
     static GenerateRequest request(String model, int k) throws Exception {
         try (Safetensors st = Safetensors.open(fixture(model).resolve("cases.safetensors"))) {
             JsonNode c = new ObjectMapper().readTree(st.metadata().get("cases")).get(k);
-            GenerateRequest.Builder b = GenerateRequest.newBuilder().setModel(model).setPrompt(c.get("prompt").asText())
+            GenerateRequest.Builder b = GenerateRequest.newBuilder().setModel(served(model, k))
+                    .setPrompt(c.get("prompt").asText())
                     .setSteps(c.get("steps").asInt()).setGuidanceScale((float) c.get("guidance").asDouble())
                     .setInitialNoise(floatTensor(st.tensor("case." + k + ".noise")))
                     .addOutputFormats(OutputFormat.OUTPUT_FORMAT_TENSOR).addOutputFormats(OutputFormat.OUTPUT_FORMAT_PNG);
@@ -138,23 +203,12 @@ class TextToImageTest {
             }
             assertThat(maxErr / maxAbs).as("%s case %d sample vs the reference pipeline", model, k).isLessThan(1e-4);
             BufferedImage img = ImageIO.read(new ByteArrayInputStream(r.getPng().toByteArray()));
-            float[] ref = st.tensor("case." + k + ".image").data(); // [H, W, 3]
-            int close = 0;
-            int h = img.getHeight();
-            int w = img.getWidth();
-            for (int y = 0; y < h; y++) {
-                for (int x = 0; x < w; x++) {
-                    int rgb = img.getRGB(x, y);
-                    int[] c = {(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255};
-                    for (int ch = 0; ch < 3; ch++) {
-                        close += Math.abs(c[ch] - Math.round(ref[(y * w + x) * 3 + ch])) <= 1 ? 1 : 0;
-                    }
-                }
-            }
-            assertThat(close / (double) (h * w * 3)).as("%s case %d: values within one 8-bit level", model, k)
+            ImageAgreement a = ImageAgreement.of(img, st.tensor("case." + k + ".image").data()); // [H, W, 3]
+            System.out.printf("text-to-image java %s case %d (%s, %dx%d): sample error %.2e (relative), %.3f %% of "
+                    + "%d values within one level, max difference %d%n", model, k, served(model, k), img.getWidth(),
+                    img.getHeight(), maxErr / maxAbs, 100 * a.withinOne(), a.values(), a.maxDiff());
+            assertThat(a.withinOne()).as("%s case %d: values within one 8-bit level", model, k)
                     .isGreaterThanOrEqualTo(0.999);
-            System.out.printf("text-to-image %s case %d: sample error %.2e (relative), %.2f %% of values within one "
-                    + "level%n", model, k, maxErr / maxAbs, 100.0 * close / (h * w * 3));
         }
     }
 
@@ -174,6 +228,20 @@ class TextToImageTest {
         });
         assertThat(a.getPromptTokensList()).filteredOn(t -> t.getNegative()).allSatisfy(t ->
                 assertThat(t.getTruncated()).isFalse());
+
+        ModelInfo full = server.client().getModel("sd3-tiny-full");
+        assertThat(full.getTextEncodersList()).extracting(e -> e.getRole() + " " + e.getClassName() + " "
+                + e.getMaxTokens()).containsExactly("text_encoder CLIPTextModelWithProjection 16",
+                "text_encoder_2 CLIPTextModelWithProjection 16", "text_encoder_3 T5EncoderModel 12");
+        assertThat(server.client().getModel("sd3-tiny-full" + NO_T5).getTextEncodersList())
+                .extracting(e -> e.getRole()).containsExactly("text_encoder", "text_encoder_2");
+        Accepted cut = run(request("sd3-tiny-full", 3)).getFirst().getAccepted(); // the long prompt, with T5
+        assertThat(cut.getPromptTokensList())
+                .filteredOn(t -> t.getEncoder().equals("text_encoder_3") && !t.getNegative()).singleElement().satisfies(t -> {
+                    assertThat(t.getTruncated()).isTrue();
+                    assertThat(t.getTokens()).isEqualTo(12);
+                    assertThat(t.getLimit()).isEqualTo(12);
+                });
     }
 
     @Test

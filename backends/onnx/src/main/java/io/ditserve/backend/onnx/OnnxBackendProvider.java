@@ -15,7 +15,8 @@ import java.util.List;
  * The ONNX Runtime backend: runs the {@code model.onnx} exported by tools/dit/export.py for a DiT-architecture
  * model; for a text-to-image pipeline (SD3, SD3.5) it builds the MMDiT and text-encoder graphs itself at load, from
  * the diffusers folders as downloaded, their weights read in place from the safetensors files
- * (docs/TEXT_MODELS.md, "The onnx backend").
+ * (docs/TEXT_MODELS.md, "The onnx backend"), and likewise an AutoencoderKL decoder's graph when its folder has no
+ * exported {@code decoder.onnx} (docs/DECODERS.md).
  *
  * <p>Discovery is cheap: this class touches no ONNX Runtime type, so constructing it and calling {@link #name()}
  * load no native code. The native library is loaded by {@link #create}, only for the backend the configuration
@@ -60,9 +61,13 @@ public final class OnnxBackendProvider implements BackendProvider {
         return OnnxTextEncoder.create(encoder, options);
     }
 
+    /**
+     * The weights, as on every backend: an AutoencoderKL's graph is built from them when the folder has no
+     * {@code decoder.onnx}; an AutoencoderTiny without one fails at {@link #createDecoder} naming the file.
+     */
     @Override
     public List<String> requiredDecoderFiles() {
-        return List.of(DecoderSpec.ONNX_FILE);
+        return List.of(DecoderSpec.WEIGHTS_FILE);
     }
 
     @Override

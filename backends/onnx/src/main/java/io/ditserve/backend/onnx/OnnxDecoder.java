@@ -9,17 +9,25 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.Decoder;
 import io.ditserve.backend.DecoderArguments;
+import io.ditserve.backend.DecoderCheckpoint;
 import io.ditserve.backend.DecoderSpec;
+import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
 import io.ditserve.backend.onnx.OnnxRunner.Dim;
 import java.nio.FloatBuffer;
+import java.nio.file.Files;
+import java.util.HashMap;
 import java.util.Map;
 import java.util.Objects;
 import java.util.List;
 
 /**
- * A latent decoder on ONNX Runtime, from the {@code decoder.onnx} of a decoder folder (exported by
- * tools/dit/vae.py; docs/DECODERS.md). I/O contract: input {@code latent} float32 [N, C_latent, h, w], output
+ * A latent decoder on ONNX Runtime (docs/DECODERS.md). Its graph is the folder's {@code decoder.onnx} when there is
+ * one (exported by tools/dit/vae.py or tools/convert.py: it wins, so an exported graph is run as given); otherwise an
+ * AutoencoderKL's graph is built at load from {@code config.json} and the safetensors file ({@link VaeDecoderGraph},
+ * weights read in place as external data, validated first by {@link DecoderCheckpoint#resolve} as on the java
+ * backend), which is how a diffusers {@code vae/} folder as downloaded (SD3's) runs here; an AutoencoderTiny still
+ * needs its decoder.onnx. I/O contract either way: input {@code latent} float32 [N, C_latent, h, w], output
  * {@code image} float32 [N, C_out, f·h, f·w], with N, h and w dynamic. The graph includes the latent scaling, so it
  * keeps the {@link Decoder} contract (diffusion-space latent in, image in [−1, 1] out). Checked at load against the
  * contract and the folder's {@code config.json}.
@@ -42,8 +50,19 @@ final class OnnxDecoder implements Decoder {
 
     static OnnxDecoder create(DecoderSpec spec, BackendOptions options) throws BackendException {
         Objects.requireNonNull(spec, "spec");
-        OnnxRunner runner = OnnxRunner.open(spec.onnxFile(), options, "the onnx backend needs the decoder exported"
-                + " with tools/convert.py --vae or tools/dit/vae.py", spec.directory().getFileName().toString());
+        String thread = spec.directory().getFileName().toString();
+        boolean build = !Files.exists(spec.onnxFile()) && spec.kind() == DecoderSpec.Kind.FULL;
+        return checked(spec, build ? built(spec, options, thread) : OnnxRunner.open(spec.onnxFile(), options,
+                "the onnx backend needs an AutoencoderTiny decoder exported with tools/convert.py --vae or "
+                        + "tools/dit/vae.py", thread));
+    }
+
+    /** The AutoencoderKL graph built from the folder's config and weights, even where a decoder.onnx lies beside. */
+    static OnnxDecoder createBuilt(DecoderSpec spec, BackendOptions options) throws BackendException {
+        return checked(spec, built(spec, options, spec.directory().getFileName().toString()));
+    }
+
+    private static OnnxDecoder checked(DecoderSpec spec, OnnxRunner runner) throws BackendException {
         try {
             runner.checkNames(List.of(LATENT), List.of(IMAGE));
             Map<String, NodeInfo> in = runner.inputInfo();
@@ -59,6 +78,25 @@ final class OnnxDecoder implements Decoder {
             runner.close();
             throw e;
         }
+    }
+
+    /** A session on the AutoencoderKL graph built from the folder's config and weights. */
+    private static OnnxRunner built(DecoderSpec spec, BackendOptions options, String thread) throws BackendException {
+        Map<String, GraphWeights.Stored> stored = new HashMap<>();
+        try (Safetensors st = Safetensors.open(spec.weightsFile())) {
+            for (Map.Entry<String, String> e : DecoderCheckpoint.resolve(st, spec).entrySet()) {
+                stored.put(e.getKey(), new GraphWeights.Stored(st.file(), st.entry(e.getValue())));
+            }
+        }
+        OnnxGraph g = new OnnxGraph("vae_decoder");
+        GraphWeights w = new GraphWeights(g, spec.directory(), stored);
+        byte[] model = VaeDecoderGraph.build(spec, g, w);
+        return OnnxRunner.openGenerated(model, spec.directory(), w.summary(), options, thread);
+    }
+
+    /** What the graph reads from the folder's files as external data (empty for an exported decoder.onnx). */
+    ExternalData.Summary externalData() {
+        return runner.externalData;
     }
 
     @Override

@@ -142,6 +142,11 @@ final class OnnxGraph {
                     .setF(value).build());
         }
 
+        static Attr str(String name, String value) {
+            return new Attr(AttributeProto.newBuilder().setName(name).setType(AttributeProto.AttributeType.STRING)
+                    .setS(ByteString.copyFromUtf8(value)).build());
+        }
+
         static Attr ints(String name, long... values) {
             AttributeProto.Builder a = AttributeProto.newBuilder().setName(name)
                     .setType(AttributeProto.AttributeType.INTS);

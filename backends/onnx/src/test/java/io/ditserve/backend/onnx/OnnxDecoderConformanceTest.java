@@ -17,8 +17,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The shared decoder conformance suite on the onnx backend's decoders ({@code decoder.onnx} exported by
- * tools/dit/vae.py; parity 1e-4 on the small and the real-shape fixtures), and the check of the graph's contract.
+ * The shared decoder conformance suite on the onnx backend's decoders as the fixtures give them ({@code decoder.onnx}
+ * exported by tools/dit/vae.py, which wins over building the graph; parity 1e-4 on the small and the real-shape
+ * fixtures), and the check of the graph's contract.
  */
 class OnnxDecoderConformanceTest extends DecoderConformance {
     @Override
@@ -43,7 +44,15 @@ class OnnxDecoderConformanceTest extends DecoderConformance {
                 StandardCopyOption.REPLACE_EXISTING);
         assertThatThrownBy(() -> create(DecoderConfigs.load(tmp))).isInstanceOf(BackendException.class)
                 .hasMessageContaining("decoder.onnx").hasMessageContaining("expected one input [latent]");
-        Files.delete(tmp.resolve(DecoderSpec.ONNX_FILE));
+    }
+
+    /** An AutoencoderKL without decoder.onnx gets a built graph (OnnxBuiltDecoderConformanceTest); a TAESD fails. */
+    @Test
+    void aTinyDecoderWithoutItsGraphFailsAtLoadNamingIt(@TempDir Path tmp) throws Exception {
+        Path src = DecoderFixtures.small("taesd-small");
+        for (String f : new String[] {"config.json", DecoderSpec.WEIGHTS_FILE}) {
+            Files.copy(src.resolve(f), tmp.resolve(f));
+        }
         assertThatThrownBy(() -> create(DecoderConfigs.load(tmp))).isInstanceOf(BackendException.class)
                 .hasMessageContaining("decoder.onnx: missing");
     }
