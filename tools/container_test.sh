@@ -152,9 +152,17 @@ say "ok: healthy (HealthProbe: grpc.health.v1 SERVING) after $checks unhealthy c
 [ "$(podman exec "$SINGLE" id -u)" = 10001 ] || { say "the server does not run as uid 10001"; exit 1; }
 say "ok: the server runs as uid 10001"
 /usr/bin/python3 - "$WPORT" <<'PY'
-import sys, urllib.request
+import sys, time, urllib.request
 base = f"http://127.0.0.1:{sys.argv[1]}/"
-page = urllib.request.urlopen(base, timeout=10).read().decode()
+deadline = time.time() + 60
+while True:  # the published port may answer a moment after the health check (podman's port forwarding)
+    try:
+        page = urllib.request.urlopen(base, timeout=10).read().decode()
+        break
+    except OSError as e:
+        if time.time() > deadline:
+            raise SystemExit(f"container_test: the web port {base} did not answer within 60 s: {e}")
+        time.sleep(0.5)
 assert "<script" in page and "app.js" in page, page[:200]
 js = urllib.request.urlopen(base + "app.js", timeout=10).read()
 assert len(js) > 10_000, len(js)

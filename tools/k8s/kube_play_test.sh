@@ -63,6 +63,14 @@ kube_play_test() (
   say "podman kube play: deploy/k8s/ ConfigMap + Deployment, image $image, gRPC 127.0.0.1:$gport, metrics :$mport"
   podman kube play "$work/play.yaml" > "$work/play.log" 2>&1 || { cat "$work/play.log"; fail "podman kube play"; }
   [ "$(podman inspect --format '{{.State.Running}}' "$container")" = true ] || fail "$container is not running"
+  # podman exec can fail for a moment after kube play ("chdir to cwd /app ... no such file", seen once in a fresh
+  # root): wait until it answers, with a deadline
+  deadline=$((SECONDS + 60))
+  until podman exec "$container" true > /dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "podman exec into $container does not work within 60 s"
+    [ "$(podman inspect --format '{{.State.Running}}' "$container")" = true ] || fail "$container stopped"
+    sleep 0.5
+  done
   say "ok: pod $pod, container $container: uid $(podman exec "$container" id -u), memory limit" \
     "$(( $(podman inspect --format '{{.HostConfig.Memory}}' "$container") / 1048576 )) MiB," \
     "read-only root $(podman inspect --format '{{.HostConfig.ReadonlyRootfs}}' "$container")"
