@@ -93,6 +93,18 @@ public final class ClipTextEncoder implements TextEncoder {
         nn = new TextLayers(threads, "ditserve-clip-" + spec.role());
     }
 
+    /** Bytes the weights take in memory as loaded (16-bit where the checkpoint's F16/BF16 were kept). */
+    long weightBytes() {
+        long b = tokenEmbedding.bytes() + 4L * positionEmbedding.length + TextLayers.Linear.bytes(projection)
+                + 4L * (finalNorm.weight().length + finalNorm.bias().length);
+        for (Layer l : layers) {
+            b += TextLayers.Linear.bytes(l.qkv(), l.out(), l.fc1(), l.fc2())
+                    + 4L * (l.ln1().weight().length + l.ln1().bias().length + l.ln2().weight().length
+                            + l.ln2().bias().length);
+        }
+        return b;
+    }
+
     private static TextLayers.Linear linear(TextEncoderWeights w, String prefix, int out, int in)
             throws BackendException {
         return w.linear(prefix + ".weight", prefix + ".bias", out, in);

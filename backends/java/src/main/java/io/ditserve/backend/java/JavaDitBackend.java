@@ -79,6 +79,7 @@ public final class JavaDitBackend implements Backend {
         long start = System.nanoTime();
         JavaDitBackend backend;
         long bytes;
+        long held = -1; // bytes the MMDiT's weights take in memory
         switch (spec.architecture()) {
             case DIT -> {
                 try (CheckpointReader reader = CheckpointReader.open(spec, spec.file(WEIGHTS_FILE)).keep16(keep16)) {
@@ -97,17 +98,26 @@ public final class JavaDitBackend implements Backend {
                 try (CheckpointReader reader = CheckpointReader.openMmdit(spec).keep16(keep16)) {
                     MmditForward forward = new MmditForward(spec, reader, options.threads(), maxBatch);
                     bytes = reader.bytesRead();
+                    held = forward.weightBytes();
                     backend = new JavaDitBackend(spec, null, forward);
                 }
             }
             default -> throw new IllegalStateException("unknown architecture " + spec.architecture());
         }
         double seconds = (System.nanoTime() - start) / 1e9;
+        long inMemory = held;
         LOG.log(System.Logger.Level.INFO, () -> String.format("java backend loaded %s: %.1f MB of weights in %.1f s"
-                + " (%s path, %s)", spec.name(), bytes / 1e6, seconds, path, spec.architecture()));
+                + " (%s path, %s%s)", spec.name(), bytes / 1e6, seconds, path, spec.architecture(),
+                inMemory < 0 ? "" : String.format(", %.1f MB in memory, java.weights=%s", inMemory / 1e6,
+                        keep16 ? "stored" : "f32")));
         return backend;
     }
 
+
+    /** Bytes an MMDiT's weights take in memory as loaded ({@link MmditForward#weightBytes}); -1 for a DiT. */
+    long weightBytes() {
+        return mmdit == null ? -1 : mmdit.weightBytes();
+    }
 
     @Override
     public String name() {

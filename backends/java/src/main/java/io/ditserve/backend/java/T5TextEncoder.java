@@ -71,6 +71,15 @@ public final class T5TextEncoder implements TextEncoder {
         nn = new TextLayers(threads, "ditserve-t5-" + spec.role());
     }
 
+    /** Bytes the weights take in memory as loaded (16-bit where the checkpoint's F16/BF16 were kept). */
+    long weightBytes() {
+        long b = embedding.bytes() + 4L * (positionBias.length + finalNorm.length);
+        for (Block blk : blocks) {
+            b += TextLayers.Linear.bytes(blk.qkv(), blk.o(), blk.wi(), blk.wo()) + 4L * (blk.ln0().length + blk.ln1().length);
+        }
+        return b;
+    }
+
     /**
      * Loads a T5EncoderModel folder ({@code model.safetensors} or its shards) for {@code spec} (read by
      * {@code TextEncoderConfigs.load}) on {@code options.threads()} threads; every tensor is checked (a missing,

@@ -19,6 +19,15 @@ final class TextLayers implements AutoCloseable {
      * stores it: {@link TextEncoderWeights#linear}), the bias padded (zeros when it has none).
      */
     record Linear(Panels panels, float[] bias, int out, int in) {
+        /** Bytes the layers hold: panels and padded biases. */
+        static long bytes(Linear... layers) {
+            long b = 0;
+            for (Linear l : layers) {
+                b += l.panels().bytes() + 4L * l.bias().length;
+            }
+            return b;
+        }
+
         /** From a PyTorch weight (out, in), row-major, and its bias or null. */
         static Linear of(float[] weight, float[] bias, int out, int in) {
             float[] panels = new float[MatMul.packedSize(in, out)];

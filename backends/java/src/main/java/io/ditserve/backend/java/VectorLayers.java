@@ -24,6 +24,15 @@ final class VectorLayers {
      * checkpoint stores it, decoded per panel in the product) and its bias padded, for {@link MatMul}.
      */
     record Packed(Panels panels, float[] bias, int out, int in) {
+        /** Bytes the layer holds: its panels and its padded bias; 0 for null (a layer a block does not have). */
+        static long bytes(Packed... layers) {
+            long b = 0;
+            for (Packed p : layers) {
+                b += p == null ? 0 : p.panels().bytes() + 4L * p.bias().length;
+            }
+            return b;
+        }
+
         /**
          * Reads {@code prefix.weight} (out, in) and packs it: in 16 bits straight from the read buffer when the
          * reader keeps this tensor's F16/BF16 ({@link CheckpointReader#half}), else through the reader's float32
