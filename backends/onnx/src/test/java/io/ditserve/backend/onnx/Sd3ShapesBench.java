@@ -29,7 +29,7 @@ import java.util.SplittableRandom;
  * the MMDiT held together (the whole pipeline but the VAE), the time to encode one prompt with its empty negative
  * (batch 2) per encoder, and one transformer forward of one sample at 1024² (the config's sample_size, 128 latents)
  * and at 512² (64 latents: the same weights re-loaded under a config of sample_size 64, in a folder of links);
- * a guided step is two samples. Random token ids and inputs: the figures are about shapes, not outputs.
+ * a guided step is two samples. The encoders and the 1024² transformer are closed before the 512² one loads. Random token ids and inputs: the figures are about shapes, not outputs.
  *
  * <pre>
  * java --add-modules jdk.incubator.vector -cp TEST_CLASSPATH io.ditserve.backend.onnx.Sd3ShapesBench \
@@ -38,7 +38,8 @@ import java.util.SplittableRandom;
  * </pre>
  *
  * {@code separate}: load, time and close each component alone (for a backend whose pipeline does not fit in
- * memory at once); {@code transformer-only}: the MMDiT's figures alone; {@code key=value}: backend options (java.weights=f32, onnx.optimization=none, ...).
+ * memory at once); {@code transformer-only}: the MMDiT alone at 512² (to compare
+ * options side by side, e.g. java.weights=stored and f32); {@code key=value}: backend options (java.weights=f32, onnx.optimization=none, ...).
  * Resident memory is VmRSS/VmHWM of /proc/self/status.
  */
 public final class Sd3ShapesBench {
@@ -97,31 +98,35 @@ public final class Sd3ShapesBench {
             }
         }
         ModelSpec big = mmdit(dir.resolve("transformer"));
-        long t0 = System.nanoTime();
-        Backend mmdit = provider.create(big, options);
-        System.out.printf("%-15s load %6.1f s (%dx%d latents, %d tokens)%n", "transformer", seconds(t0),
-                big.inputSize(), big.inputSize(), big.tokens());
-        if (!separate && !transformerOnly) {
-            System.out.printf("pipeline (3 text encoders + transformer) loaded in %.1f s%n", seconds(loadStart));
-            gc();
-            rss("pipeline loaded");
-            for (int i = 0; i < encoders.length; i++) {
-                TextEncoderSpec spec = TextEncoderConfigs.load(dir.resolve(encoders[i][0]), encoders[i][0],
-                        i == 2 ? T5_TOKENS : 0);
-                encode(encoders[i][0], held.get(i), spec);
+        if (!transformerOnly) {
+            long t0 = System.nanoTime();
+            Backend mmdit = provider.create(big, options);
+            System.out.printf("%-15s load %6.1f s (%dx%d latents, %d tokens)%n", "transformer", seconds(t0),
+                    big.inputSize(), big.inputSize(), big.tokens());
+            if (!separate) {
+                System.out.printf("pipeline (3 text encoders + transformer) loaded in %.1f s%n", seconds(loadStart));
+                gc();
+                rss("pipeline loaded");
+                for (int i = 0; i < encoders.length; i++) {
+                    TextEncoderSpec spec = TextEncoderConfigs.load(dir.resolve(encoders[i][0]), encoders[i][0],
+                            i == 2 ? T5_TOKENS : 0);
+                    encode(encoders[i][0], held.get(i), spec);
+                }
+                rss("prompts encoded");
+            } else {
+                rss("transformer loaded");
             }
-            rss("prompts encoded");
-        } else {
-            rss("transformer loaded");
+            step(mmdit, big);
+            rss("big step");
+            mmdit.close();
         }
-        step(mmdit, big);
-        rss("big step");
-        mmdit.close();
-        mmdit = null;
+        for (TextEncoder e : held) { // the 512² transformer is a second copy of the weights: make room first
+            e.close();
+        }
         gc();
         Path small = linkedAt(dir.resolve("transformer"), big.inputSize() / 2);
         ModelSpec half = mmdit(small);
-        t0 = System.nanoTime();
+        long t0 = System.nanoTime();
         try (Backend m = provider.create(half, options)) {
             System.out.printf("%-15s load %6.1f s (%dx%d latents, %d tokens)%n", "transformer", seconds(t0),
                     half.inputSize(), half.inputSize(), half.tokens());
@@ -130,9 +135,6 @@ public final class Sd3ShapesBench {
             delete(small);
         }
         rss("small step");
-        for (TextEncoder e : held) {
-            e.close();
-        }
     }
 
     private static ModelSpec mmdit(Path transformer) throws Exception {
