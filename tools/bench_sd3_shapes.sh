@@ -10,7 +10,8 @@
 #        JAVA_ARGS (java: "java.max_batch=2"), ONNX_ARGS (onnx: "separate onnx.optimization=none": see below),
 #        EXTRA ("java-f32": also the transformer alone with java.weights=f32, the float32 twin, for the speed cost),
 #        HEAP (-Xmx, 3g: java keeps 16-bit weights off the heap; the heap holds activations, and a default-sized heap
-#        would let G1 commit gigabytes of garbage from the first, not yet compiled, passes)
+#        would let G1 commit gigabytes of garbage from the first, not yet compiled, passes), F32_HEAP (12g: the heap of
+#        the java.weights=f32 run, whose float32 weights are on the heap)
 #
 # onnx loads one component at a time and with onnx.optimization=none by default: with its default optimisation ONNX
 # Runtime folds the Casts of 16-bit weights into float32 initializers at load (docs/TEXT_MODELS.md "The onnx
@@ -41,8 +42,9 @@ CPFILE="$(mktemp)"
 CP="$ROOT/backends/onnx/target/test-classes:$ROOT/backends/onnx/target/classes:$(cat "$CPFILE")"
 rm -f "$CPFILE"
 JVM=("$JAVA_HOME/bin/java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED
-  --sun-misc-unsafe-memory-access=allow -XX:MaxNewSize=64m "-Xmx${HEAP:-3g}" -cp "$CP" io.ditserve.backend.onnx.Sd3ShapesBench)
-run() { "${JVM[@]}" "$@" 2>&1 | grep -v -E "^WARNING|^[A-Z][a-z]{2} [0-9]{2}, [0-9]{4} " || true; }
+  --sun-misc-unsafe-memory-access=allow -XX:MaxNewSize=64m)
+MAIN=(-cp "$CP" io.ditserve.backend.onnx.Sd3ShapesBench)
+run() { "${JVM[@]}" "-Xmx${HEAP:-3g}" "${MAIN[@]}" "$@" 2>&1 | grep -v -E "^WARNING|^[A-Z][a-z]{2} [0-9]{2}, [0-9]{4} " || true; }
 
 for b in $BACKENDS; do
   echo "== $b"
@@ -55,7 +57,7 @@ done
 if [[ " ${EXTRA:-} " == *" java-f32 "* ]]; then
   echo "== java, transformer alone, java.weights=stored then f32 (the same bits; the speed cost of decoding panels)"
   run "$DIR" java "$THREADS" transformer-only $JAVA_ARGS java.weights=stored
-  run "$DIR" java "$THREADS" transformer-only $JAVA_ARGS java.weights=f32
+  HEAP=${F32_HEAP:-12g} run "$DIR" java "$THREADS" transformer-only $JAVA_ARGS java.weights=f32
 fi
 if [ "${KEEP:-0}" != 1 ]; then
   rm -rf "$DIR"

@@ -1,6 +1,5 @@
 package io.ditserve.backend.java;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 /**
@@ -13,8 +12,8 @@ import java.lang.foreign.MemorySegment;
  * micro-kernels read it, and the decoding is exact ({@link Half}), so the results are bit-identical to decoding at
  * load. Its cost is one conversion per weight per row tile, against 2·rows FLOPs per weight.
  *
- * <p>The 16-bit panels live off the Java heap, in native memory of an automatic arena (freed when these panels are
- * unreachable): the heap then holds only activations and the small float32 parts (biases, norms), and the process's
+ * <p>The 16-bit panels live off the Java heap, in native memory ({@link NativeMemory}: freed when these panels are
+ * unreachable, not capped by MaxDirectMemorySize): the heap then holds only activations and the small float32 parts (biases, norms), and the process's
  * resident size is the weights' bytes rather than whatever the collector has committed around them.
  */
 final class Panels {
@@ -39,10 +38,10 @@ final class Panels {
 
     /**
      * Empty 16-bit panels for a k × n matrix in {@code half}, to be filled by {@link #packColumns}; padding columns
-     * of the last panel are zeros (the arena's memory is zeroed).
+     * of the last panel are zeros (the memory comes zeroed).
      */
     static Panels of16(Half half, int k, int n) {
-        MemorySegment seg = Arena.ofAuto().allocate(2L * MatMul.packedSize(k, n), 64);
+        MemorySegment seg = NativeMemory.zeroed(2L * MatMul.packedSize(k, n));
         return new Panels(k, n, null, seg, half);
     }
 

@@ -1,6 +1,5 @@
 package io.ditserve.backend.java;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 /**
@@ -29,7 +28,7 @@ final class Table {
 
     /** A copy of the stored little-endian 16-bit values {@code src} (rows × width, row-major). */
     static Table of16(Half half, MemorySegment src, int rows, int width) {
-        MemorySegment seg = Arena.ofAuto().allocate(2L * rows * width, 64);
+        MemorySegment seg = NativeMemory.zeroed(2L * rows * width);
         seg.copyFrom(src.asSlice(0, 2L * rows * width));
         return new Table(rows, width, null, seg, half);
     }
