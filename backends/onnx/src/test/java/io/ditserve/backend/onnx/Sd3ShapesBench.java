@@ -123,6 +123,7 @@ public final class Sd3ShapesBench {
         for (TextEncoder e : held) { // the 512² transformer is a second copy of the weights: make room first
             e.close();
         }
+        held.clear(); // unreachable, so that the collector returns their native memory
         gc();
         Path small = linkedAt(dir.resolve("transformer"), big.inputSize() / 2);
         ModelSpec half = mmdit(small);
