@@ -31,11 +31,16 @@ import java.util.Map;
  * through a {@link FileChannel} into one native buffer sized for the largest tensor, and converted from there;
  * read, not mapped, because pages of a mapping count as the process's resident memory until it is unmapped, and a
  * mapping of a 2.7 GB checkpoint next to its packed copy doubled the resident size of a DiT-XL/2 server.
+ *
+ * <p>F16 and BF16 tensors are either decoded to float32 ({@link #floats}, {@link #scratch}) or, for a loader that
+ * keeps them in 16 bits ({@link Panels}), handed over as their stored bytes ({@link #half}, {@link #bytes}); the
+ * reader's {@code keep16} says which (the backends' {@code java.weights} option, {@link JavaDitBackend#keep16}).
  */
 final class CheckpointReader implements AutoCloseable {
     private final Path file;
     private final Map<String, Located> tensors;
     private final Map<Path, FileChannel> channels;
+    private boolean keep16 = true;
     private final Arena arena = Arena.ofConfined();
     private MemorySegment buffer = MemorySegment.NULL;
     private float[] scratch = new float[0];
@@ -65,8 +70,11 @@ final class CheckpointReader implements AutoCloseable {
         return open(spec.directory(), MmditCheckpoint.open(spec));
     }
 
-    /** {@code where} names the checkpoint in messages: its file, or the folder of its shards. */
-    private static CheckpointReader open(Path where, Map<String, Located> tensors) throws BackendException {
+    /**
+     * Opens already validated tensors ({@code tensors}: name → file and header entry) for reading; {@code where}
+     * names the checkpoint in messages: its file, or the folder of its shards.
+     */
+    static CheckpointReader open(Path where, Map<String, Located> tensors) throws BackendException {
         Map<Path, FileChannel> channels = new HashMap<>();
         try {
             for (Located t : tensors.values()) {
@@ -80,6 +88,29 @@ final class CheckpointReader implements AutoCloseable {
             throw new BackendException(e instanceof NoSuchFileException ? e.getMessage() + ": missing"
                     : where + ": cannot read: " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * Whether {@link #half} offers F16/BF16 tensors in 16 bits (true, the default) or says null for every tensor,
+     * so that loaders decode everything to float32 at load (the path before 16-bit weights, kept for comparison).
+     */
+    CheckpointReader keep16(boolean keep) {
+        this.keep16 = keep;
+        return this;
+    }
+
+    /** The 16-bit format of tensor {@code name} when it is F16/BF16 and 16-bit weights are kept, else null. */
+    Half half(String name) throws BackendException {
+        return keep16 ? Half.of(tensor(name).entry().dtype()) : null;
+    }
+
+    /**
+     * The stored bytes of tensor {@code name} (little-endian, row-major) in the reader's native buffer: valid until
+     * the next read, for a caller that packs them at once.
+     */
+    MemorySegment bytes(String name) throws BackendException {
+        Located t = tensor(name);
+        return load(t);
     }
 
     /** Bytes of tensor data read so far. */
@@ -118,6 +149,12 @@ final class CheckpointReader implements AutoCloseable {
     }
 
     private void read(Located t, float[] out) throws BackendException {
+        MemorySegment data = load(t);
+        Safetensors.decodeFloats(t.file(), t.entry(), data, out);
+    }
+
+    /** Reads tensor t's bytes into the buffer (grown as needed) and returns them. */
+    private MemorySegment load(Located t) throws BackendException {
         Entry e = t.entry();
         Path file = t.file();
         FileChannel channel = channels.get(file);
@@ -136,8 +173,8 @@ final class CheckpointReader implements AutoCloseable {
         } catch (IOException ex) {
             throw new BackendException(file + ": cannot read tensor '" + e.name() + "': " + ex.getMessage(), ex);
         }
-        Safetensors.decodeFloats(file, e, buffer.asSlice(0, e.byteLength()), out);
         bytesRead += e.byteLength();
+        return buffer.asSlice(0, e.byteLength());
     }
 
     /** Closes the files and frees the read buffer. */

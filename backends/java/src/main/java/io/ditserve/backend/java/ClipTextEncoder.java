@@ -50,7 +50,7 @@ public final class ClipTextEncoder implements TextEncoder {
     private final float eps;
     private final float attentionScale;
     private final Activation activation;
-    private final float[] tokenEmbedding; // [vocab, d]
+    private final Table tokenEmbedding; // [vocab, d]
     private final float[] positionEmbedding; // [tokens, d] (the first rows of the table)
     private final Layer[] layers;
     private final Norm finalNorm;
@@ -73,7 +73,7 @@ public final class ClipTextEncoder implements TextEncoder {
                     + "' is not supported");
         };
         String e = "text_model.embeddings.";
-        tokenEmbedding = w.floats(e + "token_embedding.weight");
+        tokenEmbedding = w.table(e + "token_embedding.weight");
         float[] table = w.floats(e + "position_embedding.weight");
         positionEmbedding = java.util.Arrays.copyOf(table, tokens * d);
         layers = new Layer[spec.layers()];
@@ -81,23 +81,33 @@ public final class ClipTextEncoder implements TextEncoder {
         for (int i = 0; i < layers.length; i++) {
             String p = "text_model.encoder.layers." + i + ".";
             String a = p + "self_attn.";
-            TextLayers.Linear qkv = TextLayers.Linear.stack(
-                    new float[][] {w.floats(a + "q_proj.weight"), w.floats(a + "k_proj.weight"),
-                        w.floats(a + "v_proj.weight")},
-                    new float[][] {w.floats(a + "q_proj.bias"), w.floats(a + "k_proj.bias"), w.floats(a + "v_proj.bias")},
-                    d, d);
+            TextLayers.Linear qkv = w.linear(
+                    new String[] {a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
+                    new String[] {a + "q_proj.bias", a + "k_proj.bias", a + "v_proj.bias"}, d, d);
             layers[i] = new Layer(norm(w, p + "layer_norm1"), qkv,
                     linear(w, p + "self_attn.out_proj", d, d), norm(w, p + "layer_norm2"),
                     linear(w, p + "mlp.fc1", f, d), linear(w, p + "mlp.fc2", d, f));
         }
         finalNorm = norm(w, "text_model.final_layer_norm");
-        projection = TextLayers.Linear.of(w.floats("text_projection.weight"), null, spec.projectionDim(), d);
+        projection = w.linear("text_projection.weight", null, spec.projectionDim(), d);
         nn = new TextLayers(threads, "ditserve-clip-" + spec.role());
+    }
+
+    /** Bytes the weights take in memory as loaded (16-bit where the checkpoint's F16/BF16 were kept). */
+    long weightBytes() {
+        long b = tokenEmbedding.bytes() + 4L * positionEmbedding.length + TextLayers.Linear.bytes(projection)
+                + 4L * (finalNorm.weight().length + finalNorm.bias().length);
+        for (Layer l : layers) {
+            b += TextLayers.Linear.bytes(l.qkv(), l.out(), l.fc1(), l.fc2())
+                    + 4L * (l.ln1().weight().length + l.ln1().bias().length + l.ln2().weight().length
+                            + l.ln2().bias().length);
+        }
+        return b;
     }
 
     private static TextLayers.Linear linear(TextEncoderWeights w, String prefix, int out, int in)
             throws BackendException {
-        return TextLayers.Linear.of(w.floats(prefix + ".weight"), w.floats(prefix + ".bias"), out, in);
+        return w.linear(prefix + ".weight", prefix + ".bias", out, in);
     }
 
     private static Norm norm(TextEncoderWeights w, String prefix) throws BackendException {
@@ -120,7 +130,8 @@ public final class ClipTextEncoder implements TextEncoder {
         }
         String pos = "text_model.embeddings.position_embedding.weight";
         String ids = "text_model.embeddings.position_ids";
-        try (TextEncoderWeights w = TextEncoderWeights.open(spec.directory(), expectedShapes(spec), Set.of(pos, ids))) {
+        try (TextEncoderWeights w = TextEncoderWeights.open(spec.directory(), expectedShapes(spec), Set.of(pos, ids),
+                JavaDitBackend.keep16(options))) {
             if (!w.has(pos)) {
                 throw new BackendException(spec.directory() + ": tensor '" + pos + "' is missing");
             }
@@ -214,9 +225,9 @@ public final class ClipTextEncoder implements TextEncoder {
         for (int b = 0; b < n; b++) {
             for (int t = 0; t < tokens; t++) {
                 int dst = (b * tokens + t) * d;
-                int tok = ids[b][t] * d;
+                tokenEmbedding.row(ids[b][t], x, dst);
                 for (int k = 0; k < d; k++) {
-                    x[dst + k] = tokenEmbedding[tok + k] + positionEmbedding[t * d + k];
+                    x[dst + k] += positionEmbedding[t * d + k];
                 }
             }
         }

@@ -56,6 +56,7 @@ final class MatMul {
     private int segments = 1;
     private int segmentStride;
     private float[] b;
+    private Panels b16; // B in 16 bits, decoded panel by panel into the tile's scratch, or null
     private int k;
     private int n;
     private float[] bias;
@@ -72,6 +73,14 @@ final class MatMul {
     private float[] res;
     private int resOff;
     private int ldr;
+
+    /**
+     * Scratch floats a thread needs for {@link #compute} of B = {@code w}: the tile, plus one decoded panel when
+     * {@code w} is 16-bit.
+     */
+    static int tileSize(Panels w) {
+        return TILE + (w.is16() ? w.k * NR : 0);
+    }
 
     /** Number of panels for n columns. */
     static int panels(int n) {
@@ -129,6 +138,7 @@ final class MatMul {
      */
     MatMul b(float[] packed, int k, int n, float[] bias) {
         this.b = packed;
+        this.b16 = null;
         this.k = k;
         this.n = n;
         if (bias == null) {
@@ -138,6 +148,16 @@ final class MatMul {
             bias = zeros;
         }
         this.bias = bias;
+        return this;
+    }
+
+    /**
+     * B as {@link Panels} (k × n, float32 or 16-bit) and its padded bias or null. With 16-bit panels
+     * {@link #compute} needs a tile of {@link #tileSize} floats.
+     */
+    MatMul b(Panels w, float[] bias) {
+        b(w.floats(), w.k, w.n, bias);
+        this.b16 = w.is16() ? w : null;
         return this;
     }
 
@@ -192,37 +212,46 @@ final class MatMul {
         return panels(n);
     }
 
-    /** Computes rows m0..m1 of C in panels p0..p1, using {@code tile} (at least {@link #TILE} floats) as scratch. */
+    /**
+     * Computes rows m0..m1 of C in panels p0..p1, using {@code tile} (at least {@link #TILE} floats; with 16-bit B
+     * {@link #tileSize}) as scratch. A 16-bit panel is decoded once per call into {@code tile[TILE ..]}, then read
+     * by the same kernels in the same order as float32 panels, so the result does not depend on B's storage.
+     */
     void compute(int m0, int m1, int p0, int p1, float[] tile) {
         for (int p = p0; p < p1; p++) {
+            float[] b = this.b;
+            int base = p * k * NR;
+            if (b16 != null) {
+                b16.unpack(p, tile, TILE);
+                b = tile;
+                base = TILE;
+            }
             int m = m0;
             for (; m + MR <= m1; m += MR) {
-                kernel6(m, p, tile);
+                kernel6(m, b, base, tile);
                 finish(m, MR, p, tile);
             }
             // leftover rows: 4, 2, 1 at a time (more independent FMA chains than row by row; same order per output)
             if (m + 4 <= m1) {
-                kernel4(m, p, tile);
+                kernel4(m, b, base, tile);
                 finish(m, 4, p, tile);
                 m += 4;
             }
             if (m + 2 <= m1) {
-                kernel2(m, p, tile);
+                kernel2(m, b, base, tile);
                 finish(m, 2, p, tile);
                 m += 2;
             }
             if (m < m1) {
-                kernel1(m, p, tile);
+                kernel1(m, b, base, tile);
                 finish(m, 1, p, tile);
             }
         }
     }
 
-    /** tile[r][0..NR) = A[m + r, :] · panel p, r = 0..5. */
-    private void kernel6(int m, int p, float[] tile) {
+    /** tile[r][0..NR) = A[m + r, :] · the panel at b[base ..], r = 0..5. */
+    private void kernel6(int m, float[] b, int base, float[] tile) {
         float[] a = this.a;
-        float[] b = this.b;
-        int base = p * k * NR;
         int run = k / segments;
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
@@ -277,11 +306,9 @@ final class MatMul {
         c51.intoArray(tile, 5 * NR + L);
     }
 
-    /** tile[r][0..NR) = A[m + r, :] · panel p, r = 0..3, in the order of {@link #kernel6}. */
-    private void kernel4(int m, int p, float[] tile) {
+    /** tile[r][0..NR) = A[m + r, :] · the panel at b[base ..], r = 0..3, in the order of {@link #kernel6}. */
+    private void kernel4(int m, float[] b, int base, float[] tile) {
         float[] a = this.a;
-        float[] b = this.b;
-        int base = p * k * NR;
         int run = k / segments;
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
@@ -321,11 +348,9 @@ final class MatMul {
         c31.intoArray(tile, 3 * NR + L);
     }
 
-    /** tile[r][0..NR) = A[m + r, :] · panel p, r = 0..1, in the order of {@link #kernel6}. */
-    private void kernel2(int m, int p, float[] tile) {
+    /** tile[r][0..NR) = A[m + r, :] · the panel at b[base ..], r = 0..1, in the order of {@link #kernel6}. */
+    private void kernel2(int m, float[] b, int base, float[] tile) {
         float[] a = this.a;
-        float[] b = this.b;
-        int base = p * k * NR;
         int run = k / segments;
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
@@ -352,13 +377,12 @@ final class MatMul {
     }
 
     /**
-     * tile[0][0..NR) = A[m, :] · panel p, for a row left over after the 6-, 4- and 2-row blocks (and for products with a
+     * tile[0][0..NR) = A[m, :] · the panel at b[base ..], for a row left over after the 6-, 4- and 2-row blocks (and for products with a
      * single row, like the adaLN of one sample). It accumulates in exactly the order of {@link #kernel6} (one FMA
      * chain per output, k ascending), so a row's result does not depend on whether it falls in a 6-row block, i.e. on
      * its position in the batch or the batch's size: a generation gets the same bytes in any batch.
      */
-    private void kernel1(int m, int p, float[] tile) {
-        int base = p * k * NR;
+    private void kernel1(int m, float[] b, int base, float[] tile) {
         int run = k / segments;
         FloatVector c0 = FloatVector.zero(S), c1 = FloatVector.zero(S);
         for (int s = 0; s < segments; s++) {

@@ -31,6 +31,10 @@ final class MmditForward implements AutoCloseable {
      * (hd each) or null without qk-norm.
      */
     private record Projections(Packed qkv, Packed out, float[] normQ, float[] normK) {
+        long bytes() {
+            return Packed.bytes(qkv, out) + 4L * (normQ == null ? 0 : normQ.length + normK.length);
+        }
+
         static Projections read(CheckpointReader r, String a, String q, String k, String v, String out, String nq,
                 String nk, int d, boolean rms) throws BackendException {
             return new Projections(Packed.concat(r, d, d, a + q, a + k, a + v),
@@ -41,6 +45,10 @@ final class MmditForward implements AutoCloseable {
 
     /** FeedForward: net.0.proj (4D, D) then GELU (tanh), net.2 (D, 4D). */
     private record FeedForward(Packed proj, Packed out) {
+        long bytes() {
+            return Packed.bytes(proj, out);
+        }
+
         static FeedForward read(CheckpointReader r, String ff, int d) throws BackendException {
             return new FeedForward(Packed.read(r, ff + "net.0.proj", 4 * d, d), Packed.read(r, ff + "net.2", d, 4 * d));
         }
@@ -128,6 +136,21 @@ final class MmditForward implements AutoCloseable {
         for (int i = 0; i < threads; i++) {
             scratch[i] = new Scratch(tokens + text.contextTokens());
         }
+    }
+
+    /**
+     * Bytes the weights take in memory as loaded: 16-bit panels where the checkpoint's F16/BF16 were kept
+     * ({@link Panels}), float32 elsewhere (biases, norms, the cropped position table).
+     */
+    long weightBytes() {
+        long b = 4L * posEmbed.length + Packed.bytes(patchEmbed, timestepLinear1, timestepLinear2, textLinear1,
+                textLinear2, contextEmbedder, normOut, projOut);
+        for (Block blk : blocks) {
+            b += Packed.bytes(blk.norm1(), blk.norm1Context()) + blk.attn().bytes() + blk.attnContext().bytes()
+                    + (blk.attn2() == null ? 0 : blk.attn2().bytes()) + blk.ff().bytes()
+                    + (blk.ffContext() == null ? 0 : blk.ffContext().bytes());
+        }
+        return b;
     }
 
     /**

@@ -36,7 +36,7 @@ public final class T5TextEncoder implements TextEncoder {
     private final int inner;
     private final int ff;
     private final float eps;
-    private final float[] embedding; // [vocab, d]
+    private final Table embedding; // [vocab, d]
     private final float[] positionBias; // [heads, T, T]
     private final Block[] blocks;
     private final float[] finalNorm;
@@ -51,24 +51,33 @@ public final class T5TextEncoder implements TextEncoder {
         this.inner = heads * headDim;
         this.ff = spec.intermediate();
         this.eps = (float) spec.eps();
-        embedding = w.floats(w.has(SHARED) ? SHARED : TIED);
+        embedding = w.table(w.has(SHARED) ? SHARED : TIED);
         float[] table = w.floats("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
         positionBias = positionBias(table, heads, tokens, spec.relativeBuckets(), spec.relativeMaxDistance());
         blocks = new Block[spec.layers()];
         for (int i = 0; i < blocks.length; i++) {
             String a = "encoder.block." + i + ".layer.0.";
             String f = "encoder.block." + i + ".layer.1.";
-            TextLayers.Linear qkv = TextLayers.Linear.stack(new float[][] {w.floats(a + "SelfAttention.q.weight"),
-                w.floats(a + "SelfAttention.k.weight"), w.floats(a + "SelfAttention.v.weight")}, null, inner, d);
-            TextLayers.Linear wi = TextLayers.Linear.stack(new float[][] {w.floats(f + "DenseReluDense.wi_0.weight"),
-                w.floats(f + "DenseReluDense.wi_1.weight")}, null, ff, d);
+            TextLayers.Linear qkv = w.linear(new String[] {a + "SelfAttention.q.weight", a + "SelfAttention.k.weight",
+                a + "SelfAttention.v.weight"}, null, inner, d);
+            TextLayers.Linear wi = w.linear(new String[] {f + "DenseReluDense.wi_0.weight",
+                f + "DenseReluDense.wi_1.weight"}, null, ff, d);
             blocks[i] = new Block(w.floats(a + "layer_norm.weight"), qkv,
-                    TextLayers.Linear.of(w.floats(a + "SelfAttention.o.weight"), null, d, inner),
+                    w.linear(a + "SelfAttention.o.weight", null, d, inner),
                     w.floats(f + "layer_norm.weight"), wi,
-                    TextLayers.Linear.of(w.floats(f + "DenseReluDense.wo.weight"), null, d, ff));
+                    w.linear(f + "DenseReluDense.wo.weight", null, d, ff));
         }
         finalNorm = w.floats("encoder.final_layer_norm.weight");
         nn = new TextLayers(threads, "ditserve-t5-" + spec.role());
+    }
+
+    /** Bytes the weights take in memory as loaded (16-bit where the checkpoint's F16/BF16 were kept). */
+    long weightBytes() {
+        long b = embedding.bytes() + 4L * (positionBias.length + finalNorm.length);
+        for (Block blk : blocks) {
+            b += TextLayers.Linear.bytes(blk.qkv(), blk.o(), blk.wi(), blk.wo()) + 4L * (blk.ln0().length + blk.ln1().length);
+        }
+        return b;
     }
 
     /**
@@ -81,7 +90,8 @@ public final class T5TextEncoder implements TextEncoder {
             throw new BackendException(spec.directory() + ": " + spec.kind().className() + " is not a T5 encoder");
         }
         Map<String, long[]> expected = expectedShapes(spec);
-        try (TextEncoderWeights w = TextEncoderWeights.open(spec.directory(), expected, Set.of(SHARED, TIED))) {
+        try (TextEncoderWeights w = TextEncoderWeights.open(spec.directory(), expected, Set.of(SHARED, TIED),
+                JavaDitBackend.keep16(options))) {
             long[] shape = {spec.vocab(), spec.hiddenSize()};
             if (!w.has(SHARED) && !w.has(TIED)) {
                 throw new BackendException(spec.directory() + ": tensor '" + SHARED + "' is missing (nor is its tied copy '"
@@ -202,7 +212,7 @@ public final class T5TextEncoder implements TextEncoder {
         float[] mlp = new float[rows * ff];
         for (int b = 0; b < n; b++) {
             for (int t = 0; t < tokens; t++) {
-                System.arraycopy(embedding, ids[b][t] * d, x, (b * tokens + t) * d, d);
+                embedding.row(ids[b][t], x, (b * tokens + t) * d);
             }
         }
         for (Block blk : blocks) {

@@ -14,26 +14,26 @@ final class TextLayers implements AutoCloseable {
     private static final int ROW_TILE = 8 * MatMul.MR;
     static final int ROWS_PER_ITEM = 16;
 
-    /** A Linear layer packed for {@link MatMul}: B = Wᵀ in panels, the bias padded (zeros when it has none). */
-    record Linear(float[] panels, float[] bias, int out, int in) {
+    /**
+     * A Linear layer packed for {@link MatMul}: B = Wᵀ in panels (float32, or 16-bit as an F16/BF16 checkpoint
+     * stores it: {@link TextEncoderWeights#linear}), the bias padded (zeros when it has none).
+     */
+    record Linear(Panels panels, float[] bias, int out, int in) {
+        /** Bytes the layers hold: panels and padded biases. */
+        static long bytes(Linear... layers) {
+            long b = 0;
+            for (Linear l : layers) {
+                b += l.panels().bytes() + 4L * l.bias().length;
+            }
+            return b;
+        }
+
         /** From a PyTorch weight (out, in), row-major, and its bias or null. */
         static Linear of(float[] weight, float[] bias, int out, int in) {
             float[] panels = new float[MatMul.packedSize(in, out)];
             MatMul.pack(weight, 0, 1, in, in, out, panels);
-            return new Linear(panels, MatMul.paddedBias(bias == null ? new float[out] : bias, out), out, in);
-        }
-
-        /** Layers of the same input stacked as one (outputs side by side, in order): one product for q | k | v. */
-        static Linear stack(float[][] weights, float[][] biases, int out, int in) {
-            float[] w = new float[weights.length * out * in];
-            float[] b = new float[weights.length * out];
-            for (int i = 0; i < weights.length; i++) {
-                System.arraycopy(weights[i], 0, w, i * out * in, out * in);
-                if (biases != null) {
-                    System.arraycopy(biases[i], 0, b, i * out, out);
-                }
-            }
-            return of(w, b, weights.length * out, in);
+            return new Linear(Panels.of(panels, in, out),
+                    MatMul.paddedBias(bias == null ? new float[out] : bias, out), out, in);
         }
     }
 
@@ -79,7 +79,13 @@ final class TextLayers implements AutoCloseable {
         int perTile = (rows + count - 1) / count;
         rowTile = (perTile + MatMul.MR - 1) / MatMul.MR * MatMul.MR; // even tiles, whole micro-kernel blocks
         panels = MatMul.panels(w.out());
-        return mm.a(src, 0, w.in()).b(w.panels(), w.in(), w.out(), w.bias()).c(dst, 0, w.out());
+        int tile = MatMul.tileSize(w.panels());
+        if (tiles[0].length < tile) { // a 16-bit layer wider than any before: room for its decoded panel, once
+            for (int i = 0; i < tiles.length; i++) {
+                tiles[i] = new float[tile];
+            }
+        }
+        return mm.a(src, 0, w.in()).b(w.panels(), w.bias()).c(dst, 0, w.out());
     }
 
     private void run() {

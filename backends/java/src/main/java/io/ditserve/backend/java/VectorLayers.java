@@ -19,38 +19,76 @@ final class VectorLayers {
     /** Rows per LayerNorm work item. */
     private static final int NORM_ROWS = 16;
 
-    /** A Linear layer with its weight packed as B = Wᵀ and its bias padded, for {@link MatMul}. */
-    record Packed(float[] panels, float[] bias, int out, int in) {
-        /** Reads {@code prefix.weight} (out, in) into the reader's scratch array and packs it. */
+    /**
+     * A Linear layer with its weight packed as B = Wᵀ ({@link Panels}: float32, or 16-bit as an F16/BF16
+     * checkpoint stores it, decoded per panel in the product) and its bias padded, for {@link MatMul}.
+     */
+    record Packed(Panels panels, float[] bias, int out, int in) {
+        /** Bytes the layer holds: its panels and its padded bias; 0 for null (a layer a block does not have). */
+        static long bytes(Packed... layers) {
+            long b = 0;
+            for (Packed p : layers) {
+                b += p == null ? 0 : p.panels().bytes() + 4L * p.bias().length;
+            }
+            return b;
+        }
+
+        /**
+         * Reads {@code prefix.weight} (out, in) and packs it: in 16 bits straight from the read buffer when the
+         * reader keeps this tensor's F16/BF16 ({@link CheckpointReader#half}), else through the reader's float32
+         * scratch array.
+         */
         static Packed read(CheckpointReader r, String prefix, int out, int in) throws BackendException {
             float[] bias = MatMul.paddedBias(r.floats(prefix + ".bias"), out);
-            float[] weight = r.scratch(prefix + ".weight");
+            String name = prefix + ".weight";
+            Half half = r.half(name);
+            if (half != null) {
+                Panels panels = Panels.of16(half, in, out);
+                panels.packColumns(r.bytes(name), 0, 0, out);
+                return new Packed(panels, bias, out, in);
+            }
+            float[] weight = r.scratch(name);
             float[] panels = new float[MatMul.packedSize(in, out)];
             MatMul.pack(weight, 0, 1, in, in, out, panels);
-            return new Packed(panels, bias, out, in);
+            return new Packed(Panels.of(panels, in, out), bias, out, in);
         }
 
         /**
          * Linear layers of the same input, each (out, in), as one layer whose output row holds theirs side by side
          * (q | k | v): one product instead of several. Each output still sums over its input in the same order, so
-         * the values are those of the separate layers, bit for bit.
+         * the values are those of the separate layers, bit for bit. 16-bit when every part is kept in the same
+         * 16-bit format, else float32.
          */
         static Packed concat(CheckpointReader r, int out, int in, String... prefixes) throws BackendException {
             int n = prefixes.length * out;
-            float[] weight = new float[n * in];
             float[] bias = new float[n];
+            Half half = r.half(prefixes[0] + ".weight");
+            for (String prefix : prefixes) {
+                if (r.half(prefix + ".weight") != half) {
+                    half = null;
+                }
+            }
+            if (half != null) {
+                Panels panels = Panels.of16(half, in, n);
+                for (int i = 0; i < prefixes.length; i++) {
+                    System.arraycopy(r.floats(prefixes[i] + ".bias"), 0, bias, i * out, out);
+                    panels.packColumns(r.bytes(prefixes[i] + ".weight"), 0, i * out, out);
+                }
+                return new Packed(panels, MatMul.paddedBias(bias, n), n, in);
+            }
+            float[] weight = new float[n * in];
             for (int i = 0; i < prefixes.length; i++) {
                 System.arraycopy(r.scratch(prefixes[i] + ".weight"), 0, weight, i * out * in, out * in);
                 System.arraycopy(r.floats(prefixes[i] + ".bias"), 0, bias, i * out, out);
             }
             float[] panels = new float[MatMul.packedSize(in, n)];
             MatMul.pack(weight, 0, 1, in, in, n, panels);
-            return new Packed(panels, MatMul.paddedBias(bias, n), n, in);
+            return new Packed(Panels.of(panels, in, n), MatMul.paddedBias(bias, n), n, in);
         }
     }
 
     private final Parallel parallel;
-    private final float[][] tiles; // one micro-kernel tile per worker
+    private final float[][] tiles; // one micro-kernel tile per worker, grown for a decoded 16-bit panel
     private final LinearJob linearJob = new LinearJob();
     private final NormJob normJob = new NormJob();
 
@@ -132,7 +170,14 @@ final class VectorLayers {
             int perTile = (rows + tiles - 1) / tiles;
             rowTile = Math.max(MatMul.MR, (perTile + MatMul.MR - 1) / MatMul.MR * MatMul.MR); // whole kernel blocks
             panels = MatMul.panels(w.out());
-            return mm.a(src, 0, w.in()).b(w.panels(), w.in(), w.out(), w.bias()).c(dst, 0, w.out());
+            float[][] scratch = VectorLayers.this.tiles;
+            int tile = MatMul.tileSize(w.panels());
+            if (scratch[0].length < tile) { // a 16-bit layer wider than any before: room for its decoded panel, once
+                for (int i = 0; i < scratch.length; i++) {
+                    scratch[i] = new float[tile];
+                }
+            }
+            return mm.a(src, 0, w.in()).b(w.panels(), w.bias()).c(dst, 0, w.out());
         }
 
         void run() {

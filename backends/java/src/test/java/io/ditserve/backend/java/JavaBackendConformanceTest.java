@@ -77,7 +77,7 @@ class JavaBackendConformanceTest {
         var options = new BackendOptions(1, Map.of("java.pth", "scalar"));
         assertThatThrownBy(() -> new JavaBackendProvider().create(spec, options))
                 .isInstanceOf(BackendException.class)
-                .hasMessage("Unknown option [java.pth] of the java backend, known options [java.path, java.max_batch]");
+                .hasMessage("Unknown option [java.pth] of the java backend, known options [java.path, java.max_batch, java.weights]");
         assertThatThrownBy(() -> new JavaBackendProvider().createDecoder(DecoderConfigs.load(
                 Fixtures.repoRoot().resolve("tools/fixtures/taesd-small")), options))
                 .isInstanceOf(BackendException.class).hasMessageContaining("java.pth");
