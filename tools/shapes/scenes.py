@@ -1,5 +1,5 @@
 """Prompt scenes: renderer, prompt grammar and judge of the bundled text-to-image data set (issue 25; the rules are
-restated in docs/PROMPT_SCENES.md).
+restated in docs/SCENE_GRAMMAR.md).
 
 A scene is one or two flat-coloured shapes on a black L×L canvas; a prompt names them and where they are; the judge
 reads an image back and says whether it satisfies a prompt. numpy and the standard library only (PIL for --grid).
@@ -583,7 +583,7 @@ def grid_image(n=16, seed=0, scale=4, cols=4):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Prompt scenes (docs/PROMPT_SCENES.md)")
+    p = argparse.ArgumentParser(description="Prompt scenes (docs/SCENE_GRAMMAR.md)")
     p.add_argument("--grid", metavar="OUT.png", help="write a grid of sample scenes with their prompts")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""tools/shapes/scenes.py: the prompt-scene renderer, grammar and judge (docs/PROMPT_SCENES.md).
+"""tools/shapes/scenes.py: the prompt-scene renderer, grammar and judge (docs/SCENE_GRAMMAR.md).
 
   /usr/bin/python3 -m unittest tools/tests/test_scenes.py -v
 
@@ -32,7 +32,7 @@ sys.path.insert(0, TOOLS)
 from shapes import scenes as sc  # noqa: E402
 from shapes.scenes import Obj, Spec  # noqa: E402
 
-DOC = os.path.join(os.path.dirname(TOOLS), "docs", "PROMPT_SCENES.md")
+DOC = os.path.join(os.path.dirname(TOOLS), "docs", "SCENE_GRAMMAR.md")
 
 
 def sample(rng, n, held_out=None):

@@ -224,7 +224,7 @@ public final class Main {
         return model.getDecodersList().stream().anyMatch(d -> d.getRole().equals(role));
     }
 
-    /** What the demo asks of a text-to-image model: prompts of the bundled model's grammar (docs/PROMPT_SCENES.md). */
+    /** What the demo asks of a text-to-image model: prompts of the bundled model's grammar (docs/SCENE_GRAMMAR.md). */
     static final java.util.List<String> DEMO_PROMPTS = java.util.List.of(
             "a red cube left of a blue sphere",
             "a green ball above a yellow pyramid",
