@@ -5,7 +5,6 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.TextEncoder;
 import io.ditserve.backend.TextEncoderSpec;
-import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Set;
 
@@ -154,31 +153,9 @@ public final class ClipTextEncoder implements TextEncoder {
         }
     }
 
-    /** The tensors of a CLIPTextModelWithProjection (transformers' names) with their shapes, position table aside. */
+    /** The tensors of the checkpoint with their shapes, as the api's checkpoint rules state them. */
     static Map<String, long[]> expectedShapes(TextEncoderSpec s) {
-        long d = s.hiddenSize();
-        long f = s.intermediate();
-        Map<String, long[]> m = new LinkedHashMap<>();
-        m.put("text_model.embeddings.token_embedding.weight", new long[] {s.vocab(), d});
-        for (int i = 0; i < s.layers(); i++) {
-            String p = "text_model.encoder.layers." + i + ".";
-            for (String a : new String[] {"q_proj", "k_proj", "v_proj", "out_proj"}) {
-                m.put(p + "self_attn." + a + ".weight", new long[] {d, d});
-                m.put(p + "self_attn." + a + ".bias", new long[] {d});
-            }
-            for (String ln : new String[] {"layer_norm1", "layer_norm2"}) {
-                m.put(p + ln + ".weight", new long[] {d});
-                m.put(p + ln + ".bias", new long[] {d});
-            }
-            m.put(p + "mlp.fc1.weight", new long[] {f, d});
-            m.put(p + "mlp.fc1.bias", new long[] {f});
-            m.put(p + "mlp.fc2.weight", new long[] {d, f});
-            m.put(p + "mlp.fc2.bias", new long[] {d});
-        }
-        m.put("text_model.final_layer_norm.weight", new long[] {d});
-        m.put("text_model.final_layer_norm.bias", new long[] {d});
-        m.put("text_projection.weight", new long[] {s.projectionDim(), d});
-        return m;
+        return io.ditserve.backend.TextEncoderCheckpoint.expectedShapes(s);
     }
 
     @Override

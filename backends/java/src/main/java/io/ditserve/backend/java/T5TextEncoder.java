@@ -5,7 +5,6 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.TextEncoder;
 import io.ditserve.backend.TextEncoderSpec;
-import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Set;
 
@@ -108,30 +107,9 @@ public final class T5TextEncoder implements TextEncoder {
         }
     }
 
-    /** The tensors of a T5EncoderModel (transformers' names) with their shapes, the token embedding aside. */
+    /** The tensors of the checkpoint with their shapes, as the api's checkpoint rules state them. */
     static Map<String, long[]> expectedShapes(TextEncoderSpec s) {
-        long d = s.hiddenSize();
-        long inner = (long) s.heads() * s.headDim();
-        long f = s.intermediate();
-        Map<String, long[]> m = new LinkedHashMap<>();
-        for (int i = 0; i < s.layers(); i++) {
-            String a = "encoder.block." + i + ".layer.0.";
-            for (String p : new String[] {"q", "k", "v"}) {
-                m.put(a + "SelfAttention." + p + ".weight", new long[] {inner, d});
-            }
-            m.put(a + "SelfAttention.o.weight", new long[] {d, inner});
-            if (i == 0) {
-                m.put(a + "SelfAttention.relative_attention_bias.weight", new long[] {s.relativeBuckets(), s.heads()});
-            }
-            m.put(a + "layer_norm.weight", new long[] {d});
-            String ffn = "encoder.block." + i + ".layer.1.";
-            m.put(ffn + "DenseReluDense.wi_0.weight", new long[] {f, d});
-            m.put(ffn + "DenseReluDense.wi_1.weight", new long[] {f, d});
-            m.put(ffn + "DenseReluDense.wo.weight", new long[] {d, f});
-            m.put(ffn + "layer_norm.weight", new long[] {d});
-        }
-        m.put("encoder.final_layer_norm.weight", new long[] {d});
-        return m;
+        return io.ditserve.backend.TextEncoderCheckpoint.expectedShapes(s);
     }
 
     /**
