@@ -62,6 +62,9 @@ public final class ClientCommands {
         Float guidance;
         @Option(names = "--seed", defaultValue = "0", description = "base seed; 0 = random (image i uses seed + i)")
         long seed;
+        @Option(names = "--initial-noise", paramLabel = "FILE", description = "start from this noise instead of the "
+                + "seed's: little-endian float32, shape in the name (NAME.CxHxW.f32 or NAME.NxCxHxW.f32 for --count N)")
+        Path initialNoise;
         @Option(names = "--out", defaultValue = "out", description = "output folder (default ${DEFAULT-VALUE})")
         Path out;
         @Option(names = "--previews", description = "save preview frames and an animated GIF per image")
@@ -166,6 +169,13 @@ public final class ClientCommands {
             }
             if (previewDecoder != null) {
                 b.setPreviewDecoder(previewDecoder);
+            }
+            if (initialNoise != null) {
+                try {
+                    b.setInitialNoise(NoiseFile.read(initialNoise));
+                } catch (java.io.IOException e) {
+                    throw new IllegalArgumentException("--initial-noise " + initialNoise + ": " + e.getMessage(), e);
+                }
             }
             b.addAllOutputFormats(outputFormats());
             return b.build();

@@ -115,4 +115,27 @@ class ClientCommandsTest {
         ModelInfo bare = LATENT.toBuilder().clearDecoders().clearOutputImageSize().build();
         assertThat(ClientCommands.describe(bare)).contains("  output: 8x8 px (the latent itself: no vae)");
     }
+
+    @Test
+    void initialNoiseIsReadFromAFileWithItsShapeInTheName(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+            throws Exception {
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(4 * 2 * 3 * 3).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        for (int i = 0; i < 18; i++) {
+            b.putFloat(i * 0.5f - 3);
+        }
+        java.nio.file.Path one = java.nio.file.Files.write(dir.resolve("noise.2x3x3.f32"), b.array());
+        GenerateRequest r = request(LATENT, "--initial-noise", one.toString());
+        assertThat(r.getInitialNoise().getShapeList()).containsExactly(1, 2, 3, 3);
+        assertThat(r.getInitialNoise().getData().toByteArray()).isEqualTo(b.array());
+        java.nio.file.Path two = java.nio.file.Files.write(dir.resolve("n.2x1x3x3.f32"), b.array());
+        assertThat(request(LATENT, "--count", "2", "--initial-noise", two.toString()).getInitialNoise().getShapeList())
+                .containsExactly(2, 1, 3, 3);
+
+        java.nio.file.Path noShape = java.nio.file.Files.write(dir.resolve("noise.f32"), b.array());
+        assertThatThrownBy(() -> request(LATENT, "--initial-noise", noShape.toString()))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining(".CxHxW.f32");
+        java.nio.file.Path wrongSize = java.nio.file.Files.write(dir.resolve("noise.4x3x3.f32"), b.array());
+        assertThatThrownBy(() -> request(LATENT, "--initial-noise", wrongSize.toString()))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("72 bytes, but shape [1, 4, 3, 3] needs 144");
+    }
 }
