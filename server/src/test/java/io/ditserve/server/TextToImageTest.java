@@ -27,6 +27,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import javax.imageio.ImageIO;
 import org.junit.jupiter.api.AfterAll;
@@ -69,6 +72,7 @@ class TextToImageTest {
         }
         ServerConfig c = TestServers.config();
         c.models = models.toString();
+        c.maxBatch = 64;
         server = TestServers.inProcess(c);
     }
 
@@ -262,21 +266,42 @@ class TextToImageTest {
         GenerateRequest target = request("sd35-tiny", 0).toBuilder().setPrompt("a green ball above a white box")
                 .build();
         double hitsBefore = cacheLookups("hit");
+        double[] start = server.server().metrics().passesAndSamples("java", "sd35-tiny");
         byte[] alone = run(target).stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult()
                 .getTensor().getData().toByteArray();
-        // the same request among others with other prompts (their passes are shared: max_batch default)
-        List<Thread> others = new ArrayList<>();
-        List<byte[]> batched = new ArrayList<>();
+        double alonePasses = server.server().metrics().passesAndSamples("java", "sd35-tiny")[0] - start[0];
+        // the same request among others with other prompts and more steps, each seen running before the target is
+        // sent, so that the target's passes are theirs too (max_batch 64 holds them all)
+        CountDownLatch running = new CountDownLatch(3);
+        List<CompletableFuture<Void>> others = new ArrayList<>();
         for (int i = 0; i < 3; i++) {
-            GenerateRequest other = target.toBuilder().setPrompt("a yellow pyramid number " + i).build();
-            others.add(Thread.ofPlatform().start(() -> run(other)));
+            GenerateRequest other = target.toBuilder().setPrompt("a yellow pyramid number " + i)
+                    .setSteps(4 * target.getSteps()).build();
+            others.add(CompletableFuture.runAsync(() -> {
+                boolean seen = false;
+                try (DitClient.EventStream s = server.client().generate(other)) {
+                    while (s.hasNext()) {
+                        if (s.next().hasProgress() && !seen) {
+                            seen = true;
+                            running.countDown();
+                        }
+                    }
+                }
+            }));
         }
-        batched.add(run(target).stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult()
-                .getTensor().getData().toByteArray());
-        for (Thread t : others) {
-            t.join();
+        assertThat(running.await(120, TimeUnit.SECONDS)).as("the other prompts' generations started").isTrue();
+        double[] before = server.server().metrics().passesAndSamples("java", "sd35-tiny");
+        byte[] batched = run(target).stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult()
+                .getTensor().getData().toByteArray();
+        double[] after = server.server().metrics().passesAndSamples("java", "sd35-tiny");
+        assertThat(others.stream().filter(f -> !f.isDone()).count()).as("others still running at the target's end")
+                .isPositive();
+        assertThat(after[0] - before[0]).as("passes while the target ran among others (%s alone): shared", alonePasses)
+                .isLessThan(2 * alonePasses);
+        assertThat(batched).as("same bytes alone and among other prompts").isEqualTo(alone);
+        for (CompletableFuture<Void> o : others) {
+            o.get(120, TimeUnit.SECONDS);
         }
-        assertThat(batched.getFirst()).as("same bytes alone and among other prompts").isEqualTo(alone);
         assertThat(cacheLookups("hit") - hitsBefore).as("the repeated prompt and negative prompt hit the cache")
                 .isGreaterThanOrEqualTo(2);
     }
