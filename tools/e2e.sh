@@ -18,6 +18,15 @@ wait_listening() {
   done
   cat "$1"; echo "e2e: server did not start"; exit 1
 }
+# serve LOG ARGS...: `./dit serve ARGS` in the background on a free port ($PORT), its pid in $SERVER, until it listens
+serve() {
+  local log="$1"; shift
+  PORT=$(free_port)
+  ./dit serve --port "$PORT" --threads 2 "$@" > "$log" 2>&1 &
+  SERVER=$!
+  trap cleanup EXIT
+  wait_listening "$log"
+}
 
 # on a machine without an NVIDIA GPU, --backend cuda fails at start-up, fast, naming what is missing
 if ! nvidia-smi > /dev/null 2>&1; then
@@ -75,11 +84,8 @@ grep -q "stopped" "$WORK/server.log" || { cat "$WORK/server.log"; echo "e2e: no 
 trap - EXIT
 
 # the same request on the onnx backend gives the same images (at most one level apart on 99.9 % of pixels)
-PORT2=$(free_port)
-./dit serve --backend onnx --port "$PORT2" --threads 2 --set metrics_port=-1 > "$WORK/onnx.log" 2>&1 &
-SERVER=$!
-trap cleanup EXIT
-wait_listening "$WORK/onnx.log"
+serve "$WORK/onnx.log" --backend onnx --set metrics_port=-1
+PORT2=$PORT
 ./dit models --target "localhost:$PORT2" | grep -q "backend=onnx"
 ./dit generate --target "localhost:$PORT2" --model fashion-dit --label Trouser --count 2 --steps 20 \
   --sampler ddim --guidance 3 --seed 7 --out "$WORK/onnx-out" > /dev/null
@@ -107,12 +113,8 @@ LATENT="$WORK/latent-models"
 LATENT_START=$SECONDS
 /usr/bin/python3 tools/make_latent_model.py "$LATENT/latent-e2e" 2>&1 | { grep -v -E "TracerWarning|^  (if|h = w)" || true; }
 for backend in java onnx; do
-  PORT3=$(free_port)
-  ./dit serve --backend "$backend" --models "$LATENT" --port "$PORT3" --threads 2 --set metrics_port=-1 \
-    > "$WORK/latent-$backend.log" 2>&1 &
-  SERVER=$!
-  trap cleanup EXIT
-  wait_listening "$WORK/latent-$backend.log"
+  serve "$WORK/latent-$backend.log" --backend "$backend" --models "$LATENT" --set metrics_port=-1
+  PORT3=$PORT
   ./dit models --target "localhost:$PORT3" | tee "$WORK/latent-models-$backend.txt"
   grep -q "latent-e2e  backend=$backend  8x8 x4 ch (latent)" "$WORK/latent-models-$backend.txt"
   grep -q "output: 64x64 px" "$WORK/latent-models-$backend.txt"
@@ -165,13 +167,8 @@ for f in sd3-tiny-full sd35-tiny-full; do ln -s "$ROOT/tools/pipeline-fixtures/$
 /usr/bin/python3 -m tools.sd3.check_generate --make-no-t5 "$WORK/text-models" tools/pipeline-fixtures/sd3-tiny-full \
   tools/pipeline-fixtures/sd35-tiny-full
 for backend in java onnx; do
-  PORT4=$(free_port)
-  ./dit serve --backend "$backend" --models "$WORK/text-models" --port "$PORT4" --threads 2 --set metrics_port=-1 \
-    > "$WORK/text-$backend.log" 2>&1 &
-  SERVER=$!
-  trap cleanup EXIT
-  wait_listening "$WORK/text-$backend.log"
-  /usr/bin/python3 -m tools.sd3.check_generate --target "localhost:$PORT4" --work "$WORK/text-$backend" \
+  serve "$WORK/text-$backend.log" --backend "$backend" --models "$WORK/text-models" --set metrics_port=-1
+  /usr/bin/python3 -m tools.sd3.check_generate --target "localhost:$PORT" --work "$WORK/text-$backend" \
     tools/pipeline-fixtures/sd3-tiny-full tools/pipeline-fixtures/sd35-tiny-full | sed "s/^/[$backend] /"
   kill -TERM "$SERVER"; wait "$SERVER" || true
   trap - EXIT
