@@ -5,7 +5,7 @@
 #   2. gives it what a new machine of this kind has and nothing else (see "what a new machine has" below);
 #   3. copies in a clean clone of this repository's HEAD (`git clone`: uncommitted and ignored files never leak in;
 #      no ~/.m2, no npm cache, no container images: the root downloads its own);
-#   4. enters it in a private mount namespace (`unshare --mount` + chroot; /proc, /sys with its cgroups, /dev and
+#   4. enters it in a private mount namespace (`unshare --mount` + pivot_root; /proc, /sys with its cgroups, /dev and
 #      /dev/pts, a fresh /run) and runs the commands of the README's "Two commands" block there, in order
 #      (`./dit demo`, then `./dit test`: the whole suite, the podman image and compose leg included).
 # Every mount is made inside the private namespace, so none can outlive the run on the host; the EXIT trap also
@@ -210,7 +210,15 @@ enter() { # COMMAND
     ro_bind "$JDK" "$R$JDK"
     if [ -n "$NODE" ]; then ro_bind "$NODE" "$R$NODE"; ro_bind "$NODE_MODULES" "$R$NODE_MODULES"; fi
     if [ -n "$CUDA" ]; then ro_bind "$CUDA" "$R$CUDA"; fi
-    exec chroot "$R" /usr/bin/env -i "$@"
+    # pivot_root, not a plain chroot: the root must be the root of this mount namespace, because runc (podman exec,
+    # podman healthcheck run) joins a container by setns() into its mount namespace, which puts the joining process
+    # at the root of that namespace; under a plain chroot that is the host root, and `podman exec` failed with
+    # "chdir to cwd /app: no such file". The host root, moved to /.fresh-oldroot, is then detached.
+    mkdir -p "$R/.fresh-oldroot"
+    cd "$R"
+    pivot_root . .fresh-oldroot
+    exec chroot . /bin/sh -c '"'"'umount -l /.fresh-oldroot && rmdir /.fresh-oldroot && exec "$@"'"'"' sh \
+      /usr/bin/env -i "$@"
   ' enter "$R" "$JDK" "$NODE" "$NODE_MODULES" "$CUDA" "${INNER_ENV[@]}" /bin/bash -euo pipefail -c "cd /root/ditserve; $1"
 }
 
