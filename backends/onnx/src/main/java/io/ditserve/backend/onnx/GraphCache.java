@@ -13,7 +13,6 @@ import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.DirectoryStream;
-import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
 import java.nio.file.InvalidPathException;
 import java.nio.file.NoSuchFileException;
@@ -677,8 +676,13 @@ final class GraphCache {
         }
         try {
             Files.move(tmp, entry, StandardCopyOption.ATOMIC_MOVE);
-        } catch (FileAlreadyExistsException | java.nio.file.DirectoryNotEmptyException e) {
-            deleteTree(tmp); // a concurrent load got there first with the same entry
+        } catch (IOException e) {
+            // rename(2) onto a folder that is not empty fails (Java says "Directory not empty", or
+            // FileAlreadyExistsException): a concurrent load got there first with the same entry
+            if (!Files.isDirectory(entry)) {
+                throw e;
+            }
+            deleteTree(tmp);
         }
     }
 
