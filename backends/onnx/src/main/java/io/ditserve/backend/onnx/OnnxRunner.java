@@ -40,7 +40,9 @@ import java.util.concurrent.TimeUnit;
  *   <li>{@code onnx.spinning}: {@code false} (default) or {@code true}: whether idle intra-op threads spin. In a
  *       server the compute shares the cores with the transport and the encoders; spinning workers then lose their
  *       core in the middle of a parallel region and every pass waits for them (measured: a batch of 16 ran 5× slower
- *       under 16 streaming clients with spinning on; README, "Batching").
+ *       under 16 streaming clients with spinning on; README, "Batching");
+ *   <li>{@code onnx.graph_cache}, {@code onnx.graph_cache_dir}, {@code onnx.graph_cache_max_mb}: the cache of the
+ *       graphs built at load ({@link GraphCache}).
  * </ul>
  *
  * The intra-op thread pool has {@link BackendOptions#threads()} threads. Not thread-safe: its owner serialises runs.

@@ -486,6 +486,23 @@ class GraphCacheTest {
         assertThat(cacheFiles()).containsExactlyInAnyOrder(clipEntry, freshTemp);
     }
 
+    /**
+     * The spec in the key: the records' own toString where that is deterministic (every spec today), arrays by
+     * content, sets and maps sorted (their iteration order changes from one JVM to the next).
+     */
+    @Test
+    void theSpecTextIsTheSameInEveryProcess() throws Exception {
+        ModelSpec mmdit = OnnxMmditConformanceTest.spec(fixture("tools/fixtures/mmdit-x-tiny"));
+        TextEncoderSpec t5 = TextEncoderConfigs.load(fixture("tools/fixtures/t5-tiny"), "text_encoder_3", 16);
+        DecoderSpec vae = DecoderFixtures.spec(fixture("tools/fixtures/vae-small"));
+        for (Record r : new Record[] {mmdit, mmdit.text(), t5, vae}) {
+            assertThat(GraphCache.describe(r)).isEqualTo(r.toString());
+        }
+        record Odd(int[] sizes, java.util.Set<String> names, Map<String, Integer> counts) {}
+        assertThat(GraphCache.describe(new Odd(new int[] {3, 1}, java.util.Set.of("b", "c", "a"),
+                Map.of("y", 2, "x", 1)))).isEqualTo("Odd[sizes=[3, 1], names=[a, b, c], counts=[x=1, y=2]]");
+    }
+
     // ---- options
 
     @Test
