@@ -45,7 +45,7 @@ import java.util.zip.CRC32C;
  * changes (docs/TEXT_MODELS.md, "The graph cache"). Options:
  *
  * <ul>
- *   <li>{@code onnx.graph_cache}: {@code on} (default): the built graph (the ModelProto, about 0.1 to 1 MB, its
+ *   <li>{@code onnx.graph_cache}: {@code on} (default): the built graph (the ModelProto, about 50 KB to 1 MB, its
  *       weights still read in place from the folder's safetensors); {@code optimized}: that, and also the graph
  *       ONNX Runtime makes of it at the configured {@code onnx.optimization} level (saved by ONNX Runtime with its
  *       weights: the folded float32 copies, about twice a 16-bit checkpoint), loaded next time with ONNX Runtime's
