@@ -148,7 +148,7 @@ final class GraphCache {
         CORRUPT,
         /** The optimised graph would not fit {@code onnx.graph_cache_max_mb}: not written. */
         TOO_BIG,
-        /** The cache folder or the model folder could not be read or written: loaded without the cache. */
+        /** The cache folder or the model folder could not be read, or an entry not written: loaded without it. */
         UNAVAILABLE
     }
 
@@ -214,6 +214,8 @@ final class GraphCache {
             built = builder.build();
             if (writeGraph(config.dir(), graphFile, graphKey, built)) {
                 evict(config);
+            } else {
+                graph = Outcome.UNAVAILABLE; // built, not written (the WARN says why)
             }
         }
         Report report;
