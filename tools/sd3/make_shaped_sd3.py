@@ -16,6 +16,7 @@ benchmark feeds token ids and latents directly.
 
   /usr/bin/python3 tools/sd3/make_shaped_sd3.py --out /tmp/w/sd3-medium                # full size, BF16
   /usr/bin/python3 tools/sd3/make_shaped_sd3.py --out /tmp/w/sd3-small --size small    # the same code, seconds
+  /usr/bin/python3 tools/sd3/make_shaped_sd3.py --out /tmp/w/sd3-mid --size mid        # 0.68 GB, seconds
 """
 import argparse
 import json
@@ -33,6 +34,15 @@ SIZES = {
         clip_l=dict(vocab=49408, hidden=768, layers=12, heads=12, ff=3072, proj=768, act="quick_gelu"),
         clip_g=dict(vocab=49408, hidden=1280, layers=32, heads=20, ff=5120, proj=1280, act="gelu"),
         t5=dict(vocab=32128, d_model=4096, d_kv=64, heads=64, d_ff=10240, layers=24, shards=2)),
+    # between the two: 0.34 G parameters, 0.68 GB of BF16, big enough that load times are seconds and small enough
+    # to write in seconds (tools/bench_graph_cache.sh)
+    "mid": dict(
+        transformer=dict(sample_size=64, patch_size=2, in_channels=16, num_layers=8, attention_head_dim=64,
+                         num_attention_heads=12, joint_attention_dim=1024, caption_projection_dim=768,
+                         pooled_projection_dim=768, out_channels=16, pos_embed_max_size=96),
+        clip_l=dict(vocab=49408, hidden=256, layers=4, heads=4, ff=1024, proj=256, act="quick_gelu"),
+        clip_g=dict(vocab=49408, hidden=256, layers=4, heads=4, ff=1024, proj=256, act="gelu"),
+        t5=dict(vocab=32128, d_model=1024, d_kv=64, heads=16, d_ff=2816, layers=8, shards=2)),
     # the same structure, small enough to write and load in seconds (for developing the benchmark)
     "small": dict(
         transformer=dict(sample_size=32, patch_size=2, in_channels=16, num_layers=3, attention_head_dim=32,

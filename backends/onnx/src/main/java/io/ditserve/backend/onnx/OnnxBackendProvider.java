@@ -16,7 +16,8 @@ import java.util.List;
  * model; for a text-to-image pipeline (SD3, SD3.5) it builds the MMDiT and text-encoder graphs itself at load, from
  * the diffusers folders as downloaded, their weights read in place from the safetensors files
  * (docs/TEXT_MODELS.md, "The onnx backend"), and likewise an AutoencoderKL decoder's graph when its folder has no
- * exported {@code decoder.onnx} (docs/DECODERS.md).
+ * exported {@code decoder.onnx} (docs/DECODERS.md). Built graphs are kept in a cache folder outside the model
+ * folders and reused while nothing they depend on changes ({@link GraphCache}).
  *
  * <p>Discovery is cheap: this class touches no ONNX Runtime type, so constructing it and calling {@link #name()}
  * load no native code. The native library is loaded by {@link #create}, only for the backend the configuration
@@ -34,7 +35,8 @@ public final class OnnxBackendProvider implements BackendProvider {
     public String description() {
         return "ONNX Runtime (" + OnnxDitBackend.PROVIDER_OPTION + "=cpu|cuda, " + OnnxDitBackend.OPTIMIZATION_OPTION
                 + "=all|extended|basic|none), reads " + OnnxDitBackend.MODEL_FILE + " (DiT); builds the graphs of SD3"
-                + " pipelines (MMDiT, CLIP, T5) from their safetensors";
+                + " pipelines (MMDiT, CLIP, T5, VAE) from their safetensors and caches them (" + GraphCache.OPTION
+                + "=on|optimized|off, " + GraphCache.DIR_OPTION + ", " + GraphCache.MAX_MB_OPTION + ")";
     }
 
     /**

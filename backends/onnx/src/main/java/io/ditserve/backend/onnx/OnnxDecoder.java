@@ -38,31 +38,49 @@ final class OnnxDecoder implements Decoder {
 
     private final DecoderSpec spec;
     private final OnnxRunner runner;
+    /** What the graph cache did for this load ({@link GraphCache.Report#NONE} for an exported decoder.onnx). */
+    private final GraphCache.Report cacheReport;
     // direct I/O buffers grown to the largest call seen, then reused
     private FloatBuffer latentBuffer;
     private FloatBuffer imageBuffer;
     private boolean closed;
 
-    private OnnxDecoder(DecoderSpec spec, OnnxRunner runner) {
+    private OnnxDecoder(DecoderSpec spec, OnnxRunner runner, GraphCache.Report cacheReport) {
         this.spec = spec;
         this.runner = runner;
+        this.cacheReport = cacheReport;
     }
 
     static OnnxDecoder create(DecoderSpec spec, BackendOptions options) throws BackendException {
         Objects.requireNonNull(spec, "spec");
         String thread = spec.directory().getFileName().toString();
         boolean build = !Files.exists(spec.onnxFile()) && spec.kind() == DecoderSpec.Kind.FULL;
-        return checked(spec, build ? built(spec, options, thread) : OnnxRunner.open(spec.onnxFile(), options,
+        if (build) {
+            return createBuilt(spec, options);
+        }
+        return checked(spec, OnnxRunner.open(spec.onnxFile(), options,
                 "the onnx backend needs an AutoencoderTiny decoder exported with tools/convert.py --vae or "
-                        + "tools/dit/vae.py", thread));
+                        + "tools/dit/vae.py", thread), GraphCache.Report.NONE);
     }
 
-    /** The AutoencoderKL graph built from the folder's config and weights, even where a decoder.onnx lies beside. */
+    /**
+     * The AutoencoderKL graph built from the folder's config and weights (or the graph cache's copy of it), even
+     * where a decoder.onnx lies beside.
+     */
     static OnnxDecoder createBuilt(DecoderSpec spec, BackendOptions options) throws BackendException {
-        return checked(spec, built(spec, options, spec.directory().getFileName().toString()));
+        Objects.requireNonNull(spec, "spec");
+        GraphCache.Loaded loaded = GraphCache.open("vae-decoder", spec, spec.directory(), options,
+                spec.directory().getFileName().toString(), () -> build(spec));
+        return checked(spec, loaded.runner(), loaded.report());
     }
 
-    private static OnnxDecoder checked(DecoderSpec spec, OnnxRunner runner) throws BackendException {
+    /** What the graph cache did for this load. */
+    GraphCache.Report cacheReport() {
+        return cacheReport;
+    }
+
+    private static OnnxDecoder checked(DecoderSpec spec, OnnxRunner runner, GraphCache.Report report)
+            throws BackendException {
         try {
             runner.checkNames(List.of(LATENT), List.of(IMAGE));
             Map<String, NodeInfo> in = runner.inputInfo();
@@ -73,15 +91,15 @@ final class OnnxDecoder implements Decoder {
             runner.checkTensor("output", out.get(IMAGE), OnnxJavaType.FLOAT, "[N, C_out, f·h, f·w]",
                     new Dim("channels (out_channels)", spec.outChannels()),
                     new Dim("rows f·h", -1), new Dim("columns f·w", -1));
-            return new OnnxDecoder(spec, runner);
+            return new OnnxDecoder(spec, runner, report);
         } catch (BackendException | RuntimeException e) {
             runner.close();
             throw e;
         }
     }
 
-    /** A session on the AutoencoderKL graph built from the folder's config and weights. */
-    private static OnnxRunner built(DecoderSpec spec, BackendOptions options, String thread) throws BackendException {
+    /** The AutoencoderKL graph of the folder's config and weights, after validating the weights. */
+    private static GraphCache.Built build(DecoderSpec spec) throws BackendException {
         Map<String, GraphWeights.Stored> stored = new HashMap<>();
         try (Safetensors st = Safetensors.open(spec.weightsFile())) {
             for (Map.Entry<String, String> e : DecoderCheckpoint.resolve(st, spec).entrySet()) {
@@ -91,7 +109,7 @@ final class OnnxDecoder implements Decoder {
         OnnxGraph g = new OnnxGraph("vae_decoder");
         GraphWeights w = new GraphWeights(g, spec.directory(), stored);
         byte[] model = VaeDecoderGraph.build(spec, g, w);
-        return OnnxRunner.openGenerated(model, spec.directory(), w.summary(), options, thread);
+        return new GraphCache.Built(model, w.summary(), g.nodeCount());
     }
 
     /** What the graph reads from the folder's files as external data (empty for an exported decoder.onnx). */

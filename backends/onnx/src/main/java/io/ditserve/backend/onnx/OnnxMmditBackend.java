@@ -32,6 +32,7 @@ public final class OnnxMmditBackend implements Backend {
     private final ModelSpec spec;
     private final OnnxRunner runner;
     private final int graphNodes;
+    private final GraphCache.Report cacheReport;
     private int capacity; // samples
     private int contextCapacity; // samples × context tokens
     private FloatBuffer xBuffer;
@@ -41,27 +42,41 @@ public final class OnnxMmditBackend implements Backend {
     private FloatBuffer outBuffer;
     private boolean closed;
 
-    private OnnxMmditBackend(ModelSpec spec, OnnxRunner runner, int graphNodes) {
+    private OnnxMmditBackend(ModelSpec spec, GraphCache.Loaded loaded) {
         this.spec = spec;
-        this.runner = runner;
-        this.graphNodes = graphNodes;
+        this.runner = loaded.runner();
+        this.graphNodes = loaded.nodes();
+        this.cacheReport = loaded.report();
     }
 
-    /** Validates the folder's weights against {@code spec}, builds the graph and opens a session on it. */
+    /**
+     * Validates the folder's weights against {@code spec}, builds the graph and opens a session on it; or, when the
+     * graph cache has this folder's graph ({@link GraphCache}), opens the cached one.
+     */
     public static OnnxMmditBackend create(ModelSpec spec, BackendOptions options) throws BackendException {
         Objects.requireNonNull(spec, "spec");
         Objects.requireNonNull(options, "options");
         if (spec.architecture() != ModelSpec.Architecture.MMDIT) {
             throw new IllegalArgumentException("model " + spec.name() + " is not an MMDiT");
         }
+        return new OnnxMmditBackend(spec, GraphCache.open("mmdit", spec, spec.directory(), options, spec.name(),
+                () -> build(spec)));
+    }
+
+    /** The graph of {@code spec}, after validating the folder's weights against it. */
+    private static GraphCache.Built build(ModelSpec spec) throws BackendException {
         Map<String, MmditCheckpoint.Located> located = MmditCheckpoint.open(spec);
         Map<String, GraphWeights.Stored> stored = new java.util.HashMap<>();
         located.forEach((k, v) -> stored.put(k, new GraphWeights.Stored(v.file(), v.entry())));
         OnnxGraph g = new OnnxGraph("mmdit");
         GraphWeights w = new GraphWeights(g, spec.directory(), stored);
         byte[] model = MmditGraph.build(spec, g, w);
-        OnnxRunner runner = OnnxRunner.openGenerated(model, spec.directory(), w.summary(), options, spec.name());
-        return new OnnxMmditBackend(spec, runner, g.nodeCount());
+        return new GraphCache.Built(model, w.summary(), g.nodeCount());
+    }
+
+    /** What the graph cache did for this load. */
+    GraphCache.Report cacheReport() {
+        return cacheReport;
     }
 
     @Override

@@ -30,12 +30,14 @@ public final class OnnxTextEncoder implements TextEncoder {
     private final TextEncoderSpec spec;
     private final OnnxRunner runner;
     private final boolean clip;
+    private final GraphCache.Report cacheReport;
     private boolean closed;
 
-    private OnnxTextEncoder(TextEncoderSpec spec, OnnxRunner runner) {
+    private OnnxTextEncoder(TextEncoderSpec spec, GraphCache.Loaded loaded) {
         this.spec = spec;
-        this.runner = runner;
+        this.runner = loaded.runner();
         this.clip = spec.kind() == TextEncoderSpec.Kind.CLIP_WITH_PROJECTION;
+        this.cacheReport = loaded.report();
     }
 
     /** Validates the folder against {@code spec}, builds the encoder's graph and opens a session on it. */
@@ -47,6 +49,13 @@ public final class OnnxTextEncoder implements TextEncoder {
             throw new BackendException(spec.directory() + ": hidden layer " + spec.hiddenLayer() + " of "
                     + spec.layers());
         }
+        String kind = spec.kind() == TextEncoderSpec.Kind.CLIP_WITH_PROJECTION ? "clip" : "t5";
+        return new OnnxTextEncoder(spec, GraphCache.open(kind, spec, spec.directory(), options, spec.role(),
+                () -> build(spec)));
+    }
+
+    /** The encoder's graph, after validating the folder's tensors against {@code spec}. */
+    private static GraphCache.Built build(TextEncoderSpec spec) throws BackendException {
         Map<String, TextEncoderCheckpoint.Located> located = TextEncoderCheckpoint.open(spec);
         Map<String, GraphWeights.Stored> stored = new HashMap<>();
         located.forEach((k, v) -> stored.put(k, new GraphWeights.Stored(v.file(), v.entry())));
@@ -56,8 +65,12 @@ public final class OnnxTextEncoder implements TextEncoder {
             case CLIP_WITH_PROJECTION -> TextEncoderGraphs.clip(spec, g, w);
             case T5_ENCODER -> TextEncoderGraphs.t5(spec, g, w, TextEncoderCheckpoint.t5Embedding(located));
         };
-        OnnxRunner runner = OnnxRunner.openGenerated(model, spec.directory(), w.summary(), options, spec.role());
-        return new OnnxTextEncoder(spec, runner);
+        return new GraphCache.Built(model, w.summary(), g.nodeCount());
+    }
+
+    /** What the graph cache did for this load. */
+    GraphCache.Report cacheReport() {
+        return cacheReport;
     }
 
     @Override

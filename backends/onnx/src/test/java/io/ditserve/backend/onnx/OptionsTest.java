@@ -50,7 +50,8 @@ class OptionsTest {
         assertThatThrownBy(() -> OnnxBackends.onnx(spec, 1, Map.of("onnx.optimisation", "none")))
                 .isInstanceOf(BackendException.class)
                 .hasMessage("Unknown option [onnx.optimisation] of the onnx backend, known options"
-                        + " [onnx.provider, onnx.cuda.device, onnx.optimization, onnx.spinning]");
+                        + " [onnx.provider, onnx.cuda.device, onnx.optimization, onnx.spinning, onnx.graph_cache,"
+                        + " onnx.graph_cache_dir, onnx.graph_cache_max_mb]");
     }
 
     @Test
