@@ -1,5 +1,10 @@
 package io.ditserve.backend.cuda;
 
+import static io.ditserve.backend.cuda.TextFixtures.mmditCase;
+import static io.ditserve.backend.cuda.TextFixtures.mmditSpec;
+import static io.ditserve.backend.cuda.TextFixtures.randomCase;
+import static io.ditserve.backend.cuda.TextFixtures.run;
+import static io.ditserve.backend.cuda.TextFixtures.sample;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -9,17 +14,12 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.Conditioning;
 import io.ditserve.backend.ForwardBatch;
-import io.ditserve.backend.ModelConfigs;
 import io.ditserve.backend.ModelSpec;
-import io.ditserve.backend.Safetensors;
-import io.ditserve.backend.Sampler;
 import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.cuda.TextFixtures.MmditCase;
 import io.ditserve.backend.java.JavaBackendProvider;
 import io.ditserve.backend.testkit.Fixtures;
-import java.nio.file.Path;
-import java.util.Arrays;
-import java.util.Random;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -37,70 +37,6 @@ import org.junit.jupiter.params.provider.ValueSource;
  */
 class CudaMmditConformanceTest {
     static final double TOLERANCE = 1e-4;
-    private static final int CONTEXT_TOKENS = 7; // the fixtures' cases
-
-    /** One forward case: inputs and the expected output. */
-    record Case(Tensor x, float[] t, Conditioning.TextEmbeddings text, Tensor out) {
-        ForwardBatch batch() {
-            return new ForwardBatch(x, t, text, null);
-        }
-    }
-
-    static Path fixture(String name) {
-        return Fixtures.repoRoot().resolve("tools/fixtures/" + name);
-    }
-
-    static ModelSpec spec(String name) throws BackendException {
-        Path dir = fixture(name);
-        return ModelConfigs.loadMmdit(dir, name, "", ModelSpec.Space.LATENT, CONTEXT_TOKENS,
-                new ModelSpec.Defaults(Sampler.EULER, 28, 7.0, 0.0));
-    }
-
-    static Case forwardCase(String name) throws BackendException {
-        try (Safetensors st = Safetensors.open(fixture(name).resolve("cases.safetensors"))) {
-            Safetensors.Entry ctx = st.entry("forward.context");
-            Safetensors.Entry pooled = st.entry("forward.pooled");
-            Conditioning.TextEmbeddings text = new Conditioning.TextEmbeddings(st.floats("forward.context"),
-                    (int) ctx.shape()[1], (int) ctx.shape()[2], st.floats("forward.pooled"), (int) pooled.shape()[1]);
-            return new Case(st.tensor("forward.x"), st.floats("forward.t"), text, st.tensor("forward.out"));
-        }
-    }
-
-    /** n random samples: N(0, 1) inputs, context and pooled vectors, times in [0, 1000] with 1000 first. */
-    static Case randomCase(ModelSpec spec, int n, int tokens, long seed) {
-        Random rnd = new Random(seed);
-        int size = spec.inputSize();
-        Tensor x = Tensor.zeros(n, spec.inChannels(), size, size);
-        float[] t = new float[n];
-        float[] context = new float[n * tokens * spec.text().jointAttentionDim()];
-        float[] pooled = new float[n * spec.text().pooledProjectionDim()];
-        for (float[] a : new float[][] {x.data(), context, pooled}) {
-            for (int i = 0; i < a.length; i++) {
-                a[i] = (float) rnd.nextGaussian();
-            }
-        }
-        for (int i = 0; i < n; i++) {
-            t[i] = i == 0 ? 1000f : (float) (1000 * rnd.nextDouble());
-        }
-        return new Case(x, t, new Conditioning.TextEmbeddings(context, tokens, spec.text().jointAttentionDim(), pooled,
-                spec.text().pooledProjectionDim()), Tensor.zeros(n, spec.outChannels(), size, size));
-    }
-
-    /** Sample k of a case as a case of one. */
-    static Case sample(Case c, int k) {
-        Conditioning.TextEmbeddings e = c.text();
-        int ctx = e.tokens() * e.width();
-        return new Case(Fixtures.sample(c.x(), k), new float[] {c.t()[k]}, new Conditioning.TextEmbeddings(
-                Arrays.copyOfRange(e.context(), k * ctx, (k + 1) * ctx), e.tokens(), e.width(),
-                Arrays.copyOfRange(e.pooled(), k * e.pooledWidth(), (k + 1) * e.pooledWidth()), e.pooledWidth()),
-                Fixtures.sample(c.out(), k));
-    }
-
-    static Tensor run(Backend b, Case c) throws BackendException {
-        Tensor out = Tensor.zeros(c.out().shape());
-        b.forward(c.batch(), out, Cancellation.NEVER);
-        return out;
-    }
 
     static CudaMmditBackend emulated(ModelSpec spec) throws BackendException {
         return Emulation.mmdit(spec, ActivationLayout.SCORES_BUDGET);
@@ -109,8 +45,8 @@ class CudaMmditConformanceTest {
     @ParameterizedTest
     @ValueSource(strings = {"mmdit-tiny", "mmdit-x-tiny"})
     void matchesTheReference(String name) throws Exception {
-        ModelSpec spec = spec(name);
-        Case c = forwardCase(name);
+        ModelSpec spec = mmditSpec(name);
+        MmditCase c = mmditCase(name);
         try (Backend b = emulated(spec)) {
             assertThat(b.name()).isEqualTo("cuda");
             double err = Fixtures.relativeError(run(b, c), c.out());
@@ -127,8 +63,8 @@ class CudaMmditConformanceTest {
     @CsvSource({"mmdit-tiny, 1, 11", "mmdit-tiny, 2, 1", "mmdit-tiny, 5, 40", "mmdit-tiny, 2, 0",
         "mmdit-x-tiny, 1, 11", "mmdit-x-tiny, 2, 1", "mmdit-x-tiny, 5, 40", "mmdit-x-tiny, 2, 0"})
     void agreesWithTheJavaBackend(String name, int n, int tokens) throws Exception {
-        ModelSpec spec = spec(name);
-        Case c = randomCase(spec, n, tokens, 31L * n + tokens);
+        ModelSpec spec = mmditSpec(name);
+        MmditCase c = randomCase(spec, n, tokens, 31L * n + tokens);
         try (Backend cuda = emulated(spec);
                 Backend java = new JavaBackendProvider().create(spec, BackendOptions.ofThreads(2))) {
             double err = Fixtures.relativeError(run(cuda, c), run(java, c));
@@ -145,8 +81,8 @@ class CudaMmditConformanceTest {
     @ParameterizedTest
     @ValueSource(strings = {"mmdit-tiny", "mmdit-x-tiny"})
     void samplesOfABatchAreIndependent(String name) throws Exception {
-        ModelSpec spec = spec(name);
-        Case c = randomCase(spec, 5, 11, 5);
+        ModelSpec spec = mmditSpec(name);
+        MmditCase c = randomCase(spec, 5, 11, 5);
         try (Backend b = emulated(spec); Backend chunked = Emulation.mmdit(spec, 1)) {
             Tensor batched = run(b, c);
             for (int k = 0; k < 5; k++) {
@@ -162,8 +98,8 @@ class CudaMmditConformanceTest {
     /** The flag is polled before each block and before norm_out; a cancelled pass leaves the backend usable. */
     @Test
     void cancellationStopsThePass() throws Exception {
-        ModelSpec spec = spec("mmdit-x-tiny");
-        Case c = forwardCase("mmdit-x-tiny");
+        ModelSpec spec = mmditSpec("mmdit-x-tiny");
+        MmditCase c = mmditCase("mmdit-x-tiny");
         try (Backend b = emulated(spec)) {
             AtomicInteger polls = new AtomicInteger();
             assertThatThrownBy(() -> b.forward(c.batch(), Tensor.zeros(c.out().shape()),
@@ -178,8 +114,8 @@ class CudaMmditConformanceTest {
 
     @Test
     void badArgumentsAreRejected() throws Exception {
-        ModelSpec spec = spec("mmdit-tiny");
-        Case c = forwardCase("mmdit-tiny");
+        ModelSpec spec = mmditSpec("mmdit-tiny");
+        MmditCase c = mmditCase("mmdit-tiny");
         Conditioning.TextEmbeddings e = c.text();
         try (Backend b = emulated(spec)) {
             Tensor out = Tensor.zeros(c.out().shape());
@@ -206,14 +142,14 @@ class CudaMmditConformanceTest {
      */
     @Test
     void theProviderTakesAnMmditSpecAndCloseIsIdempotent() throws Exception {
-        ModelSpec spec = spec("mmdit-tiny");
+        ModelSpec spec = mmditSpec("mmdit-tiny");
         try (Backend b = new CudaBackendProvider().create(spec, BackendOptions.ofThreads(1))) {
             assertThat(b).isInstanceOf(CudaMmditBackend.class); // on a machine with a GPU
         } catch (BackendException e) {
             assertThat(e.getMessage()).doesNotContain(CudaDitBackend.WEIGHTS_FILE);
         }
         CudaMmditBackend b = emulated(spec);
-        Case c = forwardCase("mmdit-tiny");
+        MmditCase c = mmditCase("mmdit-tiny");
         run(b, c);
         b.close();
         b.close();

@@ -1,5 +1,7 @@
 package io.ditserve.backend.cuda;
 
+import static io.ditserve.backend.cuda.TextFixtures.encoderCases;
+import static io.ditserve.backend.cuda.TextFixtures.isT5;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -9,9 +11,9 @@ import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.TextEncoder;
 import io.ditserve.backend.TextEncoderCheckpoint;
-import io.ditserve.backend.TextEncoderConfigs;
 import io.ditserve.backend.TextEncoderRules;
 import io.ditserve.backend.TextEncoderSpec;
+import io.ditserve.backend.cuda.TextFixtures.EncoderCases;
 import io.ditserve.backend.java.JavaBackendProvider;
 import io.ditserve.backend.testkit.Fixtures;
 import io.ditserve.backend.testkit.SafetensorsWriter;
@@ -37,32 +39,12 @@ import org.junit.jupiter.params.provider.ValueSource;
 class CudaTextEncoderTest {
     private static final double TOLERANCE = 1e-4;
 
-    private record Cases(int[][] ids, float[] hidden, float[] pooled) {}
-
     private static Path dir(String name) {
-        return Fixtures.repoRoot().resolve("tools/fixtures/" + name);
-    }
-
-    private static boolean isT5(String name) {
-        return name.startsWith("t5");
-    }
-
-    private static Cases cases(String name) throws Exception {
-        try (Safetensors st = Safetensors.open(dir(name).resolve("cases.safetensors"))) {
-            long[] flat = st.longs("ids");
-            int n = (int) st.entry("ids").shape()[0];
-            int t = (int) st.entry("ids").shape()[1];
-            int[][] ids = new int[n][t];
-            for (int i = 0; i < flat.length; i++) {
-                ids[i / t][i % t] = Math.toIntExact(flat[i]);
-            }
-            return isT5(name) ? new Cases(ids, st.floats("last_hidden_state"), null)
-                    : new Cases(ids, st.floats("hidden"), st.floats("text_embeds"));
-        }
+        return TextFixtures.dir(name);
     }
 
     private static TextEncoderSpec spec(Path dir, boolean t5) throws BackendException {
-        return t5 ? TextEncoderConfigs.load(dir, "text_encoder_3", 256) : TextEncoderConfigs.load(dir, "text_encoder", 0);
+        return TextFixtures.encoderSpec(dir, t5);
     }
 
     private static CudaTextEncoder emulated(Path dir, boolean t5) throws BackendException {
@@ -72,7 +54,7 @@ class CudaTextEncoderTest {
     @ParameterizedTest
     @ValueSource(strings = {"clip-tiny", "clip-tiny-g", "t5-tiny"})
     void matchesTheReference(String name) throws Exception {
-        Cases c = cases(name);
+        EncoderCases c = encoderCases(name);
         try (TextEncoder enc = emulated(dir(name), isT5(name))) {
             assertThat(enc.backendName()).isEqualTo("cuda");
             TextEncoder.Output out = enc.encode(c.ids(), Cancellation.NEVER);
@@ -99,7 +81,7 @@ class CudaTextEncoderTest {
     @ParameterizedTest
     @ValueSource(strings = {"clip-tiny", "clip-tiny-g", "t5-tiny"})
     void agreesWithTheJavaBackendAloneAndBatched(String name) throws Exception {
-        Cases c = cases(name);
+        EncoderCases c = encoderCases(name);
         TextEncoderSpec spec = spec(dir(name), isT5(name));
         try (TextEncoder cuda = emulated(dir(name), isT5(name));
                 TextEncoder chunked = Emulation.textEncoder(spec, 1);
@@ -134,7 +116,7 @@ class CudaTextEncoderTest {
     @ParameterizedTest
     @ValueSource(ints = {0, 3})
     void otherHiddenLayersAreTheJavaBackends(int layer) throws Exception {
-        Cases c = cases("clip-tiny");
+        EncoderCases c = encoderCases("clip-tiny");
         TextEncoderSpec s = spec(dir("clip-tiny"), false);
         TextEncoderSpec other = new TextEncoderSpec(s.directory(), s.role(), s.kind(), s.hiddenSize(), s.layers(),
                 s.heads(), s.headDim(), s.intermediate(), s.vocab(), s.maxTokens(), s.projectionDim(), s.activation(),
@@ -150,7 +132,7 @@ class CudaTextEncoderTest {
 
     @Test
     void cancellationAndWrongIdsAreRefused() throws Exception {
-        Cases c = cases("clip-tiny");
+        EncoderCases c = encoderCases("clip-tiny");
         try (TextEncoder enc = emulated(dir("clip-tiny"), false)) {
             assertThatThrownBy(() -> enc.encode(c.ids(), () -> true)).isInstanceOf(BackendException.Cancelled.class);
             AtomicInteger polls = new AtomicInteger();
@@ -238,7 +220,7 @@ class CudaTextEncoderTest {
     void theTiedEmbeddingNameIsAccepted(@TempDir Path tmp) throws Exception {
         Path d = editedCopy("t5-tiny", tmp, t -> t.put(TextEncoderCheckpoint.T5_TIED,
                 t.remove(TextEncoderCheckpoint.T5_SHARED)));
-        int[][] ids = {cases("t5-tiny").ids()[0]};
+        int[][] ids = {encoderCases("t5-tiny").ids()[0]};
         try (TextEncoder a = emulated(d, true); TextEncoder b = emulated(dir("t5-tiny"), true)) {
             assertThat(a.encode(ids, Cancellation.NEVER).hidden()).isEqualTo(b.encode(ids, Cancellation.NEVER)
                     .hidden());
