@@ -11,7 +11,8 @@
 #                        TEST classes, where the check and bench programs live (CudaParityCheck, CudaBench; they are
 #                        not in the backend's jar). JUnit and AssertJ are not needed by the programs and not packed.
 #   .bundle/data/        only with --with-data: tools/fixtures (config, weights and cases of the two fixture
-#                        models, fashion-dit.forward.safetensors, the three small decoder folders) and
+#                        models, fashion-dit.forward.safetensors, the three small decoder folders, the SD3 MMDiT
+#                        and text encoder folders) and
 #                        models/fashion-dit (config.json, weights.safetensors), laid out like the repository
 #
 # Without --with-data the checks read the fixtures from the repository itself, which travels to the GPU machine
@@ -69,6 +70,11 @@ if [ "$WITH_DATA" = 1 ]; then
     mkdir -p "$BUNDLE/data/tools/fixtures/$m"
     cp "tools/fixtures/$m/config.json" "tools/fixtures/$m/weights.safetensors" "tools/fixtures/$m/cases.safetensors" \
       "$BUNDLE/data/tools/fixtures/$m/"
+  done
+  # SD3's MMDiT and text encoder fixtures (CudaParityCheck.textChecks): config, weights or shards and index, cases
+  for m in mmdit-tiny mmdit-x-tiny clip-tiny clip-tiny-g t5-tiny; do
+    mkdir -p "$BUNDLE/data/tools/fixtures/$m"
+    cp tools/fixtures/$m/*.json tools/fixtures/$m/*.safetensors "$BUNDLE/data/tools/fixtures/$m/"
   done
   cp tools/fixtures/fashion-dit.forward.safetensors "$BUNDLE/data/tools/fixtures/"
   mkdir -p "$BUNDLE/data/models/fashion-dit"

@@ -14,7 +14,8 @@
 #    in /tmp/dit-decoder-cases;
 # 3. CudaParityCheck: fp32 and tf32 against the PyTorch fixtures (pixel-tiny, latent-tiny, fashion-dit), against
 #    the java backend, buffer growth, cancellation; the first check synchronises after every kernel, so that a
-#    faulting kernel is named; then the decoders: the small fixtures in fp32/tf32/bf16, tiles and chunks, growth,
+#    faulting kernel is named; SD3's MMDiT and text encoders (issue 24: mmdit-tiny, mmdit-x-tiny, clip-tiny,
+#    clip-tiny-g, t5-tiny in fp32 and tf32 against PyTorch, the MMDiT against the java backend); then the decoders: the small fixtures in fp32/tf32/bf16, tiles and chunks, growth,
 #    cancellation, the real-shape fixtures of target/decoder-fixtures if present, and the cases of step 2;
 # 4. random-weight DiT-S/2 and DiT-XL/2 model folders (tools/make_bench_model.py) in /tmp;
 # 5. CudaBench on fashion-dit, DiT-S/2 and DiT-XL/2 (batches 1, 8, 16; fp32 and tf32; 50 steps at batch 16);

@@ -86,10 +86,11 @@ class CliHelpTest {
                 "--preview-decoder", enumNames(PreviewDecoder.values(), "PREVIEW_DECODER_"));
     }
 
-    /** The registered backends, less the test classpath's own ({@link FaultyBackendProvider}). */
+    /** The registered backends, less the test classpath's own ({@link FaultyBackendProvider}, the emulated cuda). */
     private static Set<String> productionBackends() {
         Set<String> names = new TreeSet<>(new BackendRegistry().names());
         names.remove(new FaultyBackendProvider().name());
+        names.remove(io.ditserve.backend.cuda.EmulatedCudaProvider.NAME);
         return names;
     }
 

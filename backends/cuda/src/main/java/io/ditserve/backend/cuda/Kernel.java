@@ -42,7 +42,29 @@ enum Kernel {
     GROUP_NORM("group_norm", "const float* x, float* y, const float* gamma, const float* beta, int c, int hw,"
             + " int groups, float eps, int silu_after"),
     IM2COL_3X3("im2col_3x3",
-            "const float* x, float* col, int total, int c, int h, int w, int up, int first_pixel, int tile");
+            "const float* x, float* col, int total, int c, int h, int w, int up, int first_pixel, int tile"),
+
+    // SD3's MMDiT (CudaMmditForward)
+    TEMB_SILU("temb_silu", "const float* temb, const float* temb_bias, const float* pooled,"
+            + " const float* pooled_bias, float* silu_c, int total, int d"),
+    QKV_SPLIT_SEQ("qkv_split_seq", "const float* qkv, const float* bias, float* heads_out, int total, int tokens,"
+            + " int heads, int head_dim, int seq, int seq_off, int part_len"),
+    HEAD_RMS_NORM("head_rms_norm",
+            "float* v, const float* weight_a, const float* weight_b, int cols, int seq, int split, float eps"),
+    HEAD_MERGE_SEQ("head_merge_seq",
+            "const float* o, float* att, int total, int tokens, int heads, int head_dim, int seq, int seq_off"),
+    // the text encoders (TextEncoderForward)
+    EMBED_TOKENS("embed_tokens", "const int* ids, const float* table, const float* pos, float* x, int total,"
+            + " int d, int tokens, int use_pos"),
+    LAYER_NORM("layer_norm", "const float* x, float* y, const float* weight, const float* bias, int d, float eps"),
+    RMS_NORM("rms_norm", "const float* x, float* y, const float* weight, int d, float eps"),
+    BIAS_QUICK_GELU("bias_quick_gelu", "float* v, const float* bias, int total, int cols"),
+    BIAS_GELU_ERF("bias_gelu_erf", "float* v, const float* bias, int total, int cols"),
+    SOFTMAX_CAUSAL("softmax_causal", "float* s, int len, float scale"),
+    SOFTMAX_BIAS("softmax_bias", "float* s, const float* bias, int len, int heads"),
+    ADD_RESIDUAL("add_residual", "float* x, const float* v, const float* bias, int total, int cols"),
+    GATED_GELU("gated_gelu", "const float* gates, float* out, int total, int ff"),
+    GATHER_ROWS("gather_rows", "const float* x, const int* rows, float* out, int total, int d");
 
     /** How a parameter is passed: a device pointer (8 bytes), an int or a float (4 bytes each). */
     enum ArgKind {

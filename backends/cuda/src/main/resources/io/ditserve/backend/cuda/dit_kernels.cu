@@ -332,3 +332,193 @@ extern "C" __global__ void im2col_3x3(const float* x, float* col, int total, int
                 : 0.0f;
     }
 }
+
+// ---- text to image: SD3's MMDiT and its text encoders (docs/TEXT_MODELS.md) -------------------------------------
+// Host code: CudaMmditForward.java (the MMDiT), TextEncoderForward.java (CLIP, T5). The MMDiT reuses the DiT's
+// kernels where their arithmetic is the same (patchify, timestep_embedding, bias_silu, add_bias, ln_modulate,
+// softmax_rows, gated_residual, bias_gelu, unpatchify); what differs is its joint attention, whose keys are the
+// image tokens followed by the context tokens: each stream's q, k, v are scattered into one sequence of
+// seq = T + C rows per (sample, head) at row offset seq_off (qkv_split_seq), and the output rows gathered back
+// per stream (head_merge_seq).
+
+// silu_c [N, d] = SiLU((temb + temb_bias) + (pooled + pooled_bias)): MMDiT's conditioning, the timestep embedding
+// plus the pooled text embedding, each its last Linear's output before the bias. total = N·d.
+extern "C" __global__ void temb_silu(const float* temb, const float* temb_bias, const float* pooled,
+                                     const float* pooled_bias, float* silu_c, int total, int d) {
+    GRID_STRIDE_LOOP(i, total) {
+        const int k = i % d;
+        silu_c[i] = silu((temb[i] + temb_bias[k]) + (pooled[i] + pooled_bias[k]));
+    }
+}
+
+// qkv [N·tokens, 3d] (+ bias) of one stream → heads_out = q | k | v, each part_len floats laid out
+// [N, heads, seq, head_dim]: token t of the stream goes to sequence row seq_off + t. total = N·tokens·3d.
+extern "C" __global__ void qkv_split_seq(const float* qkv, const float* bias, float* heads_out, int total, int tokens,
+                                         int heads, int head_dim, int seq, int seq_off, int part_len) {
+    const int d = heads * head_dim;
+    GRID_STRIDE_LOOP(i, total) {
+        const int row = i / (3 * d), col = i % (3 * d);
+        const int part = col / d, within = col % d;
+        const int head = within / head_dim, e = within % head_dim;
+        const int sample = row / tokens, token = row % tokens;
+        heads_out[part * part_len + ((sample * heads + head) * seq + seq_off + token) * head_dim + e] =
+                qkv[i] + bias[col];
+    }
+}
+
+// RMS qk-norm: each row of v [rows, cols] (one head of one token of q or k, cols = head_dim) becomes
+// v·(1/√(mean(v²) + eps))·weight, in place; rows are (sample, head, position) of sequences of `seq` positions, and
+// positions below `split` (the image tokens) take weight_a, the others (the context tokens) weight_b. One block per
+// row.
+extern "C" __global__ void head_rms_norm(float* v, const float* weight_a, const float* weight_b, int cols, int seq,
+                                         int split, float eps) {
+    __shared__ float scratch[32];
+    const long long row = blockIdx.x;
+    float* vr = v + row * cols;
+    const float* w = (int)(row % seq) < split ? weight_a : weight_b;
+    float q = 0.0f;
+    for (int k = threadIdx.x; k < cols; k += blockDim.x) q += vr[k] * vr[k];
+    const float inv = 1.0f / sqrtf(block_sum(q, scratch) / cols + eps);
+    for (int k = threadIdx.x; k < cols; k += blockDim.x) vr[k] = vr[k] * inv * w[k];
+}
+
+// o [N, heads, seq, head_dim] → att [N·tokens, d]: the rows seq_off .. seq_off + tokens − 1 of each sequence (one
+// stream), heads side by side again. total = N·tokens·d.
+extern "C" __global__ void head_merge_seq(const float* o, float* att, int total, int tokens, int heads, int head_dim,
+                                          int seq, int seq_off) {
+    const int d = heads * head_dim;
+    GRID_STRIDE_LOOP(i, total) {
+        const int row = i / d, within = i % d;
+        const int head = within / head_dim, e = within % head_dim;
+        const int sample = row / tokens, token = row % tokens;
+        att[i] = o[((sample * heads + head) * seq + seq_off + token) * head_dim + e];
+    }
+}
+
+// x [N·tokens, d] = table[ids[row]] (+ pos[row % tokens] when use_pos != 0): token embeddings (CLIP adds its
+// position table, T5 has none). total = N·tokens·d.
+extern "C" __global__ void embed_tokens(const int* ids, const float* table, const float* pos, float* x, int total,
+                                        int d, int tokens, int use_pos) {
+    GRID_STRIDE_LOOP(i, total) {
+        const int row = i / d, k = i % d;
+        const float e = table[(long long)ids[row] * d + k];
+        x[i] = use_pos ? e + pos[(row % tokens) * d + k] : e;
+    }
+}
+
+// y [rows, d] = LayerNorm(x)·weight + bias (biased variance of the centred values, eps): CLIP's layer norms. One
+// block per row; y may be x.
+extern "C" __global__ void layer_norm(const float* x, float* y, const float* weight, const float* bias, int d,
+                                      float eps) {
+    __shared__ float scratch[32];
+    const long long row = blockIdx.x;
+    const float* xr = x + row * d;
+    float* yr = y + row * d;
+    float s = 0.0f;
+    for (int k = threadIdx.x; k < d; k += blockDim.x) s += xr[k];
+    const float mean = block_sum(s, scratch) / d;
+    float q = 0.0f;
+    for (int k = threadIdx.x; k < d; k += blockDim.x) {
+        const float c = xr[k] - mean;
+        q += c * c;
+    }
+    const float inv_std = 1.0f / sqrtf(block_sum(q, scratch) / d + eps);
+    for (int k = threadIdx.x; k < d; k += blockDim.x) {
+        yr[k] = (xr[k] - mean) * inv_std * weight[k] + bias[k];
+    }
+}
+
+// y [rows, d] = weight·(x·(1/√(mean(x²) + eps))): T5's layer norm (no mean, no bias). One block per row.
+extern "C" __global__ void rms_norm(const float* x, float* y, const float* weight, int d, float eps) {
+    __shared__ float scratch[32];
+    const long long row = blockIdx.x;
+    const float* xr = x + row * d;
+    float* yr = y + row * d;
+    float q = 0.0f;
+    for (int k = threadIdx.x; k < d; k += blockDim.x) q += xr[k] * xr[k];
+    const float inv = 1.0f / sqrtf(block_sum(q, scratch) / d + eps);
+    for (int k = threadIdx.x; k < d; k += blockDim.x) yr[k] = weight[k] * (xr[k] * inv);
+}
+
+// v [rows, cols] = quick_gelu(v + bias) = u·σ(1.702·u), CLIP-L's activation. total = rows·cols.
+extern "C" __global__ void bias_quick_gelu(float* v, const float* bias, int total, int cols) {
+    GRID_STRIDE_LOOP(i, total) {
+        const float u = v[i] + bias[i % cols];
+        v[i] = u / (1.0f + expf(-1.702f * u));
+    }
+}
+
+// v [rows, cols] = GELU(v + bias), the exact (erf) form 0.5·u·(1 + erf(u/√2)): CLIP-G's activation.
+// total = rows·cols.
+extern "C" __global__ void bias_gelu_erf(float* v, const float* bias, int total, int cols) {
+    GRID_STRIDE_LOOP(i, total) {
+        const float u = v[i] + bias[i % cols];
+        v[i] = 0.5f * u * (1.0f + erff(u * 0.7071067811865476f));
+    }
+}
+
+// Each row of s [pairs·len, len] (row i of a (sequence, head) pair's scores) becomes softmax(scale·row) over the
+// positions 0..i, and 0 after i: CLIP's causal self-attention. One block per row.
+extern "C" __global__ void softmax_causal(float* s, int len, float scale) {
+    __shared__ float scratch[32];
+    float* r = s + (long long)blockIdx.x * len;
+    const int keep = (int)(blockIdx.x % len) + 1;
+    float mx = __int_as_float(0xff800000);  // -inf
+    for (int k = threadIdx.x; k < keep; k += blockDim.x) mx = fmaxf(mx, __fmul_rn(r[k], scale));
+    mx = block_max(mx, scratch);
+    float sum = 0.0f;
+    for (int k = threadIdx.x; k < keep; k += blockDim.x) {
+        const float e = expf(__fmul_rn(r[k], scale) - mx);
+        r[k] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, scratch);
+    for (int k = threadIdx.x; k < len; k += blockDim.x) r[k] = k < keep ? r[k] / sum : 0.0f;
+}
+
+// Each row of s [pairs·len, len] becomes softmax(row + bias[head, i]) with bias [heads, len, len]: T5's attention
+// (no scaling, the relative position bias added to the scores). Rows are numbered (sequence, head, i) from a
+// whole sequence on, so head = (row / len) % heads. One block per row.
+extern "C" __global__ void softmax_bias(float* s, const float* bias, int len, int heads) {
+    __shared__ float scratch[32];
+    const long long row = blockIdx.x;
+    float* r = s + row * len;
+    const float* b = bias + ((row / len) % heads * len + row % len) * len;
+    float mx = __int_as_float(0xff800000);  // -inf
+    for (int k = threadIdx.x; k < len; k += blockDim.x) mx = fmaxf(mx, r[k] + b[k]);
+    mx = block_max(mx, scratch);
+    float sum = 0.0f;
+    for (int k = threadIdx.x; k < len; k += blockDim.x) {
+        const float e = expf((r[k] + b[k]) - mx);
+        r[k] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, scratch);
+    for (int k = threadIdx.x; k < len; k += blockDim.x) r[k] = r[k] / sum;
+}
+
+// x [rows, cols] += v + bias: a Linear's output (before its bias) added to the residual stream. total = rows·cols.
+extern "C" __global__ void add_residual(float* x, const float* v, const float* bias, int total, int cols) {
+    GRID_STRIDE_LOOP(i, total) {
+        x[i] = x[i] + (v[i] + bias[i % cols]);
+    }
+}
+
+// out [rows, ff] = gelu_tanh(gates[row, k])·gates[row, ff + k] from gates [rows, 2·ff] = wi_0 | wi_1: T5 v1.1's
+// gated-GELU. total = rows·ff.
+extern "C" __global__ void gated_gelu(const float* gates, float* out, int total, int ff) {
+    GRID_STRIDE_LOOP(i, total) {
+        const int row = i / ff, k = i % ff;
+        const float* g = gates + (long long)row * 2 * ff;
+        out[i] = gelu_tanh(g[k]) * g[ff + k];
+    }
+}
+
+// out [n, d] = x[rows[b]] for b < n: the rows CLIP pools (each sequence's EOS position, chosen on the host).
+// total = n·d.
+extern "C" __global__ void gather_rows(const float* x, const int* rows, float* out, int total, int d) {
+    GRID_STRIDE_LOOP(i, total) {
+        const int b = i / d, k = i % d;
+        out[i] = x[(long long)rows[b] * d + k];
+    }
+}

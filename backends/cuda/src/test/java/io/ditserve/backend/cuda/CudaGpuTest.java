@@ -9,6 +9,7 @@ import io.ditserve.backend.BackendException;
 import io.ditserve.backend.testkit.DecoderFixtures;
 import io.ditserve.backend.testkit.Fixtures;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
@@ -53,6 +54,13 @@ class CudaGpuTest {
     @CsvSource({"pixel-tiny", "latent-tiny", "fashion-dit"})
     void stepCacheMatchesPyTorch(String model) throws Exception {
         assertThat(CHECK.cacheError(model, Map.of())).isLessThan(CudaParityCheck.FP32_TOLERANCE);
+    }
+
+    /** SD3's MMDiT and text encoders ({@link CudaParityCheck#textChecks}). */
+    @Test
+    void sd3ChecksPass() {
+        List<CudaParityCheck.Outcome> outcomes = CudaParityCheck.run(CHECK.textChecks());
+        assertThat(outcomes).allSatisfy(o -> assertThat(o.passed()).as(o.line()).isTrue());
     }
 
     @Test

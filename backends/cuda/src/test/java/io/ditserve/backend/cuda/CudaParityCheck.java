@@ -13,6 +13,7 @@ import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.TextEncoder;
 import io.ditserve.backend.testkit.DecoderFixtures;
 import io.ditserve.backend.testkit.Fixtures;
 import java.nio.file.Files;
@@ -42,10 +43,11 @@ import java.util.concurrent.atomic.AtomicInteger;
  *
  * <p>REPO_ROOT (default: {@link Fixtures#repoRoot}) holds tools/fixtures and models/fashion-dit.
  *
- * The DiT checks, then the latent decoders' ({@link #decoderChecks}): the committed small fixtures, the real-shape
- * fixtures of target/decoder-fixtures when they were made, and with {@code --decoder-cases} the folders of
- * tools/gpu/make_decoder_cases.py (the sd-vae-ft-* and TAESD architectures with random weights, latents of 32×32 and
- * 64×64: 256 and 512 px images, against a float64 PyTorch reference). {@code --decoders-only} skips the DiT checks.
+ * The DiT checks, SD3's MMDiT and text encoders ({@link #textChecks}), then the latent decoders'
+ * ({@link #decoderChecks}): the committed small fixtures, the real-shape fixtures of target/decoder-fixtures when
+ * they were made, and with {@code --decoder-cases} the folders of tools/gpu/make_decoder_cases.py (the sd-vae-ft-*
+ * and TAESD architectures with random weights, latents of 32×32 and 64×64: 256 and 512 px images, against a float64
+ * PyTorch reference). {@code --decoders-only} skips the DiT and SD3 checks.
  *
  * <p>Prints one PASS/FAIL line per check and exits 0 when all pass, 1 when one fails, 2 when the backend cannot run.
  */
@@ -335,6 +337,91 @@ public final class CudaParityCheck {
         return checks;
     }
 
+    // ---- SD3: the MMDiT and the text encoders ----
+
+    /** A cuda MMDiT of a fixture folder ({@link TextFixtures#MMDITS}), through the provider. */
+    Backend mmdit(String fixture, Map<String, String> options) throws BackendException {
+        Map<String, String> all = new HashMap<>(baseOptions);
+        all.putAll(options);
+        return new CudaBackendProvider().create(TextFixtures.mmditSpec(fixture), new BackendOptions(1, all));
+    }
+
+    /** Relative error of the MMDiT on the fixture's PyTorch case. */
+    double mmditError(String fixture, Map<String, String> options) throws BackendException {
+        TextFixtures.MmditCase c = TextFixtures.mmditCase(fixture);
+        try (Backend b = mmdit(fixture, options)) {
+            return Fixtures.relativeError(TextFixtures.run(b, c), c.out());
+        }
+    }
+
+    /**
+     * Relative error against the java backend's MMDiT (found through ServiceLoader) on n random samples, each with
+     * its own time, context of {@code tokens} tokens and pooled vector.
+     */
+    double mmditJavaError(String fixture, int n, int tokens) throws BackendException {
+        ModelSpec spec = TextFixtures.mmditSpec(fixture);
+        TextFixtures.MmditCase c = TextFixtures.randomCase(spec, n, tokens, 17L * n + tokens);
+        Tensor expected;
+        try (Backend b = Fixtures.provider("java").create(spec,
+                new BackendOptions(Runtime.getRuntime().availableProcessors(), Map.of()))) {
+            expected = TextFixtures.run(b, c);
+        }
+        try (Backend b = mmdit(fixture, Map.of())) {
+            return Fixtures.relativeError(TextFixtures.run(b, c), expected);
+        }
+    }
+
+    /** A cuda text encoder of a fixture folder ({@link TextFixtures#ENCODERS}), through the provider. */
+    TextEncoder encoder(String fixture, Map<String, String> options) throws BackendException {
+        Map<String, String> all = new HashMap<>(baseOptions);
+        all.putAll(options);
+        return new CudaBackendProvider().createTextEncoder(TextFixtures.encoderSpec(fixture),
+                new BackendOptions(1, all));
+    }
+
+    /** Relative error of a text encoder on its fixture's cases: the larger of the hidden state's and CLIP's pooled. */
+    double encoderError(String fixture, Map<String, String> options) throws BackendException {
+        TextFixtures.EncoderCases c = TextFixtures.encoderCases(fixture);
+        try (TextEncoder e = encoder(fixture, options)) {
+            TextEncoder.Output out = e.encode(c.ids(), Cancellation.NEVER);
+            double err = Fixtures.relativeError(out.hidden(), c.hidden());
+            if (c.pooled() != null) {
+                err = Math.max(err, Fixtures.relativeError(out.pooled(), c.pooled()));
+            }
+            return err;
+        }
+    }
+
+    /**
+     * The SD3 checks (issue 24): the MMDiT fixtures (SD3-medium's structure; SD3.5's RMS qk-norm and dual attention
+     * with BF16 shards) and the text encoders (CLIP-L-like with quick_gelu, CLIP-G-like with the exact GELU and F16
+     * shards, T5 v1.1 with BF16) against PyTorch in fp32 and tf32, the first synchronised after every kernel; the
+     * MMDiT against the java backend on batches of several prompts and on an empty context. The tf32 tolerance is
+     * the DiT's, a first guess for these models.
+     */
+    List<Check> textChecks() {
+        List<Check> checks = new ArrayList<>();
+        checks.add(measured("mmdit-x-tiny fp32, synchronised after every kernel", FP32_TOLERANCE,
+                () -> mmditError("mmdit-x-tiny", Map.of(CudaOptions.DEBUG_SYNC, "true"))));
+        for (String precision : List.of("fp32", "tf32")) {
+            for (String fixture : TextFixtures.MMDITS) {
+                checks.add(measured(fixture + " " + precision + " vs PyTorch", tolerance(precision),
+                        () -> mmditError(fixture, Map.of(CudaOptions.PRECISION, precision))));
+            }
+        }
+        checks.add(measured("mmdit-x-tiny fp32 vs the java backend, 5 samples with their own prompts of 40 tokens",
+                FP32_TOLERANCE, () -> mmditJavaError("mmdit-x-tiny", 5, 40)));
+        checks.add(measured("mmdit-tiny fp32 vs the java backend, 2 samples without context tokens", FP32_TOLERANCE,
+                () -> mmditJavaError("mmdit-tiny", 2, 0)));
+        for (String precision : List.of("fp32", "tf32")) {
+            for (String fixture : TextFixtures.ENCODERS) {
+                checks.add(measured("text encoder " + fixture + " " + precision + " vs PyTorch", tolerance(precision),
+                        () -> encoderError(fixture, Map.of(CudaOptions.PRECISION, precision))));
+            }
+        }
+        return checks;
+    }
+
     /** cases.safetensors, then cases-S.safetensors by increasing S. */
     private static List<Path> casesFiles(Path dir) {
         List<Path> out = new ArrayList<>();
@@ -393,11 +480,15 @@ public final class CudaParityCheck {
         double error() throws BackendException;
     }
 
-    /** The DiT checks and the decoder checks (see {@link #decoderChecks}); prints and returns the outcomes. */
+    /**
+     * The DiT checks, the SD3 checks ({@link #textChecks}) and the decoder checks ({@link #decoderChecks}); prints
+     * and returns the outcomes.
+     */
     List<Outcome> runAll(Path decoderCases, boolean decodersOnly) {
         List<Check> checks = new ArrayList<>();
         if (!decodersOnly) {
             checks.addAll(ditChecks());
+            checks.addAll(textChecks());
         }
         checks.addAll(decoderChecks(decoderCases));
         return run(checks);
@@ -429,7 +520,7 @@ public final class CudaParityCheck {
         return checks;
     }
 
-    private static List<Outcome> run(List<Check> checks) {
+    static List<Outcome> run(List<Check> checks) {
         List<Outcome> out = new ArrayList<>();
         for (Check c : checks) {
             Outcome o;

@@ -258,6 +258,19 @@ final class EmulatedDevice implements Device, DitOps {
             case CHANNEL_BIAS_RESIDUAL -> channelBiasResidual(a);
             case GROUP_NORM -> groupNorm(a, cfg.grid());
             case IM2COL_3X3 -> im2col(a);
+            case TEMB_SILU -> tembSilu(a);
+            case QKV_SPLIT_SEQ -> qkvSplitSeq(a);
+            case HEAD_RMS_NORM -> headRmsNorm(a, cfg.grid());
+            case HEAD_MERGE_SEQ -> headMergeSeq(a);
+            case EMBED_TOKENS -> embedTokens(a);
+            case LAYER_NORM -> layerNorm(a, cfg.grid());
+            case RMS_NORM -> rmsNorm(a, cfg.grid());
+            case BIAS_QUICK_GELU, BIAS_GELU_ERF -> textActivation(k, a);
+            case SOFTMAX_CAUSAL -> softmaxCausal(a, cfg.grid());
+            case SOFTMAX_BIAS -> softmaxBias(a, cfg.grid());
+            case ADD_RESIDUAL -> addResidual(a);
+            case GATED_GELU -> gatedGelu(a);
+            case GATHER_ROWS -> gatherRows(a);
         }
     }
 
@@ -607,6 +620,263 @@ final class EmulatedDevice implements Device, DitOps {
             col.set(i, iy >= 0 && iy < bigH && ix >= 0 && ix < bigW
                     ? x.get(((long) (s * c + ch) * h + iy / up) * w + ix / up)
                     : 0f);
+        }
+    }
+
+    // ---- the MMDiT's and the text encoders' kernels ----
+
+    private void tembSilu(KernelArgs a) {
+        int total = a.intValue(5), d = a.intValue(6);
+        View temb = view(a.pointer(0), total, "temb_silu.temb");
+        View tembBias = view(a.pointer(1), d, "temb_silu.temb_bias");
+        View pooled = view(a.pointer(2), total, "temb_silu.pooled");
+        View pooledBias = view(a.pointer(3), d, "temb_silu.pooled_bias");
+        View out = view(a.pointer(4), total, "temb_silu.silu_c");
+        for (int i = 0; i < total; i++) {
+            int k = i % d;
+            out.set(i, silu((temb.get(i) + tembBias.get(k)) + (pooled.get(i) + pooledBias.get(k))));
+        }
+    }
+
+    private void qkvSplitSeq(KernelArgs a) {
+        int total = a.intValue(3), tokens = a.intValue(4), heads = a.intValue(5), headDim = a.intValue(6);
+        int seq = a.intValue(7), seqOff = a.intValue(8), partLen = a.intValue(9);
+        int d = heads * headDim;
+        int n = total / (3 * d * tokens);
+        if (total % (3 * d * tokens) != 0 || seqOff + tokens > seq || (long) n * heads * seq * headDim > partLen) {
+            throw new IllegalArgumentException("qkv_split_seq: " + total + " values of " + tokens + " tokens into "
+                    + "sequences of " + seq + " from " + seqOff + ", parts of " + partLen);
+        }
+        View qkv = view(a.pointer(0), total, "qkv_split_seq.qkv");
+        View bias = view(a.pointer(1), 3L * d, "qkv_split_seq.bias");
+        View out = view(a.pointer(2), 3L * partLen, "qkv_split_seq.heads_out");
+        for (int i = 0; i < total; i++) {
+            int row = i / (3 * d), col = i % (3 * d);
+            int part = col / d, within = col % d;
+            int head = within / headDim, e = within % headDim;
+            int sample = row / tokens, token = row % tokens;
+            out.set((long) part * partLen + ((long) (sample * heads + head) * seq + seqOff + token) * headDim + e,
+                    qkv.get(i) + bias.get(col));
+        }
+    }
+
+    private void headRmsNorm(KernelArgs a, int rows) {
+        int cols = a.intValue(3), seq = a.intValue(4), split = a.intValue(5);
+        float eps = a.floatValue(6);
+        View v = view(a.pointer(0), (long) rows * cols, "head_rms_norm.v");
+        View wa = view(a.pointer(1), cols, "head_rms_norm.weight_a");
+        View wb = view(a.pointer(2), cols, "head_rms_norm.weight_b");
+        for (long row = 0; row < rows; row++) {
+            long r = row * cols;
+            View w = row % seq < split ? wa : wb;
+            float q = 0;
+            for (int k = 0; k < cols; k++) {
+                q += v.get(r + k) * v.get(r + k);
+            }
+            float inv = 1.0f / (float) Math.sqrt(q / cols + eps);
+            for (int k = 0; k < cols; k++) {
+                v.set(r + k, v.get(r + k) * inv * w.get(k));
+            }
+        }
+    }
+
+    private void headMergeSeq(KernelArgs a) {
+        int total = a.intValue(2), tokens = a.intValue(3), heads = a.intValue(4), headDim = a.intValue(5);
+        int seq = a.intValue(6), seqOff = a.intValue(7);
+        int d = heads * headDim;
+        int n = total / (d * tokens);
+        if (total % (d * tokens) != 0 || seqOff + tokens > seq) {
+            throw new IllegalArgumentException("head_merge_seq: " + total + " values of " + tokens + " tokens from "
+                    + "sequences of " + seq + " at " + seqOff);
+        }
+        View o = view(a.pointer(0), (long) n * heads * seq * headDim, "head_merge_seq.o");
+        View att = view(a.pointer(1), total, "head_merge_seq.att");
+        for (int i = 0; i < total; i++) {
+            int row = i / d, within = i % d;
+            int head = within / headDim, e = within % headDim;
+            int sample = row / tokens, token = row % tokens;
+            att.set(i, o.get(((long) (sample * heads + head) * seq + seqOff + token) * headDim + e));
+        }
+    }
+
+    private void embedTokens(KernelArgs a) {
+        int total = a.intValue(4), d = a.intValue(5), tokens = a.intValue(6);
+        boolean usePos = a.intValue(7) != 0;
+        int rows = total / d;
+        View ids = view(a.pointer(0), rows, "embed_tokens.ids");
+        int maxId = 0;
+        for (int r = 0; r < rows; r++) {
+            maxId = Math.max(maxId, ids.getInt(r));
+        }
+        View table = view(a.pointer(1), (long) (maxId + 1) * d, "embed_tokens.table");
+        View pos = usePos ? view(a.pointer(2), (long) tokens * d, "embed_tokens.pos") : null;
+        View x = view(a.pointer(3), total, "embed_tokens.x");
+        for (int i = 0; i < total; i++) {
+            int row = i / d, k = i % d;
+            float e = table.get((long) ids.getInt(row) * d + k);
+            x.set(i, usePos ? e + pos.get((long) (row % tokens) * d + k) : e);
+        }
+    }
+
+    private void layerNorm(KernelArgs a, int rows) {
+        int d = a.intValue(4);
+        float eps = a.floatValue(5);
+        View x = view(a.pointer(0), (long) rows * d, "layer_norm.x");
+        View y = view(a.pointer(1), (long) rows * d, "layer_norm.y");
+        View w = view(a.pointer(2), d, "layer_norm.weight");
+        View b = view(a.pointer(3), d, "layer_norm.bias");
+        for (long row = 0; row < rows; row++) {
+            long r = row * d;
+            float s = 0;
+            for (int k = 0; k < d; k++) {
+                s += x.get(r + k);
+            }
+            float mean = s / d;
+            float q = 0;
+            for (int k = 0; k < d; k++) {
+                float c = x.get(r + k) - mean;
+                q += c * c;
+            }
+            float invStd = 1.0f / (float) Math.sqrt(q / d + eps);
+            for (int k = 0; k < d; k++) {
+                y.set(r + k, (x.get(r + k) - mean) * invStd * w.get(k) + b.get(k));
+            }
+        }
+    }
+
+    private void rmsNorm(KernelArgs a, int rows) {
+        int d = a.intValue(3);
+        float eps = a.floatValue(4);
+        View x = view(a.pointer(0), (long) rows * d, "rms_norm.x");
+        View y = view(a.pointer(1), (long) rows * d, "rms_norm.y");
+        View w = view(a.pointer(2), d, "rms_norm.weight");
+        for (long row = 0; row < rows; row++) {
+            long r = row * d;
+            float q = 0;
+            for (int k = 0; k < d; k++) {
+                q += x.get(r + k) * x.get(r + k);
+            }
+            float inv = 1.0f / (float) Math.sqrt(q / d + eps);
+            for (int k = 0; k < d; k++) {
+                y.set(r + k, w.get(k) * (x.get(r + k) * inv));
+            }
+        }
+    }
+
+    private void textActivation(Kernel kernel, KernelArgs a) {
+        int total = a.intValue(2), cols = a.intValue(3);
+        View v = view(a.pointer(0), total, kernel.symbol + ".v");
+        View bias = view(a.pointer(1), cols, kernel.symbol + ".bias");
+        for (int i = 0; i < total; i++) {
+            float u = v.get(i) + bias.get(i % cols);
+            v.set(i, kernel == Kernel.BIAS_QUICK_GELU ? u / (1.0f + (float) Math.exp(-1.702f * u))
+                    : 0.5f * u * (1.0f + erf(u * 0.7071067811865476f)));
+        }
+    }
+
+    /**
+     * erf(x) rounded to float, standing in for CUDA's erff (within 2 ulp of it): for |x| ≤ 4 the Maclaurin series
+     * 2/√π·Σ (−1)ⁿ x^(2n+1) / (n!·(2n+1)) summed in double (the terms' cancellation costs at most 6 of double's 16
+     * digits at |x| = 4, far below float's); above, ±1, which is erf rounded to float there (erfc(4) ≈ 1.5e−8 is
+     * below half a float ulp under 1).
+     */
+    static float erf(float xf) {
+        double x = xf;
+        if (Math.abs(x) > 4) {
+            return x < 0 ? -1f : 1f;
+        }
+        double term = x;
+        double sum = x;
+        for (int n = 1; n < 200; n++) {
+            term *= -x * x / n; // (−1)ⁿ x^(2n+1) / n!
+            double t = term / (2 * n + 1);
+            sum += t;
+            if (Math.abs(t) <= 1e-17 * Math.abs(sum)) {
+                break;
+            }
+        }
+        return (float) (2 / Math.sqrt(Math.PI) * sum);
+    }
+
+    private void softmaxCausal(KernelArgs a, int rows) {
+        int len = a.intValue(1);
+        float scale = a.floatValue(2);
+        View s = view(a.pointer(0), (long) rows * len, "softmax_causal.s");
+        for (long row = 0; row < rows; row++) {
+            long r = row * len;
+            int keep = (int) (row % len) + 1;
+            float mx = Float.NEGATIVE_INFINITY;
+            for (int k = 0; k < keep; k++) {
+                mx = Math.max(mx, s.get(r + k) * scale);
+            }
+            float sum = 0;
+            for (int k = 0; k < keep; k++) {
+                float e = (float) Math.exp(s.get(r + k) * scale - mx);
+                s.set(r + k, e);
+                sum += e;
+            }
+            for (int k = 0; k < len; k++) {
+                s.set(r + k, k < keep ? s.get(r + k) / sum : 0f);
+            }
+        }
+    }
+
+    private void softmaxBias(KernelArgs a, int rows) {
+        int len = a.intValue(2), heads = a.intValue(3);
+        View s = view(a.pointer(0), (long) rows * len, "softmax_bias.s");
+        View bias = view(a.pointer(1), (long) heads * len * len, "softmax_bias.bias");
+        for (long row = 0; row < rows; row++) {
+            long r = row * len;
+            long b = ((row / len) % heads * len + row % len) * len;
+            float mx = Float.NEGATIVE_INFINITY;
+            for (int k = 0; k < len; k++) {
+                mx = Math.max(mx, s.get(r + k) + bias.get(b + k));
+            }
+            float sum = 0;
+            for (int k = 0; k < len; k++) {
+                float e = (float) Math.exp((s.get(r + k) + bias.get(b + k)) - mx);
+                s.set(r + k, e);
+                sum += e;
+            }
+            for (int k = 0; k < len; k++) {
+                s.set(r + k, s.get(r + k) / sum);
+            }
+        }
+    }
+
+    private void addResidual(KernelArgs a) {
+        int total = a.intValue(3), cols = a.intValue(4);
+        View x = view(a.pointer(0), total, "add_residual.x");
+        View v = view(a.pointer(1), total, "add_residual.v");
+        View bias = view(a.pointer(2), cols, "add_residual.bias");
+        for (int i = 0; i < total; i++) {
+            x.set(i, x.get(i) + (v.get(i) + bias.get(i % cols)));
+        }
+    }
+
+    private void gatedGelu(KernelArgs a) {
+        int total = a.intValue(2), ff = a.intValue(3);
+        View gates = view(a.pointer(0), 2L * total, "gated_gelu.gates");
+        View out = view(a.pointer(1), total, "gated_gelu.out");
+        for (int i = 0; i < total; i++) {
+            long g = (long) (i / ff) * 2 * ff;
+            int k = i % ff;
+            out.set(i, geluTanh(gates.get(g + k)) * gates.get(g + ff + k));
+        }
+    }
+
+    private void gatherRows(KernelArgs a) {
+        int total = a.intValue(3), d = a.intValue(4);
+        int n = total / d;
+        View rows = view(a.pointer(1), n, "gather_rows.rows");
+        int maxRow = 0;
+        for (int b = 0; b < n; b++) {
+            maxRow = Math.max(maxRow, rows.getInt(b));
+        }
+        View x = view(a.pointer(0), (long) (maxRow + 1) * d, "gather_rows.x");
+        View out = view(a.pointer(2), total, "gather_rows.out");
+        for (int i = 0; i < total; i++) {
+            out.set(i, x.get((long) rows.getInt(i / d) * d + i % d));
         }
     }
 }

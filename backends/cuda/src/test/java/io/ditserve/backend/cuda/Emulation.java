@@ -3,8 +3,12 @@ package io.ditserve.backend.cuda;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.TextEncoderSpec;
 
-/** The cuda backend's DiT backend and decoders, host code and all, on an {@link EmulatedDevice} instead of a GPU. */
+/**
+ * The cuda backend's DiT and MMDiT backends, text encoders and decoders, host code and all, on an
+ * {@link EmulatedDevice} instead of a GPU.
+ */
 final class Emulation {
     private Emulation() {}
 
@@ -28,5 +32,22 @@ final class Emulation {
     static CudaDecoder decoder(DecoderSpec spec, DecoderBuffers.Budgets budgets) throws BackendException {
         long floats = new DecoderWeights(spec).totalFloats() + 256;
         return CudaDecoder.load(spec, budgets, () -> new EmulatedDevice(floats));
+    }
+
+    /** A {@link CudaMmditBackend}; its device memory grows at the first pass. */
+    static CudaMmditBackend mmdit(ModelSpec spec, long scoresBudget) throws BackendException {
+        long floats = new MmditWeights(spec).totalFloats() + 256;
+        return CudaMmditBackend.load(spec, scoresBudget, () -> new EmulatedDevice(floats));
+    }
+
+    /** The same on a given device (a test that reads its trace). */
+    static CudaMmditBackend mmdit(ModelSpec spec, long scoresBudget, EmulatedDevice device) throws BackendException {
+        return CudaMmditBackend.load(spec, scoresBudget, () -> device);
+    }
+
+    /** A {@link CudaTextEncoder}; its device memory grows at the first encode. */
+    static CudaTextEncoder textEncoder(TextEncoderSpec spec, long scoresBudget) throws BackendException {
+        long floats = new TextWeights(spec).totalFloats() + 256;
+        return CudaTextEncoder.load(spec, scoresBudget, () -> new EmulatedDevice(floats));
     }
 }

@@ -217,6 +217,33 @@ class FakeCudaTest {
         }
     }
 
+    // ---- SD3: the MMDiT and the text encoders ----
+
+    /**
+     * The GPU's SD3 checks ({@link CudaParityCheck#textChecks}: the MMDiT and text encoder fixtures against PyTorch
+     * and the java backend) through the native bindings, the real kernel source compiled as C++ for the CPU.
+     */
+    @Test
+    void theSd3ChecksPass() {
+        List<CudaParityCheck.Outcome> outcomes = CudaParityCheck.run(check.textChecks());
+        assertThat(outcomes).allSatisfy(o -> assertThat(o.passed()).as(o.line()).isTrue());
+    }
+
+    /** A batch of prompts, each alone, on the real kernels: the same bytes; and attention over 40 context tokens. */
+    @Test
+    void mmditSamplesOfABatchAreIndependent() throws Exception {
+        ModelSpec spec = TextFixtures.mmditSpec("mmdit-x-tiny");
+        TextFixtures.MmditCase c = TextFixtures.randomCase(spec, 3, 40, 3);
+        try (Backend b = check.mmdit("mmdit-x-tiny", Map.of())) {
+            assertThat(((CudaMmditBackend) b).deviceDescription()).contains("Fake CUDA device (CPU)");
+            Tensor batched = TextFixtures.run(b, c);
+            for (int k = 0; k < 3; k++) {
+                assertThat(TextFixtures.run(b, TextFixtures.sample(c, k)).data()).as("sample %d", k)
+                        .isEqualTo(Fixtures.sample(batched, k).data());
+            }
+        }
+    }
+
     // ---- decoders ----
 
     /** Runs of one sample, im2col in pixel tiles, attention scores in chunks of query rows. */

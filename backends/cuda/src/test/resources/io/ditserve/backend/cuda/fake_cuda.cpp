@@ -7,8 +7,9 @@
 //    kernel or GEMM writing out of bounds fails the pass (CUDA_ERROR_ILLEGAL_ADDRESS) as on a GPU.
 //  - Kernels: dit_kernels.cu compiled as C++ with the shims below. Each kernel argument is read from the
 //    kernelParams array with the kernel's own C++ parameter type, so a wrongly encoded argument gives wrong results.
-//    Kernels that synchronise (ln_modulate, softmax_rows, group_norm) run each block's threads as fibers that meet at every
-//    __syncthreads and warp shuffle (x86-64 only); the others run their threads one after the other.
+//    Kernels that synchronise (the row kernels: ln_modulate, softmax_rows, group_norm, layer_norm, ...) run each
+//    block's threads as fibers that meet at every __syncthreads and warp shuffle (x86-64 only); the others run their
+//    threads one after the other.
 //  - cuBLAS: plain column-major SGEMM on host pointers, with cuBLAS's argument checks and pointer-range checks.
 //  - NVRTC: checks the options and that the source defines every kernel; returns a fake ELF "cubin".
 //  - A CUDA context must be current on the calling thread for memory, module, stream and cuBLAS calls.
@@ -183,6 +184,12 @@ FakeFunction g_functions[] = {
     KERNEL(latent_scale, false),   KERNEL(tanh_clamp, false),   KERNEL(scale_shift, false),
     KERNEL(channel_bias, false),   KERNEL(channel_bias_residual, false),
     KERNEL(group_norm, true),      KERNEL(im2col_3x3, false),
+    // the MMDiT's and the text encoders'
+    KERNEL(temb_silu, false),      KERNEL(qkv_split_seq, false), KERNEL(head_rms_norm, true),
+    KERNEL(head_merge_seq, false), KERNEL(embed_tokens, false),  KERNEL(layer_norm, true),
+    KERNEL(rms_norm, true),        KERNEL(bias_quick_gelu, false), KERNEL(bias_gelu_erf, false),
+    KERNEL(softmax_causal, true),  KERNEL(softmax_bias, true),   KERNEL(add_residual, false),
+    KERNEL(gated_gelu, false),     KERNEL(gather_rows, false),
 };
 
 // ---- the fiber scheduler ------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import java.util.Set;
  */
 public final class ClipTextEncoder implements TextEncoder {
     /** CLIP's EOS id; a row whose highest id is this pools at its argmax (see the class comment). */
-    static final int CLIP_EOS = 49407;
+    static final int CLIP_EOS = io.ditserve.backend.TextEncoderRules.CLIP_EOS;
 
     private record Norm(float[] weight, float[] bias) {}
 
@@ -245,23 +245,9 @@ public final class ClipTextEncoder implements TextEncoder {
         return true;
     }
 
-    /** The pooled position of one row (see the class comment). */
+    /** The pooled position of one row (see the class comment; the rule is the api's TextEncoderRules). */
     int eosPosition(int[] row) {
-        int max = 0;
-        for (int i = 1; i < row.length; i++) {
-            if (row[i] > row[max]) {
-                max = i;
-            }
-        }
-        if (spec.eosTokenId() == 2 || row[max] == CLIP_EOS) {
-            return max;
-        }
-        for (int i = 0; i < row.length; i++) {
-            if (row[i] == spec.eosTokenId()) {
-                return i;
-            }
-        }
-        return 0;
+        return io.ditserve.backend.TextEncoderRules.clipPoolPosition(spec, row);
     }
 
     // -- layers -------------------------------------------------------------------------------------------------

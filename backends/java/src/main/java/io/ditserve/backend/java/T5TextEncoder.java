@@ -112,40 +112,14 @@ public final class T5TextEncoder implements TextEncoder {
         return io.ditserve.backend.TextEncoderCheckpoint.expectedShapes(s);
     }
 
-    /**
-     * T5's bidirectional bucket of rel = key − query, in float32 as transformers computes it: half the buckets per
-     * sign (+half when rel > 0); |rel| below half/2 is its own bucket; above, half/2 + ⌊log(|rel|/(half/2)) /
-     * log(max_distance/(half/2)) · (half − half/2)⌋, capped at half − 1.
-     */
+    /** T5's bidirectional bucket of rel = key − query ({@link io.ditserve.backend.TextEncoderRules#t5Bucket}). */
     static int bucket(int rel, int buckets, int maxDistance) {
-        int half = buckets / 2;
-        int out = rel > 0 ? half : 0;
-        int n = Math.abs(rel);
-        int exact = half / 2;
-        if (n < exact) {
-            return out + n;
-        }
-        float logRatio = (float) Math.log((float) n / exact);
-        float scale = (float) Math.log((double) maxDistance / exact);
-        int large = exact + (int) (logRatio / scale * (half - exact));
-        return out + Math.min(large, half - 1);
+        return io.ditserve.backend.TextEncoderRules.t5Bucket(rel, buckets, maxDistance);
     }
 
     /** bias[h][i][j] = table[bucket(j − i)][h], table [buckets, heads]. */
     static float[] positionBias(float[] table, int heads, int tokens, int buckets, int maxDistance) {
-        float[] bias = new float[heads * tokens * tokens];
-        int[] bucketOf = new int[2 * tokens - 1];
-        for (int rel = -(tokens - 1); rel < tokens; rel++) {
-            bucketOf[rel + tokens - 1] = bucket(rel, buckets, maxDistance);
-        }
-        for (int h = 0; h < heads; h++) {
-            for (int i = 0; i < tokens; i++) {
-                for (int j = 0; j < tokens; j++) {
-                    bias[(h * tokens + i) * tokens + j] = table[bucketOf[j - i + tokens - 1] * heads + h];
-                }
-            }
-        }
-        return bias;
+        return io.ditserve.backend.TextEncoderRules.t5PositionBias(table, heads, tokens, buckets, maxDistance);
     }
 
     @Override

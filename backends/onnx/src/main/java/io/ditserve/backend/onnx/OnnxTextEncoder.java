@@ -25,7 +25,7 @@ import java.util.Objects;
  */
 public final class OnnxTextEncoder implements TextEncoder {
     /** CLIP's EOS id; a row whose highest id is this pools at its argmax (see {@link #eosPosition}). */
-    static final int CLIP_EOS = 49407;
+    static final int CLIP_EOS = io.ditserve.backend.TextEncoderRules.CLIP_EOS;
 
     private final TextEncoderSpec spec;
     private final OnnxRunner runner;
@@ -160,27 +160,9 @@ public final class OnnxTextEncoder implements TextEncoder {
         return t;
     }
 
-    /**
-     * CLIP's pooling position in one row, as transformers and the reference choose it: with eos_token_id 2 (the
-     * legacy value released CLIP configs carry) or a row whose highest id is 49407 (CLIP's EOS), the argmax of the
-     * ids (its first maximum); otherwise the first position holding eos_token_id, or 0 when there is none.
-     */
+    /** CLIP's pooling position in one row ({@link io.ditserve.backend.TextEncoderRules#clipPoolPosition}). */
     int eosPosition(int[] row) {
-        int max = 0;
-        for (int i = 1; i < row.length; i++) {
-            if (row[i] > row[max]) {
-                max = i;
-            }
-        }
-        if (spec.eosTokenId() == 2 || row[max] == CLIP_EOS) {
-            return max;
-        }
-        for (int i = 0; i < row.length; i++) {
-            if (row[i] == spec.eosTokenId()) {
-                return i;
-            }
-        }
-        return 0;
+        return io.ditserve.backend.TextEncoderRules.clipPoolPosition(spec, row);
     }
 
     @Override

@@ -130,22 +130,8 @@ final class TextEncoderGraphs {
         return g.toBytes("ditserve onnx backend: " + s.summary());
     }
 
-    /**
-     * T5's bidirectional bucket of rel = key − query, in float32 as transformers computes it: half the buckets per
-     * sign (+half when rel > 0); |rel| below half/2 is its own bucket; above, half/2 + ⌊log(|rel|/(half/2)) /
-     * log(max_distance/(half/2)) · (half − half/2)⌋, capped at half − 1.
-     */
+    /** T5's bidirectional bucket of rel = key − query ({@link io.ditserve.backend.TextEncoderRules#t5Bucket}). */
     static int bucket(int rel, int buckets, int maxDistance) {
-        int half = buckets / 2;
-        int out = rel > 0 ? half : 0;
-        int n = Math.abs(rel);
-        int exact = half / 2;
-        if (n < exact) {
-            return out + n;
-        }
-        float logRatio = (float) Math.log((float) n / exact);
-        float scale = (float) Math.log((double) maxDistance / exact);
-        int large = exact + (int) (logRatio / scale * (half - exact));
-        return out + Math.min(large, half - 1);
+        return io.ditserve.backend.TextEncoderRules.t5Bucket(rel, buckets, maxDistance);
     }
 }

@@ -1,0 +1,87 @@
+package io.ditserve.backend.cuda;
+
+import java.util.Collection;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Named regions of one device allocation, in 4-byte elements, for the layouts of the MMDiT and the text encoders
+ * ({@link MmditWeights}, {@link MmditBuffers}, {@link TextWeights}, {@link TextBuffers}): slots are added in order,
+ * a {@link #packed} group back to back (several tensors read as one matrix, e.g. q | k | v as one Linear), every
+ * single slot and every group starting on a 256-byte boundary ({@link WeightLayout#ALIGN} floats).
+ */
+final class SlotLayout {
+    /** One region: offset and length in elements. */
+    record Slot(String name, long offset, long length) {}
+
+    private final Map<String, Slot> slots = new LinkedHashMap<>();
+    private long at;
+
+    /** Adds one slot of {@code length} elements on an aligned offset; returns the offset. */
+    long add(String name, long length) {
+        long offset = put(name, length);
+        align();
+        return offset;
+    }
+
+    /** Adds the slots back to back (lengths in the same order), then aligns; returns the first one's offset. */
+    long packed(List<String> names, List<Long> lengths) {
+        if (names.size() != lengths.size() || names.isEmpty()) {
+            throw new IllegalArgumentException(names + " with lengths " + lengths);
+        }
+        long first = at;
+        for (int i = 0; i < names.size(); i++) {
+            put(names.get(i), lengths.get(i));
+        }
+        align();
+        return first;
+    }
+
+    private long put(String name, long length) {
+        if (length < 0) {
+            throw new IllegalArgumentException("slot '" + name + "' of " + length + " elements");
+        }
+        if (slots.putIfAbsent(name, new Slot(name, at, length)) != null) {
+            throw new IllegalArgumentException("slot '" + name + "' twice");
+        }
+        long offset = at;
+        at += length;
+        return offset;
+    }
+
+    private void align() {
+        at = (at + WeightLayout.ALIGN - 1) / WeightLayout.ALIGN * WeightLayout.ALIGN;
+    }
+
+    boolean has(String name) {
+        return slots.containsKey(name);
+    }
+
+    Slot slot(String name) {
+        Slot s = slots.get(name);
+        if (s == null) {
+            throw new IllegalArgumentException("no slot '" + name + "'");
+        }
+        return s;
+    }
+
+    long offset(String name) {
+        return slot(name).offset();
+    }
+
+    long length(String name) {
+        return slot(name).length();
+    }
+
+    /** The slots in the order they were added. */
+    Collection<Slot> slots() {
+        return Collections.unmodifiableCollection(slots.values());
+    }
+
+    /** Elements of the whole allocation (the end of the last slot, aligned). */
+    long totalElements() {
+        return at;
+    }
+}
