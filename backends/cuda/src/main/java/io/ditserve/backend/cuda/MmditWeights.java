@@ -64,8 +64,8 @@ final class MmditWeights {
         col += Math.toIntExact(shapes.get("norm_out.linear.weight")[0]);
         mods.add("norm_out.linear");
         modWidth = col;
-        packed(shapes, mods, ".weight");
-        packed(shapes, mods, ".bias");
+        layout.packed(shapes, mods, ".weight");
+        layout.packed(shapes, mods, ".bias");
         for (int i = 0; i < depth; i++) {
             String b = "transformer_blocks." + i + ".";
             for (String a : List.of(b + "attn.", b + "attn2.")) {
@@ -73,39 +73,23 @@ final class MmditWeights {
                     continue; // no attn2 in this block
                 }
                 for (String suffix : List.of(".weight", ".bias")) {
-                    packed(shapes, List.of(a + "to_q", a + "to_k", a + "to_v"), suffix);
+                    layout.packed(shapes, List.of(a + "to_q", a + "to_k", a + "to_v"), suffix);
                     if (shapes.containsKey(a + "add_q_proj.weight")) {
-                        packed(shapes, List.of(a + "add_q_proj", a + "add_k_proj", a + "add_v_proj"), suffix);
+                        layout.packed(shapes, List.of(a + "add_q_proj", a + "add_k_proj", a + "add_v_proj"), suffix);
                     }
                 }
             }
         }
         for (Map.Entry<String, long[]> e : shapes.entrySet()) {
             if (!layout.has(e.getKey()) && !e.getKey().equals(POS_TABLE)) {
-                layout.add(e.getKey(), numel(e.getValue()));
+                layout.add(e.getKey(), SlotLayout.numel(e.getValue()));
             }
         }
         layout.add(POS, (long) spec.tokens() * spec.hiddenSize());
         layout.add(FREQS, DitConstants.FREQ_HALF);
     }
 
-    private void packed(Map<String, long[]> shapes, List<String> prefixes, String suffix) {
-        List<String> names = new ArrayList<>();
-        List<Long> lengths = new ArrayList<>();
-        for (String p : prefixes) {
-            names.add(p + suffix);
-            lengths.add(numel(shapes.get(p + suffix)));
-        }
-        layout.packed(names, lengths);
-    }
 
-    private static long numel(long[] shape) {
-        long n = 1;
-        for (long d : shape) {
-            n *= d;
-        }
-        return n;
-    }
 
     /** Every slot, in allocation order. */
     SlotLayout layout() {

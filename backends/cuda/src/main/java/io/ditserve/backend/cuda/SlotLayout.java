@@ -39,6 +39,29 @@ final class SlotLayout {
         return first;
     }
 
+    /**
+     * The tensors {@code prefix + suffix} of {@code prefixes} (shapes from a checkpoint header) as one packed group,
+     * in that order.
+     */
+    long packed(Map<String, long[]> shapes, List<String> prefixes, String suffix) {
+        List<String> names = new java.util.ArrayList<>();
+        List<Long> lengths = new java.util.ArrayList<>();
+        for (String prefix : prefixes) {
+            names.add(prefix + suffix);
+            lengths.add(numel(shapes.get(prefix + suffix)));
+        }
+        return packed(names, lengths);
+    }
+
+    /** Elements of a tensor of {@code shape}. */
+    static long numel(long[] shape) {
+        long n = 1;
+        for (long d : shape) {
+            n *= d;
+        }
+        return n;
+    }
+
     private long put(String name, long length) {
         if (length < 0) {
             throw new IllegalArgumentException("slot '" + name + "' of " + length + " elements");

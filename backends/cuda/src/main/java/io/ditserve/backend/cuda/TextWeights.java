@@ -39,7 +39,7 @@ final class TextWeights {
                 for (int i = 0; i < spec.layers(); i++) {
                     String a = "text_model.encoder.layers." + i + ".self_attn.";
                     for (String suffix : List.of(".weight", ".bias")) {
-                        packed(shapes, List.of(a + "q_proj", a + "k_proj", a + "v_proj"), suffix);
+                        layout.packed(shapes, List.of(a + "q_proj", a + "k_proj", a + "v_proj"), suffix);
                     }
                 }
             }
@@ -50,35 +50,19 @@ final class TextWeights {
                 for (int i = 0; i < spec.layers(); i++) {
                     String a = "encoder.block." + i + ".layer.0.SelfAttention.";
                     String f = "encoder.block." + i + ".layer.1.DenseReluDense.";
-                    packed(shapes, List.of(a + "q", a + "k", a + "v"), ".weight");
-                    packed(shapes, List.of(f + "wi_0", f + "wi_1"), ".weight");
+                    layout.packed(shapes, List.of(a + "q", a + "k", a + "v"), ".weight");
+                    layout.packed(shapes, List.of(f + "wi_0", f + "wi_1"), ".weight");
                 }
             }
         }
         for (Map.Entry<String, long[]> e : shapes.entrySet()) {
             if (!layout.has(e.getKey()) && !e.getKey().equals(T5_BIAS_TABLE)) {
-                layout.add(e.getKey(), numel(e.getValue()));
+                layout.add(e.getKey(), SlotLayout.numel(e.getValue()));
             }
         }
     }
 
-    private void packed(Map<String, long[]> shapes, List<String> prefixes, String suffix) {
-        List<String> names = new ArrayList<>();
-        List<Long> lengths = new ArrayList<>();
-        for (String p : prefixes) {
-            names.add(p + suffix);
-            lengths.add(numel(shapes.get(p + suffix)));
-        }
-        layout.packed(names, lengths);
-    }
 
-    private static long numel(long[] shape) {
-        long n = 1;
-        for (long v : shape) {
-            n *= v;
-        }
-        return n;
-    }
 
     SlotLayout layout() {
         return layout;
