@@ -54,6 +54,66 @@ __device__ float block_max(float v, float* scratch) {
     return v;
 }
 
+// The layer and group norms' statistics of xr[0 .. len) over the block: *mean, and the returned 1/√(var + eps) with
+// var the biased variance of the centred values. scratch: 32 floats of shared memory.
+__device__ float centred_inv_std(const float* xr, int len, float eps, float* mean, float* scratch) {
+    float s = 0.0f;
+    for (int k = threadIdx.x; k < len; k += blockDim.x) s += xr[k];
+    const float m = block_sum(s, scratch) / len;
+    float q = 0.0f;
+    for (int k = threadIdx.x; k < len; k += blockDim.x) {
+        const float c = xr[k] - m;
+        q += c * c;
+    }
+    *mean = m;
+    return 1.0f / sqrtf(block_sum(q, scratch) / len + eps);
+}
+
+// The RMS norms' factor of xr[0 .. len) over the block: 1/√(mean(x²) + eps). scratch: 32 floats of shared memory.
+__device__ float rms_inv(const float* xr, int len, float eps, float* scratch) {
+    float q = 0.0f;
+    for (int k = threadIdx.x; k < len; k += blockDim.x) q += xr[k] * xr[k];
+    return 1.0f / sqrtf(block_sum(q, scratch) / len + eps);
+}
+
+// r[0 .. keep) = softmax of the logits, in place, and r[keep .. len) = 0 (keep = len: the whole row). The logits are
+// the rounded products r[k]·scale, or r[k] + bias[k] where bias is not null. scratch: 32 floats of shared memory.
+__device__ void softmax_row(float* r, int len, int keep, float scale, const float* bias, float* scratch) {
+    float mx = __int_as_float(0xff800000);  // -inf
+    for (int k = threadIdx.x; k < keep; k += blockDim.x) mx = fmaxf(mx, bias ? r[k] + bias[k] : __fmul_rn(r[k], scale));
+    mx = block_max(mx, scratch);
+    float sum = 0.0f;
+    for (int k = threadIdx.x; k < keep; k += blockDim.x) {
+        const float e = expf((bias ? r[k] + bias[k] : __fmul_rn(r[k], scale)) - mx);  // the logit of the max again
+        r[k] = e;
+        sum += e;
+    }
+    sum = block_sum(sum, scratch);
+    for (int k = threadIdx.x; k < len; k += blockDim.x) r[k] = k < keep ? r[k] / sum : 0.0f;
+}
+
+// Element i of qkv [N·tokens, 3d] (+ bias) to heads_out = q | k | v, each part_len floats laid out
+// [N, heads, seq, head_dim]: token t goes to sequence row seq_off + t.
+__device__ inline void split_qkv_element(const float* qkv, const float* bias, float* heads_out, int i, int tokens,
+                                         int heads, int head_dim, int seq, int seq_off, int part_len) {
+    const int d = heads * head_dim;
+    const int row = i / (3 * d), col = i % (3 * d);
+    const int part = col / d, within = col % d;
+    const int head = within / head_dim, e = within % head_dim;
+    const int sample = row / tokens, token = row % tokens;
+    heads_out[part * part_len + ((sample * heads + head) * seq + seq_off + token) * head_dim + e] = qkv[i] + bias[col];
+}
+
+// Element i of att [N·tokens, d] from o [N, heads, seq, head_dim], sequence rows seq_off .. seq_off + tokens − 1.
+__device__ inline float merged_head_element(const float* o, int i, int tokens, int heads, int head_dim, int seq,
+                                            int seq_off) {
+    const int d = heads * head_dim;
+    const int row = i / d, within = i % d;
+    const int head = within / head_dim, e = within % head_dim;
+    const int sample = row / tokens, token = row % tokens;
+    return o[((sample * heads + head) * seq + seq_off + token) * head_dim + e];
+}
+
 // x [N, c, size, size] → patches [N·T, c·p·p]: tokens row by row over the (size/p)² grid, each patch flattened
 // channel-major (channel, row in patch, column in patch) like the conv weight [D, c, p, p]. total = N·T·c·p·p.
 extern "C" __global__ void patchify(const float* x, float* patches, int total, int c, int size, int p) {
@@ -128,15 +188,8 @@ extern "C" __global__ void ln_modulate(const float* x, float* h, const float* mo
     const float* xr = x + row * d;
     float* hr = h + row * d;
     const float* m = mod + (row / tokens) * mod_stride;
-    float s = 0.0f;
-    for (int k = threadIdx.x; k < d; k += blockDim.x) s += xr[k];
-    const float mean = block_sum(s, scratch) / d;
-    float q = 0.0f;
-    for (int k = threadIdx.x; k < d; k += blockDim.x) {
-        const float c = xr[k] - mean;
-        q += c * c;
-    }
-    const float inv_std = 1.0f / sqrtf(block_sum(q, scratch) / d + LN_EPS);
+    float mean;
+    const float inv_std = centred_inv_std(xr, d, LN_EPS, &mean, scratch);
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
         hr[k] = (xr[k] - mean) * inv_std * (1.0f + m[scale_off + k]) + m[shift_off + k];
     }
@@ -148,15 +201,8 @@ extern "C" __global__ void head_norm(float* v, const float* weight, const float*
     __shared__ float scratch[32];
     const long long row = blockIdx.x;
     float* vr = v + row * cols;
-    float s = 0.0f;
-    for (int k = threadIdx.x; k < cols; k += blockDim.x) s += vr[k];
-    const float mean = block_sum(s, scratch) / cols;
-    float q = 0.0f;
-    for (int k = threadIdx.x; k < cols; k += blockDim.x) {
-        const float c = vr[k] - mean;
-        q += c * c;
-    }
-    const float inv_std = 1.0f / sqrtf(block_sum(q, scratch) / cols + QK_NORM_EPS);
+    float mean;
+    const float inv_std = centred_inv_std(vr, cols, QK_NORM_EPS, &mean, scratch);
     for (int k = threadIdx.x; k < cols; k += blockDim.x) {
         vr[k] = (vr[k] - mean) * inv_std * weight[k] + bias[k];
     }
@@ -166,41 +212,21 @@ extern "C" __global__ void head_norm(float* v, const float* weight, const float*
 // 3d outputs of a row are q | k | v, each split into heads of head_dim columns. total = N·T·3d.
 extern "C" __global__ void qkv_split(const float* qkv, const float* bias, float* heads_out, int total, int tokens,
                                      int heads, int head_dim) {
-    const int d = heads * head_dim, part_len = total / 3;
     GRID_STRIDE_LOOP(i, total) {
-        const int row = i / (3 * d), col = i % (3 * d);
-        const int part = col / d, within = col % d;
-        const int head = within / head_dim, e = within % head_dim;
-        const int sample = row / tokens, token = row % tokens;
-        heads_out[part * part_len + ((sample * heads + head) * tokens + token) * head_dim + e] = qkv[i] + bias[col];
+        split_qkv_element(qkv, bias, heads_out, i, tokens, heads, head_dim, tokens, 0, total / 3);
     }
 }
 
 // Each row of s [rows, len] becomes softmax(scale·row), in place. One block per row.
 extern "C" __global__ void softmax_rows(float* s, int len, float scale) {
     __shared__ float scratch[32];
-    float* r = s + (long long)blockIdx.x * len;
-    float mx = __int_as_float(0xff800000);  // -inf
-    for (int k = threadIdx.x; k < len; k += blockDim.x) mx = fmaxf(mx, __fmul_rn(r[k], scale));
-    mx = block_max(mx, scratch);
-    float sum = 0.0f;
-    for (int k = threadIdx.x; k < len; k += blockDim.x) {
-        const float e = expf(__fmul_rn(r[k], scale) - mx);  // the same rounded product as in the max
-        r[k] = e;
-        sum += e;
-    }
-    sum = block_sum(sum, scratch);
-    for (int k = threadIdx.x; k < len; k += blockDim.x) r[k] = r[k] / sum;
+    softmax_row(s + (long long)blockIdx.x * len, len, len, scale, nullptr, scratch);
 }
 
 // o [N, heads, T, head_dim] → att [N·T, d]: the heads of a token side by side again. total = N·T·d.
 extern "C" __global__ void head_merge(const float* o, float* att, int total, int tokens, int heads, int head_dim) {
-    const int d = heads * head_dim;
     GRID_STRIDE_LOOP(i, total) {
-        const int row = i / d, within = i % d;
-        const int head = within / head_dim, e = within % head_dim;
-        const int sample = row / tokens, token = row % tokens;
-        att[i] = o[((sample * heads + head) * tokens + token) * head_dim + e];
+        att[i] = merged_head_element(o, i, tokens, heads, head_dim, tokens, 0);
     }
 }
 
@@ -297,15 +323,8 @@ extern "C" __global__ void group_norm(const float* x, float* y, const float* gam
     const int first_channel = (blockIdx.x % groups) * per_group;
     const float* xg = x + base;
     float* yg = y + base;
-    float s = 0.0f;
-    for (int k = threadIdx.x; k < len; k += blockDim.x) s += xg[k];
-    const float mean = block_sum(s, scratch) / len;
-    float q = 0.0f;
-    for (int k = threadIdx.x; k < len; k += blockDim.x) {
-        const float d = xg[k] - mean;
-        q += d * d;
-    }
-    const float inv_std = 1.0f / sqrtf(block_sum(q, scratch) / len + eps);
+    float mean;
+    const float inv_std = centred_inv_std(xg, len, eps, &mean, scratch);
     for (int k = threadIdx.x; k < len; k += blockDim.x) {
         const int ch = first_channel + k / hw;
         const float v = (xg[k] - mean) * inv_std * gamma[ch] + beta[ch];
@@ -355,14 +374,8 @@ extern "C" __global__ void temb_silu(const float* temb, const float* temb_bias, 
 // [N, heads, seq, head_dim]: token t of the stream goes to sequence row seq_off + t. total = N·tokens·3d.
 extern "C" __global__ void qkv_split_seq(const float* qkv, const float* bias, float* heads_out, int total, int tokens,
                                          int heads, int head_dim, int seq, int seq_off, int part_len) {
-    const int d = heads * head_dim;
     GRID_STRIDE_LOOP(i, total) {
-        const int row = i / (3 * d), col = i % (3 * d);
-        const int part = col / d, within = col % d;
-        const int head = within / head_dim, e = within % head_dim;
-        const int sample = row / tokens, token = row % tokens;
-        heads_out[part * part_len + ((sample * heads + head) * seq + seq_off + token) * head_dim + e] =
-                qkv[i] + bias[col];
+        split_qkv_element(qkv, bias, heads_out, i, tokens, heads, head_dim, seq, seq_off, part_len);
     }
 }
 
@@ -376,9 +389,7 @@ extern "C" __global__ void head_rms_norm(float* v, const float* weight_a, const 
     const long long row = blockIdx.x;
     float* vr = v + row * cols;
     const float* w = (int)(row % seq) < split ? weight_a : weight_b;
-    float q = 0.0f;
-    for (int k = threadIdx.x; k < cols; k += blockDim.x) q += vr[k] * vr[k];
-    const float inv = 1.0f / sqrtf(block_sum(q, scratch) / cols + eps);
+    const float inv = rms_inv(vr, cols, eps, scratch);
     for (int k = threadIdx.x; k < cols; k += blockDim.x) vr[k] = vr[k] * inv * w[k];
 }
 
@@ -386,12 +397,8 @@ extern "C" __global__ void head_rms_norm(float* v, const float* weight_a, const 
 // stream), heads side by side again. total = N·tokens·d.
 extern "C" __global__ void head_merge_seq(const float* o, float* att, int total, int tokens, int heads, int head_dim,
                                           int seq, int seq_off) {
-    const int d = heads * head_dim;
     GRID_STRIDE_LOOP(i, total) {
-        const int row = i / d, within = i % d;
-        const int head = within / head_dim, e = within % head_dim;
-        const int sample = row / tokens, token = row % tokens;
-        att[i] = o[((sample * heads + head) * seq + seq_off + token) * head_dim + e];
+        att[i] = merged_head_element(o, i, tokens, heads, head_dim, seq, seq_off);
     }
 }
 
@@ -414,15 +421,8 @@ extern "C" __global__ void layer_norm(const float* x, float* y, const float* wei
     const long long row = blockIdx.x;
     const float* xr = x + row * d;
     float* yr = y + row * d;
-    float s = 0.0f;
-    for (int k = threadIdx.x; k < d; k += blockDim.x) s += xr[k];
-    const float mean = block_sum(s, scratch) / d;
-    float q = 0.0f;
-    for (int k = threadIdx.x; k < d; k += blockDim.x) {
-        const float c = xr[k] - mean;
-        q += c * c;
-    }
-    const float inv_std = 1.0f / sqrtf(block_sum(q, scratch) / d + eps);
+    float mean;
+    const float inv_std = centred_inv_std(xr, d, eps, &mean, scratch);
     for (int k = threadIdx.x; k < d; k += blockDim.x) {
         yr[k] = (xr[k] - mean) * inv_std * weight[k] + bias[k];
     }
@@ -434,9 +434,7 @@ extern "C" __global__ void rms_norm(const float* x, float* y, const float* weigh
     const long long row = blockIdx.x;
     const float* xr = x + row * d;
     float* yr = y + row * d;
-    float q = 0.0f;
-    for (int k = threadIdx.x; k < d; k += blockDim.x) q += xr[k] * xr[k];
-    const float inv = 1.0f / sqrtf(block_sum(q, scratch) / d + eps);
+    const float inv = rms_inv(xr, d, eps, scratch);
     for (int k = threadIdx.x; k < d; k += blockDim.x) yr[k] = weight[k] * (xr[k] * inv);
 }
 
@@ -461,19 +459,7 @@ extern "C" __global__ void bias_gelu_erf(float* v, const float* bias, int total,
 // positions 0..i, and 0 after i: CLIP's causal self-attention. One block per row.
 extern "C" __global__ void softmax_causal(float* s, int len, float scale) {
     __shared__ float scratch[32];
-    float* r = s + (long long)blockIdx.x * len;
-    const int keep = (int)(blockIdx.x % len) + 1;
-    float mx = __int_as_float(0xff800000);  // -inf
-    for (int k = threadIdx.x; k < keep; k += blockDim.x) mx = fmaxf(mx, __fmul_rn(r[k], scale));
-    mx = block_max(mx, scratch);
-    float sum = 0.0f;
-    for (int k = threadIdx.x; k < keep; k += blockDim.x) {
-        const float e = expf(__fmul_rn(r[k], scale) - mx);
-        r[k] = e;
-        sum += e;
-    }
-    sum = block_sum(sum, scratch);
-    for (int k = threadIdx.x; k < len; k += blockDim.x) r[k] = k < keep ? r[k] / sum : 0.0f;
+    softmax_row(s + (long long)blockIdx.x * len, len, (int)(blockIdx.x % len) + 1, scale, nullptr, scratch);
 }
 
 // Each row of s [pairs·len, len] becomes softmax(row + bias[head, i]) with bias [heads, len, len]: T5's attention
@@ -482,19 +468,7 @@ extern "C" __global__ void softmax_causal(float* s, int len, float scale) {
 extern "C" __global__ void softmax_bias(float* s, const float* bias, int len, int heads) {
     __shared__ float scratch[32];
     const long long row = blockIdx.x;
-    float* r = s + row * len;
-    const float* b = bias + ((row / len) % heads * len + row % len) * len;
-    float mx = __int_as_float(0xff800000);  // -inf
-    for (int k = threadIdx.x; k < len; k += blockDim.x) mx = fmaxf(mx, r[k] + b[k]);
-    mx = block_max(mx, scratch);
-    float sum = 0.0f;
-    for (int k = threadIdx.x; k < len; k += blockDim.x) {
-        const float e = expf((r[k] + b[k]) - mx);
-        r[k] = e;
-        sum += e;
-    }
-    sum = block_sum(sum, scratch);
-    for (int k = threadIdx.x; k < len; k += blockDim.x) r[k] = r[k] / sum;
+    softmax_row(s + row * len, len, len, 0.0f, bias + ((row / len) % heads * len + row % len) * len, scratch);
 }
 
 // x [rows, cols] += v + bias: a Linear's output (before its bias) added to the residual stream. total = rows·cols.

@@ -240,7 +240,7 @@ final class EmulatedDevice implements Device, DitOps {
             case PATCHIFY -> patchify(a);
             case ADD_BIAS_POS -> addBiasPos(a);
             case TIMESTEP_EMBEDDING -> timestepEmbedding(a);
-            case BIAS_SILU, BIAS_GELU, ADD_BIAS -> biasActivation(k, a);
+            case BIAS_SILU, BIAS_GELU, ADD_BIAS, BIAS_QUICK_GELU, BIAS_GELU_ERF -> biasActivation(k, a);
             case CONDITION -> condition(a);
             case LN_MODULATE -> lnModulate(a, cfg.grid());
             case QKV_SPLIT -> qkvSplit(a);
@@ -265,7 +265,6 @@ final class EmulatedDevice implements Device, DitOps {
             case EMBED_TOKENS -> embedTokens(a);
             case LAYER_NORM -> layerNorm(a, cfg.grid());
             case RMS_NORM -> rmsNorm(a, cfg.grid());
-            case BIAS_QUICK_GELU, BIAS_GELU_ERF -> textActivation(k, a);
             case SOFTMAX_CAUSAL -> softmaxCausal(a, cfg.grid());
             case SOFTMAX_BIAS -> softmaxBias(a, cfg.grid());
             case ADD_RESIDUAL -> addResidual(a);
@@ -280,6 +279,84 @@ final class EmulatedDevice implements Device, DitOps {
 
     private static float geluTanh(float u) {
         return 0.5f * u * (1.0f + (float) Math.tanh(0.7978845608028654f * (u + 0.044715f * u * u * u)));
+    }
+
+    /** Mean of v[r .. r + len) and 1/√(var + eps), var the biased variance of the centred values (centred_inv_std). */
+    private record Moments(float mean, float invStd) {
+        static Moments of(View v, long r, int len, float eps) {
+            float s = 0;
+            for (int k = 0; k < len; k++) {
+                s += v.get(r + k);
+            }
+            float mean = s / len;
+            float q = 0;
+            for (int k = 0; k < len; k++) {
+                float c = v.get(r + k) - mean;
+                q += c * c;
+            }
+            return new Moments(mean, 1.0f / (float) Math.sqrt(q / len + eps));
+        }
+    }
+
+    /** 1/√(mean(v²) + eps) over v[r .. r + len) (rms_inv). */
+    private static float rmsInv(View v, long r, int len, float eps) {
+        float q = 0;
+        for (int k = 0; k < len; k++) {
+            q += v.get(r + k) * v.get(r + k);
+        }
+        return 1.0f / (float) Math.sqrt(q / len + eps);
+    }
+
+    /** A row's logit k, as the softmax kernels compute it. */
+    private interface Logit {
+        float at(int k);
+    }
+
+    /** s[r .. r + keep) = softmax of the logits, in place, and s[r + keep .. r + len) = 0 (softmax_row). */
+    private static void softmaxRow(View s, long r, int len, int keep, Logit logit) {
+        float mx = Float.NEGATIVE_INFINITY;
+        for (int k = 0; k < keep; k++) {
+            mx = Math.max(mx, logit.at(k));
+        }
+        float sum = 0;
+        for (int k = 0; k < keep; k++) {
+            float e = (float) Math.exp(logit.at(k) - mx);
+            s.set(r + k, e);
+            sum += e;
+        }
+        for (int k = 0; k < len; k++) {
+            s.set(r + k, k < keep ? s.get(r + k) / sum : 0f);
+        }
+    }
+
+    /** The largest int of v[0 .. n) and 0 (the extent of a table indexed by them). */
+    private static int maxInt(View v, int n) {
+        int max = 0;
+        for (int i = 0; i < n; i++) {
+            max = Math.max(max, v.getInt(i));
+        }
+        return max;
+    }
+
+    /** Element i of qkv (+ bias) to q | k | v of parts of partLen, [N, heads, seq, headDim] (split_qkv_element). */
+    private static void splitQkvElement(View qkv, View bias, View out, int i, int tokens, int heads, int headDim,
+            int seq, int seqOff, int partLen) {
+        int d = heads * headDim;
+        int row = i / (3 * d), col = i % (3 * d);
+        int part = col / d, within = col % d;
+        int head = within / headDim, e = within % headDim;
+        int sample = row / tokens, token = row % tokens;
+        out.set((long) part * partLen + ((long) (sample * heads + head) * seq + seqOff + token) * headDim + e,
+                qkv.get(i) + bias.get(col));
+    }
+
+    /** Element i of att [N·tokens, d] from o [N, heads, seq, headDim] (merged_head_element). */
+    private static float mergedHeadElement(View o, int i, int tokens, int heads, int headDim, int seq, int seqOff) {
+        int d = heads * headDim;
+        int row = i / d, within = i % d;
+        int head = within / headDim, e = within % headDim;
+        int sample = row / tokens, token = row % tokens;
+        return o.get(((long) (sample * heads + head) * seq + seqOff + token) * headDim + e);
     }
 
     private void patchify(KernelArgs a) {
@@ -331,6 +408,8 @@ final class EmulatedDevice implements Device, DitOps {
             v.set(i, switch (kernel) {
                 case BIAS_SILU -> silu(u);
                 case BIAS_GELU -> geluTanh(u);
+                case BIAS_QUICK_GELU -> u / (1.0f + (float) Math.exp(-1.702f * u));
+                case BIAS_GELU_ERF -> 0.5f * u * (1.0f + erf(u * 0.7071067811865476f));
                 default -> u;
             });
         }
@@ -342,11 +421,7 @@ final class EmulatedDevice implements Device, DitOps {
         View temb = view(a.pointer(0), total, "condition.temb");
         View bias = view(a.pointer(1), d, "condition.bias");
         View y = view(a.pointer(3), n, "condition.y");
-        int maxLabel = 0;
-        for (int s = 0; s < n; s++) {
-            maxLabel = Math.max(maxLabel, y.getInt(s));
-        }
-        View table = view(a.pointer(2), (long) (maxLabel + 1) * d, "condition.table");
+        View table = view(a.pointer(2), (long) (maxInt(y, n) + 1) * d, "condition.table");
         View siluC = view(a.pointer(4), total, "condition.silu_c");
         for (int i = 0; i < total; i++) {
             int sample = i / d, k = i % d;
@@ -362,19 +437,9 @@ final class EmulatedDevice implements Device, DitOps {
         View b = view(a.pointer(2), cols, "head_norm.bias");
         for (long row = 0; row < rows; row++) {
             long r = row * cols;
-            float s = 0;
+            Moments m = Moments.of(v, r, cols, 1e-5f); // QK_NORM_EPS
             for (int k = 0; k < cols; k++) {
-                s += v.get(r + k);
-            }
-            float mean = s / cols;
-            float q = 0;
-            for (int k = 0; k < cols; k++) {
-                float c = v.get(r + k) - mean;
-                q += c * c;
-            }
-            float invStd = 1.0f / (float) Math.sqrt(q / cols + 1e-5f); // QK_NORM_EPS
-            for (int k = 0; k < cols; k++) {
-                v.set(r + k, (v.get(r + k) - mean) * invStd * w.get(k) + b.get(k));
+                v.set(r + k, (v.get(r + k) - m.mean()) * m.invStd() * w.get(k) + b.get(k));
             }
         }
     }
@@ -391,19 +456,9 @@ final class EmulatedDevice implements Device, DitOps {
         for (long row = 0; row < rows; row++) {
             long xr = row * d;
             long m = (row / tokens) * modStride;
-            float s = 0;
+            Moments mo = Moments.of(x, xr, d, 1e-6f); // LN_EPS
             for (int k = 0; k < d; k++) {
-                s += x.get(xr + k);
-            }
-            float mean = s / d;
-            float q = 0;
-            for (int k = 0; k < d; k++) {
-                float c = x.get(xr + k) - mean;
-                q += c * c;
-            }
-            float invStd = 1.0f / (float) Math.sqrt(q / d + 1e-6f);
-            for (int k = 0; k < d; k++) {
-                h.set(xr + k, (x.get(xr + k) - mean) * invStd * (1.0f + mod.get(m + scaleOff + k))
+                h.set(xr + k, (x.get(xr + k) - mo.mean()) * mo.invStd() * (1.0f + mod.get(m + scaleOff + k))
                         + mod.get(m + shiftOff + k));
             }
         }
@@ -411,17 +466,11 @@ final class EmulatedDevice implements Device, DitOps {
 
     private void qkvSplit(KernelArgs a) {
         int total = a.intValue(3), tokens = a.intValue(4), heads = a.intValue(5), headDim = a.intValue(6);
-        int d = heads * headDim, partLen = total / 3;
         View qkv = view(a.pointer(0), total, "qkv_split.qkv");
-        View bias = view(a.pointer(1), 3L * d, "qkv_split.bias");
+        View bias = view(a.pointer(1), 3L * heads * headDim, "qkv_split.bias");
         View out = view(a.pointer(2), total, "qkv_split.heads_out");
         for (int i = 0; i < total; i++) {
-            int row = i / (3 * d), col = i % (3 * d);
-            int part = col / d, within = col % d;
-            int head = within / headDim, e = within % headDim;
-            int sample = row / tokens, token = row % tokens;
-            out.set(part * partLen + ((sample * heads + head) * tokens + token) * headDim + e,
-                    qkv.get(i) + bias.get(col));
+            splitQkvElement(qkv, bias, out, i, tokens, heads, headDim, tokens, 0, total / 3);
         }
     }
 
@@ -431,32 +480,16 @@ final class EmulatedDevice implements Device, DitOps {
         View s = view(a.pointer(0), (long) rows * len, "softmax_rows.s");
         for (long row = 0; row < rows; row++) {
             long r = row * len;
-            float mx = Float.NEGATIVE_INFINITY;
-            for (int k = 0; k < len; k++) {
-                mx = Math.max(mx, s.get(r + k) * scale);
-            }
-            float sum = 0;
-            for (int k = 0; k < len; k++) {
-                float e = (float) Math.exp(s.get(r + k) * scale - mx);
-                s.set(r + k, e);
-                sum += e;
-            }
-            for (int k = 0; k < len; k++) {
-                s.set(r + k, s.get(r + k) / sum);
-            }
+            softmaxRow(s, r, len, len, k -> s.get(r + k) * scale);
         }
     }
 
     private void headMerge(KernelArgs a) {
         int total = a.intValue(2), tokens = a.intValue(3), heads = a.intValue(4), headDim = a.intValue(5);
-        int d = heads * headDim;
         View o = view(a.pointer(0), total, "head_merge.o");
         View att = view(a.pointer(1), total, "head_merge.att");
         for (int i = 0; i < total; i++) {
-            int row = i / d, within = i % d;
-            int head = within / headDim, e = within % headDim;
-            int sample = row / tokens, token = row % tokens;
-            att.set(i, o.get(((sample * heads + head) * tokens + token) * headDim + e));
+            att.set(i, mergedHeadElement(o, i, tokens, heads, headDim, tokens, 0));
         }
     }
 
@@ -579,20 +612,10 @@ final class EmulatedDevice implements Device, DitOps {
         for (int blk = 0; blk < blocks; blk++) {
             long base = (long) blk * len;
             int first = (blk % groups) * perGroup;
-            float s = 0;
-            for (int k = 0; k < len; k++) {
-                s += x.get(base + k);
-            }
-            float mean = s / len;
-            float q = 0;
-            for (int k = 0; k < len; k++) {
-                float d = x.get(base + k) - mean;
-                q += d * d;
-            }
-            float invStd = 1.0f / (float) Math.sqrt(q / len + eps);
+            Moments m = Moments.of(x, base, len, eps);
             for (int k = 0; k < len; k++) {
                 int ch = first + k / hw;
-                float v = (x.get(base + k) - mean) * invStd * gamma.get(ch) + beta.get(ch);
+                float v = (x.get(base + k) - m.mean()) * m.invStd() * gamma.get(ch) + beta.get(ch);
                 y.set(base + k, silu ? silu(v) : v);
             }
         }
@@ -651,12 +674,7 @@ final class EmulatedDevice implements Device, DitOps {
         View bias = view(a.pointer(1), 3L * d, "qkv_split_seq.bias");
         View out = view(a.pointer(2), 3L * partLen, "qkv_split_seq.heads_out");
         for (int i = 0; i < total; i++) {
-            int row = i / (3 * d), col = i % (3 * d);
-            int part = col / d, within = col % d;
-            int head = within / headDim, e = within % headDim;
-            int sample = row / tokens, token = row % tokens;
-            out.set((long) part * partLen + ((long) (sample * heads + head) * seq + seqOff + token) * headDim + e,
-                    qkv.get(i) + bias.get(col));
+            splitQkvElement(qkv, bias, out, i, tokens, heads, headDim, seq, seqOff, partLen);
         }
     }
 
@@ -669,11 +687,7 @@ final class EmulatedDevice implements Device, DitOps {
         for (long row = 0; row < rows; row++) {
             long r = row * cols;
             View w = row % seq < split ? wa : wb;
-            float q = 0;
-            for (int k = 0; k < cols; k++) {
-                q += v.get(r + k) * v.get(r + k);
-            }
-            float inv = 1.0f / (float) Math.sqrt(q / cols + eps);
+            float inv = rmsInv(v, r, cols, eps);
             for (int k = 0; k < cols; k++) {
                 v.set(r + k, v.get(r + k) * inv * w.get(k));
             }
@@ -692,10 +706,7 @@ final class EmulatedDevice implements Device, DitOps {
         View o = view(a.pointer(0), (long) n * heads * seq * headDim, "head_merge_seq.o");
         View att = view(a.pointer(1), total, "head_merge_seq.att");
         for (int i = 0; i < total; i++) {
-            int row = i / d, within = i % d;
-            int head = within / headDim, e = within % headDim;
-            int sample = row / tokens, token = row % tokens;
-            att.set(i, o.get(((long) (sample * heads + head) * seq + seqOff + token) * headDim + e));
+            att.set(i, mergedHeadElement(o, i, tokens, heads, headDim, seq, seqOff));
         }
     }
 
@@ -704,11 +715,7 @@ final class EmulatedDevice implements Device, DitOps {
         boolean usePos = a.intValue(7) != 0;
         int rows = total / d;
         View ids = view(a.pointer(0), rows, "embed_tokens.ids");
-        int maxId = 0;
-        for (int r = 0; r < rows; r++) {
-            maxId = Math.max(maxId, ids.getInt(r));
-        }
-        View table = view(a.pointer(1), (long) (maxId + 1) * d, "embed_tokens.table");
+        View table = view(a.pointer(1), (long) (maxInt(ids, rows) + 1) * d, "embed_tokens.table");
         View pos = usePos ? view(a.pointer(2), (long) tokens * d, "embed_tokens.pos") : null;
         View x = view(a.pointer(3), total, "embed_tokens.x");
         for (int i = 0; i < total; i++) {
@@ -727,19 +734,9 @@ final class EmulatedDevice implements Device, DitOps {
         View b = view(a.pointer(3), d, "layer_norm.bias");
         for (long row = 0; row < rows; row++) {
             long r = row * d;
-            float s = 0;
+            Moments m = Moments.of(x, r, d, eps);
             for (int k = 0; k < d; k++) {
-                s += x.get(r + k);
-            }
-            float mean = s / d;
-            float q = 0;
-            for (int k = 0; k < d; k++) {
-                float c = x.get(r + k) - mean;
-                q += c * c;
-            }
-            float invStd = 1.0f / (float) Math.sqrt(q / d + eps);
-            for (int k = 0; k < d; k++) {
-                y.set(r + k, (x.get(r + k) - mean) * invStd * w.get(k) + b.get(k));
+                y.set(r + k, (x.get(r + k) - m.mean()) * m.invStd() * w.get(k) + b.get(k));
             }
         }
     }
@@ -752,25 +749,10 @@ final class EmulatedDevice implements Device, DitOps {
         View w = view(a.pointer(2), d, "rms_norm.weight");
         for (long row = 0; row < rows; row++) {
             long r = row * d;
-            float q = 0;
-            for (int k = 0; k < d; k++) {
-                q += x.get(r + k) * x.get(r + k);
-            }
-            float inv = 1.0f / (float) Math.sqrt(q / d + eps);
+            float inv = rmsInv(x, r, d, eps);
             for (int k = 0; k < d; k++) {
                 y.set(r + k, w.get(k) * (x.get(r + k) * inv));
             }
-        }
-    }
-
-    private void textActivation(Kernel kernel, KernelArgs a) {
-        int total = a.intValue(2), cols = a.intValue(3);
-        View v = view(a.pointer(0), total, kernel.symbol + ".v");
-        View bias = view(a.pointer(1), cols, kernel.symbol + ".bias");
-        for (int i = 0; i < total; i++) {
-            float u = v.get(i) + bias.get(i % cols);
-            v.set(i, kernel == Kernel.BIAS_QUICK_GELU ? u / (1.0f + (float) Math.exp(-1.702f * u))
-                    : 0.5f * u * (1.0f + erf(u * 0.7071067811865476f)));
         }
     }
 
@@ -804,20 +786,7 @@ final class EmulatedDevice implements Device, DitOps {
         View s = view(a.pointer(0), (long) rows * len, "softmax_causal.s");
         for (long row = 0; row < rows; row++) {
             long r = row * len;
-            int keep = (int) (row % len) + 1;
-            float mx = Float.NEGATIVE_INFINITY;
-            for (int k = 0; k < keep; k++) {
-                mx = Math.max(mx, s.get(r + k) * scale);
-            }
-            float sum = 0;
-            for (int k = 0; k < keep; k++) {
-                float e = (float) Math.exp(s.get(r + k) * scale - mx);
-                s.set(r + k, e);
-                sum += e;
-            }
-            for (int k = 0; k < len; k++) {
-                s.set(r + k, k < keep ? s.get(r + k) / sum : 0f);
-            }
+            softmaxRow(s, r, len, (int) (row % len) + 1, k -> s.get(r + k) * scale);
         }
     }
 
@@ -828,19 +797,7 @@ final class EmulatedDevice implements Device, DitOps {
         for (long row = 0; row < rows; row++) {
             long r = row * len;
             long b = ((row / len) % heads * len + row % len) * len;
-            float mx = Float.NEGATIVE_INFINITY;
-            for (int k = 0; k < len; k++) {
-                mx = Math.max(mx, s.get(r + k) + bias.get(b + k));
-            }
-            float sum = 0;
-            for (int k = 0; k < len; k++) {
-                float e = (float) Math.exp((s.get(r + k) + bias.get(b + k)) - mx);
-                s.set(r + k, e);
-                sum += e;
-            }
-            for (int k = 0; k < len; k++) {
-                s.set(r + k, s.get(r + k) / sum);
-            }
+            softmaxRow(s, r, len, len, k -> s.get(r + k) + bias.get(b + k));
         }
     }
 
@@ -869,11 +826,7 @@ final class EmulatedDevice implements Device, DitOps {
         int total = a.intValue(3), d = a.intValue(4);
         int n = total / d;
         View rows = view(a.pointer(1), n, "gather_rows.rows");
-        int maxRow = 0;
-        for (int b = 0; b < n; b++) {
-            maxRow = Math.max(maxRow, rows.getInt(b));
-        }
-        View x = view(a.pointer(0), (long) (maxRow + 1) * d, "gather_rows.x");
+        View x = view(a.pointer(0), (long) (maxInt(rows, n) + 1) * d, "gather_rows.x");
         View out = view(a.pointer(2), total, "gather_rows.out");
         for (int i = 0; i < total; i++) {
             out.set(i, x.get((long) rows.getInt(i / d) * d + i % d));
