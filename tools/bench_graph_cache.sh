@@ -20,14 +20,10 @@ REPEAT=${REPEAT:-3}
 export JAVA_HOME=${JAVA_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}
 [ $# -ge 1 ] || { echo "usage: tools/bench_graph_cache.sh DIR [DIR ...]" >&2; exit 2; }
 
-echo "== build (test classes of the onnx module, offline, nothing installed)"
-CPFILE="$(mktemp)"
-(cd "$ROOT" && mvn -B -o -q test-compile dependency:build-classpath -pl backends/onnx -am \
-  -Dmdep.outputFile="$CPFILE" -Dmdep.includeScope=test >/dev/null)
-CP="$ROOT/backends/onnx/target/test-classes:$ROOT/backends/onnx/target/classes:$(cat "$CPFILE")"
-rm -f "$CPFILE"
-JVM=("$JAVA_HOME/bin/java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED
-  --sun-misc-unsafe-memory-access=allow -Xmx2g)
+source "$ROOT/tools/onnx_bench_env.sh"
+onnx_bench_build
+CP="$ONNX_BENCH_CP"
+JVM=("${ONNX_BENCH_JVM[@]}" -Xmx2g)
 run() { "${JVM[@]}" -cp "$CP" io.ditserve.backend.onnx.GraphCacheBench "$@" 2>&1 \
   | grep -v -E "^WARNING|^INFO|^[A-Z][a-z]{2} [0-9]{2}, [0-9]{4} |\[W:onnxruntime" || true; }
 

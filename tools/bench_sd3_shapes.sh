@@ -35,14 +35,10 @@ if [ ! -f "$DIR/model_index.json" ]; then
 fi
 du -sh "$DIR"/*/ | sed 's/^/  /'
 
-echo "== build (test classes of the onnx module, offline, nothing installed)"
-CPFILE="$(mktemp)"
-(cd "$ROOT" && mvn -B -o -q test-compile dependency:build-classpath -pl backends/onnx -am \
-  -Dmdep.outputFile="$CPFILE" -Dmdep.includeScope=test >/dev/null)
-CP="$ROOT/backends/onnx/target/test-classes:$ROOT/backends/onnx/target/classes:$(cat "$CPFILE")"
-rm -f "$CPFILE"
-JVM=("$JAVA_HOME/bin/java" --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED
-  --sun-misc-unsafe-memory-access=allow -XX:MaxNewSize=64m)
+source "$ROOT/tools/onnx_bench_env.sh"
+onnx_bench_build
+CP="$ONNX_BENCH_CP"
+JVM=("${ONNX_BENCH_JVM[@]}" -XX:MaxNewSize=64m)
 MAIN=(-cp "$CP" io.ditserve.backend.onnx.Sd3ShapesBench)
 run() { "${JVM[@]}" "-Xmx${HEAP:-3g}" "${MAIN[@]}" "$@" 2>&1 | grep -v -E "^WARNING|^[A-Z][a-z]{2} [0-9]{2}, [0-9]{4} " || true; }
 

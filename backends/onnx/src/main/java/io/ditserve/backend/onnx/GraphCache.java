@@ -473,16 +473,13 @@ final class GraphCache {
         } catch (IOException e) {
             throw new Corrupt("cannot read: " + e.getMessage());
         }
-        if (bytes.length < GRAPH_MAGIC.length + 8
-                || !Arrays.equals(bytes, 0, GRAPH_MAGIC.length, GRAPH_MAGIC, 0, GRAPH_MAGIC.length)) {
+        if (!hasMagic(bytes, GRAPH_MAGIC)) {
             throw new Corrupt("not a graph cache entry (" + bytes.length + " bytes)");
         }
-        int stored = ByteBuffer.wrap(bytes, bytes.length - 4, 4).getInt();
-        if (crc(bytes, bytes.length - 4) != stored) {
+        if (!checksumHolds(bytes)) {
             throw new Corrupt("checksum mismatch (" + bytes.length + " bytes: truncated or corrupt)");
         }
-        try (DataInputStream in = new DataInputStream(new java.io.ByteArrayInputStream(bytes, GRAPH_MAGIC.length,
-                bytes.length - 4 - GRAPH_MAGIC.length))) {
+        try (DataInputStream in = body(bytes, GRAPH_MAGIC)) {
             int format = in.readInt();
             if (format != FORMAT) {
                 throw new Corrupt("format " + format + ", expected " + FORMAT);
@@ -509,6 +506,55 @@ final class GraphCache {
         }
     }
 
+    /** Whether {@code bytes} start with {@code magic} and are long enough for the format, a key length and a CRC. */
+    private static boolean hasMagic(byte[] bytes, byte[] magic) {
+        return bytes.length >= magic.length + 8 && Arrays.equals(bytes, 0, magic.length, magic, 0, magic.length);
+    }
+
+    /** Whether the last 4 bytes are the CRC-32 of those before them. */
+    private static boolean checksumHolds(byte[] bytes) {
+        return crc(bytes, bytes.length - 4) == ByteBuffer.wrap(bytes, bytes.length - 4, 4).getInt();
+    }
+
+    /** What lies between the magic and the CRC: the format, the key, the contents. */
+    private static DataInputStream body(byte[] bytes, byte[] magic) {
+        return new DataInputStream(new java.io.ByteArrayInputStream(bytes, magic.length,
+                bytes.length - 4 - magic.length));
+    }
+
+    /** Writes an entry's contents after their header. */
+    private interface Contents {
+        void write(DataOutputStream out) throws IOException;
+    }
+
+    /** The bytes of a file of the cache: {@code magic}, the format, the key, the contents, then their CRC-32. */
+    private static byte[] framed(byte[] magic, String key, int sizeHint, Contents contents) throws IOException {
+        ByteArrayOutputStream buf = new ByteArrayOutputStream(sizeHint + key.length() + 1024);
+        try (DataOutputStream out = new DataOutputStream(buf)) {
+            out.write(magic);
+            out.writeInt(FORMAT);
+            byte[] k = key.getBytes(StandardCharsets.UTF_8);
+            out.writeInt(k.length);
+            out.write(k);
+            contents.write(out);
+        }
+        byte[] body = buf.toByteArray();
+        byte[] bytes = Arrays.copyOf(body, body.length + 4);
+        ByteBuffer.wrap(bytes, body.length, 4).putInt(crc(body, body.length));
+        return bytes;
+    }
+
+    /** Writes {@code bytes} to the new file {@code file} and forces them to the disk. */
+    private static void writeNew(Path file, byte[] bytes) throws IOException {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            ByteBuffer b = ByteBuffer.wrap(bytes);
+            while (b.hasRemaining()) {
+                ch.write(b);
+            }
+            ch.force(true);
+        }
+    }
+
     private static byte[] readBlock(DataInputStream in) throws IOException {
         int n = in.readInt();
         if (n < 0 || n > in.available()) {
@@ -519,37 +565,25 @@ final class GraphCache {
 
     /** Writes the entry under a temporary name and renames it into place; false (after a WARN) when it cannot. */
     static boolean writeGraph(Path dir, Path file, String key, Built built) {
-        ByteArrayOutputStream buf = new ByteArrayOutputStream(built.model().length + key.length() + 1024);
-        try (DataOutputStream out = new DataOutputStream(buf)) {
-            out.write(GRAPH_MAGIC);
-            out.writeInt(FORMAT);
-            byte[] k = key.getBytes(StandardCharsets.UTF_8);
-            out.writeInt(k.length);
-            out.write(k);
-            out.writeInt(built.nodes());
-            out.writeInt(built.summary().tensors());
-            out.writeInt(built.summary().bytesByFile().size());
-            for (Map.Entry<String, Long> e : built.summary().bytesByFile().entrySet()) {
-                out.writeUTF(e.getKey());
-                out.writeLong(e.getValue());
-            }
-            out.writeInt(built.model().length);
-            out.write(built.model());
+        byte[] bytes;
+        try {
+            bytes = framed(GRAPH_MAGIC, key, built.model().length, out -> {
+                out.writeInt(built.nodes());
+                out.writeInt(built.summary().tensors());
+                out.writeInt(built.summary().bytesByFile().size());
+                for (Map.Entry<String, Long> e : built.summary().bytesByFile().entrySet()) {
+                    out.writeUTF(e.getKey());
+                    out.writeLong(e.getValue());
+                }
+                out.writeInt(built.model().length);
+                out.write(built.model());
+            });
         } catch (IOException e) {
             throw new UncheckedIOException(e); // a byte array does not fail
         }
-        byte[] body = buf.toByteArray();
-        byte[] bytes = Arrays.copyOf(body, body.length + 4);
-        ByteBuffer.wrap(bytes, body.length, 4).putInt(crc(body, body.length));
         Path tmp = dir.resolve(TEMP_PREFIX + file.getFileName() + "-" + UUID.randomUUID());
         try {
-            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
-                ByteBuffer b = ByteBuffer.wrap(bytes);
-                while (b.hasRemaining()) {
-                    ch.write(b);
-                }
-                ch.force(true);
-            }
+            writeNew(tmp, bytes);
             Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             return true;
         } catch (IOException e) {
@@ -633,14 +667,11 @@ final class GraphCache {
         } catch (IOException e) {
             throw new Corrupt("cannot read its " + MANIFEST_FILE + ": " + e.getMessage());
         }
-        if (bytes.length < MANIFEST_MAGIC.length + 8
-                || !Arrays.equals(bytes, 0, MANIFEST_MAGIC.length, MANIFEST_MAGIC, 0, MANIFEST_MAGIC.length)
-                || crc(bytes, bytes.length - 4) != ByteBuffer.wrap(bytes, bytes.length - 4, 4).getInt()) {
+        if (!hasMagic(bytes, MANIFEST_MAGIC) || !checksumHolds(bytes)) {
             throw new Corrupt(MANIFEST_FILE + " truncated or corrupt (" + bytes.length + " bytes)");
         }
         Map<String, long[]> files = new LinkedHashMap<>();
-        try (DataInputStream in = new DataInputStream(new java.io.ByteArrayInputStream(bytes, MANIFEST_MAGIC.length,
-                bytes.length - 4 - MANIFEST_MAGIC.length))) {
+        try (DataInputStream in = body(bytes, MANIFEST_MAGIC)) {
             if (in.readInt() != FORMAT) {
                 throw new Corrupt(MANIFEST_FILE + " of another format");
             }
@@ -680,31 +711,14 @@ final class GraphCache {
         if (files.stream().noneMatch(p -> p.getFileName().toString().equals(MODEL_FILE))) {
             throw new IOException("ONNX Runtime wrote no " + MODEL_FILE + " in " + dir);
         }
-        ByteArrayOutputStream buf = new ByteArrayOutputStream();
-        try (DataOutputStream out = new DataOutputStream(buf)) {
-            out.write(MANIFEST_MAGIC);
-            out.writeInt(FORMAT);
-            byte[] k = key.getBytes(StandardCharsets.UTF_8);
-            out.writeInt(k.length);
-            out.write(k);
+        writeNew(dir.resolve(MANIFEST_FILE), framed(MANIFEST_MAGIC, key, 0, out -> {
             out.writeInt(files.size());
             for (Path p : files) {
                 out.writeUTF(p.getFileName().toString());
                 out.writeLong(Files.size(p));
                 out.writeInt(crc(p));
             }
-        }
-        byte[] body = buf.toByteArray();
-        byte[] bytes = Arrays.copyOf(body, body.length + 4);
-        ByteBuffer.wrap(bytes, body.length, 4).putInt(crc(body, body.length));
-        try (FileChannel ch = FileChannel.open(dir.resolve(MANIFEST_FILE), StandardOpenOption.CREATE_NEW,
-                StandardOpenOption.WRITE)) {
-            ByteBuffer b = ByteBuffer.wrap(bytes);
-            while (b.hasRemaining()) {
-                ch.write(b);
-            }
-            ch.force(true);
-        }
+        }));
     }
 
     /**
