@@ -58,9 +58,15 @@ uname -a
 
 step "CUDA libraries on this machine"
 LIBS="$(timeout 30 find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o \
-  \( -name 'libcuda.so*' -o -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name 'libnvrtc.so*' \) -print \
-  2>/dev/null)"
+  \( -name 'libcuda.so*' -o -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name 'libnvrtc.so*' \
+     -o -name 'libcudart.so*' -o -name 'libcudnn.so*' \) -print 2>/dev/null)"
 echo "$LIBS" | head -40
+# ONNX Runtime's CUDA execution provider (issue 28, item 3) needs CUDA 12's runtime and cuBLAS and cuDNN 9
+# (docs/gpu/README.md, item 8): say whether this machine has them
+for so in libcudart.so.12 libcublas.so.12 libcudnn.so.9; do
+  echo "$LIBS" | grep -q "/$so" && echo "ONNX Runtime CUDA EP dependency $so: found" \
+    || echo "ONNX Runtime CUDA EP dependency $so: missing"
+done
 # the folders of the versioned cuBLAS and NVRTC libraries, CUDA 13 ones first
 DIRS="$({ echo "$LIBS" | grep -E '/lib(cublas|nvrtc)\.so\.13'; echo "$LIBS" | grep -E '/lib(cublas|nvrtc)\.so\.12'; } \
   | grep -v stubs | xargs -r -n1 dirname | awk '!seen[$0]++' | paste -sd: -)"
