@@ -2,7 +2,6 @@ package io.ditserve.backend.cuda;
 
 import io.ditserve.backend.TextEncoderCheckpoint;
 import io.ditserve.backend.TextEncoderSpec;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
