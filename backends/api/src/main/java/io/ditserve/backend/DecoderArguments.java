@@ -26,4 +26,17 @@ public final class DecoderArguments {
         }
         return n;
     }
+
+    /**
+     * What every decoder's {@link Decoder#decode} checks first: that the decoder is still open ({@code closed} true:
+     * an IllegalStateException naming the decoder and its folder), then the arguments ({@link #check}).
+     *
+     * @return the batch size N; 0 leaves nothing to decode
+     */
+    public static int checkOpen(boolean closed, DecoderSpec spec, Tensor latent, Tensor out) {
+        if (closed) {
+            throw new IllegalStateException("decoder " + spec.summary() + " in " + spec.directory() + " is closed");
+        }
+        return check(spec, latent, out);
+    }
 }

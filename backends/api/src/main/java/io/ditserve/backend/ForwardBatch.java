@@ -101,6 +101,19 @@ public record ForwardBatch(Tensor x, float[] time, Conditioning conditioning, St
         return n;
     }
 
+    /**
+     * What every backend's {@link Backend#forward} checks first: that the backend is still open ({@code closed}
+     * true: an IllegalStateException naming the model), then the batch ({@link #check}).
+     *
+     * @return the batch size N; 0 leaves nothing to compute
+     */
+    public int checkOpen(boolean closed, ModelSpec spec, Tensor out) {
+        if (closed) {
+            throw new IllegalStateException("backend for " + spec.name() + " is closed");
+        }
+        return check(spec, out);
+    }
+
     private static void checkShape(String what, Tensor tensor, int n, int c, int h, int w) {
         int[] expected = {n, c, h, w};
         if (n < 0 || !Arrays.equals(tensor.shape(), expected)) {

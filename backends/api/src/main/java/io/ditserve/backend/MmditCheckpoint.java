@@ -115,6 +115,34 @@ public final class MmditCheckpoint {
         m.put(prefix + ".bias", new long[] {out});
     }
 
+    /**
+     * Where the window that {@link #centreCrop} takes starts, in rows and in columns of the max×max grid:
+     * (max − g) // 2, as diffusers' {@code PatchEmbed.cropped_pos_embed} computes {@code top} and {@code left}.
+     */
+    public static int cropStart(int max, int g) {
+        return (max - g) / 2;
+    }
+
+    /**
+     * The g×g window at the centre of the stored position table {@code pos_embed.pos_embed} (1, max·max, D), the
+     * position embedding of a g×g token grid, rows in raster order: rows and columns {@link #cropStart} .. + g − 1
+     * of the max×max grid (diffusers' {@code PatchEmbed.cropped_pos_embed}).
+     *
+     * @param table the stored table's max·max·d values
+     * @return the window's g·g·d values, [g·g, d]
+     */
+    public static float[] centreCrop(float[] table, int max, int g, int d) {
+        int top = cropStart(max, g);
+        int left = cropStart(max, g);
+        float[] crop = new float[g * g * d];
+        for (int i = 0; i < g; i++) {
+            for (int j = 0; j < g; j++) {
+                System.arraycopy(table, ((top + i) * max + left + j) * d, crop, (i * g + j) * d, d);
+            }
+        }
+        return crop;
+    }
+
     /** The folder's tensors ({@link #locate}), checked against the spec ({@link #validate}). */
     public static Map<String, Located> open(ModelSpec spec) throws BackendException {
         Map<String, Located> tensors = locate(spec.directory());

@@ -1,14 +1,85 @@
 package io.ditserve.backend;
 
 /**
- * The two rules of the text encoders that are data rather than layers (docs/TEXT_MODELS.md, "Text encoders"),
- * stated once for the backends that compute them on the host: where CLIP pools, and T5's relative-position buckets.
+ * The rules of the text encoders that are data rather than layers (docs/TEXT_MODELS.md, "Text encoders"), stated
+ * once for the backends that compute them on the host: where CLIP pools, T5's relative-position buckets, CLIP's MLP
+ * activation; and the checks every backend's encoder makes of its spec ({@link #checkHiddenLayer}) and of the ids
+ * it is given ({@link #checkIds}, {@link #checkOpen}).
  */
 public final class TextEncoderRules {
     /** CLIP's end-of-text id in the released vocabularies; a row whose highest id is this pools at its argmax. */
     public static final int CLIP_EOS = 49407;
 
     private TextEncoderRules() {}
+
+    /** CLIP's MLP activation ({@code hidden_act}), as transformers' ACT2FN names them. */
+    public enum ClipActivation {
+        /** {@code quick_gelu}: x·σ(1.702·x). */
+        QUICK_GELU,
+        /** {@code gelu}: the exact GELU, x·Φ(x). */
+        GELU_ERF,
+        /** {@code gelu_new}, {@code gelu_pytorch_tanh}: the tanh approximation. */
+        GELU_TANH
+    }
+
+    /** The activation of a CLIP spec's {@code hidden_act}; fails naming the folder for one no backend computes. */
+    public static ClipActivation clipActivation(TextEncoderSpec spec) throws BackendException {
+        return switch (spec.activation()) {
+            case "quick_gelu" -> ClipActivation.QUICK_GELU;
+            case "gelu" -> ClipActivation.GELU_ERF;
+            case "gelu_new", "gelu_pytorch_tanh" -> ClipActivation.GELU_TANH;
+            default -> throw new BackendException(spec.directory() + ": hidden_act '" + spec.activation()
+                    + "' is not supported");
+        };
+    }
+
+    /**
+     * Fails when a CLIP spec's hidden layer (the hidden_states index SD3 reads, {@link TextEncoderSpec#hiddenLayer})
+     * is outside 0 .. layers; a T5 spec passes.
+     */
+    public static void checkHiddenLayer(TextEncoderSpec spec) throws BackendException {
+        if (spec.kind() == TextEncoderSpec.Kind.CLIP_WITH_PROJECTION
+                && (spec.hiddenLayer() < 0 || spec.hiddenLayer() > spec.layers())) {
+            throw new BackendException(spec.directory() + ": hidden layer " + spec.hiddenLayer() + " of "
+                    + spec.layers());
+        }
+    }
+
+    /**
+     * Checks the ids of a {@link TextEncoder#encode} call: every sequence of exactly maxTokens ids, every id in
+     * 0 .. vocab − 1; the first one that is not fails naming the encoder's role.
+     *
+     * @return the number of sequences
+     */
+    public static int checkIds(TextEncoderSpec spec, int[][] ids) throws BackendException {
+        int tokens = spec.maxTokens();
+        for (int b = 0; b < ids.length; b++) {
+            if (ids[b].length != tokens) {
+                throw new BackendException(spec.role() + ": sequence " + b + " has " + ids[b].length
+                        + " ids, the encoder takes " + tokens);
+            }
+            for (int id : ids[b]) {
+                if (id < 0 || id >= spec.vocab()) {
+                    throw new BackendException(spec.role() + ": id " + id + " is outside the vocabulary (0.."
+                            + (spec.vocab() - 1) + ")");
+                }
+            }
+        }
+        return ids.length;
+    }
+
+    /**
+     * {@link #checkIds} for an encoder that can be closed: first an IllegalStateException naming the encoder when
+     * {@code closed}.
+     *
+     * @return the number of sequences
+     */
+    public static int checkOpen(boolean closed, TextEncoderSpec spec, int[][] ids) throws BackendException {
+        if (closed) {
+            throw new IllegalStateException("text encoder " + spec.summary() + " is closed");
+        }
+        return checkIds(spec, ids);
+    }
 
     /**
      * The position CLIP pools of one row of ids, as transformers chooses it: the first maximum of the row when the

@@ -34,21 +34,24 @@ public final class EmulatedCudaProvider implements BackendProvider {
         return List.of(CudaDitBackend.WEIGHTS_FILE);
     }
 
+    /** As the cuda provider's, on a fresh emulated device; a DiT's buffers first sized for 4 samples. */
     @Override
     public Backend create(ModelSpec model, BackendOptions options) throws BackendException {
-        return switch (model.architecture()) {
-            case DIT -> Emulation.backend(model, 4);
-            case MMDIT -> Emulation.mmdit(model, ActivationLayout.SCORES_BUDGET);
-        };
+        return CudaBackendProvider.load(model, 4, EmulatedCudaProvider::device);
     }
 
     @Override
     public TextEncoder createTextEncoder(TextEncoderSpec encoder, BackendOptions options) throws BackendException {
-        return Emulation.textEncoder(encoder, ActivationLayout.SCORES_BUDGET);
+        return CudaBackendProvider.loadTextEncoder(encoder, EmulatedCudaProvider::device);
     }
 
     @Override
     public Decoder createDecoder(DecoderSpec decoder, BackendOptions options) throws BackendException {
-        return Emulation.decoder(decoder, DecoderBuffers.DEFAULT_BUDGETS);
+        return CudaBackendProvider.loadDecoder(decoder, EmulatedCudaProvider::device);
+    }
+
+    /** An emulated device whose memory grows as the backend allocates it. */
+    private static Device device() {
+        return new EmulatedDevice(0);
     }
 }

@@ -15,7 +15,7 @@ import java.util.Map;
  * <p>The attention scores of all (sample, head) pairs of a big batch can be large (N·heads·T² floats), so attention
  * runs over chunks of {@link #attentionChunk} samples and {@link Buffer#SCORES} holds one chunk.
  */
-final class ActivationLayout {
+final class ActivationLayout implements PassMemory.Layout {
     /** Shapes with N = batch, T = tokens, D = hidden size, p = patch size, H×W = input size. */
     enum Buffer {
         X_IN, // [N, C_in, H, W] the input
@@ -131,7 +131,8 @@ final class ActivationLayout {
         return totalElements;
     }
 
-    long totalBytes() {
+    @Override
+    public long totalBytes() {
         return DevicePtr.floatBytes(totalElements);
     }
 }

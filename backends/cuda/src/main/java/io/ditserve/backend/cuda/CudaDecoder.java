@@ -11,7 +11,6 @@ import io.ditserve.backend.DecoderCheckpoint;
 import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.Map;
 import java.util.Objects;
@@ -32,24 +31,22 @@ public final class CudaDecoder implements Decoder {
     private static final System.Logger LOG = System.getLogger(CudaDecoder.class.getName());
 
     private final DecoderSpec spec;
-    private final Device device;
     private final DitOps ops;
     private final DecoderProgram program;
     private final DecoderBuffers.Budgets budgets;
-    private DecoderBuffers layout;
-    private DevicePtr buffersBase;
-    private Arena stagingArena;
-    private MemorySegment stageLatent;
-    private MemorySegment stageOut;
-    private boolean closed;
+    private final PassMemory<DecoderBuffers> memory;
+    private final PassMemory.Stage<DecoderBuffers> stagedLatent;
+    private final PassMemory.Stage<DecoderBuffers> stagedOut;
 
     private CudaDecoder(DecoderSpec spec, Device device, DecoderWeights weights, DevicePtr weightsBase,
             DecoderBuffers.Budgets budgets) {
         this.spec = spec;
-        this.device = device;
         this.ops = device.ops();
         this.program = new DecoderProgram(spec, weights, weightsBase);
         this.budgets = budgets;
+        this.memory = new PassMemory<>(device, "decode");
+        this.stagedLatent = memory.stage(b -> b.samples() * DecoderBuffers.needs(spec, b.pixels()).latent());
+        this.stagedOut = memory.stage(b -> b.samples() * DecoderBuffers.needs(spec, b.pixels()).output());
     }
 
     /**
@@ -65,7 +62,7 @@ public final class CudaDecoder implements Decoder {
             throws BackendException {
         Objects.requireNonNull(spec, "spec");
         CudaOptions options = CudaOptions.parse(backendOptions);
-        return load(spec, budgets, () -> CudaDevice.open(options, System.getenv()));
+        return load(spec, budgets, CudaDevice.opener(options));
     }
 
     /**
@@ -77,44 +74,32 @@ public final class CudaDecoder implements Decoder {
         DecoderWeights weights = new DecoderWeights(spec);
         try (Safetensors st = Safetensors.open(spec.weightsFile())) {
             Map<String, String> names = DecoderCheckpoint.resolve(st, spec);
-            Device device = opener.open();
-            try {
-                DevicePtr base = upload(device, st, weights, names, spec);
-                CudaDecoder d = new CudaDecoder(spec, device, weights, base, budgets);
-                LOG.log(System.Logger.Level.INFO, "cuda backend loaded decoder " + spec.summary() + " from "
-                        + spec.directory() + " on " + device.description());
-                return d;
-            } catch (BackendException | RuntimeException e) {
-                device.close();
-                throw e;
-            }
+            CudaDecoder d = opener.load(device -> new CudaDecoder(spec, device, weights,
+                    upload(device, st, weights, names, spec), budgets));
+            LOG.log(System.Logger.Level.INFO, "cuda backend loaded decoder " + spec.summary() + " from "
+                    + spec.directory() + " on " + d.deviceDescription());
+            return d;
         }
     }
 
-    /** Copies every weight to its slot of one device allocation; returns the allocation's address. */
+    /**
+     * Copies every weight to its slot of one device allocation, each read under its name in the file
+     * ({@code names}: canonical name → stored name); returns the allocation's address.
+     */
     private static DevicePtr upload(Device device, Safetensors st, DecoderWeights weights, Map<String, String> names,
             DecoderSpec spec) throws BackendException {
-        DevicePtr base = device.alloc(DevicePtr.floatBytes(weights.totalFloats()),
-                "the weights of decoder " + spec.summary());
-        for (DecoderWeights.Slot slot : weights.slots().values()) {
-            String file = names.get(slot.name());
-            DevicePtr dst = base.plusFloats(slot.offset());
-            if (st.entry(file).dtype().equals("F32")) {
-                device.copyToDevice(dst, st.segment(file), DevicePtr.floatBytes(slot.length()), file);
-            } else {
-                float[] values = st.floats(file);
-                try (Arena a = Arena.ofConfined()) {
-                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), DevicePtr.floatBytes(values.length),
-                            file);
-                }
+        try (WeightUpload up = new WeightUpload(device, weights.totalFloats(),
+                "the weights of decoder " + spec.summary())) {
+            for (DecoderWeights.Slot slot : weights.slots().values()) {
+                up.tensor(slot.offset(), slot.length(), st, names.get(slot.name()));
             }
+            return up.base();
         }
-        return base;
     }
 
     /** The device, libraries and precision, in one line. */
     public String deviceDescription() {
-        return device.description();
+        return memory.device().description();
     }
 
     @Override
@@ -129,6 +114,7 @@ public final class CudaDecoder implements Decoder {
 
     /** Sizes the buffers for runs of {@code samples} latents of {@code pixels} positions, keeping larger ones. */
     private void ensureCapacity(int samples, long pixels) throws BackendException {
+        DecoderBuffers layout = memory.layout();
         if (layout != null && samples <= layout.samples() && pixels <= layout.pixels()) {
             return;
         }
@@ -136,28 +122,13 @@ public final class CudaDecoder implements Decoder {
         int s = layout == null ? samples : Math.max(samples, layout.samples());
         s = Math.min(s, DecoderBuffers.samplesPerRun(spec, p, s, budgets));
         DecoderBuffers next = DecoderBuffers.of(spec, s, p, budgets);
-        if (layout != null) {
-            device.synchronize("the previous decode, before growing the buffers");
-            device.free(buffersBase);
-            layout = null;
-            stagingArena.close();
-            stagingArena = null;
-        }
-        buffersBase = device.alloc(next.totalBytes(), "the activations of decoder " + spec.summary() + " for "
-                + next.samples() + " latents of " + next.pixels() + " positions");
-        DecoderBuffers.Needs needs = DecoderBuffers.needs(spec, next.pixels());
-        stagingArena = Arena.ofShared();
-        stageLatent = stagingArena.allocate(DevicePtr.floatBytes(next.samples() * needs.latent()), 64);
-        stageOut = stagingArena.allocate(DevicePtr.floatBytes(next.samples() * needs.output()), 64);
-        layout = next;
+        memory.regrow(next, "the activations of decoder " + spec.summary() + " for " + next.samples()
+                + " latents of " + next.pixels() + " positions");
     }
 
     @Override
     public synchronized void decode(Tensor latent, Tensor out, Cancellation cancel) throws BackendException {
-        if (closed) {
-            throw new IllegalStateException("decoder " + spec.summary() + " is closed");
-        }
-        int n = DecoderArguments.check(spec, latent, out);
+        int n = DecoderArguments.checkOpen(memory.closed(), spec, latent, out);
         Objects.requireNonNull(cancel, "cancel");
         if (n == 0) {
             return;
@@ -165,11 +136,14 @@ public final class CudaDecoder implements Decoder {
         int h = latent.dim(2);
         int w = latent.dim(3);
         long pixels = (long) h * w;
+        Device device = memory.device();
         device.makeCurrent();
         int perRun = DecoderBuffers.samplesPerRun(spec, pixels, n, budgets);
         ensureCapacity(perRun, pixels);
-        perRun = Math.min(perRun, layout.samples());
-        DecoderBuffers.Addresses buf = layout.at(buffersBase);
+        perRun = Math.min(perRun, memory.layout().samples());
+        DecoderBuffers.Addresses buf = memory.layout().at(memory.base());
+        MemorySegment stageLatent = stagedLatent.segment();
+        MemorySegment stageOut = stagedOut.segment();
         int inPerSample = latent.size() / n;
         int outPerSample = out.size() / n;
         for (int s0 = 0; s0 < n; s0 += perRun) {
@@ -178,13 +152,7 @@ public final class CudaDecoder implements Decoder {
             long outCount = (long) cnt * outPerSample;
             MemorySegment.copy(latent.data(), s0 * inPerSample, stageLatent, JAVA_FLOAT, 0, (int) inCount);
             device.copyToDeviceAsync(buf.latent(), stageLatent, DevicePtr.floatBytes(inCount), "latent");
-            DevicePtr image;
-            try {
-                image = program.run(ops, buf, cnt, h, w, cancel);
-            } catch (BackendException.Cancelled c) {
-                device.synchronize("a cancelled decode");
-                throw c;
-            }
+            DevicePtr image = memory.queue(() -> program.run(ops, buf, cnt, h, w, cancel));
             device.copyToHostAsync(stageOut, image, DevicePtr.floatBytes(outCount), "image");
             device.synchronize("decoder " + spec.summary() + " (" + cnt + " latents of " + h + "×" + w + ")");
             MemorySegment.copy(stageOut, JAVA_FLOAT, 0, out.data(), s0 * outPerSample, (int) outCount);
@@ -194,13 +162,6 @@ public final class CudaDecoder implements Decoder {
     /** Frees the device memory and releases the device. Idempotent. */
     @Override
     public synchronized void close() {
-        if (closed) {
-            return;
-        }
-        closed = true;
-        device.close();
-        if (stagingArena != null) {
-            stagingArena.close();
-        }
+        memory.close();
     }
 }

@@ -47,6 +47,11 @@ final class CudaDevice implements Device {
         this.cublas = cublas;
     }
 
+    /** Opens the GPU that {@code options} select, with this process's environment ({@link #open}). */
+    static Device.Opener opener(CudaOptions options) {
+        return () -> open(options, System.getenv());
+    }
+
     /**
      * Finds the libraries (see {@link CudaLibraries}), initialises the driver, takes the device's primary
      * context, creates the stream and the cuBLAS handle with the precision's math mode, and compiles and loads the

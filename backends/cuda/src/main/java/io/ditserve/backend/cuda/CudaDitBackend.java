@@ -15,7 +15,6 @@ import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.StepCache;
 import io.ditserve.backend.Tensor;
 import io.ditserve.backend.cuda.ActivationLayout.Buffer;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
 import java.util.Objects;
@@ -42,26 +41,27 @@ public final class CudaDitBackend implements Backend {
 
     private final ModelSpec spec;
     private final int maxBatch;
-    private final Device device;
     private final DitOps ops;
     private final DitForward program;
-    private ActivationLayout act;
-    private DevicePtr actBase;
-    private Arena stagingArena;
-    private MemorySegment stageX;
-    private MemorySegment stageT;
-    private MemorySegment stageY;
-    private MemorySegment stageOut;
-    private MemorySegment stageResidual;
+    private final PassMemory<ActivationLayout> memory;
+    private final PassMemory.Stage<ActivationLayout> stagedX;
+    private final PassMemory.Stage<ActivationLayout> stagedT;
+    private final PassMemory.Stage<ActivationLayout> stagedY;
+    private final PassMemory.Stage<ActivationLayout> stagedOut;
+    private final PassMemory.Stage<ActivationLayout> stagedResidual;
     private int[] order = new int[0];
-    private boolean closed;
 
     private CudaDitBackend(ModelSpec spec, int maxBatch, Device device, WeightLayout layout, DevicePtr weights) {
         this.spec = spec;
         this.maxBatch = maxBatch;
-        this.device = device;
         this.ops = device.ops();
         this.program = new DitForward(spec, layout, weights);
+        this.memory = new PassMemory<>(device, "forward pass");
+        this.stagedX = memory.stage(a -> a.length(Buffer.X_IN));
+        this.stagedT = memory.stage(a -> a.length(Buffer.T));
+        this.stagedY = memory.stage(a -> a.length(Buffer.Y));
+        this.stagedOut = memory.stage(a -> a.length(Buffer.OUT));
+        this.stagedResidual = memory.stage(a -> a.length(Buffer.RESIDUAL));
     }
 
     /**
@@ -71,7 +71,7 @@ public final class CudaDitBackend implements Backend {
     public static CudaDitBackend create(ModelSpec spec, BackendOptions backendOptions) throws BackendException {
         Objects.requireNonNull(spec, "spec");
         CudaOptions options = CudaOptions.parse(backendOptions);
-        return load(spec, options.maxBatch(), () -> CudaDevice.open(options, System.getenv()));
+        return load(spec, options.maxBatch(), CudaDevice.opener(options));
     }
 
     /**
@@ -84,74 +84,46 @@ public final class CudaDitBackend implements Backend {
         Path file = spec.file(WEIGHTS_FILE);
         try (Safetensors st = Safetensors.open(file)) {
             DitCheckpoint.validate(st, spec);
-            Device device = opener.open();
-            try {
-                DevicePtr weights = upload(device, st, layout, spec);
-                CudaDitBackend b = new CudaDitBackend(spec, maxBatch, device, layout, weights);
-                b.ensureCapacity(maxBatch);
-                LOG.log(System.Logger.Level.INFO, "cuda backend loaded " + spec.name() + " on " + device.description());
-                return b;
-            } catch (BackendException | RuntimeException e) {
-                device.close();
-                throw e;
-            }
+            CudaDitBackend b = opener.load(device -> {
+                CudaDitBackend loaded = new CudaDitBackend(spec, maxBatch, device, layout,
+                        upload(device, st, layout, spec));
+                loaded.ensureCapacity(maxBatch);
+                return loaded;
+            });
+            LOG.log(System.Logger.Level.INFO, "cuda backend loaded " + spec.name() + " on " + b.deviceDescription());
+            return b;
         }
     }
 
     /** Copies every weight to its slot of one device allocation; returns the allocation's address. */
     private static DevicePtr upload(Device device, Safetensors st, WeightLayout layout, ModelSpec spec)
             throws BackendException {
-        DevicePtr base = device.alloc(DevicePtr.floatBytes(layout.totalFloats()), "the weights of " + spec.name());
-        for (WeightLayout.Slot slot : layout.slots().values()) {
-            DevicePtr dst = base.plusFloats(slot.offset());
-            if (slot.name().equals(WeightLayout.FREQS)) {
-                float[] freqs = DitConstants.timestepFrequencies();
-                try (Arena a = Arena.ofConfined()) {
-                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, freqs), DevicePtr.floatBytes(freqs.length),
-                            slot.name());
-                }
-            } else if (st.entry(slot.name()).dtype().equals("F32")) {
-                // the mapped file is little-endian float32 already, as the GPU wants it
-                device.copyToDevice(dst, st.segment(slot.name()), DevicePtr.floatBytes(slot.length()), slot.name());
-            } else {
-                float[] values = st.floats(slot.name());
-                try (Arena a = Arena.ofConfined()) {
-                    device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), DevicePtr.floatBytes(values.length),
-                            slot.name());
+        try (WeightUpload up = new WeightUpload(device, layout.totalFloats(), "the weights of " + spec.name())) {
+            for (WeightLayout.Slot slot : layout.slots().values()) {
+                if (slot.name().equals(WeightLayout.FREQS)) {
+                    up.values(slot.offset(), DitConstants.timestepFrequencies(), slot.name());
+                } else {
+                    up.tensor(slot.offset(), slot.length(), st, slot.name());
                 }
             }
+            return up.base();
         }
-        return base;
     }
 
     /** Sizes the activation and staging buffers for at least {@code n} samples. */
     private void ensureCapacity(int n) throws BackendException {
+        ActivationLayout act = memory.layout();
         if (act != null && n <= act.capacity()) {
             return;
         }
         ActivationLayout next = ActivationLayout.of(spec, Math.max(n, maxBatch));
-        if (act != null) {
-            device.synchronize("the previous forward pass, before growing the buffers");
-            device.free(actBase);
-            act = null;
-            stagingArena.close();
-            stagingArena = null;
-        }
-        actBase = device.alloc(next.totalBytes(), "the activations of " + spec.name() + " for batches up to "
-                + next.capacity());
-        stagingArena = Arena.ofShared();
-        stageX = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.X_IN)), 64);
-        stageT = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.T)), 64);
-        stageY = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.Y)), 64);
-        stageOut = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.OUT)), 64);
-        stageResidual = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.RESIDUAL)), 64);
+        memory.regrow(next, "the activations of " + spec.name() + " for batches up to " + next.capacity());
         order = new int[next.capacity()];
-        act = next;
     }
 
     /** The device, libraries and precision, in one line. */
     public String deviceDescription() {
-        return device.description();
+        return memory.device().description();
     }
 
     @Override
@@ -176,10 +148,7 @@ public final class CudaDitBackend implements Backend {
 
     @Override
     public synchronized void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
-        if (closed) {
-            throw new IllegalStateException("backend for " + spec.name() + " is closed");
-        }
-        int n = batch.check(spec, out);
+        int n = batch.checkOpen(memory.closed(), spec, out);
         Tensor x = batch.x();
         float[] t = batch.time();
         int[] y = batch.labels();
@@ -187,30 +156,17 @@ public final class CudaDitBackend implements Backend {
         if (n == 0) {
             return;
         }
+        Device device = memory.device();
         device.makeCurrent();
         ensureCapacity(n);
-        // order[k] = the caller's sample at position k of the pass: storing, running, then reusing samples
-        int storing = 0;
-        int running = n;
-        if (cache == null || cache.plain()) {
-            for (int k = 0; k < n; k++) {
-                order[k] = k;
-            }
-        } else {
-            int k = 0;
-            for (StepCache.Use use : PASS_ORDER) {
-                for (int b = 0; b < n; b++) {
-                    if (cache.use(b) == use) {
-                        order[k++] = b;
-                    }
-                }
-                if (use == StepCache.Use.STORE) {
-                    storing = k;
-                } else if (use == StepCache.Use.RUN) {
-                    running = k;
-                }
-            }
-        }
+        MemorySegment stageX = stagedX.segment();
+        MemorySegment stageT = stagedT.segment();
+        MemorySegment stageY = stagedY.segment();
+        MemorySegment stageOut = stagedOut.segment();
+        MemorySegment stageResidual = stagedResidual.segment();
+        PassOrder p = reorder(cache, n);
+        int storing = p.storing();
+        int running = p.running();
         int inLen = x.size() / n;
         int outLen = out.size() / n;
         int resLen = StepCache.residualLength(spec);
@@ -233,12 +189,7 @@ public final class CudaDitBackend implements Backend {
                     stageResidual.asSlice(DevicePtr.floatBytes(off)),
                     DevicePtr.floatBytes((long) (n - running) * resLen), "the residuals the step cache reuses");
         }
-        try {
-            program.run(ops, act, actBase, n, running, storing, cancel);
-        } catch (BackendException.Cancelled c) {
-            device.synchronize("a cancelled forward pass");
-            throw c;
-        }
+        memory.queue(() -> program.run(ops, memory.layout(), memory.base(), n, running, storing, cancel));
         device.copyToHostAsync(stageOut, at(Buffer.OUT), DevicePtr.floatBytes(out.size()), "out");
         if (storing > 0) {
             device.copyToHostAsync(stageResidual, at(Buffer.RESIDUAL), DevicePtr.floatBytes((long) storing * resLen),
@@ -255,20 +206,42 @@ public final class CudaDitBackend implements Backend {
         }
     }
 
+    /** The first {@code storing} samples of a pass store their residual, the first {@code running} run the span. */
+    private record PassOrder(int storing, int running) {}
+
+    /** Fills order[k] = the caller's sample at position k of the pass: storing, running, then reusing samples. */
+    private PassOrder reorder(StepCache cache, int n) {
+        int storing = 0;
+        int running = n;
+        if (cache == null || cache.plain()) {
+            for (int k = 0; k < n; k++) {
+                order[k] = k;
+            }
+        } else {
+            int k = 0;
+            for (StepCache.Use use : PASS_ORDER) {
+                for (int b = 0; b < n; b++) {
+                    if (cache.use(b) == use) {
+                        order[k++] = b;
+                    }
+                }
+                if (use == StepCache.Use.STORE) {
+                    storing = k;
+                } else if (use == StepCache.Use.RUN) {
+                    running = k;
+                }
+            }
+        }
+        return new PassOrder(storing, running);
+    }
+
     private DevicePtr at(Buffer b) {
-        return actBase.plusFloats(act.offset(b));
+        return memory.base().plusFloats(memory.layout().offset(b));
     }
 
     /** Frees the device memory, the cuBLAS handle, the module, the stream and the context reference. Idempotent. */
     @Override
     public synchronized void close() {
-        if (closed) {
-            return;
-        }
-        closed = true;
-        device.close();
-        if (stagingArena != null) {
-            stagingArena.close();
-        }
+        memory.close();
     }
 }

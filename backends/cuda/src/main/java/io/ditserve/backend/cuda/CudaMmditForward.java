@@ -16,13 +16,16 @@ import io.ditserve.backend.cuda.MmditBuffers.Buffer;
  * adaLN of the pass is one product ({@link MmditWeights}), and so are a stream's q, k and v. Joint attention runs
  * over sequences of L = T + C rows per (sample, head), the image tokens then the prompt's, built by scattering
  * both streams' q, k, v into one buffer; each stream's output rows are gathered back after. Each sample has its
- * own context rows and modulation row, so the samples of a batch may carry different prompts and times.
+ * own context rows and modulation row, so the samples of a batch may carry different prompts and times. The
+ * sequences it queues as the DiT pass does (patch embedding, Linear + bias kernel, modulated LayerNorm, gated
+ * residual, attention chunks, unpatchify) are {@link PassSteps}'.
  */
 final class CudaMmditForward {
     private final ModelSpec spec;
     private final MmditWeights weights;
     private final DevicePtr weightsBase;
     private final KernelArgs args = new KernelArgs();
+    private final PassSteps steps = new PassSteps();
     private final int d;
     private final int tokens;
     private final int heads;
@@ -55,56 +58,37 @@ final class CudaMmditForward {
             throw new IllegalArgumentException("batch " + n + " with " + ctx + " context tokens outside "
                     + buf.capacity() + " × " + buf.contextCapacity());
         }
-        Buffers b = new Buffers(buf, base);
+        BufferAddresses<Buffer> b = new BufferAddresses<>(buf::offset, base);
         ModelSpec.TextConditioning text = spec.text();
-        final int rows = n * tokens;
-        final int p = spec.patchSize();
-        final int size = spec.inputSize();
-        final int patchLen = spec.inChannels() * p * p;
+        PassSteps.Modulation mod = new PassSteps.Modulation(b.at(Buffer.MOD), modWidth, d);
+        long scoresLength = buf.length(Buffer.SCORES); // what bounds the attention chunks
 
         // 1. pos_embed: the patch convolution as a product, + its bias and the cropped position table
-        ops.launch(LaunchConfig.elementwise((long) rows * patchLen), args.reset(Kernel.PATCHIFY)
-                .ptr(b.at(Buffer.X_IN)).ptr(b.at(Buffer.PATCHES)).i32(rows * patchLen)
-                .i32(spec.inChannels()).i32(size).i32(p));
-        ops.gemm(GemmCall.linear(rows, d, patchLen), w("pos_embed.proj.weight"), b.at(Buffer.PATCHES),
-                b.at(Buffer.X));
-        ops.launch(LaunchConfig.elementwise((long) rows * d), args.reset(Kernel.ADD_BIAS_POS)
-                .ptr(b.at(Buffer.X)).ptr(w("pos_embed.proj.bias")).ptr(w(MmditWeights.POS))
-                .i32(rows * d).i32(d).i32(tokens));
+        steps.patchEmbed(ops, spec, n, b.at(Buffer.X_IN), b.at(Buffer.PATCHES), w("pos_embed.proj.weight"),
+                w("pos_embed.proj.bias"), w(MmditWeights.POS), b.at(Buffer.X));
 
         // 2. SiLU(temb), temb = timestep_embedder(sinusoid(t)) + text_embedder(pooled): the input of every adaLN
         String te = "time_text_embed.timestep_embedder.";
         String pe = "time_text_embed.text_embedder.";
-        ops.launch(LaunchConfig.elementwise((long) n * DitConstants.FREQ_HALF),
-                args.reset(Kernel.TIMESTEP_EMBEDDING).ptr(b.at(Buffer.T)).ptr(w(MmditWeights.FREQS))
-                        .ptr(b.at(Buffer.FREQ)).i32(n * DitConstants.FREQ_HALF));
-        ops.gemm(GemmCall.linear(n, d, DitConstants.FREQ_DIM), w(te + "linear_1.weight"), b.at(Buffer.FREQ),
-                b.at(Buffer.T_HIDDEN));
-        ops.launch(LaunchConfig.elementwise((long) n * d), args.reset(Kernel.BIAS_SILU)
-                .ptr(b.at(Buffer.T_HIDDEN)).ptr(w(te + "linear_1.bias")).i32(n * d).i32(d));
+        steps.timestepSinusoid(ops, n, b.at(Buffer.T), w(MmditWeights.FREQS), b.at(Buffer.FREQ));
+        steps.linear(ops, n, d, DitConstants.FREQ_DIM, w(te + "linear_1.weight"), b.at(Buffer.FREQ),
+                b.at(Buffer.T_HIDDEN), Kernel.BIAS_SILU, w(te + "linear_1.bias"));
         ops.gemm(GemmCall.linear(n, d, d), w(te + "linear_2.weight"), b.at(Buffer.T_HIDDEN), b.at(Buffer.T_OUT));
-        ops.gemm(GemmCall.linear(n, d, text.pooledProjectionDim()), w(pe + "linear_1.weight"),
-                b.at(Buffer.POOLED_IN), b.at(Buffer.P_HIDDEN));
-        ops.launch(LaunchConfig.elementwise((long) n * d), args.reset(Kernel.BIAS_SILU)
-                .ptr(b.at(Buffer.P_HIDDEN)).ptr(w(pe + "linear_1.bias")).i32(n * d).i32(d));
+        steps.linear(ops, n, d, text.pooledProjectionDim(), w(pe + "linear_1.weight"), b.at(Buffer.POOLED_IN),
+                b.at(Buffer.P_HIDDEN), Kernel.BIAS_SILU, w(pe + "linear_1.bias"));
         ops.gemm(GemmCall.linear(n, d, d), w(pe + "linear_2.weight"), b.at(Buffer.P_HIDDEN), b.at(Buffer.P_OUT));
         ops.launch(LaunchConfig.elementwise((long) n * d), args.reset(Kernel.TEMB_SILU)
                 .ptr(b.at(Buffer.T_OUT)).ptr(w(te + "linear_2.bias")).ptr(b.at(Buffer.P_OUT))
                 .ptr(w(pe + "linear_2.bias")).ptr(b.at(Buffer.SILU_C)).i32(n * d).i32(d));
         // every adaLN of the pass at once: MOD [N, modulationWidth]
-        ops.gemm(GemmCall.linear(n, modWidth, d), weightsBase.plusFloats(weights.modulationWeightOffset()),
-                b.at(Buffer.SILU_C), b.at(Buffer.MOD));
-        ops.launch(LaunchConfig.elementwise((long) n * modWidth), args.reset(Kernel.ADD_BIAS)
-                .ptr(b.at(Buffer.MOD)).ptr(weightsBase.plusFloats(weights.modulationBiasOffset()))
-                .i32(n * modWidth).i32(modWidth));
+        steps.linear(ops, n, modWidth, d, weightsBase.plusFloats(weights.modulationWeightOffset()),
+                b.at(Buffer.SILU_C), b.at(Buffer.MOD), Kernel.ADD_BIAS,
+                weightsBase.plusFloats(weights.modulationBiasOffset()));
 
         // 3. context_embedder
         if (ctx > 0) {
-            int crows = n * ctx;
-            ops.gemm(GemmCall.linear(crows, d, text.jointAttentionDim()), w("context_embedder.weight"),
-                    b.at(Buffer.CONTEXT_IN), b.at(Buffer.CTX));
-            ops.launch(LaunchConfig.elementwise((long) crows * d), args.reset(Kernel.ADD_BIAS)
-                    .ptr(b.at(Buffer.CTX)).ptr(w("context_embedder.bias")).i32(crows * d).i32(d));
+            steps.linear(ops, n * ctx, d, text.jointAttentionDim(), w("context_embedder.weight"),
+                    b.at(Buffer.CONTEXT_IN), b.at(Buffer.CTX), Kernel.ADD_BIAS, w("context_embedder.bias"));
         }
 
         // 4. the blocks
@@ -112,7 +96,7 @@ final class CudaMmditForward {
             if (cancel.isCancelled()) {
                 throw new BackendException.Cancelled();
             }
-            block(ops, b, i, n, ctx);
+            block(ops, b, mod, i, n, ctx, scoresLength);
         }
         if (cancel.isCancelled()) {
             throw new BackendException.Cancelled();
@@ -120,20 +104,17 @@ final class CudaMmditForward {
 
         // 5. norm_out: LN(x)·(1 + scale) + shift, scale first; proj_out; 6. unpatchify (+ proj_out's bias)
         int fin = weights.finalModOffset();
-        lnModulate(ops, b, Buffer.X, Buffer.H, n, tokens, fin + d, fin);
-        int outLen = p * p * spec.outChannels();
-        ops.gemm(GemmCall.linear(rows, outLen, d), w("proj_out.weight"), b.at(Buffer.H), b.at(Buffer.FINAL));
-        int outTotal = n * spec.outChannels() * size * size;
-        ops.launch(LaunchConfig.elementwise(outTotal), args.reset(Kernel.UNPATCHIFY)
-                .ptr(b.at(Buffer.FINAL)).ptr(w("proj_out.bias")).ptr(b.at(Buffer.OUT))
-                .i32(outTotal).i32(spec.outChannels()).i32(size).i32(p));
+        steps.lnModulate(ops, mod, b.at(Buffer.X), b.at(Buffer.H), n, tokens, fin + d, fin);
+        steps.unpatchify(ops, spec, n, b.at(Buffer.H), w("proj_out.weight"), w("proj_out.bias"), b.at(Buffer.FINAL),
+                b.at(Buffer.OUT));
     }
 
     /**
      * transformer_blocks.i on n samples with ctx context tokens each (a JointTransformerBlock): the order of the
      * java backend's block, which is diffusers'.
      */
-    private void block(DitOps ops, Buffers b, int i, int n, int ctx) throws BackendException {
+    private void block(DitOps ops, BufferAddresses<Buffer> b, PassSteps.Modulation mod, int i, int n, int ctx,
+            long scoresLength) throws BackendException {
         String blk = "transformer_blocks." + i + ".";
         boolean last = i == spec.depth() - 1; // context_pre_only: the context output is dropped
         boolean dual = spec.text().dualAttentionLayers().contains(i);
@@ -141,12 +122,12 @@ final class CudaMmditForward {
         int crows = n * ctx;
         int im = weights.imageModOffset(i);
         int cm = weights.contextModOffset(i);
-        lnModulate(ops, b, Buffer.X, Buffer.H, n, tokens, im, im + d);
+        lnModulate(ops, b, mod, Buffer.X, Buffer.H, n, tokens, im, im + d);
         if (dual) { // attn2 reads the block's input: LN(x)·(1 + scale_msa2) + shift_msa2
-            lnModulate(ops, b, Buffer.X, Buffer.H2, n, tokens, im + 6 * d, im + 7 * d);
+            lnModulate(ops, b, mod, Buffer.X, Buffer.H2, n, tokens, im + 6 * d, im + 7 * d);
         }
         if (ctx > 0) { // the last block's context norm is AdaLayerNormContinuous: scale | shift
-            lnModulate(ops, b, Buffer.CTX, Buffer.HC, n, ctx, last ? cm + d : cm, last ? cm : cm + d);
+            lnModulate(ops, b, mod, Buffer.CTX, Buffer.HC, n, ctx, last ? cm + d : cm, last ? cm : cm + d);
         }
         // joint attention over [image ; context]; x += gate_msa·to_out.0(image rows)
         String a = blk + "attn.";
@@ -157,56 +138,50 @@ final class CudaMmditForward {
                     b.at(Buffer.QKV_C));
             context = new Stream(b.at(Buffer.QKV_C), w(a + "add_q_proj.bias"), ctx, last ? null : b.at(Buffer.ATT_C));
         }
-        attention(ops, b, n, new Stream(b.at(Buffer.QKV), w(a + "to_q.bias"), tokens, b.at(Buffer.ATT)), context, a,
-                "norm_q", "norm_k", "norm_added_q", "norm_added_k");
+        attention(ops, b, n, scoresLength, new Stream(b.at(Buffer.QKV), w(a + "to_q.bias"), tokens, b.at(Buffer.ATT)),
+                context, a, "norm_q", "norm_k", "norm_added_q", "norm_added_k");
         ops.gemm(GemmCall.linear(rows, d, d), w(a + "to_out.0.weight"), b.at(Buffer.ATT), b.at(Buffer.TMP));
-        gatedResidual(ops, b, Buffer.X, Buffer.TMP, w(a + "to_out.0.bias"), n, tokens, im + 2 * d);
+        gatedResidual(ops, b, mod, Buffer.X, Buffer.TMP, w(a + "to_out.0.bias"), n, tokens, im + 2 * d);
         if (dual) { // x += gate_msa2·attn2(h2), image tokens only
             String a2 = blk + "attn2.";
             ops.gemm(GemmCall.linear(rows, 3 * d, d), w(a2 + "to_q.weight"), b.at(Buffer.H2), b.at(Buffer.QKV));
-            attention(ops, b, n, new Stream(b.at(Buffer.QKV), w(a2 + "to_q.bias"), tokens, b.at(Buffer.ATT)), null,
-                    a2, "norm_q", "norm_k", null, null);
+            attention(ops, b, n, scoresLength, new Stream(b.at(Buffer.QKV), w(a2 + "to_q.bias"), tokens,
+                    b.at(Buffer.ATT)), null, a2, "norm_q", "norm_k", null, null);
             ops.gemm(GemmCall.linear(rows, d, d), w(a2 + "to_out.0.weight"), b.at(Buffer.ATT), b.at(Buffer.TMP));
-            gatedResidual(ops, b, Buffer.X, Buffer.TMP, w(a2 + "to_out.0.bias"), n, tokens, im + 8 * d);
+            gatedResidual(ops, b, mod, Buffer.X, Buffer.TMP, w(a2 + "to_out.0.bias"), n, tokens, im + 8 * d);
         }
         // x += gate_mlp·ff(LN(x)·(1 + scale_mlp) + shift_mlp)
-        lnModulate(ops, b, Buffer.X, Buffer.H, n, tokens, im + 3 * d, im + 4 * d);
+        lnModulate(ops, b, mod, Buffer.X, Buffer.H, n, tokens, im + 3 * d, im + 4 * d);
         feedForward(ops, b, blk + "ff.", Buffer.H, Buffer.TMP, rows);
-        gatedResidual(ops, b, Buffer.X, Buffer.TMP, w(blk + "ff.net.2.bias"), n, tokens, im + 5 * d);
+        gatedResidual(ops, b, mod, Buffer.X, Buffer.TMP, w(blk + "ff.net.2.bias"), n, tokens, im + 5 * d);
         if (last || ctx == 0) {
             return;
         }
         // the context stream the same way, with its own modulation, to_add_out and ff_context
         ops.gemm(GemmCall.linear(crows, d, d), w(a + "to_add_out.weight"), b.at(Buffer.ATT_C), b.at(Buffer.TMP_C));
-        gatedResidual(ops, b, Buffer.CTX, Buffer.TMP_C, w(a + "to_add_out.bias"), n, ctx, cm + 2 * d);
-        lnModulate(ops, b, Buffer.CTX, Buffer.HC, n, ctx, cm + 3 * d, cm + 4 * d);
+        gatedResidual(ops, b, mod, Buffer.CTX, Buffer.TMP_C, w(a + "to_add_out.bias"), n, ctx, cm + 2 * d);
+        lnModulate(ops, b, mod, Buffer.CTX, Buffer.HC, n, ctx, cm + 3 * d, cm + 4 * d);
         feedForward(ops, b, blk + "ff_context.", Buffer.HC, Buffer.TMP_C, crows);
-        gatedResidual(ops, b, Buffer.CTX, Buffer.TMP_C, w(blk + "ff_context.net.2.bias"), n, ctx, cm + 5 * d);
+        gatedResidual(ops, b, mod, Buffer.CTX, Buffer.TMP_C, w(blk + "ff_context.net.2.bias"), n, ctx, cm + 5 * d);
     }
 
     /** dst = LN(src)·(1 + mod[scaleOff..]) + mod[shiftOff..], per sample of {@code perSample} rows. */
-    private void lnModulate(DitOps ops, Buffers b, Buffer src, Buffer dst, int n, int perSample, int shiftOff,
-            int scaleOff) throws BackendException {
-        ops.launch(LaunchConfig.rows(n * perSample, d), args.reset(Kernel.LN_MODULATE)
-                .ptr(b.at(src)).ptr(b.at(dst)).ptr(b.at(Buffer.MOD))
-                .i32(d).i32(perSample).i32(modWidth).i32(shiftOff).i32(scaleOff));
+    private void lnModulate(DitOps ops, BufferAddresses<Buffer> b, PassSteps.Modulation mod, Buffer src, Buffer dst,
+            int n, int perSample, int shiftOff, int scaleOff) throws BackendException {
+        steps.lnModulate(ops, mod, b.at(src), b.at(dst), n, perSample, shiftOff, scaleOff);
     }
 
     /** x += mod[gateOff..]·(v + bias), per sample of {@code perSample} rows. */
-    private void gatedResidual(DitOps ops, Buffers b, Buffer x, Buffer v, DevicePtr bias, int n, int perSample,
-            int gateOff) throws BackendException {
-        int total = n * perSample * d;
-        ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.GATED_RESIDUAL)
-                .ptr(b.at(x)).ptr(b.at(v)).ptr(bias).ptr(b.at(Buffer.MOD))
-                .i32(total).i32(d).i32(perSample).i32(modWidth).i32(gateOff));
+    private void gatedResidual(DitOps ops, BufferAddresses<Buffer> b, PassSteps.Modulation mod, Buffer x, Buffer v,
+            DevicePtr bias, int n, int perSample, int gateOff) throws BackendException {
+        steps.gatedResidual(ops, mod, b.at(x), b.at(v), bias, n, perSample, gateOff);
     }
 
     /** out = net.2(GELU_tanh(net.0.proj(in))) without net.2's bias (the gated residual adds it). */
-    private void feedForward(DitOps ops, Buffers b, String ff, Buffer in, Buffer out, int rows)
+    private void feedForward(DitOps ops, BufferAddresses<Buffer> b, String ff, Buffer in, Buffer out, int rows)
             throws BackendException {
-        ops.gemm(GemmCall.linear(rows, 4 * d, d), w(ff + "net.0.proj.weight"), b.at(in), b.at(Buffer.MLP));
-        ops.launch(LaunchConfig.elementwise((long) rows * 4 * d), args.reset(Kernel.BIAS_GELU)
-                .ptr(b.at(Buffer.MLP)).ptr(w(ff + "net.0.proj.bias")).i32(rows * 4 * d).i32(4 * d));
+        steps.linear(ops, rows, 4 * d, d, w(ff + "net.0.proj.weight"), b.at(in), b.at(Buffer.MLP), Kernel.BIAS_GELU,
+                w(ff + "net.0.proj.bias"));
         ops.gemm(GemmCall.linear(rows, d, 4 * d), w(ff + "net.2.weight"), b.at(Buffer.MLP), b.at(out));
     }
 
@@ -214,12 +189,14 @@ final class CudaMmditForward {
      * softmax(q·kᵀ/√hd)·v per sample and head over the sequence [image ; context] (no mask): both streams' q, k, v
      * (+ their biases) scattered into {@link Buffer#HEADS} as sequences of L = T + C rows; with RMS qk-norm each head
      * of q and k normalised with its stream's weights ({@code prefix + normQ} etc.; the context's are the
-     * {@code *B} names); then per chunk of samples S = Q·Kᵀ, softmax over each row of S, O = S·V; the image rows
-     * gathered into {@code image.out}, and the context rows into {@code context.out} unless it is null (the last
-     * block drops them). {@code context} null: image-only self-attention (attn2).
+     * {@code *B} names); then per chunk of samples (as many as {@code scoresLength} floats of scores hold)
+     * S = Q·Kᵀ, softmax over each row of S, O = S·V; the image rows gathered into {@code image.out}, and the context
+     * rows into {@code context.out} unless it is null (the last block drops them). {@code context} null: image-only
+     * self-attention (attn2).
      */
-    private void attention(DitOps ops, Buffers b, int n, Stream image, Stream context, String prefix, String normQ,
-            String normK, String normQB, String normKB) throws BackendException {
+    private void attention(DitOps ops, BufferAddresses<Buffer> b, int n, long scoresLength, Stream image,
+            Stream context, String prefix, String normQ, String normK, String normQB, String normKB)
+            throws BackendException {
         int ctx = context == null ? 0 : context.tokens();
         int seq = tokens + ctx;
         long partLen = (long) n * heads * seq * headDim;
@@ -242,19 +219,10 @@ final class CudaMmditForward {
                     .ptr(k).ptr(ka).ptr(kb).i32(headDim).i32(seq).i32(tokens).f32(RMS_EPS));
         }
         float scale = (float) Math.pow(headDim, -0.5); // head_dim ** -0.5, rounded to float like a Python scalar
-        long perSample = (long) heads * seq * headDim; // floats of one sample in q, k, v and ATTN_HEADS
-        int chunk = (int) Math.max(1, Math.min(n, b.buf().length(Buffer.SCORES) / ((long) heads * seq * seq)));
-        for (int s0 = 0; s0 < n; s0 += chunk) {
-            int samples = Math.min(chunk, n - s0);
-            int pairs = samples * heads;
-            long off = s0 * perSample;
-            ops.gemm(GemmCall.attentionScores(seq, headDim, pairs), k.plusFloats(off), q.plusFloats(off),
-                    b.at(Buffer.SCORES));
-            ops.launch(LaunchConfig.rows(pairs * seq, seq), args.reset(Kernel.SOFTMAX_ROWS)
-                    .ptr(b.at(Buffer.SCORES)).i32(seq).f32(scale));
-            ops.gemm(GemmCall.attentionValues(seq, headDim, pairs), v.plusFloats(off), b.at(Buffer.SCORES),
-                    b.at(Buffer.ATTN_HEADS).plusFloats(off));
-        }
+        int chunk = (int) Math.max(1, Math.min(n, scoresLength / ((long) heads * seq * seq)));
+        DevicePtr scores = b.at(Buffer.SCORES);
+        steps.attend(ops, q, k, v, scores, b.at(Buffer.ATTN_HEADS), n, chunk, heads, seq, headDim,
+                a -> a.reset(Kernel.SOFTMAX_ROWS).ptr(scores).i32(seq).f32(scale));
         merge(ops, b, image.out(), n, tokens, seq, 0);
         if (context != null && context.out() != null) {
             merge(ops, b, context.out(), n, ctx, seq, tokens);
@@ -271,8 +239,8 @@ final class CudaMmditForward {
     }
 
     /** Rows seqOff .. seqOff + streamTokens − 1 of the attention output, heads merged, into {@code out}. */
-    private void merge(DitOps ops, Buffers b, DevicePtr out, int n, int streamTokens, int seq, int seqOff)
-            throws BackendException {
+    private void merge(DitOps ops, BufferAddresses<Buffer> b, DevicePtr out, int n, int streamTokens, int seq,
+            int seqOff) throws BackendException {
         int total = n * streamTokens * d;
         ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.HEAD_MERGE_SEQ)
                 .ptr(b.at(Buffer.ATTN_HEADS)).ptr(out).i32(total).i32(streamTokens).i32(heads).i32(headDim)
@@ -282,12 +250,5 @@ final class CudaMmditForward {
     /** Device address of a weight slot. */
     private DevicePtr w(String name) {
         return weightsBase.plusFloats(weights.offset(name));
-    }
-
-    /** Device addresses of the activation buffers. */
-    private record Buffers(MmditBuffers buf, DevicePtr base) {
-        DevicePtr at(Buffer b) {
-            return base.plusFloats(buf.offset(b));
-        }
     }
 }

@@ -6,17 +6,12 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
-import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.TextEncoder;
 import io.ditserve.backend.TextEncoderCheckpoint;
 import io.ditserve.backend.TextEncoderRules;
 import io.ditserve.backend.TextEncoderSpec;
 import io.ditserve.backend.cuda.TextBuffers.Buffer;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.nio.file.Path;
-import java.util.Arrays;
-import java.util.HashMap;
 import java.util.Map;
 import java.util.Objects;
 
@@ -37,35 +32,35 @@ public final class CudaTextEncoder implements TextEncoder {
     private static final System.Logger LOG = System.getLogger(CudaTextEncoder.class.getName());
 
     private final TextEncoderSpec spec;
-    private final Device device;
     private final DitOps ops;
     private final TextEncoderForward program;
     private final long scoresBudget;
     private final boolean clip;
-    private TextBuffers buffers;
-    private DevicePtr buffersBase;
-    private Arena stagingArena;
-    private MemorySegment stageIds;
-    private MemorySegment stageRows;
-    private MemorySegment stageHidden;
-    private MemorySegment stagePooled;
-    private boolean closed;
+    private final PassMemory<TextBuffers> memory;
+    private final PassMemory.Stage<TextBuffers> stagedIds;
+    private final PassMemory.Stage<TextBuffers> stagedRows;
+    private final PassMemory.Stage<TextBuffers> stagedHidden;
+    private final PassMemory.Stage<TextBuffers> stagedPooled;
 
     private CudaTextEncoder(TextEncoderSpec spec, Device device, TextWeights weights, DevicePtr weightsBase,
             long scoresBudget) throws BackendException {
         this.spec = spec;
-        this.device = device;
         this.ops = device.ops();
         this.program = new TextEncoderForward(spec, weights, weightsBase);
         this.scoresBudget = scoresBudget;
         this.clip = spec.kind() == TextEncoderSpec.Kind.CLIP_WITH_PROJECTION;
+        this.memory = new PassMemory<>(device, "encode");
+        this.stagedIds = memory.stage(b -> b.length(Buffer.IDS));
+        this.stagedRows = memory.stage(b -> b.length(Buffer.POOL_ROWS));
+        this.stagedHidden = memory.stage(b -> b.length(Buffer.HIDDEN));
+        this.stagedPooled = memory.stage(b -> b.length(Buffer.TEXT_EMBEDS));
     }
 
     /** Validates the folder's weights against {@code spec}, opens the GPU and uploads them. */
     public static CudaTextEncoder create(TextEncoderSpec spec, BackendOptions backendOptions) throws BackendException {
         Objects.requireNonNull(spec, "spec");
         CudaOptions options = CudaOptions.parse(backendOptions);
-        return load(spec, ActivationLayout.SCORES_BUDGET, () -> CudaDevice.open(options, System.getenv()));
+        return load(spec, ActivationLayout.SCORES_BUDGET, CudaDevice.opener(options));
     }
 
     /**
@@ -75,110 +70,60 @@ public final class CudaTextEncoder implements TextEncoder {
      */
     static CudaTextEncoder load(TextEncoderSpec spec, long scoresBudget, Device.Opener opener)
             throws BackendException {
-        if (spec.kind() == TextEncoderSpec.Kind.CLIP_WITH_PROJECTION
-                && (spec.hiddenLayer() < 0 || spec.hiddenLayer() > spec.layers())) {
-            throw new BackendException(spec.directory() + ": hidden layer " + spec.hiddenLayer() + " of "
-                    + spec.layers());
-        }
+        TextEncoderRules.checkHiddenLayer(spec);
         TextWeights layout = new TextWeights(spec);
         Map<String, TextEncoderCheckpoint.Located> tensors = TextEncoderCheckpoint.open(spec);
-        Device device = opener.open();
-        try {
-            DevicePtr base = upload(device, tensors, layout, spec);
-            CudaTextEncoder e = new CudaTextEncoder(spec, device, layout, base, scoresBudget);
-            LOG.log(System.Logger.Level.INFO, "cuda backend loaded text encoder " + spec.summary() + " from "
-                    + spec.directory() + " on " + device.description());
-            return e;
-        } catch (BackendException | RuntimeException e) {
-            device.close();
-            throw e;
-        }
+        CudaTextEncoder e = opener.load(device -> new CudaTextEncoder(spec, device, layout,
+                upload(device, tensors, layout, spec), scoresBudget));
+        LOG.log(System.Logger.Level.INFO, "cuda backend loaded text encoder " + spec.summary() + " from "
+                + spec.directory() + " on " + e.deviceDescription());
+        return e;
     }
 
-    /** Copies every weight to its slot of one device allocation; returns the allocation's address. */
+    /**
+     * Copies every weight to its slot of one device allocation (CLIP's position table: its first rows only), T5's
+     * position bias computed from block 0's table; returns the allocation's address.
+     */
     private static DevicePtr upload(Device device, Map<String, TextEncoderCheckpoint.Located> tensors,
             TextWeights layout, TextEncoderSpec spec) throws BackendException {
-        DevicePtr base = device.alloc(DevicePtr.floatBytes(layout.totalFloats()),
-                "the weights of text encoder " + spec.summary());
-        Map<Path, Safetensors> files = new HashMap<>();
-        try {
+        try (WeightUpload up = new WeightUpload(device, layout.totalFloats(),
+                "the weights of text encoder " + spec.summary())) {
             for (SlotLayout.Slot slot : layout.layout().slots()) {
-                DevicePtr dst = base.plusFloats(slot.offset());
                 String name = slot.name();
                 switch (name) {
-                    case TextWeights.ZEROS -> copy(device, dst, new float[Math.toIntExact(slot.length())], name);
-                    case TextWeights.POSITION_BIAS -> copy(device, dst, TextEncoderRules.t5PositionBias(
-                            read(files, tensors.get(TextWeights.T5_BIAS_TABLE)), spec.heads(), spec.maxTokens(),
-                            spec.relativeBuckets(), spec.relativeMaxDistance()), name);
+                    case TextWeights.ZEROS -> up.values(slot.offset(), new float[Math.toIntExact(slot.length())],
+                            name);
+                    case TextWeights.POSITION_BIAS -> {
+                        TextEncoderCheckpoint.Located t = tensors.get(TextWeights.T5_BIAS_TABLE);
+                        float[] table = up.file(t.file()).floats(t.entry().name());
+                        up.values(slot.offset(), TextEncoderRules.t5PositionBias(table, spec.heads(),
+                                spec.maxTokens(), spec.relativeBuckets(), spec.relativeMaxDistance()), name);
+                    }
                     default -> {
                         String stored = name.equals(TextWeights.T5_EMBEDDING)
                                 ? TextEncoderCheckpoint.t5Embedding(tensors) : name;
                         TextEncoderCheckpoint.Located t = tensors.get(stored);
-                        if (t.entry().dtype().equals("F32")) {
-                            // little-endian float32 already; CLIP's position table: its first rows only
-                            device.copyToDevice(dst, file(files, t).segment(stored),
-                                    DevicePtr.floatBytes(slot.length()), stored);
-                        } else {
-                            float[] values = read(files, t);
-                            copy(device, dst, values.length == slot.length() ? values
-                                    : Arrays.copyOf(values, Math.toIntExact(slot.length())), stored);
-                        }
+                        up.tensor(slot.offset(), slot.length(), t.file(), t.entry().name());
                     }
                 }
             }
-        } finally {
-            files.values().forEach(Safetensors::close);
-        }
-        return base;
-    }
-
-    private static Safetensors file(Map<Path, Safetensors> files, TextEncoderCheckpoint.Located t)
-            throws BackendException {
-        Safetensors st = files.get(t.file());
-        if (st == null) {
-            st = Safetensors.open(t.file());
-            files.put(t.file(), st);
-        }
-        return st;
-    }
-
-    private static float[] read(Map<Path, Safetensors> files, TextEncoderCheckpoint.Located t)
-            throws BackendException {
-        return file(files, t).floats(t.entry().name());
-    }
-
-    private static void copy(Device device, DevicePtr dst, float[] values, String what) throws BackendException {
-        try (Arena a = Arena.ofConfined()) {
-            device.copyToDevice(dst, a.allocateFrom(JAVA_FLOAT, values), DevicePtr.floatBytes(values.length), what);
+            return up.base();
         }
     }
 
     /** Sizes the activation and staging buffers for at least n sequences. */
     private void ensureCapacity(int n) throws BackendException {
+        TextBuffers buffers = memory.layout();
         if (buffers != null && n <= buffers.capacity()) {
             return;
         }
-        TextBuffers next = new TextBuffers(spec, n, scoresBudget);
-        if (buffers != null) {
-            device.synchronize("the previous encode, before growing the buffers");
-            device.free(buffersBase);
-            buffers = null;
-            stagingArena.close();
-            stagingArena = null;
-        }
-        buffersBase = device.alloc(next.totalBytes(), "the activations of text encoder " + spec.summary()
+        memory.regrow(new TextBuffers(spec, n, scoresBudget), "the activations of text encoder " + spec.summary()
                 + " for " + n + " sequences");
-        stagingArena = Arena.ofShared();
-        stageIds = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.IDS)), 64);
-        stageRows = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.POOL_ROWS)), 64);
-        stageHidden = stagingArena.allocate(DevicePtr.floatBytes(next.length(Buffer.HIDDEN)), 64);
-        stagePooled = stagingArena.allocate(Math.max(1, DevicePtr.floatBytes(next.length(Buffer.TEXT_EMBEDS))), 64);
-        buffers = next;
     }
 
     /** The device, libraries and precision, in one line. */
     public String deviceDescription() {
-        return device.description();
+        return memory.device().description();
     }
 
     @Override
@@ -193,24 +138,9 @@ public final class CudaTextEncoder implements TextEncoder {
 
     @Override
     public synchronized Output encode(int[][] ids, Cancellation cancel) throws BackendException {
-        if (closed) {
-            throw new IllegalStateException("text encoder " + spec.summary() + " is closed");
-        }
-        int n = ids.length;
+        int n = TextEncoderRules.checkOpen(memory.closed(), spec, ids);
         int tokens = spec.maxTokens();
         int d = spec.hiddenSize();
-        for (int b = 0; b < n; b++) {
-            if (ids[b].length != tokens) {
-                throw new BackendException(spec.role() + ": sequence " + b + " has " + ids[b].length
-                        + " ids, the encoder takes " + tokens);
-            }
-            for (int id : ids[b]) {
-                if (id < 0 || id >= spec.vocab()) {
-                    throw new BackendException(spec.role() + ": id " + id + " is outside the vocabulary (0.."
-                            + (spec.vocab() - 1) + ")");
-                }
-            }
-        }
         int proj = clip ? spec.projectionDim() : 0;
         if (n == 0) {
             return new Output(new float[0], tokens, d, clip ? new float[0] : null);
@@ -218,8 +148,13 @@ public final class CudaTextEncoder implements TextEncoder {
         if (cancel.isCancelled()) {
             throw new BackendException.Cancelled();
         }
+        Device device = memory.device();
         device.makeCurrent();
         ensureCapacity(n);
+        MemorySegment stageIds = stagedIds.segment();
+        MemorySegment stageRows = stagedRows.segment();
+        MemorySegment stageHidden = stagedHidden.segment();
+        MemorySegment stagePooled = stagedPooled.segment();
         for (int b = 0; b < n; b++) {
             MemorySegment.copy(ids[b], 0, stageIds, JAVA_INT, DevicePtr.floatBytes((long) b * tokens), tokens);
             if (clip) {
@@ -230,12 +165,7 @@ public final class CudaTextEncoder implements TextEncoder {
         if (clip) {
             device.copyToDeviceAsync(at(Buffer.POOL_ROWS), stageRows, DevicePtr.floatBytes(n), "the pooled rows");
         }
-        try {
-            program.run(ops, buffers, buffersBase, n, cancel);
-        } catch (BackendException.Cancelled c) {
-            device.synchronize("a cancelled encode");
-            throw c;
-        }
+        memory.queue(() -> program.run(ops, memory.layout(), memory.base(), n, cancel));
         long hiddenLen = (long) n * tokens * d;
         device.copyToHostAsync(stageHidden, at(Buffer.HIDDEN), DevicePtr.floatBytes(hiddenLen), "the hidden states");
         if (clip) {
@@ -254,19 +184,12 @@ public final class CudaTextEncoder implements TextEncoder {
     }
 
     private DevicePtr at(Buffer b) {
-        return buffersBase.plusFloats(buffers.offset(b));
+        return memory.base().plusFloats(memory.layout().offset(b));
     }
 
     /** Frees the device memory and releases the device. Idempotent. */
     @Override
     public synchronized void close() {
-        if (closed) {
-            return;
-        }
-        closed = true;
-        device.close();
-        if (stagingArena != null) {
-            stagingArena.close();
-        }
+        memory.close();
     }
 }

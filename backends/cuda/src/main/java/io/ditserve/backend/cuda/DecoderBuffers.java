@@ -15,7 +15,7 @@ import java.util.Map;
  * built in tiles that fit {@link Budgets#columns} (a whole run, groups of samples, or pixel ranges of one sample);
  * the attention scores in chunks that fit {@link Budgets#scores} (groups of samples or of query rows).
  */
-final class DecoderBuffers {
+final class DecoderBuffers implements PassMemory.Layout {
     /** What each buffer holds, for a run of S samples (C = the widest activation of the network). */
     enum Buffer {
         LATENT, // [S, C_latent, h, w] the latent as the caller gives it
@@ -180,7 +180,8 @@ final class DecoderBuffers {
         return totalElements;
     }
 
-    long totalBytes() {
+    @Override
+    public long totalBytes() {
         return DevicePtr.floatBytes(totalElements);
     }
 

@@ -4,9 +4,10 @@ import io.ditserve.backend.BackendException;
 import java.lang.foreign.MemorySegment;
 
 /**
- * What {@link CudaDitBackend} and {@link CudaDecoder} ask of a GPU beyond {@link DitOps}: device memory, copies
- * between it and host memory, and waiting for the queued work. {@link CudaDevice} is the GPU; the unit tests run
- * both classes, host logic included, on a CPU emulation of the same operations.
+ * What {@link CudaDitBackend}, {@link CudaMmditBackend}, {@link CudaTextEncoder} and {@link CudaDecoder} ask of a GPU
+ * beyond {@link DitOps}: device memory, copies between it and host memory, and waiting for the queued work.
+ * {@link CudaDevice} is the GPU; the unit tests run these classes, host logic included, on a CPU emulation of the
+ * same operations.
  *
  * <p>Addresses are device addresses ({@link DevicePtr}, in bytes) and sizes are in bytes; the asynchronous copies are
  * queued in order with the operations of {@link #ops}, and their host memory must stay untouched until
@@ -16,6 +17,25 @@ interface Device extends AutoCloseable {
     /** Opens a device, once the model's files have been checked. */
     interface Opener {
         Device open() throws BackendException;
+
+        /**
+         * Opens a device and gives it to {@code load} (which uploads a model's weights and builds the model on it);
+         * the device is closed again if that fails.
+         */
+        default <T> T load(Load<T> load) throws BackendException {
+            Device device = open();
+            try {
+                return load.on(device);
+            } catch (BackendException | RuntimeException e) {
+                device.close();
+                throw e;
+            }
+        }
+    }
+
+    /** What {@link Opener#load} does with the device it opens. */
+    interface Load<T> {
+        T on(Device device) throws BackendException;
     }
 
     /** The kernel launches and matrix products, queued on this device. */

@@ -17,13 +17,16 @@ import io.ditserve.backend.cuda.ActivationLayout.Buffer;
  * <p>Weights are addressed through {@link WeightLayout}, activations through {@link ActivationLayout}; both hold
  * element offsets, turned into device addresses with {@link DevicePtr#plusFloats}. Every Linear is a cuBLAS GEMM
  * without bias, and its bias is added by the element-wise kernel that consumes its output (bias + activation,
- * bias + gated residual, ...).
+ * bias + gated residual, ...). The sequences it queues as the other passes do (the patch embedding, a Linear with
+ * its bias kernel, adaLN's modulated LayerNorm and gated residual, attention's head split, chunks and merge) are
+ * {@link PassSteps}'.
  */
 final class DitForward {
     private final ModelSpec spec;
     private final WeightLayout weights;
     private final DevicePtr weightsBase;
     private final KernelArgs args = new KernelArgs();
+    private final PassSteps steps = new PassSteps();
 
     /** {@code weightsBase}: device address of the weight allocation laid out by {@code weights}. */
     DitForward(ModelSpec spec, WeightLayout weights, DevicePtr weightsBase) {
@@ -62,34 +65,20 @@ final class DitForward {
         if (running < n && spec.depth() <= StepCache.FIRST_CACHED_BLOCK) {
             throw new IllegalArgumentException("model " + spec.name() + " has no blocks to cache");
         }
-        Buffers b = new Buffers(act, actBase);
+        BufferAddresses<Buffer> b = new BufferAddresses<>(act::offset, actBase);
         final int tokens = spec.tokens();
         final int d = spec.hiddenSize();
-        final int rows = n * tokens;
-        final int p = spec.patchSize();
-        final int size = spec.inputSize();
-        final int patchLen = spec.inChannels() * p * p;
         final int modWidth = weights.modulationWidth();
+        PassSteps.Modulation mod = new PassSteps.Modulation(b.at(Buffer.MOD), modWidth, d);
 
         // 1. patchify; the stride-p convolution is a matrix product with the weight [D, C_in·p·p]; + pos_embed
-        ops.launch(LaunchConfig.elementwise((long) rows * patchLen), args.reset(Kernel.PATCHIFY)
-                .ptr(b.at(Buffer.X_IN)).ptr(b.at(Buffer.PATCHES)).i32(rows * patchLen)
-                .i32(spec.inChannels()).i32(size).i32(p));
-        ops.gemm(GemmCall.linear(rows, d, patchLen), w("x_embedder.proj.weight"), b.at(Buffer.PATCHES),
-                b.at(Buffer.X));
-        ops.launch(LaunchConfig.elementwise((long) rows * d), args.reset(Kernel.ADD_BIAS_POS)
-                .ptr(b.at(Buffer.X)).ptr(w("x_embedder.proj.bias")).ptr(w("pos_embed"))
-                .i32(rows * d).i32(d).i32(tokens));
+        steps.patchEmbed(ops, spec, n, b.at(Buffer.X_IN), b.at(Buffer.PATCHES), w("x_embedder.proj.weight"),
+                w("x_embedder.proj.bias"), w("pos_embed"), b.at(Buffer.X));
 
         // 2-3. c = t_embedder(t) + y_embedder(y); only SiLU(c) is used, by every adaLN
-        ops.launch(LaunchConfig.elementwise((long) n * DitConstants.FREQ_HALF),
-                args.reset(Kernel.TIMESTEP_EMBEDDING).ptr(b.at(Buffer.T)).ptr(w(WeightLayout.FREQS))
-                        .ptr(b.at(Buffer.FREQ))
-                        .i32(n * DitConstants.FREQ_HALF));
-        ops.gemm(GemmCall.linear(n, d, DitConstants.FREQ_DIM), w("t_embedder.mlp.0.weight"), b.at(Buffer.FREQ),
-                b.at(Buffer.T_HIDDEN));
-        ops.launch(LaunchConfig.elementwise((long) n * d), args.reset(Kernel.BIAS_SILU)
-                .ptr(b.at(Buffer.T_HIDDEN)).ptr(w("t_embedder.mlp.0.bias")).i32(n * d).i32(d));
+        steps.timestepSinusoid(ops, n, b.at(Buffer.T), w(WeightLayout.FREQS), b.at(Buffer.FREQ));
+        steps.linear(ops, n, d, DitConstants.FREQ_DIM, w("t_embedder.mlp.0.weight"), b.at(Buffer.FREQ),
+                b.at(Buffer.T_HIDDEN), Kernel.BIAS_SILU, w("t_embedder.mlp.0.bias"));
         ops.gemm(GemmCall.linear(n, d, d), w("t_embedder.mlp.2.weight"), b.at(Buffer.T_HIDDEN),
                 b.at(Buffer.T_OUT));
         ops.launch(LaunchConfig.elementwise((long) n * d), args.reset(Kernel.CONDITION)
@@ -97,11 +86,9 @@ final class DitForward {
                 .ptr(b.at(Buffer.Y)).ptr(b.at(Buffer.SILU_C)).i32(n * d).i32(d));
 
         // every adaLN_modulation of the pass at once: mod [N, (6·depth + 2)·D] (WeightLayout packs the weights)
-        ops.gemm(GemmCall.linear(n, modWidth, d), weightsBase.plusFloats(weights.modulationWeightOffset()),
-                b.at(Buffer.SILU_C), b.at(Buffer.MOD));
-        ops.launch(LaunchConfig.elementwise((long) n * modWidth), args.reset(Kernel.ADD_BIAS)
-                .ptr(b.at(Buffer.MOD)).ptr(weightsBase.plusFloats(weights.modulationBiasOffset()))
-                .i32(n * modWidth).i32(modWidth));
+        steps.linear(ops, n, modWidth, d, weightsBase.plusFloats(weights.modulationWeightOffset()),
+                b.at(Buffer.SILU_C), b.at(Buffer.MOD), Kernel.ADD_BIAS,
+                weightsBase.plusFloats(weights.modulationBiasOffset()));
 
         // 4. blocks; block 0 for every sample, the cached span (blocks 1..) for the samples that run it
         final int width = tokens * d; // floats of one sample in X and RESIDUAL
@@ -118,7 +105,7 @@ final class DitForward {
                 ops.launch(LaunchConfig.elementwise((long) storing * width), args.reset(Kernel.COPY_VALUES)
                         .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.RESIDUAL)).i32(storing * width));
             }
-            block(ops, b, act, i, samples);
+            block(ops, b, mod, act, i, samples);
         }
         if (storing > 0) {
             // residual = x after the span − x before it
@@ -139,53 +126,43 @@ final class DitForward {
 
         // 5. final layer: LN(x)·(1 + scale) + shift, then final_layer.linear; 6. unpatchify (+ the linear's bias)
         int fin = weights.finalModOffset();
-        lnModulate(ops, b, n, fin, fin + d);
-        int outLen = p * p * spec.outChannels();
-        ops.gemm(GemmCall.linear(rows, outLen, d), w("final_layer.linear.weight"), b.at(Buffer.H),
-                b.at(Buffer.FINAL));
-        int outTotal = n * spec.outChannels() * size * size;
-        ops.launch(LaunchConfig.elementwise(outTotal), args.reset(Kernel.UNPATCHIFY)
-                .ptr(b.at(Buffer.FINAL)).ptr(w("final_layer.linear.bias")).ptr(b.at(Buffer.OUT))
-                .i32(outTotal).i32(spec.outChannels()).i32(size).i32(p));
+        lnModulate(ops, b, mod, n, fin, fin + d);
+        steps.unpatchify(ops, spec, n, b.at(Buffer.H), w("final_layer.linear.weight"), w("final_layer.linear.bias"),
+                b.at(Buffer.FINAL), b.at(Buffer.OUT));
     }
 
     /** Block i on the first n samples (their rows of X, H, ..., and of MOD). */
-    private void block(DitOps ops, Buffers b, ActivationLayout act, int i, int n) throws BackendException {
+    private void block(DitOps ops, BufferAddresses<Buffer> b, PassSteps.Modulation mod, ActivationLayout act, int i,
+            int n) throws BackendException {
         final int d = spec.hiddenSize();
         final int rows = n * spec.tokens();
         String blk = "blocks." + i + ".";
-        int mod = weights.blockModOffset(i); // shift1, scale1, gate1, shift2, scale2, gate2 at mod + k·D
+        int m = weights.blockModOffset(i); // shift1, scale1, gate1, shift2, scale2, gate2 at m + k·D
         // h = LN(x)·(1 + scale1) + shift1; x += gate1 · attn.proj(attention(attn.qkv(h)))
-        lnModulate(ops, b, n, mod, mod + d);
+        lnModulate(ops, b, mod, n, m, m + d);
         ops.gemm(GemmCall.linear(rows, 3 * d, d), w(blk + "attn.qkv.weight"), b.at(Buffer.H), b.at(Buffer.QKV));
         attention(ops, b, act, n, w(blk + "attn.qkv.bias"), spec.qkNorm() ? blk : null);
         ops.gemm(GemmCall.linear(rows, d, d), w(blk + "attn.proj.weight"), b.at(Buffer.ATT), b.at(Buffer.TMP));
-        gatedResidual(ops, b, n, w(blk + "attn.proj.bias"), mod + 2 * d);
+        gatedResidual(ops, b, mod, n, w(blk + "attn.proj.bias"), m + 2 * d);
         // h = LN(x)·(1 + scale2) + shift2; x += gate2 · mlp.fc2(GELU_tanh(mlp.fc1(h)))
-        lnModulate(ops, b, n, mod + 3 * d, mod + 4 * d);
+        lnModulate(ops, b, mod, n, m + 3 * d, m + 4 * d);
         int hidden = spec.mlpHidden();
-        ops.gemm(GemmCall.linear(rows, hidden, d), w(blk + "mlp.fc1.weight"), b.at(Buffer.H), b.at(Buffer.MLP));
-        ops.launch(LaunchConfig.elementwise((long) rows * hidden), args.reset(Kernel.BIAS_GELU)
-                .ptr(b.at(Buffer.MLP)).ptr(w(blk + "mlp.fc1.bias")).i32(rows * hidden).i32(hidden));
+        steps.linear(ops, rows, hidden, d, w(blk + "mlp.fc1.weight"), b.at(Buffer.H), b.at(Buffer.MLP),
+                Kernel.BIAS_GELU, w(blk + "mlp.fc1.bias"));
         ops.gemm(GemmCall.linear(rows, d, hidden), w(blk + "mlp.fc2.weight"), b.at(Buffer.MLP), b.at(Buffer.TMP));
-        gatedResidual(ops, b, n, w(blk + "mlp.fc2.bias"), mod + 5 * d);
+        gatedResidual(ops, b, mod, n, w(blk + "mlp.fc2.bias"), m + 5 * d);
     }
 
     /** H = LN(X)·(1 + mod[scaleOff..]) + mod[shiftOff..], per sample. */
-    private void lnModulate(DitOps ops, Buffers b, int n, int shiftOff, int scaleOff) throws BackendException {
-        int d = spec.hiddenSize();
-        ops.launch(LaunchConfig.rows(n * spec.tokens(), d), args.reset(Kernel.LN_MODULATE)
-                .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.H)).ptr(b.at(Buffer.MOD))
-                .i32(d).i32(spec.tokens()).i32(weights.modulationWidth()).i32(shiftOff).i32(scaleOff));
+    private void lnModulate(DitOps ops, BufferAddresses<Buffer> b, PassSteps.Modulation mod, int n, int shiftOff,
+            int scaleOff) throws BackendException {
+        steps.lnModulate(ops, mod, b.at(Buffer.X), b.at(Buffer.H), n, spec.tokens(), shiftOff, scaleOff);
     }
 
     /** X += mod[gateOff..] · (TMP + bias), per sample. */
-    private void gatedResidual(DitOps ops, Buffers b, int n, DevicePtr bias, int gateOff) throws BackendException {
-        int d = spec.hiddenSize();
-        int total = n * spec.tokens() * d;
-        ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.GATED_RESIDUAL)
-                .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.TMP)).ptr(bias).ptr(b.at(Buffer.MOD))
-                .i32(total).i32(d).i32(spec.tokens()).i32(weights.modulationWidth()).i32(gateOff));
+    private void gatedResidual(DitOps ops, BufferAddresses<Buffer> b, PassSteps.Modulation mod, int n, DevicePtr bias,
+            int gateOff) throws BackendException {
+        steps.gatedResidual(ops, mod, b.at(Buffer.X), b.at(Buffer.TMP), bias, n, spec.tokens(), gateOff);
     }
 
     /**
@@ -193,16 +170,14 @@ final class DitForward {
      * [N, heads, T, hd], q and k normalised per head with qk-norm, then per chunk of samples S = Q·Kᵀ, softmax over each row of S, O = S·V, and the heads
      * merged back to [N·T, D].
      */
-    private void attention(DitOps ops, Buffers b, ActivationLayout act, int n, DevicePtr qkvBias, String qkNormBlock)
-            throws BackendException {
+    private void attention(DitOps ops, BufferAddresses<Buffer> b, ActivationLayout act, int n, DevicePtr qkvBias,
+            String qkNormBlock) throws BackendException {
         int tokens = spec.tokens();
         int heads = spec.numHeads();
         int hd = spec.headDim();
         int d = spec.hiddenSize();
         int total = n * tokens * d;
-        ops.launch(LaunchConfig.elementwise(3L * total), args.reset(Kernel.QKV_SPLIT)
-                .ptr(b.at(Buffer.QKV)).ptr(qkvBias).ptr(b.at(Buffer.HEADS))
-                .i32(3 * total).i32(tokens).i32(heads).i32(hd));
+        steps.splitHeads(ops, b.at(Buffer.QKV), qkvBias, b.at(Buffer.HEADS), n, tokens, heads, hd);
         DevicePtr q = b.at(Buffer.HEADS);
         DevicePtr k = q.plusFloats(total);
         DevicePtr v = k.plusFloats(total);
@@ -214,31 +189,14 @@ final class DitForward {
                     .ptr(w(qkNormBlock + "attn.k_norm.weight")).ptr(w(qkNormBlock + "attn.k_norm.bias")).i32(hd));
         }
         float scale = (float) Math.pow(hd, -0.5); // head_dim ** -0.5, rounded to float like a Python scalar
-        long perSample = (long) heads * tokens * hd; // floats of one sample in q, k, v and ATTN_HEADS
-        for (int s0 = 0; s0 < n; s0 += act.attentionChunk()) {
-            int samples = Math.min(act.attentionChunk(), n - s0);
-            int pairs = samples * heads;
-            long off = s0 * perSample;
-            ops.gemm(GemmCall.attentionScores(tokens, hd, pairs), k.plusFloats(off), q.plusFloats(off),
-                    b.at(Buffer.SCORES));
-            ops.launch(LaunchConfig.rows(pairs * tokens, tokens), args.reset(Kernel.SOFTMAX_ROWS)
-                    .ptr(b.at(Buffer.SCORES)).i32(tokens).f32(scale));
-            ops.gemm(GemmCall.attentionValues(tokens, hd, pairs), v.plusFloats(off), b.at(Buffer.SCORES),
-                    b.at(Buffer.ATTN_HEADS).plusFloats(off));
-        }
-        ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.HEAD_MERGE)
-                .ptr(b.at(Buffer.ATTN_HEADS)).ptr(b.at(Buffer.ATT)).i32(total).i32(tokens).i32(heads).i32(hd));
+        DevicePtr scores = b.at(Buffer.SCORES);
+        steps.attend(ops, q, k, v, scores, b.at(Buffer.ATTN_HEADS), n, act.attentionChunk(), heads, tokens, hd,
+                a -> a.reset(Kernel.SOFTMAX_ROWS).ptr(scores).i32(tokens).f32(scale));
+        steps.mergeHeads(ops, b.at(Buffer.ATTN_HEADS), b.at(Buffer.ATT), n, tokens, heads, hd);
     }
 
     /** Device address of a weight slot. */
     private DevicePtr w(String name) {
         return weightsBase.plusFloats(weights.offset(name));
-    }
-
-    /** Device addresses of the activation buffers. */
-    private record Buffers(ActivationLayout act, DevicePtr base) {
-        DevicePtr at(Buffer buf) {
-            return base.plusFloats(act.offset(buf));
-        }
     }
 }

@@ -10,7 +10,7 @@ import io.ditserve.backend.ModelSpec;
  * L = T + C rows per (sample, head), the image tokens then the context tokens; its scores are computed for chunks
  * of samples so that {@link Buffer#SCORES} stays near {@link ActivationLayout#SCORES_BUDGET}.
  */
-final class MmditBuffers {
+final class MmditBuffers implements SlotLayout.Buffers<MmditBuffers.Buffer> {
     /** Shapes with N = capacity, T = image tokens, C = context tokens, D = hidden size, L = T + C. */
     enum Buffer {
         X_IN, // [N, C_in, H, W] the input
@@ -110,19 +110,8 @@ final class MmditBuffers {
         return contextCapacity;
     }
 
-    long offset(Buffer b) {
-        return layout.offset(b.name());
-    }
-
-    long length(Buffer b) {
-        return layout.length(b.name());
-    }
-
-    long totalElements() {
-        return layout.totalElements();
-    }
-
-    long totalBytes() {
-        return DevicePtr.floatBytes(layout.totalElements());
+    @Override
+    public SlotLayout layout() {
+        return layout;
     }
 }

@@ -26,7 +26,7 @@ import java.util.Map;
  * uploaded, as the non-checkpoint slot {@link #POS} [T, D] (docs/TEXT_MODELS.md, "MMDiT", step 1); {@link #FREQS}
  * holds the 128 timestep frequencies.
  */
-final class MmditWeights {
+final class MmditWeights implements SlotLayout.Weights {
     /** The timestep frequencies ({@link DitConstants#timestepFrequencies}). */
     static final String FREQS = "<timestep frequencies>";
     /** The position table's centred g×g crop, [T, D]. */
@@ -89,19 +89,9 @@ final class MmditWeights {
         layout.add(FREQS, DitConstants.FREQ_HALF);
     }
 
-
-
-    /** Every slot, in allocation order. */
-    SlotLayout layout() {
+    @Override
+    public SlotLayout layout() {
         return layout;
-    }
-
-    long offset(String name) {
-        return layout.offset(name);
-    }
-
-    long totalFloats() {
-        return layout.totalElements();
     }
 
     /** Columns of a modulation row: Σ over blocks of (6 or 9)·D + (6 or 2)·D, plus 2·D for norm_out. */

@@ -16,6 +16,48 @@ final class SlotLayout {
     /** One region: offset and length in elements. */
     record Slot(String name, long offset, long length) {}
 
+    /**
+     * A checkpoint's weights in one allocation laid out by a slot layout ({@link MmditWeights}, {@link TextWeights}).
+     */
+    interface Weights {
+        /** Every slot, in allocation order. */
+        SlotLayout layout();
+
+        /** Offset of a tensor's slot, in floats. */
+        default long offset(String name) {
+            return layout().offset(name);
+        }
+
+        /** Floats of the whole allocation. */
+        default long totalFloats() {
+            return layout().totalElements();
+        }
+    }
+
+    /**
+     * A pass's activation buffers in one allocation laid out by a slot layout, one slot per buffer {@code B}, named
+     * after it ({@link MmditBuffers}, {@link TextBuffers}).
+     */
+    interface Buffers<B extends Enum<B>> extends PassMemory.Layout {
+        /** The slots, one per buffer. */
+        SlotLayout layout();
+
+        /** Offset of a buffer, in elements. */
+        default long offset(B buffer) {
+            return layout().offset(buffer.name());
+        }
+
+        /** Length of a buffer, in elements. */
+        default long length(B buffer) {
+            return layout().length(buffer.name());
+        }
+
+        @Override
+        default long totalBytes() {
+            return DevicePtr.floatBytes(layout().totalElements());
+        }
+    }
+
     private final Map<String, Slot> slots = new LinkedHashMap<>();
     private long at;
 

@@ -8,7 +8,7 @@ import io.ditserve.backend.TextEncoderSpec;
  * device allocation ({@link SlotLayout}); attention scores are computed for chunks of sequences so that
  * {@link Buffer#SCORES} stays near its budget.
  */
-final class TextBuffers {
+final class TextBuffers implements SlotLayout.Buffers<TextBuffers.Buffer> {
     /** Shapes with N = capacity, D = hidden size, inner = heads·head_dim, F = intermediate size (d_ff). */
     enum Buffer {
         IDS, // [N·T] int32 token ids
@@ -70,15 +70,8 @@ final class TextBuffers {
         return capacity;
     }
 
-    long offset(Buffer b) {
-        return layout.offset(b.name());
-    }
-
-    long length(Buffer b) {
-        return layout.length(b.name());
-    }
-
-    long totalBytes() {
-        return DevicePtr.floatBytes(layout.totalElements());
+    @Override
+    public SlotLayout layout() {
+        return layout;
     }
 }

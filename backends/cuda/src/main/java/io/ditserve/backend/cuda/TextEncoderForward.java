@@ -3,6 +3,7 @@ package io.ditserve.backend.cuda;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.TextEncoderCheckpoint;
+import io.ditserve.backend.TextEncoderRules;
 import io.ditserve.backend.TextEncoderSpec;
 import io.ditserve.backend.cuda.TextBuffers.Buffer;
 
@@ -23,13 +24,15 @@ import io.ditserve.backend.cuda.TextBuffers.Buffer;
  *
  * It only queues work on a {@link DitOps}: the caller uploads the ids (and CLIP's pooled rows) before and reads
  * {@link Buffer#HIDDEN} (and {@link Buffer#TEXT_EMBEDS}) after. Every sequence's rows are computed alone, so a prompt
- * gets the same result alone and in any batch.
+ * gets the same result alone and in any batch. CLIP's fc1 with its activation and the attention's head split, chunks
+ * and merge are queued as the DiT pass queues them ({@link PassSteps}).
  */
 final class TextEncoderForward {
     private final TextEncoderSpec spec;
     private final TextWeights weights;
     private final DevicePtr weightsBase;
     private final KernelArgs args = new KernelArgs();
+    private final PassSteps steps = new PassSteps();
     private final boolean clip;
     private final int d;
     private final int tokens;
@@ -52,12 +55,10 @@ final class TextEncoderForward {
         this.inner = heads * headDim;
         this.ff = spec.intermediate();
         this.eps = (float) spec.eps();
-        this.activation = clip ? switch (spec.activation()) {
-            case "quick_gelu" -> Kernel.BIAS_QUICK_GELU;
-            case "gelu" -> Kernel.BIAS_GELU_ERF;
-            case "gelu_new", "gelu_pytorch_tanh" -> Kernel.BIAS_GELU;
-            default -> throw new BackendException(spec.directory() + ": hidden_act '" + spec.activation()
-                    + "' is not supported");
+        this.activation = clip ? switch (TextEncoderRules.clipActivation(spec)) {
+            case QUICK_GELU -> Kernel.BIAS_QUICK_GELU;
+            case GELU_ERF -> Kernel.BIAS_GELU_ERF;
+            case GELU_TANH -> Kernel.BIAS_GELU;
         } : null;
     }
 
@@ -69,8 +70,10 @@ final class TextEncoderForward {
         if (n < 1 || n > buf.capacity()) {
             throw new IllegalArgumentException("batch " + n + " outside 1.." + buf.capacity());
         }
-        Buffers b = new Buffers(buf, base);
+        BufferAddresses<Buffer> b = new BufferAddresses<>(buf::offset, base);
         int rows = n * tokens;
+        // sequences per attention chunk: as many as the scores buffer holds
+        int chunk = (int) Math.max(1, Math.min(n, buf.length(Buffer.SCORES) / ((long) heads * tokens * tokens)));
         String embedding = clip ? "text_model.embeddings.token_embedding.weight" : TextWeights.T5_EMBEDDING;
         DevicePtr positions = clip ? w(TextEncoderCheckpoint.CLIP_POSITIONS) : w(embedding); // T5: not read
         ops.launch(LaunchConfig.elementwise((long) rows * d), args.reset(Kernel.EMBED_TOKENS)
@@ -84,12 +87,12 @@ final class TextEncoderForward {
                 throw new BackendException.Cancelled();
             }
             if (clip) {
-                clipLayer(ops, b, i, n);
+                clipLayer(ops, b, i, n, chunk);
                 if (i + 1 == spec.hiddenLayer()) {
                     copyHidden(ops, b, rows);
                 }
             } else {
-                t5Block(ops, b, i, n);
+                t5Block(ops, b, i, n, chunk);
             }
         }
         if (cancel.isCancelled()) {
@@ -107,31 +110,30 @@ final class TextEncoderForward {
         }
     }
 
-    private void copyHidden(DitOps ops, Buffers b, int rows) throws BackendException {
+    private void copyHidden(DitOps ops, BufferAddresses<Buffer> b, int rows) throws BackendException {
         ops.launch(LaunchConfig.elementwise((long) rows * d), args.reset(Kernel.COPY_VALUES)
                 .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.HIDDEN)).i32(rows * d));
     }
 
     /** text_model.encoder.layers.i on n sequences. */
-    private void clipLayer(DitOps ops, Buffers b, int i, int n) throws BackendException {
+    private void clipLayer(DitOps ops, BufferAddresses<Buffer> b, int i, int n, int chunk) throws BackendException {
         String p = "text_model.encoder.layers." + i + ".";
         String a = p + "self_attn.";
         int rows = n * tokens;
         layerNorm(ops, b, Buffer.X, Buffer.H, rows, p + "layer_norm1");
         ops.gemm(GemmCall.linear(rows, 3 * inner, d), w(a + "q_proj.weight"), b.at(Buffer.H), b.at(Buffer.QKV));
-        attention(ops, b, n, w(a + "q_proj.bias"));
+        attention(ops, b, n, chunk, w(a + "q_proj.bias"));
         ops.gemm(GemmCall.linear(rows, d, inner), w(a + "out_proj.weight"), b.at(Buffer.ATT), b.at(Buffer.TMP));
         residual(ops, b, rows, w(a + "out_proj.bias"));
         layerNorm(ops, b, Buffer.X, Buffer.H, rows, p + "layer_norm2");
-        ops.gemm(GemmCall.linear(rows, ff, d), w(p + "mlp.fc1.weight"), b.at(Buffer.H), b.at(Buffer.MLP));
-        ops.launch(LaunchConfig.elementwise((long) rows * ff), args.reset(activation)
-                .ptr(b.at(Buffer.MLP)).ptr(w(p + "mlp.fc1.bias")).i32(rows * ff).i32(ff));
+        steps.linear(ops, rows, ff, d, w(p + "mlp.fc1.weight"), b.at(Buffer.H), b.at(Buffer.MLP), activation,
+                w(p + "mlp.fc1.bias"));
         ops.gemm(GemmCall.linear(rows, d, ff), w(p + "mlp.fc2.weight"), b.at(Buffer.MLP), b.at(Buffer.TMP));
         residual(ops, b, rows, w(p + "mlp.fc2.bias"));
     }
 
     /** encoder.block.i on n sequences. */
-    private void t5Block(DitOps ops, Buffers b, int i, int n) throws BackendException {
+    private void t5Block(DitOps ops, BufferAddresses<Buffer> b, int i, int n, int chunk) throws BackendException {
         String a = "encoder.block." + i + ".layer.0.";
         String f = "encoder.block." + i + ".layer.1.";
         int rows = n * tokens;
@@ -140,7 +142,7 @@ final class TextEncoderForward {
                 .ptr(w(a + "layer_norm.weight")).i32(d).f32(eps));
         ops.gemm(GemmCall.linear(rows, 3 * inner, d), w(a + "SelfAttention.q.weight"), b.at(Buffer.H),
                 b.at(Buffer.QKV));
-        attention(ops, b, n, zeros);
+        attention(ops, b, n, chunk, zeros);
         ops.gemm(GemmCall.linear(rows, d, inner), w(a + "SelfAttention.o.weight"), b.at(Buffer.ATT),
                 b.at(Buffer.TMP));
         residual(ops, b, rows, zeros);
@@ -155,63 +157,41 @@ final class TextEncoderForward {
     }
 
     /** dst = LayerNorm(src)·weight + bias over {@code rows} rows. */
-    private void layerNorm(DitOps ops, Buffers b, Buffer src, Buffer dst, int rows, String prefix)
+    private void layerNorm(DitOps ops, BufferAddresses<Buffer> b, Buffer src, Buffer dst, int rows, String prefix)
             throws BackendException {
         ops.launch(LaunchConfig.rows(rows, d), args.reset(Kernel.LAYER_NORM).ptr(b.at(src)).ptr(b.at(dst))
                 .ptr(w(prefix + ".weight")).ptr(w(prefix + ".bias")).i32(d).f32(eps));
     }
 
     /** X += TMP + bias. */
-    private void residual(DitOps ops, Buffers b, int rows, DevicePtr bias) throws BackendException {
+    private void residual(DitOps ops, BufferAddresses<Buffer> b, int rows, DevicePtr bias) throws BackendException {
         ops.launch(LaunchConfig.elementwise((long) rows * d), args.reset(Kernel.ADD_RESIDUAL)
                 .ptr(b.at(Buffer.X)).ptr(b.at(Buffer.TMP)).ptr(bias).i32(rows * d).i32(d));
     }
 
     /**
      * ATT = attention over each sequence from QKV (+ {@code qkvBias}): split into q, k, v [N, heads, T, hd]; per
-     * chunk of sequences S = Q·Kᵀ, then CLIP's causal softmax of S/√hd or T5's softmax of S + position bias;
-     * O = S·V; the heads merged back to [N·T, inner].
+     * chunk of {@code chunk} sequences S = Q·Kᵀ, then CLIP's causal softmax of S/√hd or T5's softmax of S + position
+     * bias; O = S·V; the heads merged back to [N·T, inner].
      */
-    private void attention(DitOps ops, Buffers b, int n, DevicePtr qkvBias) throws BackendException {
+    private void attention(DitOps ops, BufferAddresses<Buffer> b, int n, int chunk, DevicePtr qkvBias)
+            throws BackendException {
         int total = n * tokens * inner;
-        ops.launch(LaunchConfig.elementwise(3L * total), args.reset(Kernel.QKV_SPLIT)
-                .ptr(b.at(Buffer.QKV)).ptr(qkvBias).ptr(b.at(Buffer.HEADS))
-                .i32(3 * total).i32(tokens).i32(heads).i32(headDim));
+        steps.splitHeads(ops, b.at(Buffer.QKV), qkvBias, b.at(Buffer.HEADS), n, tokens, heads, headDim);
         DevicePtr q = b.at(Buffer.HEADS);
         DevicePtr k = q.plusFloats(total);
         DevicePtr v = k.plusFloats(total);
         float scale = (float) Math.pow(headDim, -0.5);
-        long perSequence = (long) heads * tokens * headDim;
-        int chunk = (int) Math.max(1, Math.min(n, b.buf().length(Buffer.SCORES) / ((long) heads * tokens * tokens)));
-        for (int s0 = 0; s0 < n; s0 += chunk) {
-            int sequences = Math.min(chunk, n - s0);
-            int pairs = sequences * heads;
-            long off = s0 * perSequence;
-            ops.gemm(GemmCall.attentionScores(tokens, headDim, pairs), k.plusFloats(off), q.plusFloats(off),
-                    b.at(Buffer.SCORES));
-            if (clip) {
-                ops.launch(LaunchConfig.rows(pairs * tokens, tokens), args.reset(Kernel.SOFTMAX_CAUSAL)
-                        .ptr(b.at(Buffer.SCORES)).i32(tokens).f32(scale));
-            } else {
-                ops.launch(LaunchConfig.rows(pairs * tokens, tokens), args.reset(Kernel.SOFTMAX_BIAS)
-                        .ptr(b.at(Buffer.SCORES)).ptr(w(TextWeights.POSITION_BIAS)).i32(tokens).i32(heads));
-            }
-            ops.gemm(GemmCall.attentionValues(tokens, headDim, pairs), v.plusFloats(off), b.at(Buffer.SCORES),
-                    b.at(Buffer.ATTN_HEADS).plusFloats(off));
-        }
-        ops.launch(LaunchConfig.elementwise(total), args.reset(Kernel.HEAD_MERGE)
-                .ptr(b.at(Buffer.ATTN_HEADS)).ptr(b.at(Buffer.ATT)).i32(total).i32(tokens).i32(heads).i32(headDim));
+        DevicePtr scores = b.at(Buffer.SCORES);
+        DevicePtr bias = clip ? null : w(TextWeights.POSITION_BIAS);
+        steps.attend(ops, q, k, v, scores, b.at(Buffer.ATTN_HEADS), n, chunk, heads, tokens, headDim, a -> clip
+                ? a.reset(Kernel.SOFTMAX_CAUSAL).ptr(scores).i32(tokens).f32(scale)
+                : a.reset(Kernel.SOFTMAX_BIAS).ptr(scores).ptr(bias).i32(tokens).i32(heads));
+        steps.mergeHeads(ops, b.at(Buffer.ATTN_HEADS), b.at(Buffer.ATT), n, tokens, heads, headDim);
     }
 
     /** Device address of a weight slot. */
     private DevicePtr w(String name) {
         return weightsBase.plusFloats(weights.offset(name));
-    }
-
-    /** Device addresses of the activation buffers. */
-    private record Buffers(TextBuffers buf, DevicePtr base) {
-        DevicePtr at(Buffer b) {
-            return base.plusFloats(buf.offset(b));
-        }
     }
 }

@@ -2,7 +2,6 @@ package io.ditserve.backend.cuda;
 
 import io.ditserve.backend.TextEncoderCheckpoint;
 import io.ditserve.backend.TextEncoderSpec;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 
@@ -17,7 +16,7 @@ import java.util.Map;
  * that are not checkpoint tensors: T5's position bias {@link #POSITION_BIAS} [heads, T, T] (computed at load from
  * block 0's table, which is not uploaded) and {@link #ZEROS}, the zero bias of T5's bias-free Linears.
  */
-final class TextWeights {
+final class TextWeights implements SlotLayout.Weights {
     /** T5's token embedding, whichever name the folder gives it. */
     static final String T5_EMBEDDING = "<token embedding>";
     /** T5's relative position bias [heads, T, T]. */
@@ -62,17 +61,8 @@ final class TextWeights {
         }
     }
 
-
-
-    SlotLayout layout() {
+    @Override
+    public SlotLayout layout() {
         return layout;
-    }
-
-    long offset(String name) {
-        return layout.offset(name);
-    }
-
-    long totalFloats() {
-        return layout.totalElements();
     }
 }

@@ -4,6 +4,8 @@ import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.TextEncoder;
+import io.ditserve.backend.TextEncoderRules;
+import io.ditserve.backend.TextEncoderRules.ClipActivation;
 import io.ditserve.backend.TextEncoderSpec;
 import java.util.Map;
 import java.util.Set;
@@ -28,18 +30,12 @@ import java.util.Set;
  */
 public final class ClipTextEncoder implements TextEncoder {
     /** CLIP's EOS id; a row whose highest id is this pools at its argmax (see the class comment). */
-    static final int CLIP_EOS = io.ditserve.backend.TextEncoderRules.CLIP_EOS;
+    static final int CLIP_EOS = TextEncoderRules.CLIP_EOS;
 
     private record Norm(float[] weight, float[] bias) {}
 
     private record Layer(Norm ln1, TextLayers.Linear qkv, TextLayers.Linear out, Norm ln2, TextLayers.Linear fc1,
             TextLayers.Linear fc2) {}
-
-    private enum Activation {
-        QUICK_GELU,
-        GELU_ERF,
-        GELU_TANH
-    }
 
     private final TextEncoderSpec spec;
     private final int d;
@@ -48,7 +44,7 @@ public final class ClipTextEncoder implements TextEncoder {
     private final int headDim;
     private final float eps;
     private final float attentionScale;
-    private final Activation activation;
+    private final ClipActivation activation;
     private final Table tokenEmbedding; // [vocab, d]
     private final float[] positionEmbedding; // [tokens, d] (the first rows of the table)
     private final Layer[] layers;
@@ -64,13 +60,7 @@ public final class ClipTextEncoder implements TextEncoder {
         this.headDim = spec.headDim();
         this.eps = (float) spec.eps();
         this.attentionScale = (float) Math.pow(headDim, -0.5);
-        this.activation = switch (spec.activation()) {
-            case "quick_gelu" -> Activation.QUICK_GELU;
-            case "gelu" -> Activation.GELU_ERF;
-            case "gelu_new", "gelu_pytorch_tanh" -> Activation.GELU_TANH;
-            default -> throw new BackendException(spec.directory() + ": hidden_act '" + spec.activation()
-                    + "' is not supported");
-        };
+        this.activation = TextEncoderRules.clipActivation(spec);
         String e = "text_model.embeddings.";
         tokenEmbedding = w.table(e + "token_embedding.weight");
         float[] table = w.floats(e + "position_embedding.weight");
@@ -123,10 +113,7 @@ public final class ClipTextEncoder implements TextEncoder {
             throw new BackendException(spec.directory() + ": " + spec.kind().className()
                     + " is not a CLIP text model");
         }
-        if (spec.hiddenLayer() < 0 || spec.hiddenLayer() > spec.layers()) {
-            throw new BackendException(spec.directory() + ": hidden layer " + spec.hiddenLayer() + " of "
-                    + spec.layers());
-        }
+        TextEncoderRules.checkHiddenLayer(spec);
         String pos = "text_model.embeddings.position_embedding.weight";
         String ids = "text_model.embeddings.position_ids";
         try (TextEncoderWeights w = TextEncoderWeights.open(spec.directory(), expectedShapes(spec), Set.of(pos, ids),
@@ -170,19 +157,7 @@ public final class ClipTextEncoder implements TextEncoder {
 
     @Override
     public synchronized Output encode(int[][] ids, Cancellation cancel) throws BackendException {
-        int n = ids.length;
-        for (int b = 0; b < n; b++) {
-            if (ids[b].length != tokens) {
-                throw new BackendException(spec.role() + ": sequence " + b + " has " + ids[b].length
-                        + " ids, the encoder takes " + tokens);
-            }
-            for (int id : ids[b]) {
-                if (id < 0 || id >= spec.vocab()) {
-                    throw new BackendException(spec.role() + ": id " + id + " is outside the vocabulary (0.."
-                            + (spec.vocab() - 1) + ")");
-                }
-            }
-        }
+        int n = TextEncoderRules.checkIds(spec, ids);
         float[] hidden = new float[n * tokens * d];
         float[] pooled = new float[n * spec.projectionDim()];
         if (n > 0 && !nn.parallel.run(() -> compute(ids, hidden, pooled, cancel))) {
@@ -221,7 +196,7 @@ public final class ClipTextEncoder implements TextEncoder {
             nn.attention(qkv, n, tokens, heads, headDim, attentionScale, true, null, att);
             nn.linearAdd(att, rows, l.out(), x);
             layerNorm(x, rows, l.ln2(), h);
-            if (activation == Activation.GELU_TANH) {
+            if (activation == ClipActivation.GELU_TANH) {
                 nn.linearGelu(h, rows, l.fc1(), mlp);
             } else {
                 nn.linear(h, rows, l.fc1(), mlp);
@@ -281,7 +256,7 @@ public final class ClipTextEncoder implements TextEncoder {
         nn.forRows(rows, (r0, r1) -> {
             for (int i = r0 * width; i < r1 * width; i++) {
                 float v = a[i];
-                a[i] = activation == Activation.QUICK_GELU ? (float) (v / (1.0 + Math.exp(-1.702 * v)))
+                a[i] = activation == ClipActivation.QUICK_GELU ? (float) (v / (1.0 + Math.exp(-1.702 * v)))
                         : (float) (0.5 * v * (1.0 + Erf.erf(v / Math.sqrt(2.0))));
             }
         });

@@ -56,10 +56,7 @@ public final class JavaDecoder implements Decoder {
 
     @Override
     public synchronized void decode(Tensor latent, Tensor out, Cancellation cancel) throws BackendException {
-        if (closed) {
-            throw new IllegalStateException("decoder " + spec.summary() + " in " + spec.directory() + " is closed");
-        }
-        int n = DecoderArguments.check(spec, latent, out);
+        int n = DecoderArguments.checkOpen(closed, spec, latent, out);
         if (n > 0) {
             engine.decode(latent.data(), n, latent.dim(2), latent.dim(3), out.data(), cancel);
         }

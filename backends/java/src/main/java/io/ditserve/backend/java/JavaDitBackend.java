@@ -131,10 +131,7 @@ public final class JavaDitBackend implements Backend {
 
     @Override
     public synchronized void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
-        if (closed) {
-            throw new IllegalStateException("backend for " + spec.name() + " is closed");
-        }
-        int n = batch.check(spec, out);
+        int n = batch.checkOpen(closed, spec, out);
         if (n == 0) {
             return;
         }

@@ -3,6 +3,7 @@ package io.ditserve.backend.java;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.Conditioning;
+import io.ditserve.backend.MmditCheckpoint;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.java.VectorLayers.Packed;
 
@@ -103,7 +104,8 @@ final class MmditForward implements AutoCloseable {
         this.attentionScale = (float) Math.pow(headDim, -0.5);
         int p = spec.patchSize();
         patchEmbed = Packed.read(r, "pos_embed.proj", d, spec.inChannels() * p * p);
-        posEmbed = centreCrop(r.scratch("pos_embed.pos_embed"), text.posEmbedMaxSize(), spec.gridSize(), d);
+        posEmbed = MmditCheckpoint.centreCrop(r.scratch("pos_embed.pos_embed"), text.posEmbedMaxSize(),
+                spec.gridSize(), d);
         timestepLinear1 = Packed.read(r, "time_text_embed.timestep_embedder.linear_1", d, DitMath.FREQ_DIM);
         timestepLinear2 = Packed.read(r, "time_text_embed.timestep_embedder.linear_2", d, d);
         textLinear1 = Packed.read(r, "time_text_embed.text_embedder.linear_1", d, text.pooledProjectionDim());
@@ -151,22 +153,6 @@ final class MmditForward implements AutoCloseable {
                     + (blk.ffContext() == null ? 0 : blk.ffContext().bytes());
         }
         return b;
-    }
-
-    /**
-     * The stored (max·max, D) table's centred g×g window, rows in raster order: rows top .. top + g − 1 and columns
-     * left .. left + g − 1 with top = left = (max − g) // 2 (PatchEmbed.cropped_pos_embed).
-     */
-    private static float[] centreCrop(float[] table, int max, int g, int d) {
-        int top = (max - g) / 2;
-        int left = (max - g) / 2;
-        float[] crop = new float[g * g * d];
-        for (int i = 0; i < g; i++) {
-            for (int j = 0; j < g; j++) {
-                System.arraycopy(table, ((top + i) * max + left + j) * d, crop, (i * g + j) * d, d);
-            }
-        }
-        return crop;
     }
 
     /**

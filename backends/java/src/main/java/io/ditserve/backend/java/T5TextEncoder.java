@@ -4,6 +4,7 @@ import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.TextEncoder;
+import io.ditserve.backend.TextEncoderRules;
 import io.ditserve.backend.TextEncoderSpec;
 import java.util.Map;
 import java.util.Set;
@@ -112,14 +113,14 @@ public final class T5TextEncoder implements TextEncoder {
         return io.ditserve.backend.TextEncoderCheckpoint.expectedShapes(s);
     }
 
-    /** T5's bidirectional bucket of rel = key − query ({@link io.ditserve.backend.TextEncoderRules#t5Bucket}). */
+    /** T5's bidirectional bucket of rel = key − query ({@link TextEncoderRules#t5Bucket}). */
     static int bucket(int rel, int buckets, int maxDistance) {
-        return io.ditserve.backend.TextEncoderRules.t5Bucket(rel, buckets, maxDistance);
+        return TextEncoderRules.t5Bucket(rel, buckets, maxDistance);
     }
 
     /** bias[h][i][j] = table[bucket(j − i)][h], table [buckets, heads]. */
     static float[] positionBias(float[] table, int heads, int tokens, int buckets, int maxDistance) {
-        return io.ditserve.backend.TextEncoderRules.t5PositionBias(table, heads, tokens, buckets, maxDistance);
+        return TextEncoderRules.t5PositionBias(table, heads, tokens, buckets, maxDistance);
     }
 
     @Override
@@ -134,18 +135,7 @@ public final class T5TextEncoder implements TextEncoder {
 
     @Override
     public synchronized Output encode(int[][] ids, Cancellation cancel) throws BackendException {
-        for (int b = 0; b < ids.length; b++) {
-            if (ids[b].length != tokens) {
-                throw new BackendException(spec.role() + ": sequence " + b + " has " + ids[b].length
-                        + " ids, the encoder takes " + tokens);
-            }
-            for (int id : ids[b]) {
-                if (id < 0 || id >= spec.vocab()) {
-                    throw new BackendException(spec.role() + ": id " + id + " is outside the vocabulary (0.."
-                            + (spec.vocab() - 1) + ")");
-                }
-            }
-        }
+        TextEncoderRules.checkIds(spec, ids);
         float[] hidden = new float[ids.length * tokens * d];
         if (ids.length > 0 && !nn.parallel.run(() -> compute(ids, hidden, cancel))) {
             throw new BackendException.Cancelled();

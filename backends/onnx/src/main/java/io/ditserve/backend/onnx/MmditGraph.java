@@ -2,6 +2,7 @@ package io.ditserve.backend.onnx;
 
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.DitConstants;
+import io.ditserve.backend.MmditCheckpoint;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.onnx.OnnxGraph.Attr;
 import java.util.List;
@@ -98,10 +99,10 @@ final class MmditGraph {
         String conv = g.node("Conv", "pos_embed.proj", List.of(x, ops.w.f32("pos_embed.proj.weight"),
                 ops.w.f32("pos_embed.proj.bias")), Attr.ints("kernel_shape", p, p), Attr.ints("strides", p, p));
         String rows = ops.transpose("pos_embed.tokens", ops.reshape("pos_embed.flat", conv, 0, d, tokens), 0, 2, 1);
-        // the stored (1, max², D) table's centred g×g window (PatchEmbed.cropped_pos_embed)
+        // the stored (1, max², D) table's centred g×g window (MmditCheckpoint.centreCrop)
         int max = spec.text().posEmbedMaxSize();
         int grid = spec.gridSize();
-        long top = (max - grid) / 2;
+        long top = MmditCheckpoint.cropStart(max, grid);
         String table = ops.reshape("pos_embed.table", ops.w.f32("pos_embed.pos_embed"), max, max, d);
         String crop = ops.op("Slice", "pos_embed.crop", table, g.longs(top, top), g.longs(top + grid, top + grid),
                 g.longs(0, 1));

@@ -129,10 +129,7 @@ final class OnnxDecoder implements Decoder {
 
     @Override
     public synchronized void decode(Tensor latent, Tensor out, Cancellation cancel) throws BackendException {
-        if (closed) {
-            throw new IllegalStateException("decoder " + spec.directory() + " is closed");
-        }
-        int n = DecoderArguments.check(spec, latent, out);
+        int n = DecoderArguments.checkOpen(closed, spec, latent, out);
         if (n == 0) {
             return;
         }

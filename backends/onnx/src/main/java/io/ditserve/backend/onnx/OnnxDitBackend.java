@@ -55,14 +55,11 @@ public final class OnnxDitBackend implements Backend {
     private final ModelSpec spec;
     private final OnnxRunner runner;
 
-    // Direct native-order I/O buffers, sized for `capacity` samples and grown on demand: ONNX Runtime reads the
+    // Direct native-order I/O buffers, sized for the largest batch seen and grown with io: ONNX Runtime reads the
     // inputs from them and writes the output into them without a copy of its own.
-    private int capacity;
-    private FloatBuffer xBuffer;
+    private final SampleBuffers io;
     private LongBuffer tBuffer; // graphs exported before float times take integer timesteps
-    private FloatBuffer tFloatBuffer;
     private LongBuffer yBuffer;
-    private FloatBuffer outBuffer;
     private boolean closed;
 
     private final boolean cacheGraph; // the graph has the step-cache inputs and output
@@ -76,6 +73,7 @@ public final class OnnxDitBackend implements Backend {
         this.runner = runner;
         this.cacheGraph = cacheGraph;
         this.floatTime = floatTime;
+        this.io = new SampleBuffers(spec);
     }
 
     /** Loads {@code model.onnx} of the model folder and checks it against the I/O contract and {@code spec}. */
@@ -159,10 +157,7 @@ public final class OnnxDitBackend implements Backend {
      */
     @Override
     public synchronized void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
-        if (closed) {
-            throw new IllegalStateException("backend for " + spec.name() + " is closed");
-        }
-        int n = batch.check(spec, out);
+        int n = batch.checkOpen(closed, spec, out);
         Tensor x = batch.x();
         float[] t = batch.time();
         int[] y = batch.labels();
@@ -179,15 +174,14 @@ public final class OnnxDitBackend implements Backend {
             throw new BackendException.Cancelled();
         }
         ensureCapacity(n);
-        xBuffer.clear().put(0, x.data()).limit(x.size());
+        FloatBuffer xBuffer = io.x().clear().put(0, x.data()).limit(x.size());
         yBuffer.clear().limit(n);
         for (int i = 0; i < n; i++) {
             yBuffer.put(i, y[i]);
         }
         java.nio.Buffer tIn;
         if (floatTime) {
-            tFloatBuffer.clear().put(0, t, 0, n).limit(n);
-            tIn = tFloatBuffer;
+            tIn = io.t().clear().put(0, t, 0, n).limit(n);
         } else {
             tBuffer.clear().limit(n);
             for (int i = 0; i < n; i++) {
@@ -199,7 +193,7 @@ public final class OnnxDitBackend implements Backend {
             }
             tIn = tBuffer;
         }
-        outBuffer.clear().limit(out.size());
+        FloatBuffer outBuffer = io.out().clear().limit(out.size());
         long[] outShape = OnnxRunner.longs(out.shape());
         int len = StepCache.residualLength(spec);
         long[] residualShape = {n, spec.tokens(), spec.hiddenSize()};
@@ -261,22 +255,17 @@ public final class OnnxDitBackend implements Backend {
     }
 
     private void ensureCapacity(int n) {
-        if (n <= capacity) {
+        if (!io.ensure(n)) {
             return;
         }
-        int pixels = spec.inputSize() * spec.inputSize();
-        xBuffer = OnnxRunner.directBytes(4L * n * spec.inChannels() * pixels).asFloatBuffer();
         tBuffer = OnnxRunner.directBytes(8L * n).asLongBuffer();
-        tFloatBuffer = OnnxRunner.directBytes(4L * n).asFloatBuffer();
         yBuffer = OnnxRunner.directBytes(8L * n).asLongBuffer();
-        outBuffer = OnnxRunner.directBytes(4L * n * spec.outChannels() * pixels).asFloatBuffer();
         if (cacheGraph) {
             long residualBytes = 4L * n * StepCache.residualLength(spec);
             residualBuffer = OnnxRunner.directBytes(residualBytes).asFloatBuffer();
             residualOutBuffer = OnnxRunner.directBytes(residualBytes).asFloatBuffer();
             runBuffer = OnnxRunner.directBytes(8L * n).asLongBuffer();
         }
-        capacity = n;
     }
 
     @Override
@@ -285,15 +274,12 @@ public final class OnnxDitBackend implements Backend {
             return;
         }
         closed = true;
-        xBuffer = null;
+        io.release();
         tBuffer = null;
-        tFloatBuffer = null;
         yBuffer = null;
-        outBuffer = null;
         residualBuffer = null;
         residualOutBuffer = null;
         runBuffer = null;
-        capacity = 0;
         runner.close();
     }
 }

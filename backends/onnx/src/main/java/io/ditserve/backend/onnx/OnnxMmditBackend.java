@@ -33,13 +33,10 @@ public final class OnnxMmditBackend implements Backend {
     private final OnnxRunner runner;
     private final int graphNodes;
     private final GraphCache.Report cacheReport;
-    private int capacity; // samples
+    private final SampleBuffers io; // x, t and out
     private int contextCapacity; // samples × context tokens
-    private FloatBuffer xBuffer;
-    private FloatBuffer tBuffer;
     private FloatBuffer contextBuffer;
     private FloatBuffer pooledBuffer;
-    private FloatBuffer outBuffer;
     private boolean closed;
 
     private OnnxMmditBackend(ModelSpec spec, GraphCache.Loaded loaded) {
@@ -47,6 +44,7 @@ public final class OnnxMmditBackend implements Backend {
         this.runner = loaded.runner();
         this.graphNodes = loaded.nodes();
         this.cacheReport = loaded.report();
+        this.io = new SampleBuffers(spec);
     }
 
     /**
@@ -101,10 +99,7 @@ public final class OnnxMmditBackend implements Backend {
 
     @Override
     public synchronized void forward(ForwardBatch batch, Tensor out, Cancellation cancel) throws BackendException {
-        if (closed) {
-            throw new IllegalStateException("backend for " + spec.name() + " is closed");
-        }
-        int n = batch.check(spec, out);
+        int n = batch.checkOpen(closed, spec, out);
         if (n == 0) {
             return;
         }
@@ -115,11 +110,11 @@ public final class OnnxMmditBackend implements Backend {
         Conditioning.TextEmbeddings text = (Conditioning.TextEmbeddings) batch.conditioning();
         int ctx = text.tokens();
         ensureCapacity(n, ctx);
-        xBuffer.clear().put(0, batch.x().data()).limit(batch.x().size());
-        tBuffer.clear().put(0, batch.time(), 0, n).limit(n);
+        FloatBuffer xBuffer = io.x().clear().put(0, batch.x().data()).limit(batch.x().size());
+        FloatBuffer tBuffer = io.t().clear().put(0, batch.time(), 0, n).limit(n);
         contextBuffer.clear().put(0, text.context()).limit(text.context().length);
         pooledBuffer.clear().put(0, text.pooled()).limit(text.pooled().length);
-        outBuffer.clear().limit(out.size());
+        FloatBuffer outBuffer = io.out().clear().limit(out.size());
         List<OnnxTensor> tensors = new ArrayList<>(5);
         try {
             OnnxTensor x = add(tensors, OnnxTensor.createTensor(runner.env, xBuffer, OnnxRunner.longs(batch.x().shape())));
@@ -146,13 +141,8 @@ public final class OnnxMmditBackend implements Backend {
     }
 
     private void ensureCapacity(int n, int ctx) {
-        if (n > capacity) {
-            int pixels = spec.inputSize() * spec.inputSize();
-            xBuffer = OnnxRunner.directBytes(4L * n * spec.inChannels() * pixels).asFloatBuffer();
-            tBuffer = OnnxRunner.directBytes(4L * n).asFloatBuffer();
+        if (io.ensure(n)) {
             pooledBuffer = OnnxRunner.directBytes(4L * n * spec.text().pooledProjectionDim()).asFloatBuffer();
-            outBuffer = OnnxRunner.directBytes(4L * n * spec.outChannels() * pixels).asFloatBuffer();
-            capacity = n;
         }
         if ((long) n * ctx > contextCapacity || contextBuffer == null) {
             int rows = Math.max(n * ctx, 1);
@@ -167,11 +157,9 @@ public final class OnnxMmditBackend implements Backend {
             return;
         }
         closed = true;
-        xBuffer = null;
-        tBuffer = null;
+        io.release();
         contextBuffer = null;
         pooledBuffer = null;
-        outBuffer = null;
         runner.close();
     }
 }

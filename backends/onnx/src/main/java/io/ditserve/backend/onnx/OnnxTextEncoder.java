@@ -7,6 +7,7 @@ import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.Cancellation;
 import io.ditserve.backend.TextEncoder;
 import io.ditserve.backend.TextEncoderCheckpoint;
+import io.ditserve.backend.TextEncoderRules;
 import io.ditserve.backend.TextEncoderSpec;
 import java.nio.FloatBuffer;
 import java.nio.LongBuffer;
@@ -25,7 +26,7 @@ import java.util.Objects;
  */
 public final class OnnxTextEncoder implements TextEncoder {
     /** CLIP's EOS id; a row whose highest id is this pools at its argmax (see {@link #eosPosition}). */
-    static final int CLIP_EOS = io.ditserve.backend.TextEncoderRules.CLIP_EOS;
+    static final int CLIP_EOS = TextEncoderRules.CLIP_EOS;
 
     private final TextEncoderSpec spec;
     private final OnnxRunner runner;
@@ -44,11 +45,7 @@ public final class OnnxTextEncoder implements TextEncoder {
     public static OnnxTextEncoder create(TextEncoderSpec spec, BackendOptions options) throws BackendException {
         Objects.requireNonNull(spec, "spec");
         Objects.requireNonNull(options, "options");
-        if (spec.kind() == TextEncoderSpec.Kind.CLIP_WITH_PROJECTION
-                && (spec.hiddenLayer() < 0 || spec.hiddenLayer() > spec.layers())) {
-            throw new BackendException(spec.directory() + ": hidden layer " + spec.hiddenLayer() + " of "
-                    + spec.layers());
-        }
+        TextEncoderRules.checkHiddenLayer(spec);
         String kind = spec.kind() == TextEncoderSpec.Kind.CLIP_WITH_PROJECTION ? "clip" : "t5";
         return new OnnxTextEncoder(spec, GraphCache.open(kind, spec, spec.directory(), options, spec.role(),
                 () -> build(spec)));
@@ -90,24 +87,9 @@ public final class OnnxTextEncoder implements TextEncoder {
 
     @Override
     public synchronized Output encode(int[][] ids, Cancellation cancel) throws BackendException {
-        if (closed) {
-            throw new IllegalStateException(spec.role() + ": encoder is closed");
-        }
-        int n = ids.length;
+        int n = TextEncoderRules.checkOpen(closed, spec, ids);
         int t = spec.maxTokens();
         int d = spec.hiddenSize();
-        for (int b = 0; b < n; b++) {
-            if (ids[b].length != t) {
-                throw new BackendException(spec.role() + ": sequence " + b + " has " + ids[b].length
-                        + " ids, the encoder takes " + t);
-            }
-            for (int id : ids[b]) {
-                if (id < 0 || id >= spec.vocab()) {
-                    throw new BackendException(spec.role() + ": id " + id + " is outside the vocabulary (0.."
-                            + (spec.vocab() - 1) + ")");
-                }
-            }
-        }
         float[] hidden = new float[n * t * d];
         float[] pooled = clip ? new float[n * spec.projectionDim()] : null;
         if (n == 0) {
@@ -160,9 +142,9 @@ public final class OnnxTextEncoder implements TextEncoder {
         return t;
     }
 
-    /** CLIP's pooling position in one row ({@link io.ditserve.backend.TextEncoderRules#clipPoolPosition}). */
+    /** CLIP's pooling position in one row ({@link TextEncoderRules#clipPoolPosition}). */
     int eosPosition(int[] row) {
-        return io.ditserve.backend.TextEncoderRules.clipPoolPosition(spec, row);
+        return TextEncoderRules.clipPoolPosition(spec, row);
     }
 
     @Override
