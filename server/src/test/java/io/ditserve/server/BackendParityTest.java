@@ -14,15 +14,12 @@ import io.ditserve.server.config.ServerConfig;
 import io.grpc.ManagedChannel;
 import io.grpc.inprocess.InProcessChannelBuilder;
 import io.grpc.inprocess.InProcessServerBuilder;
-import java.awt.image.BufferedImage;
-import java.io.ByteArrayInputStream;
 import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
-import javax.imageio.ImageIO;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -83,23 +80,9 @@ class BackendParityTest {
             // where float32 itself resolves only ~1e-4, so there the bound scales with the magnitude
             assertThat(maxErr).as("image %d raw tensor max abs difference (max |value| %.3g)", i, maxAbs)
                     .isLessThan(1e-3 * Math.max(1.0, maxAbs));
-            BufferedImage pa = ImageIO.read(new ByteArrayInputStream(java.get(i).getPng().toByteArray()));
-            BufferedImage pb = ImageIO.read(new ByteArrayInputStream(onnx.get(i).getPng().toByteArray()));
-            long total = 0;
-            long within = 0;
-            for (int yy = 0; yy < pa.getHeight(); yy++) {
-                for (int xx = 0; xx < pa.getWidth(); xx++) {
-                    int ra = pa.getRGB(xx, yy);
-                    int rb = pb.getRGB(xx, yy);
-                    for (int sh = 0; sh <= 16; sh += 8) {
-                        total++;
-                        if (Math.abs(((ra >> sh) & 255) - ((rb >> sh) & 255)) <= 1) {
-                            within++;
-                        }
-                    }
-                }
-            }
-            assertThat((double) within / total).as("image %d PNG values within one level", i).isGreaterThanOrEqualTo(0.999);
+            var png = TextToImageTest.ImageAgreement.of(TextToImageTest.image(onnx.get(i)),
+                    TextToImageTest.image(java.get(i)));
+            assertThat(png.withinOne()).as("image %d PNG values within one level", i).isGreaterThanOrEqualTo(0.999);
         }
     }
 

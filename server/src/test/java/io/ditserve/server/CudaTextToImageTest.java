@@ -2,24 +2,12 @@ package io.ditserve.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.cuda.EmulatedCudaProvider;
-import io.ditserve.proto.v1.GenerateEvent;
-import io.ditserve.proto.v1.GenerateRequest;
 import io.ditserve.proto.v1.Result;
-import io.ditserve.server.config.ServerConfig;
-import java.awt.image.BufferedImage;
-import java.io.ByteArrayInputStream;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Stream;
-import javax.imageio.ImageIO;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -36,35 +24,12 @@ class CudaTextToImageTest {
     /** The fixture pipelines served here. */
     private static final List<String> FIXTURES = List.of("sd3-tiny", "sd35-tiny-full");
 
-    @TempDir
-    static Path models;
-    private static TestServers.Running server;
-
-    @BeforeAll
-    static void start() throws Exception {
-        for (String m : FIXTURES) {
-            Files.createSymbolicLink(models.resolve(m), TextToImageTest.fixture(m));
-            if (m.endsWith("-full")) {
-                TextToImageTest.withoutT5(TextToImageTest.fixture(m), models.resolve(m + TextToImageTest.NO_T5));
-            }
-        }
-        ServerConfig c = TestServers.config();
-        c.backend = EmulatedCudaProvider.NAME;
-        c.models = models.toString();
-        server = TestServers.inProcess(c);
-    }
-
-    @AfterAll
-    static void stop() {
-        if (server != null) {
-            server.close();
-        }
-    }
+    @RegisterExtension
+    static final PipelineServer server = new PipelineServer(FIXTURES,
+            (c, models) -> c.backend = EmulatedCudaProvider.NAME);
 
     static Stream<Arguments> cases() throws Exception {
-        List<Arguments> out = new ArrayList<>();
-        TextToImageTest.cases().filter(a -> FIXTURES.contains((String) a.get()[0])).forEach(out::add);
-        return out.stream();
+        return TextToImageTest.cases().filter(a -> FIXTURES.contains((String) a.get()[0]));
     }
 
     /** Loaded through the emulated provider, the models run on the cuda backend's own classes, which say "cuda". */
@@ -79,30 +44,14 @@ class CudaTextToImageTest {
     @ParameterizedTest(name = "{0} case {1}")
     @MethodSource("cases")
     void aPromptGivesTheReferencePipelinesSampleAndImage(String model, int k) throws Exception {
-        GenerateRequest r = TextToImageTest.request(model, k);
-        List<GenerateEvent> events = new ArrayList<>();
-        try (var s = server.client().generate(r)) {
-            s.forEachRemaining(events::add);
-        }
-        Result result = events.stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult();
-        try (Safetensors st = Safetensors.open(TextToImageTest.fixture(model).resolve("cases.safetensors"))) {
-            float[] want = st.tensor("case." + k + ".sample").data();
-            float[] got = TextToImageTest.floats(result.getTensor().getData());
-            assertThat(got).hasSameSizeAs(want);
-            double maxAbs = 0;
-            double maxErr = 0;
-            for (int i = 0; i < want.length; i++) {
-                maxAbs = Math.max(maxAbs, Math.abs(want[i]));
-                maxErr = Math.max(maxErr, Math.abs(got[i] - want[i]));
-            }
-            BufferedImage img = ImageIO.read(new ByteArrayInputStream(result.getPng().toByteArray()));
-            var a = TextToImageTest.ImageAgreement.of(img, st.tensor("case." + k + ".image").data());
-            System.out.printf("text-to-image cuda (emulated) %s case %d (%s): sample error %.2e (relative), %.3f %% "
-                    + "of %d values within one level, max difference %d%n", model, k, TextToImageTest.served(model, k),
-                    maxErr / maxAbs, 100 * a.withinOne(), a.values(), a.maxDiff());
-            assertThat(maxErr / maxAbs).as("%s case %d sample vs the reference pipeline", model, k).isLessThan(1e-4);
-            assertThat(a.withinOne()).as("%s case %d: values within one 8-bit level", model, k)
-                    .isGreaterThanOrEqualTo(0.999);
-        }
+        Result result = TextToImageTest.result(server.client(), TextToImageTest.request(model, k));
+        double err = TextToImageTest.sampleError(model, k, result);
+        var a = TextToImageTest.agreement(model, k, TextToImageTest.image(result));
+        System.out.printf("text-to-image cuda (emulated) %s case %d (%s): sample error %.2e (relative), %.3f %% of %d "
+                + "values within one level, max difference %d%n", model, k, TextToImageTest.served(model, k), err,
+                100 * a.withinOne(), a.values(), a.maxDiff());
+        assertThat(err).as("%s case %d sample vs the reference pipeline", model, k).isLessThan(1e-4);
+        assertThat(a.withinOne()).as("%s case %d: values within one 8-bit level", model, k)
+                .isGreaterThanOrEqualTo(0.999);
     }
 }

@@ -2,24 +2,18 @@ package io.ditserve.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import io.ditserve.backend.Safetensors;
-import io.ditserve.proto.v1.GenerateEvent;
 import io.ditserve.proto.v1.GenerateRequest;
 import io.ditserve.proto.v1.ModelInfo;
 import io.ditserve.proto.v1.Result;
 import io.ditserve.server.config.ServerConfig;
 import java.awt.image.BufferedImage;
-import java.io.ByteArrayInputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
-import javax.imageio.ImageIO;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -35,33 +29,18 @@ import org.junit.jupiter.params.provider.MethodSource;
 class OnnxTextToImageTest {
     private static final String JAVA_SUFFIX = "-java";
 
-    @TempDir
-    static Path models;
-    private static TestServers.Running server;
+    @RegisterExtension
+    static final PipelineServer server = new PipelineServer(TextToImageTest.FIXTURES, OnnxTextToImageTest::alsoOnJava);
 
-    @BeforeAll
-    static void start() throws Exception {
-        ServerConfig c = TestServers.config();
+    /** The onnx backend for the fixtures; each also served on the java backend, with the suffix -java. */
+    private static void alsoOnJava(ServerConfig c, Path models) throws Exception {
         c.backend = "onnx";
         for (String m : TextToImageTest.FIXTURES) {
-            Files.createSymbolicLink(models.resolve(m), TextToImageTest.fixture(m));
-            Files.createSymbolicLink(models.resolve(m + JAVA_SUFFIX), TextToImageTest.fixture(m));
-            c.modelBackends.put(m + JAVA_SUFFIX, "java");
-            if (m.endsWith("-full")) {
-                String noT5 = m + TextToImageTest.NO_T5;
-                TextToImageTest.withoutT5(TextToImageTest.fixture(m), models.resolve(noT5));
-                Files.createSymbolicLink(models.resolve(noT5 + JAVA_SUFFIX), models.resolve(noT5));
-                c.modelBackends.put(noT5 + JAVA_SUFFIX, "java");
+            List<String> served = m.endsWith("-full") ? List.of(m, m + TextToImageTest.NO_T5) : List.of(m);
+            for (String s : served) {
+                Files.createSymbolicLink(models.resolve(s + JAVA_SUFFIX), models.resolve(s));
+                c.modelBackends.put(s + JAVA_SUFFIX, "java");
             }
-        }
-        c.models = models.toString();
-        server = TestServers.inProcess(c);
-    }
-
-    @AfterAll
-    static void stop() {
-        if (server != null) {
-            server.close();
         }
     }
 
@@ -71,13 +50,8 @@ class OnnxTextToImageTest {
 
     /** Case k of the fixture {@code model}, on the model it is served by plus {@code suffix}. */
     private static Result result(String model, String suffix, int k) throws Exception {
-        List<GenerateEvent> events;
         GenerateRequest r = TextToImageTest.request(model, k);
-        try (var s = server.client().generate(r.toBuilder().setModel(r.getModel() + suffix).build())) {
-            events = new java.util.ArrayList<>();
-            s.forEachRemaining(events::add);
-        }
-        return events.stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult();
+        return TextToImageTest.result(server.client(), r.toBuilder().setModel(r.getModel() + suffix).build());
     }
 
     @Test
@@ -102,44 +76,20 @@ class OnnxTextToImageTest {
     void onnxGivesTheReferenceSampleAndTheJavaBackendsImage(String model, int k) throws Exception {
         Result onnx = result(model, "", k);
         Result java = result(model, JAVA_SUFFIX, k);
-        try (Safetensors st = Safetensors.open(TextToImageTest.fixture(model).resolve("cases.safetensors"))) {
-            float[] want = st.tensor("case." + k + ".sample").data();
-            float[] got = TextToImageTest.floats(onnx.getTensor().getData());
-            double maxAbs = 0;
-            double maxErr = 0;
-            for (int i = 0; i < want.length; i++) {
-                maxAbs = Math.max(maxAbs, Math.abs(want[i]));
-                maxErr = Math.max(maxErr, Math.abs(got[i] - want[i]));
-            }
-            assertThat(maxErr / maxAbs).as("%s case %d onnx sample vs the reference pipeline", model, k)
-                    .isLessThan(1e-4);
-            BufferedImage a = ImageIO.read(new ByteArrayInputStream(onnx.getPng().toByteArray()));
-            BufferedImage b = ImageIO.read(new ByteArrayInputStream(java.getPng().toByteArray()));
-            var ref = TextToImageTest.ImageAgreement.of(a, st.tensor("case." + k + ".image").data());
-            System.out.printf("text-to-image onnx %s case %d (%s, %dx%d): vs the reference image %.3f %% of %d "
-                    + "values within one level, max difference %d%n", model, k, TextToImageTest.served(model, k),
-                    a.getWidth(), a.getHeight(), 100 * ref.withinOne(), ref.values(), ref.maxDiff());
-            assertThat(ref.withinOne()).as("%s case %d onnx: values within one 8-bit level of the reference", model, k)
-                    .isGreaterThanOrEqualTo(0.999);
-            assertThat(a.getWidth()).isEqualTo(b.getWidth());
-            assertThat(a.getHeight()).isEqualTo(b.getHeight());
-            int worst = 0;
-            int differing = 0;
-            for (int y = 0; y < a.getHeight(); y++) {
-                for (int x = 0; x < a.getWidth(); x++) {
-                    int p = a.getRGB(x, y);
-                    int q = b.getRGB(x, y);
-                    for (int shift = 0; shift <= 16; shift += 8) {
-                        int diff = Math.abs(((p >> shift) & 255) - ((q >> shift) & 255));
-                        worst = Math.max(worst, diff);
-                        differing += diff > 0 ? 1 : 0;
-                    }
-                }
-            }
-            System.out.printf("onnx text-to-image %s case %d: sample error %.2e (relative) vs the reference; vs java "
-                    + "%d of %d values differ, by at most %d%n", model, k, maxErr / maxAbs, differing,
-                    a.getWidth() * a.getHeight() * 3, worst);
-            assertThat(worst).as("%s case %d: onnx vs java, 8-bit levels", model, k).isLessThanOrEqualTo(1);
-        }
+        double err = TextToImageTest.sampleError(model, k, onnx);
+        assertThat(err).as("%s case %d onnx sample vs the reference pipeline", model, k).isLessThan(1e-4);
+        BufferedImage a = TextToImageTest.image(onnx);
+        BufferedImage b = TextToImageTest.image(java);
+        var ref = TextToImageTest.agreement(model, k, a);
+        System.out.printf("text-to-image onnx %s case %d (%s, %dx%d): vs the reference image %.3f %% of %d "
+                + "values within one level, max difference %d%n", model, k, TextToImageTest.served(model, k),
+                a.getWidth(), a.getHeight(), 100 * ref.withinOne(), ref.values(), ref.maxDiff());
+        assertThat(ref.withinOne()).as("%s case %d onnx: values within one 8-bit level of the reference", model, k)
+                .isGreaterThanOrEqualTo(0.999);
+        var vsJava = TextToImageTest.ImageAgreement.of(a, b);
+        System.out.printf("onnx text-to-image %s case %d: sample error %.2e (relative) vs the reference; vs java "
+                + "%d of %d values differ, by at most %d%n", model, k, err, vsJava.differing(), vsJava.values(),
+                vsJava.maxDiff());
+        assertThat(vsJava.maxDiff()).as("%s case %d: onnx vs java, 8-bit levels", model, k).isLessThanOrEqualTo(1);
     }
 }

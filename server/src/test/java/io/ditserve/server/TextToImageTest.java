@@ -8,6 +8,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.google.protobuf.ByteString;
 import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.Tensor;
+import io.ditserve.backend.testkit.Fixtures;
 import io.ditserve.client.DitClient;
 import io.ditserve.proto.v1.Accepted;
 import io.ditserve.proto.v1.FloatTensor;
@@ -16,7 +17,6 @@ import io.ditserve.proto.v1.GenerateRequest;
 import io.ditserve.proto.v1.ModelInfo;
 import io.ditserve.proto.v1.OutputFormat;
 import io.ditserve.proto.v1.Result;
-import io.ditserve.server.config.ServerConfig;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import java.awt.image.BufferedImage;
@@ -32,10 +32,8 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import javax.imageio.ImageIO;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
@@ -53,35 +51,13 @@ import org.junit.jupiter.params.provider.MethodSource;
  * does not fit.
  */
 class TextToImageTest {
-    @TempDir
-    static Path models;
-    private static TestServers.Running server;
-
     /** The fixture pipelines; the -full ones have T5 and a VAE. */
     static final List<String> FIXTURES = List.of("sd3-tiny", "sd35-tiny", "sd3-tiny-full", "sd35-tiny-full");
     /** Suffix of the served copy of a -full folder without text_encoder_3 and tokenizer_3. */
     static final String NO_T5 = "-no-t5";
 
-    @BeforeAll
-    static void start() throws Exception {
-        for (String m : FIXTURES) {
-            Files.createSymbolicLink(models.resolve(m), fixture(m));
-            if (m.endsWith("-full")) {
-                withoutT5(fixture(m), models.resolve(m + NO_T5));
-            }
-        }
-        ServerConfig c = TestServers.config();
-        c.models = models.toString();
-        c.maxBatch = 64;
-        server = TestServers.inProcess(c);
-    }
-
-    @AfterAll
-    static void stop() {
-        if (server != null) {
-            server.close();
-        }
-    }
+    @RegisterExtension
+    static final PipelineServer server = new PipelineServer(FIXTURES, (c, models) -> c.maxBatch = 64);
 
     static Path fixture(String name) {
         return TestPaths.repoRoot().resolve("tools/pipeline-fixtures").resolve(name);
@@ -116,11 +92,16 @@ class TextToImageTest {
         }
     }
 
-    /** Share of 8-bit values within one level of the reference image [H, W, 3], and the largest difference. */
-    record ImageAgreement(double withinOne, int maxDiff, int values) {
+    /**
+     * How an image's 8-bit values agree with a reference's: the share within one level, the largest difference, how
+     * many values were compared and how many differ at all.
+     */
+    record ImageAgreement(double withinOne, int maxDiff, int values, int differing) {
+        /** Against a reference image [H, W, 3] of 8-bit values as floats. */
         static ImageAgreement of(BufferedImage img, float[] ref) {
             int close = 0;
             int worst = 0;
+            int differing = 0;
             int h = img.getHeight();
             int w = img.getWidth();
             assertThat(ref.length).as("reference image size").isEqualTo(h * w * 3);
@@ -131,11 +112,28 @@ class TextToImageTest {
                     for (int ch = 0; ch < 3; ch++) {
                         int d = Math.abs(c[ch] - Math.round(ref[(y * w + x) * 3 + ch]));
                         close += d <= 1 ? 1 : 0;
+                        differing += d > 0 ? 1 : 0;
                         worst = Math.max(worst, d);
                     }
                 }
             }
-            return new ImageAgreement(close / (double) (h * w * 3), worst, h * w * 3);
+            return new ImageAgreement(close / (double) (h * w * 3), worst, h * w * 3, differing);
+        }
+
+        /** Against another image of the same size. */
+        static ImageAgreement of(BufferedImage img, BufferedImage ref) {
+            assertThat(ref.getWidth()).as("width").isEqualTo(img.getWidth());
+            assertThat(ref.getHeight()).as("height").isEqualTo(img.getHeight());
+            float[] values = new float[ref.getHeight() * ref.getWidth() * 3];
+            for (int y = 0, i = 0; y < ref.getHeight(); y++) {
+                for (int x = 0; x < ref.getWidth(); x++, i += 3) {
+                    int rgb = ref.getRGB(x, y);
+                    values[i] = (rgb >> 16) & 255;
+                    values[i + 1] = (rgb >> 8) & 255;
+                    values[i + 2] = rgb & 255;
+                }
+            }
+            return of(img, values);
         }
     }
 
@@ -169,11 +167,43 @@ class TextToImageTest {
     }
 
     static List<GenerateEvent> run(GenerateRequest r) {
+        return run(server.client(), r);
+    }
+
+    /** Every event of one generation, to its end. */
+    static List<GenerateEvent> run(DitClient client, GenerateRequest r) {
         List<GenerateEvent> events = new ArrayList<>();
-        try (DitClient.EventStream s = server.client().generate(r)) {
+        try (DitClient.EventStream s = client.generate(r)) {
             s.forEachRemaining(events::add);
         }
         return events;
+    }
+
+    /** The result of one generation. */
+    static Result result(DitClient client, GenerateRequest r) {
+        return run(client, r).stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult();
+    }
+
+    /**
+     * max |error| / max |reference| of a result's sample (its tensor) against the reference pipeline's sample of
+     * case {@code k} of the fixture {@code model}.
+     */
+    static double sampleError(String model, int k, Result r) throws Exception {
+        try (Safetensors st = Safetensors.open(fixture(model).resolve("cases.safetensors"))) {
+            return Fixtures.relativeError(floats(r.getTensor().getData()), st.tensor("case." + k + ".sample").data());
+        }
+    }
+
+    /** A result's PNG, decoded. */
+    static BufferedImage image(Result r) throws Exception {
+        return ImageIO.read(new ByteArrayInputStream(r.getPng().toByteArray()));
+    }
+
+    /** How an image agrees with the reference pipeline's 8-bit image [H, W, 3] of case {@code k} of {@code model}. */
+    static ImageAgreement agreement(String model, int k, BufferedImage img) throws Exception {
+        try (Safetensors st = Safetensors.open(fixture(model).resolve("cases.safetensors"))) {
+            return ImageAgreement.of(img, st.tensor("case." + k + ".image").data());
+        }
     }
 
     static GenerateRequest request(String model, int k) throws Exception {
@@ -194,26 +224,16 @@ class TextToImageTest {
     @ParameterizedTest(name = "{0} case {1}")
     @MethodSource("cases")
     void aPromptGivesTheReferencePipelinesImage(String model, int k) throws Exception {
-        List<GenerateEvent> events = run(request(model, k));
-        Result r = events.stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult();
-        try (Safetensors st = Safetensors.open(fixture(model).resolve("cases.safetensors"))) {
-            float[] want = st.tensor("case." + k + ".sample").data();
-            float[] got = floats(r.getTensor().getData());
-            double maxAbs = 0;
-            double maxErr = 0;
-            for (int i = 0; i < want.length; i++) {
-                maxAbs = Math.max(maxAbs, Math.abs(want[i]));
-                maxErr = Math.max(maxErr, Math.abs(got[i] - want[i]));
-            }
-            assertThat(maxErr / maxAbs).as("%s case %d sample vs the reference pipeline", model, k).isLessThan(1e-4);
-            BufferedImage img = ImageIO.read(new ByteArrayInputStream(r.getPng().toByteArray()));
-            ImageAgreement a = ImageAgreement.of(img, st.tensor("case." + k + ".image").data()); // [H, W, 3]
-            System.out.printf("text-to-image java %s case %d (%s, %dx%d): sample error %.2e (relative), %.3f %% of "
-                    + "%d values within one level, max difference %d%n", model, k, served(model, k), img.getWidth(),
-                    img.getHeight(), maxErr / maxAbs, 100 * a.withinOne(), a.values(), a.maxDiff());
-            assertThat(a.withinOne()).as("%s case %d: values within one 8-bit level", model, k)
-                    .isGreaterThanOrEqualTo(0.999);
-        }
+        Result r = result(server.client(), request(model, k));
+        double err = sampleError(model, k, r);
+        assertThat(err).as("%s case %d sample vs the reference pipeline", model, k).isLessThan(1e-4);
+        BufferedImage img = image(r);
+        ImageAgreement a = agreement(model, k, img);
+        System.out.printf("text-to-image java %s case %d (%s, %dx%d): sample error %.2e (relative), %.3f %% of %d "
+                + "values within one level, max difference %d%n", model, k, served(model, k), img.getWidth(),
+                img.getHeight(), err, 100 * a.withinOne(), a.values(), a.maxDiff());
+        assertThat(a.withinOne()).as("%s case %d: values within one 8-bit level", model, k)
+                .isGreaterThanOrEqualTo(0.999);
     }
 
     @Test
@@ -267,8 +287,7 @@ class TextToImageTest {
                 .build();
         double hitsBefore = cacheLookups("hit");
         double[] start = server.server().metrics().passesAndSamples("java", "sd35-tiny");
-        byte[] alone = run(target).stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult()
-                .getTensor().getData().toByteArray();
+        byte[] alone = result(server.client(), target).getTensor().getData().toByteArray();
         double alonePasses = server.server().metrics().passesAndSamples("java", "sd35-tiny")[0] - start[0];
         // the same request among others with other prompts and more steps, each seen running before the target is
         // sent, so that the target's passes are theirs too (max_batch 64 holds them all)
@@ -291,8 +310,7 @@ class TextToImageTest {
         }
         assertThat(running.await(120, TimeUnit.SECONDS)).as("the other prompts' generations started").isTrue();
         double[] before = server.server().metrics().passesAndSamples("java", "sd35-tiny");
-        byte[] batched = run(target).stream().filter(GenerateEvent::hasResult).findFirst().orElseThrow().getResult()
-                .getTensor().getData().toByteArray();
+        byte[] batched = result(server.client(), target).getTensor().getData().toByteArray();
         double[] after = server.server().metrics().passesAndSamples("java", "sd35-tiny");
         assertThat(others.stream().filter(f -> !f.isDone()).count()).as("others still running at the target's end")
                 .isPositive();

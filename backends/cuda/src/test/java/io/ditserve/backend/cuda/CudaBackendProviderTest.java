@@ -11,6 +11,7 @@ import io.ditserve.backend.DecoderSpec;
 import io.ditserve.backend.ModelSpec;
 import io.ditserve.backend.testkit.DecoderFixtures;
 import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.TextFixtures;
 import java.net.URL;
 import java.net.URLClassLoader;
 import java.nio.file.Path;
@@ -108,6 +109,34 @@ class CudaBackendProviderTest {
                 .isInstanceOf(BackendException.class)
                 .hasMessageContaining("weights.safetensors")
                 .hasMessageContaining("expected");
+    }
+
+    /**
+     * SD3's models go to their backends: an MMDiT spec to {@link CudaMmditBackend}, which reads the transformer
+     * folder's files (a DiT backend would first ask for weights.safetensors), a text encoder spec to
+     * {@link CudaTextEncoder}; without a GPU here the device is what fails.
+     */
+    @Test
+    void sd3SpecsGoToTheirBackends() throws Exception {
+        CudaBackendProvider p = new CudaBackendProvider();
+        BackendOptions o = BackendOptions.ofThreads(1);
+        madeOrTheDeviceFails(() -> p.create(TextFixtures.mmditSpec("mmdit-tiny"), o), CudaMmditBackend.class,
+                CudaDitBackend.WEIGHTS_FILE);
+        madeOrTheDeviceFails(() -> p.createTextEncoder(TextFixtures.encoderSpec("t5-tiny"), o), CudaTextEncoder.class,
+                "cannot run text encoders");
+    }
+
+    private interface Make {
+        AutoCloseable make() throws BackendException;
+    }
+
+    /** {@code make} gives a {@code type} (on a machine with a GPU), or fails for another reason than {@code not}. */
+    private static void madeOrTheDeviceFails(Make make, Class<?> type, String not) throws Exception {
+        try (AutoCloseable made = make.make()) {
+            assertThat(made).isInstanceOf(type);
+        } catch (BackendException e) {
+            assertThat(e.getMessage()).doesNotContain(not);
+        }
     }
 
     @Test

@@ -16,6 +16,7 @@ import io.ditserve.backend.Tensor;
 import io.ditserve.backend.TextEncoder;
 import io.ditserve.backend.testkit.DecoderFixtures;
 import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.TextFixtures;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
@@ -29,8 +30,9 @@ import java.util.concurrent.atomic.AtomicInteger;
 /**
  * The GPU checks of the cuda backend, as a program for a GPU machine without Maven or JUnit and as the helpers of
  * {@link CudaGpuTest} and {@link FakeCudaTest}. It lives in the test sources (it reads the fixtures with
- * backends/testkit's {@link Fixtures} and {@link DecoderFixtures}); tools/gpu/make_bundle.sh packs the compiled test
- * classes with the jars, and tools/gpu/run_cuda_checks.sh runs it from that bundle (docs/gpu/README.md):
+ * backends/testkit's {@link Fixtures}, {@link TextFixtures} and {@link DecoderFixtures}); tools/gpu/make_bundle.sh
+ * packs the compiled test classes with the jars, and tools/gpu/run_cuda_checks.sh runs it from that bundle
+ * (docs/gpu/README.md):
  *
  * <pre>
  * java --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -cp '.bundle/lib/*' \
@@ -88,10 +90,15 @@ public final class CudaParityCheck {
         };
     }
 
-    Backend cuda(String model, Map<String, String> options) throws BackendException {
+    /** The options of every check's backend: one thread, the base options and {@code options} over them. */
+    BackendOptions options(Map<String, String> options) {
         Map<String, String> all = new HashMap<>(baseOptions);
         all.putAll(options);
-        return new CudaBackendProvider().create(Fixtures.spec(model), new BackendOptions(1, all));
+        return new BackendOptions(1, all);
+    }
+
+    Backend cuda(String model, Map<String, String> options) throws BackendException {
+        return new CudaBackendProvider().create(Fixtures.spec(model), options(options));
     }
 
     /** Relative error of the backend on a model's PyTorch case. */
@@ -189,10 +196,8 @@ public final class CudaParityCheck {
     /** A cuda decoder of a folder, through the provider (or with other buffer budgets, to force tiling). */
     CudaDecoder decoder(Path dir, Map<String, String> options, DecoderBuffers.Budgets budgets)
             throws BackendException {
-        Map<String, String> all = new HashMap<>(baseOptions);
-        all.putAll(options);
         DecoderSpec spec = DecoderConfigs.load(dir);
-        BackendOptions o = new BackendOptions(1, all);
+        BackendOptions o = options(options);
         return budgets == DecoderBuffers.DEFAULT_BUDGETS
                 ? (CudaDecoder) new CudaBackendProvider().createDecoder(spec, o)
                 : CudaDecoder.create(spec, o, budgets);
@@ -341,9 +346,7 @@ public final class CudaParityCheck {
 
     /** A cuda MMDiT of a fixture folder ({@link TextFixtures#MMDITS}), through the provider. */
     Backend mmdit(String fixture, Map<String, String> options) throws BackendException {
-        Map<String, String> all = new HashMap<>(baseOptions);
-        all.putAll(options);
-        return new CudaBackendProvider().create(TextFixtures.mmditSpec(fixture), new BackendOptions(1, all));
+        return new CudaBackendProvider().create(TextFixtures.mmditSpec(fixture), options(options));
     }
 
     /** Relative error of the MMDiT on the fixture's PyTorch case. */
@@ -373,10 +376,7 @@ public final class CudaParityCheck {
 
     /** A cuda text encoder of a fixture folder ({@link TextFixtures#ENCODERS}), through the provider. */
     TextEncoder encoder(String fixture, Map<String, String> options) throws BackendException {
-        Map<String, String> all = new HashMap<>(baseOptions);
-        all.putAll(options);
-        return new CudaBackendProvider().createTextEncoder(TextFixtures.encoderSpec(fixture),
-                new BackendOptions(1, all));
+        return new CudaBackendProvider().createTextEncoder(TextFixtures.encoderSpec(fixture), options(options));
     }
 
     /** Relative error of a text encoder on its fixture's cases: the larger of the hidden state's and CLIP's pooled. */

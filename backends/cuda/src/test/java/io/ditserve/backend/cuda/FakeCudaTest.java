@@ -18,6 +18,7 @@ import io.ditserve.backend.testkit.BackendConformance;
 import io.ditserve.backend.testkit.DecoderConformance;
 import io.ditserve.backend.testkit.DecoderFixtures;
 import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.TextFixtures;
 import java.io.IOException;
 import java.io.InputStream;
 import java.lang.foreign.Arena;

@@ -10,7 +10,7 @@ import io.ditserve.backend.Safetensors;
 import io.ditserve.backend.TextEncoder;
 import io.ditserve.backend.TextEncoderConfigs;
 import io.ditserve.backend.TextEncoderSpec;
-import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.TextFixtures;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
@@ -95,11 +95,11 @@ class SixteenBitWeightsTest {
     /** The BF16 MMDiT fixture: the same output bytes, its weights in 16 bits apart from biases and norms. */
     @Test
     void mmditKeepsBf16WeightsAndItsOutput() throws Exception {
-        var spec = MmditConformanceTest.spec(MmditConformanceTest.fixture("mmdit-x-tiny"));
-        MmditConformanceTest.Case c = MmditConformanceTest.forwardCase("mmdit-x-tiny");
+        var spec = TextFixtures.mmditSpec("mmdit-x-tiny");
+        TextFixtures.MmditCase c = TextFixtures.mmditCase("mmdit-x-tiny");
         try (Backend stored = JavaDitBackend.create(spec, weights("stored"));
                 Backend f32 = JavaDitBackend.create(spec, weights("f32"))) {
-            assertThat(MmditConformanceTest.run(stored, c).data()).isEqualTo(MmditConformanceTest.run(f32, c).data());
+            assertThat(TextFixtures.run(stored, c).data()).isEqualTo(TextFixtures.run(f32, c).data());
             long s = ((JavaDitBackend) stored).weightBytes();
             long f = ((JavaDitBackend) f32).weightBytes();
             System.out.printf("mmdit-x-tiny: %d bytes of weights stored, %d as float32 (%.3f)%n", s, f, (double) s / f);
@@ -121,8 +121,7 @@ class SixteenBitWeightsTest {
     @CsvSource({"t5-tiny, text_encoder_3, 256, 0.7", "clip-tiny-g, text_encoder_2, 0, 0.52"})
     void textEncodersKeepTheirWeightsAndTheirOutput(String name, String role, int maxTokens, double most)
             throws Exception {
-        TextEncoderSpec spec = TextEncoderConfigs.load(Fixtures.repoRoot().resolve("tools/fixtures/" + name), role,
-                maxTokens);
+        TextEncoderSpec spec = TextEncoderConfigs.load(TextFixtures.dir(name), role, maxTokens);
         int tokens = spec.maxTokens();
         Random rnd = new Random(5);
         int[][] ids = new int[3][tokens];

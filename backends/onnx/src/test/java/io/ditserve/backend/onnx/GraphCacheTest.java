@@ -16,6 +16,7 @@ import io.ditserve.backend.onnx.GraphCache.Outcome;
 import io.ditserve.backend.onnx.GraphCache.Report;
 import io.ditserve.backend.testkit.DecoderFixtures;
 import io.ditserve.backend.testkit.Fixtures;
+import io.ditserve.backend.testkit.TextFixtures;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -129,10 +130,10 @@ class GraphCacheTest {
     static Run load(String kind, Path dir, BackendOptions options) throws Exception {
         return switch (kind) {
             case "mmdit" -> {
-                ModelSpec spec = OnnxMmditConformanceTest.spec(dir);
-                OnnxMmditConformanceTest.Case c = OnnxMmditConformanceTest.randomCase(spec, 2, 5, 11);
+                ModelSpec spec = TextFixtures.mmditSpec(dir);
+                TextFixtures.MmditCase c = TextFixtures.randomCase(spec, 2, 5, 11);
                 try (OnnxMmditBackend b = OnnxMmditBackend.create(spec, options)) {
-                    yield new Run(OnnxMmditConformanceTest.run(b, c).data(), b.cacheReport(), b.graphNodes(),
+                    yield new Run(TextFixtures.run(b, c).data(), b.cacheReport(), b.graphNodes(),
                             b.externalData());
                 }
             }
@@ -172,11 +173,11 @@ class GraphCacheTest {
 
     /** mmdit-tiny's reference case (tools/sd3/mmdit.py) on a folder holding its files. */
     private static Tensor referenceForward(Path dir, BackendOptions options, Report[] report) throws Exception {
-        ModelSpec spec = OnnxMmditConformanceTest.spec(dir);
-        OnnxMmditConformanceTest.Case c = OnnxMmditConformanceTest.forwardCase("mmdit-tiny");
+        ModelSpec spec = TextFixtures.mmditSpec(dir);
+        TextFixtures.MmditCase c = TextFixtures.mmditCase("mmdit-tiny");
         try (OnnxMmditBackend b = OnnxMmditBackend.create(spec, options)) {
             report[0] = b.cacheReport();
-            Tensor out = OnnxMmditConformanceTest.run(b, c);
+            Tensor out = TextFixtures.run(b, c);
             assertThat(Fixtures.relativeError(out, c.out())).as("vs tools/sd3/mmdit.py").isLessThan(TOLERANCE);
             return out;
         }
@@ -492,7 +493,7 @@ class GraphCacheTest {
      */
     @Test
     void theSpecTextIsTheSameInEveryProcess() throws Exception {
-        ModelSpec mmdit = OnnxMmditConformanceTest.spec(fixture("tools/fixtures/mmdit-x-tiny"));
+        ModelSpec mmdit = TextFixtures.mmditSpec(fixture("tools/fixtures/mmdit-x-tiny"));
         TextEncoderSpec t5 = TextEncoderConfigs.load(fixture("tools/fixtures/t5-tiny"), "text_encoder_3", 16);
         DecoderSpec vae = DecoderFixtures.spec(fixture("tools/fixtures/vae-small"));
         for (Record r : new Record[] {mmdit, mmdit.text(), t5, vae}) {

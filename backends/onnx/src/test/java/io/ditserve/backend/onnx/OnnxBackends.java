@@ -4,11 +4,16 @@ import io.ditserve.backend.Backend;
 import io.ditserve.backend.BackendException;
 import io.ditserve.backend.BackendOptions;
 import io.ditserve.backend.ModelSpec;
+import io.ditserve.backend.TextEncoder;
+import io.ditserve.backend.TextEncoderSpec;
 import io.ditserve.backend.testkit.Fixtures;
 import java.nio.file.Path;
 import java.util.Map;
 
-/** The onnx backend with chosen options (found through ServiceLoader, as the server finds it), and model specs bent for the validation tests. */
+/**
+ * The onnx backend and its text encoders with chosen options (found through ServiceLoader, as the server finds it),
+ * and model specs bent for the validation tests.
+ */
 final class OnnxBackends {
     private OnnxBackends() {}
 
@@ -18,6 +23,10 @@ final class OnnxBackends {
 
     static Backend onnx(ModelSpec spec) throws BackendException {
         return onnx(spec, 2, Map.of());
+    }
+
+    static TextEncoder textEncoder(TextEncoderSpec spec, int threads) throws BackendException {
+        return Fixtures.provider(OnnxBackendProvider.NAME).createTextEncoder(spec, BackendOptions.ofThreads(threads));
     }
 
     /** {@code spec} with another folder and input channel count (the output channels follow). */
