@@ -10,14 +10,16 @@
 #                        (the fixture readers); ditserve-backend-cuda-gpu-checks.jar: the cuda module's compiled
 #                        TEST classes, where the check and bench programs live (CudaParityCheck, CudaBench; they are
 #                        not in the backend's jar). JUnit and AssertJ are not needed by the programs and not packed.
-#   .bundle/data/        only with --with-data: tools/fixtures (config, weights and cases of the two fixture
-#                        models, fashion-dit.forward.safetensors, the three small decoder folders, the SD3 MMDiT
-#                        and text encoder folders) and
-#                        models/fashion-dit (config.json, weights.safetensors), laid out like the repository
+#   .bundle/data/        only with --with-data: tools/fixtures (config, weights and cases of the four DiT fixture
+#                        models pixel-tiny, latent-tiny, sit-tiny and repa-tiny, the three small decoder folders,
+#                        the SD3 MMDiT and text encoder folders), laid out like the repository; 18 MB. Not
+#                        models/fashion-dit (30 MB): the checks of that model run in a call of their own
+#                        (run_cuda_checks.sh --fashion-dit), which reads it from the working tree
 #
-# Without --with-data the checks read the fixtures from the repository itself, which travels to the GPU machine
-# anyway (every tracked file does): copying them into the bundle would send the same 35 MB twice, and the device
-# tool's limit (64 MiB) counts the working tree and the carried paths together.
+# The device tool sends the working tree with every call and refuses more than 64 MiB, carried paths included;
+# the repository's tracked files are about 150 MB (the bundled models, the fixtures). So a GPU session makes the
+# bundle with --with-data and leaves the big folders out of the working tree for its calls with
+# tools/gpu/slim_tree.sh (docs/gpu/README.md, "Carrying the checks").
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -66,7 +68,7 @@ if [ "$WITH_DATA" = 1 ]; then
     cp "tools/fixtures/$m/config.json" "tools/fixtures/$m/diffusion_pytorch_model.safetensors" \
       "tools/fixtures/$m/cases.safetensors" "$BUNDLE/data/tools/fixtures/$m/"
   done
-  for m in pixel-tiny latent-tiny; do
+  for m in pixel-tiny latent-tiny sit-tiny repa-tiny; do
     mkdir -p "$BUNDLE/data/tools/fixtures/$m"
     cp "tools/fixtures/$m/config.json" "tools/fixtures/$m/weights.safetensors" "tools/fixtures/$m/cases.safetensors" \
       "$BUNDLE/data/tools/fixtures/$m/"
@@ -76,9 +78,6 @@ if [ "$WITH_DATA" = 1 ]; then
     mkdir -p "$BUNDLE/data/tools/fixtures/$m"
     cp tools/fixtures/$m/*.json tools/fixtures/$m/*.safetensors "$BUNDLE/data/tools/fixtures/$m/"
   done
-  cp tools/fixtures/fashion-dit.forward.safetensors "$BUNDLE/data/tools/fixtures/"
-  mkdir -p "$BUNDLE/data/models/fashion-dit"
-  cp models/fashion-dit/config.json models/fashion-dit/weights.safetensors "$BUNDLE/data/models/fashion-dit/"
 fi
 
 echo "== .bundle: $(du -sh "$BUNDLE" | cut -f1)"

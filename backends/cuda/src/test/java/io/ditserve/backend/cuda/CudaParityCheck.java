@@ -26,6 +26,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.stream.Stream;
 
 /**
  * The GPU checks of the cuda backend, as a program for a GPU machine without Maven or JUnit and as the helpers of
@@ -36,14 +37,17 @@ import java.util.concurrent.atomic.AtomicInteger;
  *
  * <pre>
  * java --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -cp '.bundle/lib/*' \
- *     io.ditserve.backend.cuda.CudaParityCheck [REPO_ROOT] [--decoder-cases DIR] [--decoders-only]
+ *     io.ditserve.backend.cuda.CudaParityCheck [REPO_ROOT] [--decoder-cases DIR] [--decoders-only | --only MODEL]
  * </pre>
  *
  * With Maven on the GPU machine: the same class on the module's test class path (backends/cuda/README.md, "Tests"
  * gives the two commands), or {@code mvn -o -pl backends/cuda test -Dtest=CudaGpuTest}, the same checks as JUnit
  * tests.
  *
- * <p>REPO_ROOT (default: {@link Fixtures#repoRoot}) holds tools/fixtures and models/fashion-dit.
+ * <p>REPO_ROOT (default: {@link Fixtures#repoRoot}) holds tools/fixtures and models/fashion-dit. A DiT fixture model
+ * whose files are not there is skipped with a SKIP line naming them (the device tool carries at most 64 MiB a call:
+ * tools/gpu/slim_tree.sh and docs/gpu/README.md, "Carrying the checks"); {@code --only MODEL} runs the DiT checks
+ * of that model alone.
  *
  * The DiT checks, SD3's MMDiT and text encoders ({@link #textChecks}), then the latent decoders'
  * ({@link #decoderChecks}): the committed small fixtures, the real-shape fixtures of target/decoder-fixtures when
@@ -487,36 +491,66 @@ public final class CudaParityCheck {
     List<Outcome> runAll(Path decoderCases, boolean decodersOnly) {
         List<Check> checks = new ArrayList<>();
         if (!decodersOnly) {
-            checks.addAll(ditChecks());
+            checks.addAll(ditChecks(List.of(Fixtures.MODELS)));
             checks.addAll(textChecks());
         }
         checks.addAll(decoderChecks(decoderCases));
         return run(checks);
     }
 
-    /** Every DiT check, in the order a first GPU run should see them: the simplest first, with per-kernel syncs. */
-    List<Check> ditChecks() {
+    /**
+     * The files of a DiT fixture model that are not under the root: its config, weights and PyTorch case; empty
+     * when it can be checked.
+     */
+    static List<Path> missingFiles(String model) {
+        return Stream.of(Fixtures.modelDir(model).resolve("config.json"),
+                Fixtures.modelDir(model).resolve("weights.safetensors"), Fixtures.casesFile(model))
+                .filter(f -> !Files.isRegularFile(f)).toList();
+    }
+
+    /**
+     * The DiT checks of those of {@code models} whose files are here, in the order a first GPU run should see them:
+     * the simplest first, with per-kernel syncs; a SKIP line for each of the others.
+     */
+    List<Check> ditChecks(List<String> models) {
+        List<String> here = new ArrayList<>();
+        for (String model : models) {
+            List<Path> missing = missingFiles(model);
+            if (missing.isEmpty()) {
+                here.add(model);
+            } else {
+                System.out.println("SKIP the DiT checks of " + model + ": not here: " + missing);
+            }
+        }
         List<Check> checks = new ArrayList<>();
-        checks.add(measured("pixel-tiny fp32, synchronised after every kernel", FP32_TOLERANCE,
-                () -> fixtureError("pixel-tiny", Map.of(CudaOptions.DEBUG_SYNC, "true"))));
+        if (here.contains("pixel-tiny")) {
+            checks.add(measured("pixel-tiny fp32, synchronised after every kernel", FP32_TOLERANCE,
+                    () -> fixtureError("pixel-tiny", Map.of(CudaOptions.DEBUG_SYNC, "true"))));
+        }
         for (String precision : List.of("fp32", "tf32", "bf16")) {
-            for (String model : Fixtures.MODELS) {
+            for (String model : here) {
                 checks.add(measured(model + " " + precision + " vs PyTorch", tolerance(precision),
                         () -> fixtureError(model, Map.of(CudaOptions.PRECISION, precision))));
             }
         }
-        for (String model : Fixtures.MODELS) {
+        for (String model : here) {
             checks.add(measured(model + " fp32 with a step cache (samples that store, samples that reuse) vs PyTorch",
                     FP32_TOLERANCE, () -> cacheError(model, Map.of())));
         }
-        checks.add(measured("latent-tiny fp32 vs the java backend, batch 6 of mixed t and y", FP32_TOLERANCE,
-                () -> javaBackendError("latent-tiny", Map.of())));
-        checks.add(measured("fashion-dit fp32, buffers for batch 1 grown to 4", FP32_TOLERANCE,
-                () -> fixtureError("fashion-dit", Map.of(CudaOptions.MAX_BATCH, "1"))));
-        checks.add(new Check("latent-tiny cancellation between blocks", n -> {
-            String problem = cancellationProblem("latent-tiny");
-            return new Outcome(n, -1, problem == null, problem == null ? "" : problem);
-        }));
+        if (here.contains("latent-tiny")) {
+            checks.add(measured("latent-tiny fp32 vs the java backend, batch 6 of mixed t and y", FP32_TOLERANCE,
+                    () -> javaBackendError("latent-tiny", Map.of())));
+        }
+        if (here.contains("fashion-dit")) {
+            checks.add(measured("fashion-dit fp32, buffers for batch 1 grown to 4", FP32_TOLERANCE,
+                    () -> fixtureError("fashion-dit", Map.of(CudaOptions.MAX_BATCH, "1"))));
+        }
+        if (here.contains("latent-tiny")) {
+            checks.add(new Check("latent-tiny cancellation between blocks", n -> {
+                String problem = cancellationProblem("latent-tiny");
+                return new Outcome(n, -1, problem == null, problem == null ? "" : problem);
+            }));
+        }
         return checks;
     }
 
@@ -539,12 +573,18 @@ public final class CudaParityCheck {
         Path root = null;
         Path decoderCases = null;
         boolean decodersOnly = false;
+        String only = null;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--decoder-cases" -> decoderCases = Path.of(args[++i]);
                 case "--decoders-only" -> decodersOnly = true;
+                case "--only" -> only = args[++i];
                 default -> root = Path.of(args[i]);
             }
+        }
+        if (only != null && !List.of(Fixtures.MODELS).contains(only)) {
+            System.out.println("FAIL --only " + only + ": not one of " + List.of(Fixtures.MODELS));
+            System.exit(2);
         }
         if (root != null) {
             System.setProperty("repo.root", root.toString()); // where Fixtures and DecoderFixtures read
@@ -555,13 +595,19 @@ public final class CudaParityCheck {
             decoderCases = null;
         }
         CudaParityCheck check = new CudaParityCheck(Map.of());
-        try (Backend b = check.cuda("pixel-tiny", Map.of())) {
+        String probe = only != null ? only : "pixel-tiny";
+        try (Backend b = check.cuda(probe, Map.of())) {
             System.out.println("cuda backend: " + ((CudaDitBackend) b).deviceDescription());
         } catch (BackendException e) {
             System.out.println("FAIL the cuda backend cannot be created: " + e.getMessage());
             System.exit(2);
         }
-        List<Outcome> outcomes = check.runAll(decoderCases, decodersOnly);
+        List<Outcome> outcomes = only != null ? run(check.ditChecks(List.of(only)))
+                : check.runAll(decoderCases, decodersOnly);
+        if (outcomes.isEmpty()) {
+            System.out.println("FAIL no check could run: the files they read are not under " + Fixtures.repoRoot());
+            System.exit(1);
+        }
         long failed = outcomes.stream().filter(o -> !o.passed()).count();
         System.out.println(failed == 0 ? "all " + outcomes.size() + " cuda checks passed"
                 : failed + " of " + outcomes.size() + " cuda checks FAILED");
