@@ -56,7 +56,7 @@ __device__ float block_max(float v, float* scratch) {
 
 // The layer and group norms' statistics of xr[0 .. len) over the block: *mean, and the returned 1/√(var + eps) with
 // var the biased variance of the centred values. scratch: 32 floats of shared memory.
-__device__ float centred_inv_std(const float* xr, int len, float eps, float* mean, float* scratch) {
+__device__ inline float centred_inv_std(const float* xr, int len, float eps, float* mean, float* scratch) {
     float s = 0.0f;
     for (int k = threadIdx.x; k < len; k += blockDim.x) s += xr[k];
     const float m = block_sum(s, scratch) / len;
@@ -70,7 +70,7 @@ __device__ float centred_inv_std(const float* xr, int len, float eps, float* mea
 }
 
 // The RMS norms' factor of xr[0 .. len) over the block: 1/√(mean(x²) + eps). scratch: 32 floats of shared memory.
-__device__ float rms_inv(const float* xr, int len, float eps, float* scratch) {
+__device__ inline float rms_inv(const float* xr, int len, float eps, float* scratch) {
     float q = 0.0f;
     for (int k = threadIdx.x; k < len; k += blockDim.x) q += xr[k] * xr[k];
     return 1.0f / sqrtf(block_sum(q, scratch) / len + eps);
@@ -78,7 +78,7 @@ __device__ float rms_inv(const float* xr, int len, float eps, float* scratch) {
 
 // r[0 .. keep) = softmax of the logits, in place, and r[keep .. len) = 0 (keep = len: the whole row). The logits are
 // the rounded products r[k]·scale, or r[k] + bias[k] where bias is not null. scratch: 32 floats of shared memory.
-__device__ void softmax_row(float* r, int len, int keep, float scale, const float* bias, float* scratch) {
+__device__ inline void softmax_row(float* r, int len, int keep, float scale, const float* bias, float* scratch) {
     float mx = __int_as_float(0xff800000);  // -inf
     for (int k = threadIdx.x; k < keep; k += blockDim.x) mx = fmaxf(mx, bias ? r[k] + bias[k] : __fmul_rn(r[k], scale));
     mx = block_max(mx, scratch);
